@@ -1,0 +1,1 @@
+//! Parsing the AIM authority. SKELETON (issue #2).

@@ -1,0 +1,1 @@
+//! OpenID provider metadata. SKELETON (issue #2).

@@ -1,0 +1,1 @@
+//! tower integration. SKELETON (issue #4).

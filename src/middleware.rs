@@ -1,0 +1,1 @@
+//! reqwest-middleware integration. SKELETON (issue #4).

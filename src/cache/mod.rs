@@ -163,7 +163,11 @@ impl Cache {
             return Ok(token);
         }
         self.ensure_refresher();
-        self.shared.token_slow().await
+        // Boxed: the slow path's state (retries, backoff timers) is a few
+        // hundred bytes; inline it would make every cached call's future
+        // that big, and moving it costs more than the whole cached read.
+        let slow: BoxFuture<'_, Result<AccessToken>> = Box::pin(self.shared.token_slow());
+        slow.await
     }
 
     /// A token newer than the current one; joins an acquisition in flight.

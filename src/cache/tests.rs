@@ -261,12 +261,10 @@ async fn a_day_with_600s_tokens_refreshes_every_300s() {
         sleep(10 * SEC).await;
     }
     sleep(9 * SEC).await; // 23:59:59
-    // 0, 300, ..., 86100: 24 h / 300 s = 288.
+                          // 0, 300, ..., 86100: 24 h / 300 s = 288.
     assert_eq!(fake.calls(), 288);
     let successes = fake.successes();
-    assert!(successes
-        .windows(2)
-        .all(|w| w[1] - w[0] == 300 * SEC));
+    assert!(successes.windows(2).all(|w| w[1] - w[0] == 300 * SEC));
     assert_eq!(cache.stats().refreshes, 288);
 }
 
@@ -294,8 +292,8 @@ async fn a_6h_outage_mid_life_is_invisible_and_one_refresh_follows_it() {
     for minute in 1..(24 * 60) {
         sleep(MIN).await;
         match minute {
-            540 => fake.outage(0, Some(refused())),   // 09:00
-            900 => fake.outage(0, None),              // 15:00
+            540 => fake.outage(0, Some(refused())), // 09:00
+            900 => fake.outage(0, None),            // 15:00
             _ => {}
         }
         if cache.token().await.is_err() {
@@ -582,7 +580,9 @@ async fn refresh_forces_one_deduplicated_request() {
         fresh.push(task.await.unwrap().unwrap());
     }
     assert_eq!(fake.calls(), 2);
-    assert!(fresh.iter().all(|t| t.same_as(&fresh[0]) && !t.same_as(&old)));
+    assert!(fresh
+        .iter()
+        .all(|t| t.same_as(&fresh[0]) && !t.same_as(&old)));
     assert!(cache.token().await.unwrap().same_as(&fresh[0]));
     // A later refresh() asks again.
     cache.refresh().await.unwrap();
@@ -678,6 +678,9 @@ async fn events_tell_the_story_without_the_token() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Tests on other threads may have cached "no interest" for these
+    // callsites while no subscriber existed.
+    tracing::callsite::rebuild_interest_cache();
 
     let fake = Fake::new(2, 600 * SEC);
     let cache = cache(&fake, CacheConfig::default());

@@ -729,6 +729,46 @@ async fn fault_drop_connection() {
 }
 
 #[tokio::test]
+async fn fault_drop_connection_over_https_h2() {
+    let aim = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", ID),
+        ("client_secret", SECRET),
+    ];
+    let ok = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
+    aim.inject(Endpoint::Token, Fault::DropConnection);
+    let err = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_request() || err.is_connect(), "{err:?}");
+    let again = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (3, 2));
+}
+
+#[tokio::test]
 async fn fault_bodies_garbage_html_empty_truncated() {
     let aim = AimEmulator::start().await.unwrap();
     aim.inject(Endpoint::Token, Fault::Garbage);

@@ -286,7 +286,7 @@ impl AimEmulatorBuilder {
         } else {
             None
         };
-        let listener = server::bind(self.port).await?;
+        let listener = server::bind(self.port)?;
         let port = listener
             .local_addr()
             .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("emulator: {e}")))?

@@ -21,7 +21,7 @@ use hyper::service::{service_fn, Service as _};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -32,9 +32,18 @@ use super::{identity, mes, register, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Binds `127.0.0.1:port` (0: any free port).
-pub(crate) async fn bind(port: u16) -> Result<TcpListener> {
+pub(crate) fn bind(port: u16) -> Result<TcpListener> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = TcpSocket::new_v4()?;
+        // Resume must rebind the port while old connections sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // Thousands of clients connect at once in load tests; the usual
+        // backlog of 1024 would reset some of them.
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| {
         Error::new(
             ErrorKind::Transport,
             format!("emulator: cannot listen on {addr}: {e}"),
@@ -42,6 +51,9 @@ pub(crate) async fn bind(port: u16) -> Result<TcpListener> {
         .with_source(e)
     })
 }
+
+/// Capped by the kernel (`net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 16_384;
 
 /// The server: what every listening period shares.
 pub(crate) struct Server {
@@ -125,7 +137,7 @@ impl Server {
         {
             return Ok(());
         }
-        let listener = bind(self.port).await?;
+        let listener = bind(self.port)?;
         let mut slot = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(Running::spawn(listener, self.app.clone()));

@@ -568,6 +568,15 @@ async fn mes_jobs_start_checks_its_body() {
     assert_eq!(ok.status(), StatusCode::OK);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["jobId"], "J-1001");
+    // Member names bind case-insensitively, as in ASP.NET Web API.
+    let pascal = http()
+        .put(&url)
+        .bearer_auth(&jwt)
+        .json(&serde_json::json!({"JobId": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pascal.status(), StatusCode::OK);
 
     for bad in [
         http().put(&url).bearer_auth(&jwt).body("jobId=J-1"),
@@ -1135,4 +1144,26 @@ fn debug_output_hides_secrets() {
     assert!(!debug.contains("super-secret-value"), "{debug}");
     assert!(!debug.contains("initial-secret-token"), "{debug}");
     assert!(!debug.contains(SECRET), "{debug}");
+}
+
+#[tokio::test]
+async fn emulator_and_its_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let aim = AimEmulator::start().await.unwrap();
+    send_sync(&aim);
+    send(&AimEmulator::builder().start());
+    let suspend = aim.suspend();
+    send(&suspend);
+    suspend.await;
+    let resume = aim.resume();
+    send(&resume);
+    resume.await.unwrap();
+    // Shared across tasks, as tests of concurrent apps do.
+    let aim = Arc::new(aim);
+    let task = tokio::spawn({
+        let aim = aim.clone();
+        async move { cc(&aim).await.unwrap().status() }
+    });
+    assert_eq!(task.await.unwrap(), StatusCode::OK);
 }

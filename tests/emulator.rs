@@ -928,9 +928,17 @@ async fn suspend_refuses_connections_and_resume_serves_again() {
     let aim = AimEmulator::start().await.unwrap();
     let port = aim.port();
     assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    // A kept-alive connection, to see suspend close it too.
+    let pooled = http();
+    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    assert_eq!(pooled.get(&url).send().await.unwrap().status(), 200);
     aim.suspend().await;
     let err = cc(&aim).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
+    assert!(
+        pooled.get(&url).send().await.is_err(),
+        "no answer while suspended"
+    );
     aim.suspend().await; // idempotent
     aim.resume().await.unwrap();
     aim.resume().await.unwrap(); // idempotent

@@ -369,6 +369,29 @@ async fn discovery_is_cached_and_its_endpoint_used() {
 }
 
 #[tokio::test]
+async fn discovery_is_fetched_again_after_an_hour_of_wall_clock() {
+    let server = Scripted::start().await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let clock = Arc::new(aim_token::TokioClock::new());
+    let aim = server.builder().clock(clock.clone()).build().unwrap();
+    let refresh = || async {
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    refresh().await;
+    clock.jump(Duration::from_secs(59 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 1);
+    clock.jump(Duration::from_secs(2 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 2);
+    assert_eq!(server.count("/identitymanager/connect/token"), 3);
+}
+
+#[tokio::test]
 async fn discovery_404_falls_back_to_connect_token() {
     let server = Scripted::start().await;
     server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::authority::without_userinfo;
 use crate::cache::{Cache, CacheConfig, Stats};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::ClientAuthMethod;
@@ -435,7 +436,10 @@ pub(crate) mod env {
 impl fmt::Debug for AimClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AimClientBuilder")
-            .field("authority", &self.authority)
+            .field(
+                "authority",
+                &self.authority.as_deref().map(without_userinfo),
+            )
             .field("client_id", &self.client_id)
             .field(
                 "client_secret",
@@ -443,8 +447,18 @@ impl fmt::Debug for AimClientBuilder {
             )
             .field("scopes", &self.scopes)
             .field("auth_method", &self.auth_method)
-            .field("fallback_authorities", &self.fallback_authorities)
-            .field("token_endpoint", &self.token_endpoint)
+            .field(
+                "fallback_authorities",
+                &self
+                    .fallback_authorities
+                    .iter()
+                    .map(|a| without_userinfo(a))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "token_endpoint",
+                &self.token_endpoint.as_deref().map(without_userinfo),
+            )
             .field("form_params", &self.form_params)
             .field("root_certificates", &self.root_certificates.len())
             .field(
@@ -632,6 +646,26 @@ mod tests {
         let shown = format!("{aim:?} {:?}", aim.exchanger());
         assert!(!shown.contains("w0rd"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn userinfo_in_a_configured_url_is_not_printed() {
+        let b = AimClient::builder()
+            .authority("https://admin:hunter2@sms01/identitymanager")
+            .fallback_authority("admin:hunter2@sms02")
+            .token_endpoint("https://u:hunter2@sms01/connect/token?x=a@b");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("https://[redacted]@sms01/identitymanager"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_userinfo("https://sms01/x?mail=a@b"),
+            "https://sms01/x?mail=a@b"
+        );
+        let err = b.client_id("x").client_secret("y").build().unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]

@@ -83,6 +83,10 @@ impl Scripted {
     /// Serves https with `tls` (else http).
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, tls)
+    }
+
+    fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -342,6 +346,21 @@ async fn basic_sends_percent_encoded_credentials_in_the_header() {
         String::from_utf8(decoded).unwrap(),
         "mes%3Aclient%20one:P%40ss%20w0rd%26%2B%3D%25%3A%2F%3F%23"
     );
+}
+
+#[tokio::test]
+async fn ipv6_loopback_literal_over_http() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback on this machine: skipped");
+        return;
+    };
+    let server = Scripted::serve(listener, None);
+    assert!(server.base.starts_with("http://[::1]:"), "{}", server.base);
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let aim = server.builder().build().unwrap();
+    assert_eq!(aim.authority(), server.authority());
+    assert_eq!(token(&aim).await.unwrap().authority(), server.authority());
 }
 
 #[tokio::test]

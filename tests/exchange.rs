@@ -40,13 +40,6 @@ impl Seen {
             .into_owned()
             .collect()
     }
-
-    fn form_value(&self, name: &str) -> Option<String> {
-        self.form()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
 }
 
 #[derive(Clone)]

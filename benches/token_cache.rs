@@ -16,7 +16,9 @@
 //!   bench machine), time per call per thread. Contended locks park
 //!   (`blocking_lock`/`blocking_read`), as they would under load.
 //! - `cold_callers`: a fresh client, then 10,000 tasks calling `token()` at
-//!   once, against the emulator; and one `token()` call alone.
+//!   once, against the emulator (asserting exactly one token request); one
+//!   `token()` call alone; and 10,000 tasks doing nothing, the cost of the
+//!   spawning itself.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -208,6 +210,25 @@ fn cold_callers(c: &mut Criterion) {
             })
         });
     }
+    // The same 10,000 tasks without a token: what spawning and joining costs.
+    group.bench_function("10000_tasks_without_token", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += runtime.block_on(async {
+                    let started = Instant::now();
+                    let tasks: Vec<_> = (0..10_000)
+                        .map(|_| tokio::spawn(async { black_box(1) }))
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    started.elapsed()
+                });
+            }
+            total
+        })
+    });
     group.finish();
 }
 

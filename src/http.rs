@@ -1,0 +1,261 @@
+//! The HTTP client of token and discovery requests: built once per
+//! `AimClient`, no redirects, timeouts, rustls with the OS trust store plus
+//! the configured roots; a capped body reader; reqwest errors -> our kinds.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// No token or discovery answer is larger than this; a bigger one is refused
+/// rather than read into memory.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Default connect timeout.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout of one whole request.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the reqwest client is built from.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpConfig {
+    pub(crate) root_certificates: Vec<Vec<u8>>,
+    pub(crate) danger_accept_invalid_certs: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+}
+
+/// Builds the client. Bad PEM is a configuration error, found here and not
+/// at the first request.
+pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
+    let mut roots = Vec::new();
+    for (i, pem) in config.root_certificates.iter().enumerate() {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            Error::config(format!(
+                "root certificate #{} is not valid PEM ({e}): give the CA certificate in PEM (-----BEGIN CERTIFICATE-----), e.g. the PCS root CA exported as Base-64 X.509",
+                i + 1
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::config(format!(
+                "root certificate #{} contains no PEM certificate: give the CA certificate in PEM (-----BEGIN CERTIFICATE-----), e.g. the PCS root CA exported as Base-64 X.509",
+                i + 1
+            )));
+        }
+        roots.extend(certs);
+    }
+    if config.danger_accept_invalid_certs {
+        tracing::warn!(
+            "danger_accept_invalid_certs is on: any server can pose as AIM and read the client secret; \
+             trust the PCS root CA with root_certificate_pem / AIM_CA_CERT instead"
+        );
+    }
+    let no_extra_roots = roots.is_empty();
+    match builder(config).tls_certs_merge(roots).build() {
+        Ok(client) => Ok(client),
+        // A machine without an OS trust store (a bare container): still
+        // usable over loopback http, and https fails with the Tls error
+        // that says to give the CA, instead of every build failing.
+        Err(e) if no_extra_roots && !config.danger_accept_invalid_certs => {
+            tracing::warn!(
+                "no OS trust store ({}): only certificates given with root_certificate_pem / AIM_CA_CERT will be trusted",
+                root_cause(&e)
+            );
+            builder(config)
+                .tls_certs_only(Vec::new())
+                .build()
+                .map_err(setup_error)
+        }
+        Err(e) => Err(setup_error(e)),
+    }
+}
+
+/// Everything but the roots: no redirects (the secret must not follow one
+/// to another host), timeouts, the lab switch.
+fn builder(config: &HttpConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .user_agent(concat!("aim-token/", env!("CARGO_PKG_VERSION")))
+        .tls_danger_accept_invalid_certs(config.danger_accept_invalid_certs)
+}
+
+fn setup_error(e: reqwest::Error) -> Error {
+    Error::config(format!(
+        "could not set up the HTTP client: {}; check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM",
+        chain(&e)
+    ))
+    .with_source(e)
+}
+
+/// Reads the whole body, refusing more than `cap` bytes.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+    url: &str,
+) -> Result<Vec<u8>> {
+    let status = response.status().as_u16();
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large(status, cap, url));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > cap {
+                    return Err(too_large(status, cap, url));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(from_reqwest(e, url).with_status(status)),
+        }
+    }
+}
+
+fn too_large(status: u16, cap: usize, url: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidResponse,
+        format!("{url} answered more than {cap} bytes (HTTP {status}); that is not a token or discovery answer: check the authority"),
+    )
+    .with_status(status)
+}
+
+/// Maps a reqwest error to our kinds: timeout, TLS (with the fix), transport.
+pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
+    if err.is_timeout() {
+        return Error::new(
+            ErrorKind::Timeout,
+            format!("{url} did not answer in time ({}); check that AIM is running and reachable, or raise connect_timeout/request_timeout", root_cause(&err)),
+        )
+        .with_source(err);
+    }
+    if let Some(tls) = find_rustls_error(&err) {
+        let message = tls_message(tls, url);
+        return Error::new(ErrorKind::Tls, message).with_source(err);
+    }
+    let what = if err.is_connect() {
+        "could not connect to"
+    } else if err.is_body() {
+        "lost the connection while reading the answer of"
+    } else {
+        "got no answer from"
+    };
+    Error::new(
+        ErrorKind::Transport,
+        format!(
+            "{what} {url}: {}; check that AIM is running and reachable from this machine",
+            root_cause(&err)
+        ),
+    )
+    .with_source(err)
+}
+
+/// rustls puts its error inside an `io::Error` (often two, nested) inside
+/// hyper's and reqwest's. `io::Error::source` skips the error it wraps, so
+/// descend with `get_ref` as well as `source`.
+fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
+    // Bounded, in case of a cyclic chain.
+    for _ in 0..32 {
+        let e = next?;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn tls_message(tls: &rustls::Error, url: &str) -> String {
+    use rustls::{CertificateError, Error as E};
+    let fix = match tls {
+        E::InvalidCertificate(CertificateError::UnknownIssuer)
+        | E::InvalidCertificate(CertificateError::BadSignature) => {
+            "the certificate is not issued by a CA this machine trusts: give the PCS root CA with .root_certificate_pem(..) or AIM_CA_CERT=path/to/ca.pem (or install it in the OS trust store)"
+        }
+        E::InvalidCertificate(CertificateError::NotValidForName)
+        | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "the certificate does not name this host: use the host name the certificate was issued for (often the FQDN) as the authority"
+        }
+        E::InvalidCertificate(CertificateError::Expired)
+        | E::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "the server's certificate has expired: renew it on the AIM node (or check this machine's clock)"
+        }
+        _ => {
+            "check the server's certificate; if it is issued by the PCS root CA, give that CA with .root_certificate_pem(..) or AIM_CA_CERT"
+        }
+    };
+    format!("TLS with {url} failed ({tls}): {fix}")
+}
+
+/// The innermost cause: what actually happened, without the wrappers'
+/// repetition of the URL.
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// `err: cause: cause`, short and on one line.
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(roots: Vec<Vec<u8>>) -> HttpConfig {
+        HttpConfig {
+            root_certificates: roots,
+            danger_accept_invalid_certs: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    #[test]
+    fn bad_pem_is_a_config_error_at_build() {
+        let garbage_der =
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+        for pem in [
+            b"not pem at all".to_vec(),
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".to_vec(),
+            garbage_der.as_bytes().to_vec(),
+        ] {
+            let err = build_client(&config(vec![pem.clone()])).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Config,
+                "{}",
+                String::from_utf8_lossy(&pem)
+            );
+            assert!(err.to_string().contains("PEM"), "{err}");
+        }
+    }
+
+    #[test]
+    fn builds_with_the_os_store_alone() {
+        build_client(&config(Vec::new())).unwrap();
+    }
+}

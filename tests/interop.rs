@@ -13,7 +13,9 @@ mod peer;
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
-use aim_token::{AccessToken, AimClient, AimClientBuilder, ClientAuthMethod, ErrorKind};
+use aim_token::{
+    AccessToken, AimClient, AimClientBuilder, ClientAuthMethod, ClientRegistration, ErrorKind,
+};
 use base64::Engine as _;
 use peer::{Peer, PeerClient, PeerOptions, TestCa};
 
@@ -414,6 +416,57 @@ async fn dynamically_registered_client_gets_token() {
         .unwrap();
     let token = aim.token().await.unwrap();
     assert_good_token(&token, &peer, client_id);
+    assert_eq!(peer.stats().await.registration_requests, 2);
+}
+
+/// The crate's RFC 7591 client against the peer: register, then the issued
+/// credentials get a token; a wrong initial access token is refused.
+#[tokio::test]
+async fn client_registration_registers_and_verifies() {
+    let iat = "iat-5b0c77e1-interop";
+    let peer = start_peer!(PeerOptions {
+        initial_access_token: Some(iat.into()),
+        ..options(true)
+    });
+    let connect = || {
+        AimClient::builder()
+            .authority(peer.issuer())
+            .root_certificate_pem(peer.ca_pem())
+    };
+    let registration = ClientRegistration::new("mes-reporting")
+        .name("MES reporting (interop)")
+        .scopes([SCOPE]);
+
+    let err = registration
+        .register(&connect(), "not-the-initial-access-token")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
+    assert_eq!(err.oauth_error(), Some("invalid_token"), "{err:?}");
+
+    let registered = registration
+        .register(&connect(), iat)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\npeer stderr:\n{}", peer.stderr()));
+    let secret = registered.client_secret().expect("an issued secret");
+    assert!(!format!("{registered:?}").contains(secret));
+
+    let verification = registered
+        .verify(connect(), &[SCOPE.to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(verification.client_id, registered.client_id());
+    assert_eq!(verification.scopes, [SCOPE]);
+    assert_eq!(verification.lifetime, Duration::from_secs(TTL));
+
+    let aim = connect()
+        .client_id(registered.client_id())
+        .client_secret(secret)
+        .scope(SCOPE)
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    assert_good_token(&token, &peer, registered.client_id());
     assert_eq!(peer.stats().await.registration_requests, 2);
 }
 

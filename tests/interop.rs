@@ -312,6 +312,43 @@ async fn authority_without_path_finds_identitymanager() {
     assert_good_token(&token, &peer, POST_ID);
 }
 
+/// The issuer in oidc-provider's discovery must match the authority: a
+/// trailing slash or scheme case does not matter, another host name does,
+/// and then no credentials are sent.
+#[tokio::test]
+async fn discovery_issuer_is_checked() {
+    let peer = start_peer!(options(false));
+    let port = peer.urls().port;
+    let aim = AimClient::builder()
+        .authority(format!("HTTP://127.0.0.1:{port}/identitymanager/"))
+        .client_id(POST_ID)
+        .client_secret(SECRET)
+        .scope(SCOPE)
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    assert_good_token(&token, &peer, POST_ID);
+
+    // Same server, but not the name it calls itself.
+    let aim = AimClient::builder()
+        .authority(format!("http://localhost:{port}/identitymanager"))
+        .client_id(POST_ID)
+        .client_secret(SECRET)
+        .scope(SCOPE)
+        .retry_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let err = aim.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err:?}");
+    assert!(err.to_string().contains("issuer"), "{err}");
+
+    let stats = peer.stats().await;
+    assert_eq!(
+        stats.token_requests, 1,
+        "only the first client asked: {stats:?}"
+    );
+}
+
 #[tokio::test]
 async fn explicit_token_endpoint_skips_discovery() {
     let peer = start_peer!(options(false));

@@ -430,3 +430,200 @@ impl fmt::Debug for AimClientBuilder {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    const SECRET: &str = "P@ss w0rd&+=%:/?#";
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn full() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (env::AUTHORITY, "SMS01.plant.local"),
+            (env::CLIENT_ID, "mes:client one"),
+            (env::CLIENT_SECRET, SECRET),
+        ]
+    }
+
+    #[test]
+    fn from_lookup_reads_every_variable() {
+        let mut vars = full();
+        vars.push((env::SCOPE, "mes.api, openid  extra,,"));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.authority.as_deref(), Some("SMS01.plant.local"));
+        assert_eq!(b.client_id.as_deref(), Some("mes:client one"));
+        assert_eq!(b.scopes, ["mes.api", "openid", "extra"]);
+        assert!(b.root_certificates.is_empty());
+        let aim = b.build().unwrap();
+        assert_eq!(aim.authority(), "https://sms01.plant.local/identitymanager");
+        assert_eq!(aim.client_id(), "mes:client one");
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        for missing in [env::AUTHORITY, env::CLIENT_ID, env::CLIENT_SECRET] {
+            for value in [None, Some(""), Some("   ")] {
+                let mut vars: Vec<_> = full().into_iter().filter(|(k, _)| *k != missing).collect();
+                if let Some(v) = value {
+                    vars.push((missing, v));
+                }
+                let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Config);
+                assert!(err.to_string().contains(missing), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_ca_cert_names_the_path() {
+        let mut vars = full();
+        vars.push((env::CA_CERT, "/nonexistent/pcs-root-ca.pem"));
+        let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/pcs-root-ca.pem"), "{msg}");
+        assert!(msg.contains(env::CA_CERT), "{msg}");
+    }
+
+    #[test]
+    fn ca_cert_file_is_read_and_checked_at_build() {
+        let dir = std::env::temp_dir().join(format!("aim-token-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-a-cert.pem");
+        std::fs::write(&path, "hello").unwrap();
+        let mut vars = full();
+        let path_str = path.to_str().unwrap().to_owned();
+        vars.push((env::CA_CERT, &path_str));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.root_certificates, [b"hello".to_vec()]);
+        let err = b.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("PEM"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_builder_settings_name_method_and_variable() {
+        let cases = [
+            (
+                AimClient::builder().client_id("x").client_secret("s"),
+                ".authority(",
+                "AIM_AUTHORITY",
+            ),
+            (
+                AimClient::builder().authority("sms01").client_secret("s"),
+                ".client_id(",
+                "AIM_CLIENT_ID",
+            ),
+            (
+                AimClient::builder()
+                    .authority("sms01")
+                    .client_id("  ")
+                    .client_secret("s"),
+                ".client_id(",
+                "AIM_CLIENT_ID",
+            ),
+            (
+                AimClient::builder().authority("sms01").client_id("x"),
+                ".client_secret(",
+                "AIM_CLIENT_SECRET",
+            ),
+            (
+                AimClient::builder()
+                    .authority("sms01")
+                    .client_id("x")
+                    .client_secret(""),
+                ".client_secret(",
+                "AIM_CLIENT_SECRET",
+            ),
+        ];
+        for (builder, method, var) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let msg = err.to_string();
+            assert!(msg.contains(method) && msg.contains(var), "{msg}");
+        }
+    }
+
+    #[test]
+    fn other_bad_settings() {
+        let ok = || {
+            AimClient::builder()
+                .authority("sms01")
+                .client_id("x")
+                .client_secret("s")
+        };
+        for (builder, words) in [
+            (ok().form_param("client_secret", "x"), "override"),
+            (ok().form_param("scope", "x"), ".scope("),
+            (ok().form_param("", "x"), "empty name"),
+            (ok().default_lifetime(Duration::ZERO), "default_lifetime"),
+            (ok().connect_timeout(Duration::ZERO), "connect_timeout"),
+            (
+                ok().token_endpoint("http://sms01/connect/token"),
+                "allow_insecure_http",
+            ),
+            (ok().fallback_authority("ftp://sms02"), "fallback_authority"),
+            (
+                ok().root_certificate_pem(
+                    "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+                ),
+                "PEM",
+            ),
+            (ok().root_certificate_pem(""), "no PEM certificate"),
+        ] {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{words}");
+            assert!(err.to_string().contains(words), "{words}: {err}");
+        }
+        // Fine: resource/audience are ordinary parameters; insecure http with the opt-in.
+        ok().resource("urn:mes").audience("mes").build().unwrap();
+        ok().authority("http://sms01")
+            .allow_insecure_http(true)
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn secret_is_redacted_everywhere() {
+        let builder = AimClient::builder()
+            .authority("sms01")
+            .client_id("id")
+            .client_secret(SECRET);
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("w0rd"), "{shown}");
+        let aim = builder.build().unwrap();
+        let shown = format!("{aim:?} {:?}", aim.exchanger());
+        assert!(!shown.contains("w0rd"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn fallback_authorities_become_more_sources() {
+        use crate::cache::TokenSource;
+        let aim = AimClient::builder()
+            .authority("sms01")
+            .fallback_authority("https://SMS02/IdentityManager/")
+            .fallback_authority("sms03:8443")
+            .client_id("id")
+            .client_secret("s")
+            .build()
+            .unwrap();
+        let x = aim.exchanger();
+        assert_eq!(x.authority_count(), 3);
+        assert_eq!(x.authority_label(0), "https://sms01/identitymanager");
+        assert_eq!(x.authority_label(1), "https://sms02/identitymanager");
+        assert_eq!(x.authority_label(2), "https://sms03:8443/identitymanager");
+    }
+}

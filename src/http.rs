@@ -106,7 +106,7 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
     if err.is_timeout() {
         return Error::new(
             ErrorKind::Timeout,
-            format!("{url} did not answer in time: {}; check that AIM is running and reachable, or raise connect_timeout/request_timeout", chain(&err)),
+            format!("{url} did not answer in time ({}); check that AIM is running and reachable, or raise connect_timeout/request_timeout", root_cause(&err)),
         )
         .with_source(err);
     }
@@ -119,11 +119,14 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
     } else if err.is_body() {
         "lost the connection while reading the answer of"
     } else {
-        "request failed to"
+        "got no answer from"
     };
     Error::new(
         ErrorKind::Transport,
-        format!("{what} {url}: {}", chain(&err)),
+        format!(
+            "{what} {url}: {}; check that AIM is running and reachable from this machine",
+            root_cause(&err)
+        ),
     )
     .with_source(err)
 }
@@ -165,6 +168,16 @@ fn tls_message(tls: &rustls::Error, url: &str) -> String {
         }
     };
     format!("TLS with {url} failed ({tls}): {fix}")
+}
+
+/// The innermost cause: what actually happened, without the wrappers'
+/// repetition of the URL.
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 /// `err: cause: cause`, short and on one line.

@@ -42,6 +42,7 @@ impl Scrubber {
         }
         for field in SECRET_FIELDS {
             out = redact_json_member(&out, field);
+            out = redact_form_field(&out, field);
         }
         redact_jwts(&out)
     }
@@ -158,6 +159,26 @@ fn redact_json_member(text: &str, field: &str) -> String {
             out.push_str(REDACTED);
             rest = &value[end..];
         }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `field=value&` (a form-encoded answer) -> `field=[redacted]&`.
+fn redact_form_field(text: &str, field: &str) -> String {
+    let key = format!("{field}=");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(&key) {
+        out.push_str(&rest[..pos + key.len()]);
+        let value = &rest[pos + key.len()..];
+        let end = value
+            .find(|c: char| c == '&' || c.is_whitespace())
+            .unwrap_or(value.len());
+        if end > 0 {
+            out.push_str(REDACTED);
+        }
+        rest = &value[end..];
     }
     out.push_str(rest);
     out

@@ -303,7 +303,7 @@ fn install_into(dir: &Path, staging: &Path) -> Result<(), String> {
         "interop: installing oidc-provider with `npm ci` (node_modules missing or stale)"
     );
     run_with_timeout(
-        Command::new("npm")
+        Command::new(if cfg!(windows) { "npm.cmd" } else { "npm" })
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(staging),
         NPM_CI_TIMEOUT,
@@ -478,12 +478,17 @@ fn spawn(node: PathBuf, options: PeerOptions) -> Peer {
     let (ready_tx, ready_rx) = mpsc::channel();
     let out_pipe = child.stdout.take().expect("piped stdout");
     thread::spawn(move || {
-        let mut lines = BufReader::new(out_pipe).lines().map_while(Result::ok);
-        if let Some(first) = lines.next() {
-            let _ = ready_tx.send(first);
+        // The ready line is the one JSON object with "ready"; anything else
+        // a dependency might print is skipped. Keep draining afterwards so
+        // the peer never blocks on a full pipe.
+        let mut ready_tx = Some(ready_tx);
+        for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+            if line.starts_with("{\"ready\"") {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
         }
-        // Keep draining so the peer never blocks on a full pipe.
-        lines.for_each(drop);
     });
 
     let stdin = child.stdin.take();

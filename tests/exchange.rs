@@ -577,8 +577,40 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
-#[tokio::test]
-async fn logs_have_the_exchange_span_but_never_secrets() {
+/// tracing caches per-callsite interest process-wide, so a scoped subscriber
+/// in a test binary running tests in parallel can miss events. The test
+/// therefore runs itself again as a child process with a global subscriber.
+#[test]
+fn logs_have_the_exchange_span_but_never_secrets() {
+    const CHILD: &str = "AIM_TOKEN_TEST_LOG_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(logs_child());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "logs_have_the_exchange_span_but_never_secrets",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The child really ran the test (and not zero tests).
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
+async fn logs_child() {
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
@@ -586,7 +618,7 @@ async fn logs_have_the_exchange_span_but_never_secrets() {
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let server = Scripted::start().await;
     server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);

@@ -364,6 +364,65 @@ async fn explicit_token_endpoint_skips_discovery() {
     assert_eq!(stats.token_requests, 1, "{stats:?}");
 }
 
+/// Extra form parameters reach the provider: oidc-provider implements
+/// RFC 8707 resource indicators, so `resource` decides the token's audience,
+/// and an unknown one is a permanent `invalid_target`.
+#[tokio::test]
+async fn resource_form_param_reaches_the_provider() {
+    let peer = start_peer!(options(false));
+    let aim = client_for(&peer, POST_ID, ClientAuthMethod::Post)
+        .form_param("resource", "urn:aveva:mes")
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    assert_good_token(&token, &peer, POST_ID);
+    assert_eq!(jwt_claims(token.secret())["aud"], "urn:aveva:mes");
+
+    let aim = client_for(&peer, POST_ID, ClientAuthMethod::Post)
+        .form_param("resource", "urn:somewhere:else")
+        .build()
+        .unwrap();
+    let err = aim.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
+    assert_eq!(err.oauth_error(), Some("invalid_target"), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+
+    let stats = peer.stats().await;
+    assert_eq!(stats.token_requests, 2, "{stats:?}");
+    assert_eq!(
+        stats.token_errors.get("invalid_target"),
+        Some(&1),
+        "{stats:?}"
+    );
+}
+
+/// Redundant AIM nodes (RSSO) do not share tokens: when the node that issued
+/// the token goes away, the client gets a new one from the fallback node.
+#[tokio::test]
+async fn failover_to_a_second_provider() {
+    let primary = start_peer!(options(false));
+    let secondary = start_peer!(options(false));
+    let aim = client_for(&primary, POST_ID, ClientAuthMethod::Post)
+        .fallback_authority(secondary.issuer())
+        .build()
+        .unwrap();
+
+    let first = aim.token().await.unwrap();
+    assert_good_token(&first, &primary, POST_ID);
+
+    drop(primary); // the node is gone: connections are refused
+    let second = aim.refresh().await.unwrap();
+    assert_good_token(&second, &secondary, POST_ID);
+    assert_eq!(
+        second.authority().trim_end_matches('/'),
+        secondary.issuer(),
+        "the token says which node issued it"
+    );
+    assert!(aim.stats().failovers >= 1, "{:?}", aim.stats());
+    let stats = secondary.stats().await;
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+}
+
 #[tokio::test]
 async fn many_callers_share_one_token_request() {
     let peer = start_peer!(options(true));

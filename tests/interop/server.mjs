@@ -28,7 +28,7 @@ import http from 'node:http';
 import https from 'node:https';
 import process from 'node:process';
 
-import { Provider } from 'oidc-provider';
+import { errors, Provider } from 'oidc-provider';
 
 const PREFIX = '/identitymanager';
 // The one resource server (the MES Web API); tokens for it are JWTs, as AIM's are.
@@ -102,7 +102,7 @@ function providerConfiguration() {
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, resourceIndicator) => {
           if (resourceIndicator !== RESOURCE) {
-            throw new Error(`unknown resource ${resourceIndicator}`);
+            throw new errors.InvalidTarget();
           }
           return {
             scope: scopes.join(' '),

@@ -22,7 +22,7 @@
 // (/connect/token, /connect/register, ...). Extra route for the tests:
 // GET /__stats -> counts of the requests seen, to prove "no retry".
 
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -48,14 +48,30 @@ const stats = {
   registration_requests: 0,
 };
 
+const started = Date.now();
 function log(...args) {
-  console.error('[interop-peer]', ...args);
+  console.error(`[interop-peer +${Date.now() - started}ms]`, ...args);
 }
 
 // Fresh signing key per run: nothing secret is committed, and no
 // "development keys" warning from oidc-provider.
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'RS256', use: 'sig' };
+//
+// Generated as PEM and re-imported before the JWK export: exporting the
+// KeyObject that generateKeyPairSync returns deadlocks Node 20 now and then
+// (seen about once in 60 starts: a GC during ExportJWK runs the finished
+// KeyGenJob's destructor, which takes the key's mutex that the export holds).
+const { privateKey: privatePem } = generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  publicKeyEncoding: { type: 'spki', format: 'pem' },
+});
+const signingKey = {
+  ...createPrivateKey(privatePem).export({ format: 'jwk' }),
+  kid: randomUUID(),
+  alg: 'RS256',
+  use: 'sig',
+};
+log('signing key generated');
 
 function providerConfiguration() {
   return {
@@ -133,6 +149,7 @@ const server = config.tls
 
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
+  log(`listening on port ${port}`);
   const scheme = config.tls ? 'https' : 'http';
   const issuer = `${scheme}://127.0.0.1:${port}${PREFIX}`;
   const provider = new Provider(issuer, providerConfiguration());

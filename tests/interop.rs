@@ -364,6 +364,25 @@ async fn explicit_token_endpoint_skips_discovery() {
     assert_eq!(stats.token_requests, 1, "{stats:?}");
 }
 
+/// AIM clients often ask for no scope at all: the token still comes.
+#[tokio::test]
+async fn no_scope_requested_still_gets_a_token() {
+    let peer = start_peer!(options(false));
+    let aim = AimClient::builder()
+        .authority(peer.issuer())
+        .client_id(POST_ID)
+        .client_secret(SECRET)
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    assert!(!token.secret().is_empty());
+    assert!(token.expires_at() > SystemTime::now() + Duration::from_secs(TTL - 120));
+    assert_eq!(jwt_claims(token.secret())["client_id"], POST_ID);
+    // oidc-provider grants no scope unless asked (AIM grants the client's
+    // allowed scopes): nothing granted, nothing claimed.
+    assert!(token.scopes().is_empty(), "{:?}", token.scopes());
+}
+
 /// Extra form parameters reach the provider: oidc-provider implements
 /// RFC 8707 resource indicators, so `resource` decides the token's audience,
 /// and an unknown one is a permanent `invalid_target`.

@@ -154,5 +154,5 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
 pub use mes::MesClient;
-pub use registration::ClientRegistration;
+pub use registration::{ClientRegistration, RegisteredClient, Verification};
 pub use token::AccessToken;

@@ -1,0 +1,518 @@
+//! RFC 7591 dynamic client registration: discovery, then one POST.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::client::AimClientBuilder;
+use crate::error::{Error, ErrorKind, Result};
+
+use super::Verification;
+
+/// Answers larger than this are not an RFC 7591 or discovery document.
+const BODY_CAP: usize = 1024 * 1024;
+
+/// The registration request body (RFC 7591 §2 metadata).
+#[derive(Serialize)]
+pub(super) struct RegistrationRequest<'a> {
+    /// Not RFC 7591 metadata: a wish the provider may ignore (most issue their own).
+    pub(super) client_id: &'a str,
+    /// Likewise a wish; providers usually generate the secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) client_secret: Option<&'a str>,
+    pub(super) client_name: &'a str,
+    pub(super) grant_types: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) scope: Option<String>,
+    /// Extension (IdentityServer's name for it); RFC 7591 §2 says servers
+    /// ignore metadata they do not understand.
+    pub(super) access_token_lifetime: u32,
+}
+
+impl RegistrationRequest<'_> {
+    fn to_json(&self) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = body.as_object_mut() {
+            // A service client has no browser flow: say so, or providers
+            // default to `response_types: ["code"]` and demand redirect URIs.
+            obj.insert("response_types".into(), serde_json::json!([]));
+            obj.insert("redirect_uris".into(), serde_json::json!([]));
+            obj.insert(
+                "token_endpoint_auth_method".into(),
+                serde_json::json!("client_secret_post"),
+            );
+        }
+        body
+    }
+}
+
+/// A client the provider registered: the credentials it issued.
+///
+/// The secrets are redacted in `Debug`; read them with the explicit
+/// [`client_secret`](Self::client_secret) and
+/// [`registration_access_token`](Self::registration_access_token).
+#[derive(Clone)]
+pub struct RegisteredClient {
+    client_id: String,
+    client_secret: Option<SecretString>,
+    registration_access_token: Option<SecretString>,
+    registration_client_uri: Option<String>,
+    scopes: Vec<String>,
+    access_token_lifetime: Option<Duration>,
+    client_secret_expires_at: Option<u64>,
+}
+
+impl RegisteredClient {
+    /// The client ID the provider issued (it may differ from the one asked for).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The client secret the provider issued. Hand it to the app (e.g. as
+    /// `AIM_CLIENT_SECRET`) and do not log it.
+    pub fn client_secret(&self) -> Option<&str> {
+        self.client_secret.as_ref().map(|s| s.expose_secret())
+    }
+
+    /// The token that lets you read, update or delete this registration at
+    /// [`registration_client_uri`](Self::registration_client_uri) (RFC 7592).
+    pub fn registration_access_token(&self) -> Option<&str> {
+        self.registration_access_token
+            .as_ref()
+            .map(|s| s.expose_secret())
+    }
+
+    /// Where the registration can be managed (RFC 7592), if the provider said.
+    pub fn registration_client_uri(&self) -> Option<&str> {
+        self.registration_client_uri.as_deref()
+    }
+
+    /// The scopes the provider granted the client, if it reported them.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The access token lifetime, if the provider reported one.
+    pub fn access_token_lifetime(&self) -> Option<Duration> {
+        self.access_token_lifetime
+    }
+
+    /// When the secret expires, in seconds since the Unix epoch; `None` or
+    /// `Some(0)` mean never.
+    pub fn client_secret_expires_at(&self) -> Option<u64> {
+        self.client_secret_expires_at
+    }
+
+    /// Fetches a token with the issued credentials through an
+    /// [`AimClient`](crate::AimClient) built from `aim`, requesting
+    /// `scopes`, and reports what was granted.
+    pub async fn verify(&self, aim: AimClientBuilder, scopes: &[String]) -> Result<Verification> {
+        let secret = self.client_secret().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "the provider issued no client secret, so there is nothing to verify with",
+            )
+        })?;
+        super::verify(aim, &self.client_id, secret, scopes).await
+    }
+}
+
+impl fmt::Debug for RegisteredClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("RegisteredClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field(
+                "registration_access_token",
+                &redacted(&self.registration_access_token),
+            )
+            .field("registration_client_uri", &self.registration_client_uri)
+            .field("scopes", &self.scopes)
+            .field("access_token_lifetime", &self.access_token_lifetime)
+            .finish()
+    }
+}
+
+pub(super) async fn register(
+    aim: &AimClientBuilder,
+    initial_access_token: &str,
+    request: &RegistrationRequest<'_>,
+) -> Result<RegisteredClient> {
+    let base = authority_base(aim)?;
+    let http = http_client(aim)?;
+    let endpoint = registration_endpoint(&http, &base, aim.allow_insecure_http).await?;
+
+    let response = http
+        .post(endpoint.clone())
+        .bearer_auth(initial_access_token)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .json(&request.to_json())
+        .send()
+        .await
+        .map_err(|e| transport_error(e, endpoint.as_str()))?;
+    let status = response.status().as_u16();
+    let body = read_capped(response, endpoint.as_str()).await?;
+    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let context = format!("client registration at {endpoint}");
+
+    if !(200..300).contains(&status) {
+        return Err(registration_error(status, json.as_ref()).context(context));
+    }
+    let json = json.filter(|v| v.is_object()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!("HTTP {status} with a body that is not a JSON object"),
+        )
+        .with_status(status)
+        .context(&context)
+    })?;
+    parse_registered(&json).map_err(|e| e.with_status(status).context(&context))
+}
+
+fn parse_registered(json: &serde_json::Value) -> Result<RegisteredClient> {
+    let text = |name: &str| json.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let client_id = text("client_id").filter(|s| !s.is_empty()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            "the answer has no client_id (RFC 7591 §3.2.1 requires it)",
+        )
+    })?;
+    let number = |name: &str| {
+        json.get(name).and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+    };
+    Ok(RegisteredClient {
+        client_id,
+        client_secret: text("client_secret").map(SecretString::from),
+        registration_access_token: text("registration_access_token").map(SecretString::from),
+        registration_client_uri: text("registration_client_uri"),
+        scopes: text("scope")
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        access_token_lifetime: number("access_token_lifetime").map(Duration::from_secs),
+        client_secret_expires_at: number("client_secret_expires_at"),
+    })
+}
+
+/// An RFC 7591 §3.2.2 error answer, or what the status says.
+fn registration_error(status: u16, json: Option<&serde_json::Value>) -> Error {
+    let code = json.and_then(|j| j.get("error")).and_then(|e| e.as_str());
+    if let Some(code) = code {
+        let description = json
+            .and_then(|j| j.get("error_description"))
+            .and_then(|d| d.as_str())
+            .map(str::to_owned);
+        let err = Error::oauth(status, code, description);
+        return match code {
+            "invalid_token" => {
+                err.context("the initial access token was refused (check it with the provider)")
+            }
+            "invalid_client_metadata" | "invalid_redirect_uri" => {
+                err.context("the provider refused the client's metadata (scopes, grant types)")
+            }
+            _ => err,
+        };
+    }
+    let (kind, message) = match status {
+        401 | 403 => (
+            ErrorKind::Unauthorized,
+            "the initial access token was refused",
+        ),
+        404 | 405 => (
+            ErrorKind::Unsupported,
+            "the advertised registration endpoint does not accept registrations",
+        ),
+        500..=599 => (ErrorKind::Server, "the provider failed"),
+        _ => (ErrorKind::InvalidResponse, "an unexpected answer"),
+    };
+    Error::new(kind, format!("HTTP {status}: {message}"))
+        .with_status(status)
+        .transient(status >= 500)
+}
+
+/// Discovery, for the one field registration needs.
+async fn registration_endpoint(
+    http: &reqwest::Client,
+    base: &url::Url,
+    allow_insecure_http: bool,
+) -> Result<url::Url> {
+    let discovery = format!(
+        "{}/.well-known/openid-configuration",
+        base.as_str().trim_end_matches('/')
+    );
+    let response = http
+        .get(&discovery)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| transport_error(e, &discovery))?;
+    let status = response.status().as_u16();
+    let body = read_capped(response, &discovery).await?;
+    if status != 200 {
+        return Err(Error::new(
+            if status >= 500 { ErrorKind::Server } else { ErrorKind::InvalidResponse },
+            format!("discovery at {discovery}: HTTP {status} (check the authority: it should end in /identitymanager)"),
+        )
+        .with_status(status)
+        .transient(status >= 500));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!("discovery at {discovery}: not a JSON document"),
+        )
+        .with_source(e)
+    })?;
+    let Some(endpoint) = metadata
+        .get("registration_endpoint")
+        .and_then(|v| v.as_str())
+    else {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{base} offers no dynamic client registration (no registration_endpoint in its discovery document), \
+                 as AIM today: have the AIM administrator run the command from \
+                 ClientRegistration::to_powershell (`aim-token register --powershell`) on the AIM server"
+            ),
+        ));
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!("discovery at {discovery}: registration_endpoint {endpoint:?} is not a URL"),
+        )
+        .with_source(e)
+    })?;
+    check_scheme(&url, allow_insecure_http, "registration endpoint")?;
+    Ok(url)
+}
+
+/// `https://HOST/identitymanager` from the builder's authority.
+fn authority_base(aim: &AimClientBuilder) -> Result<url::Url> {
+    let raw = aim.authority.as_deref().map(str::trim).unwrap_or_default();
+    if raw.is_empty() {
+        return Err(Error::config(
+            "no authority: set .authority(\"sms01.plant.local\") or AIM_AUTHORITY",
+        ));
+    }
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("https://{raw}")
+    };
+    let mut url = url::Url::parse(&with_scheme).map_err(|e| {
+        Error::config(format!(
+            "the authority {raw:?} is not a URL ({e}); use e.g. sms01.plant.local"
+        ))
+    })?;
+    if url.host_str().is_none() {
+        return Err(Error::config(format!("the authority {raw:?} has no host")));
+    }
+    if url.path().trim_end_matches('/').is_empty() {
+        url.set_path("/identitymanager");
+    }
+    check_scheme(&url, aim.allow_insecure_http, "authority")?;
+    Ok(url)
+}
+
+/// https, or http to a loopback host (or when explicitly allowed): the
+/// initial access token must not cross the network in clear text.
+fn check_scheme(url: &url::Url, allow_insecure_http: bool, what: &str) -> Result<()> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" => Err(Error::new(
+            ErrorKind::Refused,
+            format!("the {what} {url} is plain http to a remote host; use https"),
+        )),
+        other => Err(Error::config(format!(
+            "the {what} {url} has scheme {other:?}; use https"
+        ))),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn http_client(aim: &AimClientBuilder) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        // The initial access token must never follow a redirect elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(aim.connect_timeout.unwrap_or(Duration::from_secs(10)))
+        .timeout(aim.request_timeout.unwrap_or(Duration::from_secs(30)));
+    for pem in &aim.root_certificates {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            Error::config(
+                "a root certificate is not valid PEM (expected -----BEGIN CERTIFICATE-----)",
+            )
+            .with_source(e)
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    if aim.danger_accept_invalid_certs {
+        tracing::warn!("accepting any TLS certificate for client registration: lab use only");
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::config("could not set up the HTTP client").with_source(e))
+}
+
+async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, url))?
+    {
+        if body.len() + chunk.len() > BODY_CAP {
+            return Err(Error::new(
+                ErrorKind::InvalidResponse,
+                format!("{url}: the answer is larger than {BODY_CAP} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(err: reqwest::Error, url: &str) -> Error {
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    let (kind, hint) = if err.is_timeout() {
+        (ErrorKind::Timeout, "")
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        (
+            ErrorKind::Tls,
+            " (if AIM's certificate is issued by the PCS root CA, trust it with root_certificate_pem / AIM_CA_CERT)",
+        )
+    } else {
+        (ErrorKind::Transport, "")
+    };
+    Error::new(kind, format!("{url}: {chain}{hint}")).with_source(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_body_declares_a_service_client() {
+        let grants = vec!["client_credentials".to_owned()];
+        let req = RegistrationRequest {
+            client_id: "svc",
+            client_secret: None,
+            client_name: "Svc",
+            grant_types: &grants,
+            scope: Some("mes.api openid".into()),
+            access_token_lifetime: 3600,
+        };
+        let json = req.to_json();
+        assert_eq!(
+            json["grant_types"],
+            serde_json::json!(["client_credentials"])
+        );
+        assert_eq!(json["response_types"], serde_json::json!([]));
+        assert_eq!(json["redirect_uris"], serde_json::json!([]));
+        assert_eq!(json["scope"], "mes.api openid");
+        assert_eq!(json["token_endpoint_auth_method"], "client_secret_post");
+        assert!(json.get("client_secret").is_none());
+    }
+
+    #[test]
+    fn parses_rfc7591_answer_and_redacts() {
+        let json = serde_json::json!({
+            "client_id": "issued-id", "client_secret": "issued-secret-xyz",
+            "registration_access_token": "rat-abc", "registration_client_uri": "https://h/reg/issued-id",
+            "scope": "mes.api openid", "access_token_lifetime": "3600", "client_secret_expires_at": 0
+        });
+        let reg = parse_registered(&json).unwrap();
+        assert_eq!(reg.client_id(), "issued-id");
+        assert_eq!(reg.client_secret(), Some("issued-secret-xyz"));
+        assert_eq!(reg.registration_access_token(), Some("rat-abc"));
+        assert_eq!(
+            reg.registration_client_uri(),
+            Some("https://h/reg/issued-id")
+        );
+        assert_eq!(reg.scopes(), ["mes.api", "openid"]);
+        assert_eq!(reg.access_token_lifetime(), Some(Duration::from_secs(3600)));
+        assert_eq!(reg.client_secret_expires_at(), Some(0));
+        let dbg = format!("{reg:?}");
+        assert!(!dbg.contains("issued-secret") && !dbg.contains("rat-abc"));
+        assert!(parse_registered(&serde_json::json!({"client_secret": "x"})).is_err());
+    }
+
+    #[test]
+    fn error_answers_are_classified() {
+        let e = registration_error(
+            401,
+            Some(&serde_json::json!({"error": "invalid_token", "error_description": "nope"})),
+        );
+        assert_eq!(e.kind(), ErrorKind::OAuth);
+        assert_eq!(e.oauth_error(), Some("invalid_token"));
+        assert!(e.to_string().contains("initial access token"));
+        let e = registration_error(
+            400,
+            Some(&serde_json::json!({"error": "invalid_client_metadata"})),
+        );
+        assert_eq!(e.oauth_error(), Some("invalid_client_metadata"));
+        assert_eq!(
+            registration_error(403, None).kind(),
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(registration_error(404, None).kind(), ErrorKind::Unsupported);
+        let e = registration_error(503, None);
+        assert_eq!(e.kind(), ErrorKind::Server);
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn authority_forms_and_scheme_rules() {
+        let b = |a: &str| crate::AimClient::builder().authority(a);
+        assert_eq!(
+            authority_base(&b("sms01.plant.local")).unwrap().as_str(),
+            "https://sms01.plant.local/identitymanager"
+        );
+        assert_eq!(
+            authority_base(&b("https://sms01/identitymanager"))
+                .unwrap()
+                .as_str(),
+            "https://sms01/identitymanager"
+        );
+        assert_eq!(
+            authority_base(&b("http://127.0.0.1:8080"))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/identitymanager"
+        );
+        assert_eq!(
+            authority_base(&b("http://sms01")).unwrap_err().kind(),
+            ErrorKind::Refused
+        );
+        assert!(authority_base(&b("http://sms01").allow_insecure_http(true)).is_ok());
+        assert_eq!(
+            authority_base(&crate::AimClient::builder())
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
+    }
+}

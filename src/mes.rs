@@ -89,7 +89,7 @@ impl MesClient {
     }
 
     /// Uses this reqwest client, e.g. one that trusts the PCS root CA
-    /// (`reqwest::ClientBuilder::add_root_certificate`) or has other timeouts.
+    /// (`reqwest::ClientBuilder::tls_certs_merge`) or has other timeouts.
     #[must_use]
     pub fn with_http_client(self, http: reqwest::Client) -> Self {
         MesClient {
@@ -603,8 +603,7 @@ mod tests {
 
     #[test]
     fn empty_answer_decodes_as_null() {
-        let unit: () = decode("p", b"").unwrap();
-        let _ = unit;
+        decode::<()>("p", b"").unwrap();
         let none: Option<u32> = decode("p", b" \n").unwrap();
         assert_eq!(none, None);
         let err = decode::<u32>("p", b"<html>").unwrap_err();

@@ -2,28 +2,23 @@
 //! to every request of a hyper, tonic or other tower-based client.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use aim_token::{layer::BearerAuthLayer, AimClient};
-//! use tower::{Layer, Service};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use tower::{Layer, ServiceExt};
 //!
-//! # #[derive(Clone)] struct MyHttpClient;
-//! # impl tower::Service<http::Request<String>> for MyHttpClient {
-//! #     type Response = http::Response<String>;
-//! #     type Error = std::convert::Infallible;
-//! #     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> { std::task::Poll::Ready(Ok(())) }
-//! #     fn call(&mut self, _: http::Request<String>) -> Self::Future { std::future::ready(Ok(http::Response::new(String::new()))) }
-//! # }
 //! let aim = AimClient::from_env()?;
-//! let mut client = BearerAuthLayer::new(aim)
+//! // In production, build it with an https connector such as hyper-rustls.
+//! let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let client = BearerAuthLayer::new(aim)
 //!     .allow_host("mes01.plant.local")
-//!     .clone_bodies() // String bodies are Clone: retry any request once on 401
-//!     .layer(MyHttpClient);
+//!     .clone_bodies() // Full<Bytes> is Clone: any request may be retried once after a 401
+//!     .layer(hyper);
 //! let request = http::Request::get("https://mes01.plant.local/mesmw/api/v3/entity")
-//!     .body(String::new())?;
-//! let response = std::future::poll_fn(|cx| client.poll_ready(cx)).await?;
-//! # let _ = response;
-//! let response = client.call(request).await?;
+//!     .body(Full::new(Bytes::new()))?;
+//! let response = client.oneshot(request).await?;
 //! println!("{}", response.status());
 //! # Ok(()) }
 //! ```

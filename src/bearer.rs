@@ -2,6 +2,7 @@
 //! (`middleware`, `layer`, `MesClient`): where a token may go, how the header
 //! is built, and what counts as "the resource server rejected the token".
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,22 +74,21 @@ impl Destinations {
             ));
         };
         let host = normalize_host(host);
-        match scheme.map(str::to_ascii_lowercase).as_deref() {
-            Some("https") => {}
-            Some("http") if is_loopback(&host) => {}
-            Some("http") => {
+        let scheme = scheme.unwrap_or("");
+        if scheme.eq_ignore_ascii_case("https") {
+            // fine anywhere (subject to the allow list)
+        } else if scheme.eq_ignore_ascii_case("http") {
+            if !is_loopback(&host) {
                 return Err(refused(format!(
                     "refusing to send the access token over plain http to {host}: use https \
                      (plain http is allowed only to loopback)"
-                )))
+                )));
             }
-            other => {
-                return Err(refused(format!(
-                    "refusing to send the access token with URL scheme {:?}: only https \
-                     (or http to loopback) is allowed",
-                    other.unwrap_or("")
-                )))
-            }
+        } else {
+            return Err(refused(format!(
+                "refusing to send the access token with URL scheme {scheme:?}: only https \
+                 (or http to loopback) is allowed"
+            )));
         }
         if let Some(allowed) = &self.allowed {
             if !allowed.iter().any(|p| p.matches(&host)) {
@@ -131,7 +131,7 @@ impl HostPattern {
                 wildcard: true,
             },
             None => HostPattern {
-                host: pattern,
+                host: pattern.into_owned(),
                 wildcard: false,
             },
         }
@@ -158,12 +158,18 @@ impl fmt::Debug for HostPattern {
 
 /// Lower case, without IPv6 brackets and without a trailing dot, so that
 /// `MES01.plant.local.` and `mes01.plant.local` are one host.
-fn normalize_host(host: &str) -> String {
+fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.trim_end_matches('.').to_ascii_lowercase()
+        .unwrap_or(host)
+        .trim_end_matches('.');
+    // URL parsers already lower-case host names: no allocation on the hot path.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// `localhost`, `127.0.0.0/8`, `::1` (and `::ffff:127.x.x.x`).

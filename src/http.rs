@@ -131,19 +131,24 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
     .with_source(err)
 }
 
-/// rustls puts its error inside an `io::Error` inside hyper's and reqwest's.
+/// rustls puts its error inside an `io::Error` (often two, nested) inside
+/// hyper's and reqwest's. `io::Error::source` skips the error it wraps, so
+/// descend with `get_ref` as well as `source`.
 fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
-    while let Some(e) = next {
+    // Bounded, in case of a cyclic chain.
+    for _ in 0..32 {
+        let e = next?;
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Some(tls);
-            }
-        }
-        next = e.source();
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -71,64 +71,39 @@ fn json(status: u16, body: &str) -> Reply {
 struct Scripted {
     base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    routes: Arc<Mutex<Vec<(String, Vec<Reply>)>>>,
+    routes: Routes,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Scripted {
     async fn start() -> Scripted {
+        Self::start_with(None).await
+    }
+
+    /// Serves https with `tls` (else http).
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let routes: Arc<Mutex<Vec<(String, Vec<Reply>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let routes: Routes = Arc::new(Mutex::new(Vec::new()));
         let (seen2, routes2) = (seen.clone(), routes.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
+                let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = stream.set_nodelay(true);
-                let seen = seen2.clone();
-                let routes = routes2.clone();
+                let (seen, routes, tls) = (seen2.clone(), routes2.clone(), tls.clone());
                 tokio::spawn(async move {
-                    loop {
-                        let Some(request) = read_request(&mut stream).await else {
-                            return;
-                        };
-                        let reply = {
-                            let mut routes = routes.lock().unwrap();
-                            match routes
-                                .iter_mut()
-                                .find(|(p, _)| request.path.starts_with(p.as_str()))
-                            {
-                                Some((_, replies)) if replies.len() > 1 => replies.remove(0),
-                                Some((_, replies)) => replies[0].clone(),
-                                None => Reply::Http(404, vec![], b"not found".to_vec()),
+                    match tls {
+                        // A failed handshake (untrusted client) just ends the connection.
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, seen, routes).await;
                             }
-                        };
-                        seen.lock().unwrap().push(request);
-                        match reply {
-                            Reply::Http(status, headers, body) => {
-                                let mut head = format!(
-                                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n",
-                                    body.len()
-                                );
-                                for (n, v) in headers {
-                                    head.push_str(&format!("{n}: {v}\r\n"));
-                                }
-                                head.push_str("\r\n");
-                                if stream.write_all(head.as_bytes()).await.is_err()
-                                    || stream.write_all(&body).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Reply::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                return;
-                            }
-                            Reply::Close => return,
                         }
+                        None => serve_connection(stream, seen, routes).await,
                     }
                 });
             }
@@ -182,7 +157,54 @@ impl Scripted {
     }
 }
 
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Seen> {
+type Routes = Arc<Mutex<Vec<(String, Vec<Reply>)>>>;
+
+async fn serve_connection<S>(mut stream: S, seen: Arc<Mutex<Vec<Seen>>>, routes: Routes)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let Some(request) = read_request(&mut stream).await else {
+            return;
+        };
+        let reply = {
+            let mut routes = routes.lock().unwrap();
+            match routes
+                .iter_mut()
+                .find(|(p, _)| request.path.starts_with(p.as_str()))
+            {
+                Some((_, replies)) if replies.len() > 1 => replies.remove(0),
+                Some((_, replies)) => replies[0].clone(),
+                None => Reply::Http(404, vec![], b"not found".to_vec()),
+            }
+        };
+        seen.lock().unwrap().push(request);
+        match reply {
+            Reply::Http(status, headers, body) => {
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                for (n, v) in headers {
+                    head.push_str(&format!("{n}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut all = head.into_bytes();
+                all.extend_from_slice(&body);
+                if stream.write_all(&all).await.is_err() || stream.flush().await.is_err() {
+                    return;
+                }
+            }
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Reply::Close => return,
+        }
+    }
+}
+
+async fn read_request<S>(stream: &mut S) -> Option<Seen>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -666,4 +688,132 @@ async fn logs_child() {
             "`{needle}` leaked into the logs:\n{text}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS: a CA like the PCS root CA, a server certificate it signed.
+
+struct Pki {
+    ca_pem: String,
+    other_ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+fn pki() -> Pki {
+    let root = ca("Test PCS Root CA");
+    let other = ca("Some Other CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &root)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    Pki {
+        ca_pem: root.pem(),
+        other_ca_pem: other.pem(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+#[tokio::test]
+async fn https_works_only_with_the_right_ca_or_the_danger_switch() {
+    let pki = pki();
+    let server = Scripted::start_with(Some(pki.acceptor.clone())).await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    assert!(server.authority().starts_with("https://127.0.0.1:"));
+
+    // Trusted: the CA is given (merged with the OS trust store).
+    let aim = server
+        .builder()
+        .root_certificate_pem(&pki.ca_pem)
+        .build()
+        .unwrap();
+    assert_eq!(token(&aim).await.unwrap().secret(), "tok-123");
+    // Several roots, the right one among them, also work.
+    let aim = server
+        .builder()
+        .root_certificate_pem(&pki.other_ca_pem)
+        .root_certificate_pem(format!("{}\n{}", pki.other_ca_pem, pki.ca_pem))
+        .build()
+        .unwrap();
+    token(&aim).await.unwrap();
+
+    // Untrusted: no CA, or the wrong one -> Tls, naming the fix, nothing sent.
+    let before = server.count("/identitymanager/connect/token");
+    for builder in [
+        server.builder(),
+        server.builder().root_certificate_pem(&pki.other_ca_pem),
+    ] {
+        let err = token(&builder.build().unwrap()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+        assert!(!err.is_transient());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("root_certificate_pem") && msg.contains("AIM_CA_CERT"),
+            "{msg}"
+        );
+        assert_secret_free(&err, "tok-123");
+    }
+    assert_eq!(server.count("/identitymanager/connect/token"), before);
+
+    // The lab switch accepts it.
+    let aim = server
+        .builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    token(&aim).await.unwrap();
+}
+
+#[tokio::test]
+async fn certificate_for_another_host_names_the_fix() {
+    // A trusted (self-signed) certificate, but for a name other than 127.0.0.1.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let wrong = rcgen::CertificateParams::new(vec!["sms01.plant.local".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![wrong.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let wrong_server =
+        Scripted::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let aim = wrong_server
+        .builder()
+        .root_certificate_pem(wrong.pem())
+        .build()
+        .unwrap();
+    let err = token(&aim).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(err.to_string().contains("host name"), "{err}");
 }

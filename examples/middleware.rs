@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .header("trans_id", "example-1")
         .header("content-type", "application/json")
         .body(serde_json::to_vec(
-            &serde_json::json!({ "JobId": "J-1001", "EntityName": "Line1" }),
+            &serde_json::json!({ "jobId": "J-1001" }),
         )?)
         .send()
         .await?;

@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request = http::Request::put(format!("{mes_base}api/v3/Jobs/Start"))
         .header("content-type", "application/json")
         .header("trans_id", "example-2")
-        .body(Full::new(Bytes::from_static(br#"{"JobId":"J-1001"}"#)))?;
+        .body(Full::new(Bytes::from_static(br#"{"jobId":"J-1001"}"#)))?;
     let response = client.oneshot(request).await?;
     println!("PUT api/v3/Jobs/Start -> {}", response.status());
     println!("token requests seen by AIM: {}", emulator.token_requests());

@@ -27,13 +27,15 @@ async fn mes() -> (AimEmulator, MesClient) {
 #[tokio::test]
 async fn lists_entities_and_starts_a_job() {
     let (emu, mes) = mes().await;
-    let entities: Value = mes.get_json("api/v3/entity").await.unwrap();
-    assert!(entities.is_array() || entities.is_object(), "{entities}");
-    let _: Value = mes
+    let entities: Vec<Value> = mes.get_json("api/v3/entity").await.unwrap();
+    assert!(entities.iter().any(|e| e["name"] == "Line1"), "{entities:?}");
+    let started: Value = mes
         .with_trans_id("T-1")
-        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json("api/v3/Jobs/Start", &json!({ "jobId": "J1" }))
         .await
         .unwrap();
+    assert_eq!(started["jobId"], "J1");
+    assert_eq!(started["state"], "Running");
     assert_eq!(emu.counters().mes, 2);
     assert_eq!(emu.token_requests(), 1);
 }
@@ -111,7 +113,7 @@ async fn a_bad_base_is_a_config_error() {
 #[tokio::test]
 async fn status_400_is_bad_request_with_the_mes_text() {
     let (emu, mes) = mes().await;
-    emu.inject(Endpoint::Mes, status(400, "JobId must not be empty"));
+    // The emulator's MES wants a jobId.
     let err = mes
         .put_json::<_, Value>("api/v3/Jobs/Start", &json!({}))
         .await
@@ -120,7 +122,7 @@ async fn status_400_is_bad_request_with_the_mes_text() {
     assert_eq!(err.status(), Some(400));
     assert!(!err.is_transient());
     let text = err.to_string();
-    assert!(text.contains("JobId must not be empty"), "{text}");
+    assert!(text.contains("must be a JSON object with a"), "{text}");
     assert!(text.contains("PUT /mesmw/api/v3/Jobs/Start"), "{text}");
 }
 
@@ -152,7 +154,7 @@ async fn status_403_explains_the_default_background_user() {
     let (emu, mes) = mes().await;
     emu.set_mes_forbidden(true);
     let err = mes
-        .put_json::<_, Value>("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json::<_, Value>("api/v3/Jobs/Start", &json!({ "jobId": "J1" }))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden);
@@ -162,6 +164,7 @@ async fn status_403_explains_the_default_background_user() {
     assert!(text.contains("Default Background User"), "{text}");
     assert!(text.contains("attribute 199"), "{text}");
     assert!(text.contains("MES said:"), "{text}");
+    assert!(text.contains("does not have the privilege"), "{text}");
     assert_eq!(
         emu.token_requests(),
         1,

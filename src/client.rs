@@ -262,6 +262,14 @@ impl AimClientBuilder {
         self
     }
 
+    /// Up to this share of the token's lifetime is subtracted at random from
+    /// the refresh instant, so that many clients started together do not
+    /// refresh together. In [0, `refresh_ratio`). Default 0.1.
+    pub fn refresh_jitter(mut self, share: f64) -> Self {
+        self.cache.refresh_jitter = share;
+        self
+    }
+
     /// A token closer than this to expiry is never handed out (at most 10 %
     /// of its lifetime is used for short-lived tokens). Default 30 s.
     pub fn expiry_margin(mut self, margin: Duration) -> Self {
@@ -381,7 +389,9 @@ impl AimClientBuilder {
         let client_id = config.credentials.client_id.clone();
         let exchanger = Arc::new(Exchanger::new(config)?);
         let authority = exchanger.primary_label().to_owned();
-        let cache = Cache::new(exchanger.clone(), self.cache, clock)?;
+        // `self.clock` (not `clock`): without an injected clock the cache
+        // reads the coarse system clock inline on its hot path.
+        let cache = Cache::new(exchanger.clone(), self.cache, self.clock, &client_id)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,

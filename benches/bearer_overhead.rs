@@ -48,6 +48,8 @@ fn bearer_overhead(c: &mut Criterion) {
     let with_middleware = ClientBuilder::new(http.clone())
         .with(BearerAuth::new(aim.clone()))
         .build();
+    // reqwest-middleware without any middleware: its own share of the cost.
+    let empty_chain = ClientBuilder::new(http.clone()).build();
 
     let mut group = c.benchmark_group("bearer_overhead");
     group.throughput(Throughput::Elements(BATCH));
@@ -55,6 +57,23 @@ fn bearer_overhead(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let requests = (0..BATCH).map(|_| {
                 let request = http.get(&url).header(AUTHORIZATION, fixed.clone());
+                async move {
+                    request
+                        .send()
+                        .await
+                        .expect("send")
+                        .bytes()
+                        .await
+                        .expect("body")
+                }
+            });
+            futures::future::join_all(requests).await
+        })
+    });
+    group.bench_function("empty_chain_fixed_header", |b| {
+        b.to_async(&rt).iter(|| async {
+            let requests = (0..BATCH).map(|_| {
+                let request = empty_chain.get(&url).header(AUTHORIZATION, fixed.clone());
                 async move {
                     request
                         .send()
@@ -102,13 +121,19 @@ fn report_ratio() {
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         json["mean"]["point_estimate"].as_f64()
     };
+    let per_sec = |ns: f64| BATCH as f64 / (ns / 1e9);
     if let (Some(fixed), Some(bearer)) = (mean("fixed_header"), mean("bearer_auth")) {
-        let per_sec = |ns: f64| BATCH as f64 / (ns / 1e9);
         println!(
             "bearer_overhead: fixed_header {:.0} req/s, bearer_auth {:.0} req/s, ratio {:.3}",
             per_sec(fixed),
             per_sec(bearer),
             fixed / bearer
+        );
+    }
+    if let Some(empty) = mean("empty_chain_fixed_header") {
+        println!(
+            "bearer_overhead: empty reqwest-middleware chain with a fixed header {:.0} req/s",
+            per_sec(empty)
         );
     }
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use reqwest::header::HeaderValue;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -24,6 +25,36 @@ pub(crate) fn authorization_value(token: &AccessToken) -> Result<HeaderValue> {
     })?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+/// The `Authorization` value of the last token seen, so the steady state
+/// (one token, thousands of requests) neither formats nor re-validates a
+/// JWT of a kilobyte per request: a pointer comparison and a refcount.
+#[derive(Default)]
+pub(crate) struct HeaderCache {
+    last: ArcSwapOption<(AccessToken, HeaderValue)>,
+}
+
+impl HeaderCache {
+    /// The header value for `token`, built once per token.
+    pub(crate) fn value(&self, token: &AccessToken) -> Result<HeaderValue> {
+        if let Some(last) = self.last.load().as_deref() {
+            if last.0.same_as(token) {
+                return Ok(last.1.clone());
+            }
+        }
+        let value = authorization_value(token)?;
+        self.last
+            .store(Some(Arc::new((token.clone(), value.clone()))));
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for HeaderCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value is the token: never printed.
+        f.write_str("HeaderCache")
+    }
 }
 
 /// Whether a resource server's status means "this token is not accepted":
@@ -261,6 +292,24 @@ mod tests {
         let err = authorization_value(&AccessToken::new("bad\ntoken-xyz", exp)).unwrap_err();
         assert!(!err.to_string().contains("token-xyz"));
         assert!(!format!("{err:?}").contains("token-xyz"));
+    }
+
+    #[test]
+    fn header_cache_builds_once_per_token() {
+        let exp = SystemTime::now() + Duration::from_secs(60);
+        let cache = HeaderCache::default();
+        let a = AccessToken::new("aaa", exp);
+        let b = AccessToken::new("bbb", exp);
+        let first = cache.value(&a).unwrap();
+        assert!(first.is_sensitive());
+        assert_eq!(cache.value(&a.clone()).unwrap(), "Bearer aaa");
+        assert_eq!(cache.value(&b).unwrap(), "Bearer bbb");
+        assert!(cache.value(&b).unwrap().is_sensitive());
+        // Same text, different token: rebuilt, not confused by equal strings.
+        let a2 = AccessToken::new("aaa", exp);
+        assert_eq!(cache.value(&a2).unwrap(), "Bearer aaa");
+        assert!(cache.value(&AccessToken::new("x\ny", exp)).is_err());
+        assert_eq!(format!("{cache:?}"), "HeaderCache");
     }
 
     #[test]

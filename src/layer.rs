@@ -52,6 +52,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
@@ -59,7 +60,7 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use tower::{Layer, Service};
 
-use crate::bearer::{self, Destinations};
+use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::error::{Error, ErrorKind};
 use crate::token::AccessToken;
@@ -113,6 +114,7 @@ struct Config {
     aim: AimClient,
     destinations: Destinations,
     origin: Option<(String, String)>,
+    header: Arc<HeaderCache>,
 }
 
 impl BearerAuthLayer {
@@ -123,6 +125,7 @@ impl BearerAuthLayer {
                 aim,
                 destinations: Destinations::default(),
                 origin: None,
+                header: Arc::default(),
             },
             replay: EmptyBodies,
         }
@@ -319,10 +322,11 @@ where
             .then(|| replayable(&req, &self.replay))
             .flatten();
         let aim = self.config.aim.clone();
+        let header = self.config.header.clone();
         ResponseFuture {
             inner: Box::pin(async move {
                 checked.map_err(BearerError::Auth)?;
-                let token = attach(&aim, &mut req).await?;
+                let token = attach(&aim, &header, &mut req).await?;
                 let response = inner.call(req).await.map_err(BearerError::Service)?;
                 if !bearer::is_token_rejected(response.status().as_u16()) {
                     return Ok(response);
@@ -331,7 +335,7 @@ where
                 let Some(mut retry) = replay else {
                     return Ok(response);
                 };
-                let fresh = attach(&aim, &mut retry).await?;
+                let fresh = attach(&aim, &header, &mut retry).await?;
                 if fresh.same_as(&token) {
                     return Ok(response);
                 }
@@ -362,10 +366,11 @@ impl Config {
 /// Fetches the token and sets the header; fails closed.
 async fn attach<B, E>(
     aim: &AimClient,
+    header: &HeaderCache,
     req: &mut Request<B>,
 ) -> Result<AccessToken, BearerError<E>> {
     let token = aim.token().await.map_err(BearerError::Auth)?;
-    let value = bearer::authorization_value(&token).map_err(BearerError::Auth)?;
+    let value = header.value(&token).map_err(BearerError::Auth)?;
     req.headers_mut().insert(AUTHORIZATION, value);
     Ok(token)
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::bearer::{self, Destinations};
+use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::AccessToken;
@@ -63,6 +63,7 @@ struct Inner {
     base: Url,
     aim: AimClient,
     http: reqwest::Client,
+    header: HeaderCache,
 }
 
 impl MesClient {
@@ -82,7 +83,12 @@ impl MesClient {
             .build()
             .map_err(|e| Error::config("cannot build the HTTP client for MES").with_source(e))?;
         Ok(MesClient {
-            inner: Arc::new(Inner { base, aim, http }),
+            inner: Arc::new(Inner {
+                base,
+                aim,
+                http,
+                header: HeaderCache::default(),
+            }),
             trans_id: None,
             tz_id: None,
         })
@@ -97,6 +103,7 @@ impl MesClient {
                 base: self.inner.base.clone(),
                 aim: self.inner.aim.clone(),
                 http,
+                header: HeaderCache::default(),
             }),
             ..self
         }
@@ -185,7 +192,7 @@ impl MesClient {
                     .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                     .body(body.clone());
             }
-            let value = bearer::authorization_value(token);
+            let value = self.inner.header.value(token);
             async move {
                 req.header(AUTHORIZATION, value?)
                     .send()
@@ -534,6 +541,7 @@ mod tests {
                     Err(_) => return,
                 },
                 http: reqwest::Client::new(),
+                header: HeaderCache::default(),
             }),
             trans_id: None,
             tz_id: None,

@@ -34,13 +34,14 @@
 //!   a second 401 is returned as is.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::Extensions;
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::bearer::{self, Destinations};
+use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::token::AccessToken;
 
@@ -51,6 +52,7 @@ use crate::token::AccessToken;
 pub struct BearerAuth {
     aim: AimClient,
     destinations: Destinations,
+    header: Arc<HeaderCache>,
 }
 
 impl BearerAuth {
@@ -60,6 +62,7 @@ impl BearerAuth {
         BearerAuth {
             aim,
             destinations: Destinations::default(),
+            header: Arc::default(),
         }
     }
 
@@ -89,8 +92,10 @@ impl BearerAuth {
             .token()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        let value =
-            bearer::authorization_value(&token).map_err(reqwest_middleware::Error::middleware)?;
+        let value = self
+            .header
+            .value(&token)
+            .map_err(reqwest_middleware::Error::middleware)?;
         req.headers_mut().insert(AUTHORIZATION, value);
         Ok(token)
     }

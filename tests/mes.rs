@@ -28,7 +28,10 @@ async fn mes() -> (AimEmulator, MesClient) {
 async fn lists_entities_and_starts_a_job() {
     let (emu, mes) = mes().await;
     let entities: Vec<Value> = mes.get_json("api/v3/entity").await.unwrap();
-    assert!(entities.iter().any(|e| e["name"] == "Line1"), "{entities:?}");
+    assert!(
+        entities.iter().any(|e| e["name"] == "Line1"),
+        "{entities:?}"
+    );
     let started: Value = mes
         .with_trans_id("T-1")
         .put_json("api/v3/Jobs/Start", &json!({ "jobId": "J1" }))

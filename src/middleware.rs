@@ -31,7 +31,9 @@
 //! - On a 401 the token is invalidated (many requests rejecting the same
 //!   token cause one refresh) and the request is retried once with a fresh
 //!   token when its body can be replayed ([`reqwest::Request::try_clone`]);
-//!   a second 401 is returned as is.
+//!   a second 401 is returned as is. If no fresh token can be had for the
+//!   retry, the call fails with that error rather than resending a token
+//!   that was just rejected.
 
 use std::fmt;
 use std::sync::Arc;
@@ -127,10 +129,11 @@ impl Middleware for BearerAuth {
             .check(Some(url.scheme()), url.host_str())
             .map_err(reqwest_middleware::Error::middleware)?;
 
-        let token = self.bearer(&mut req).await?;
-        // Taken before sending because sending consumes the request; `None`
-        // for streaming bodies, which therefore are not retried.
+        // Taken before sending because sending consumes the request (and
+        // before the header goes in, so the copy is cheaper); `None` for
+        // streaming bodies, which therefore are not retried.
         let replay = req.try_clone();
+        let token = self.bearer(&mut req).await?;
         let response = next.clone().run(req, extensions).await?;
         if !bearer::is_token_rejected(response.status().as_u16()) {
             return Ok(response);

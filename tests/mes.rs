@@ -115,7 +115,7 @@ async fn a_bad_base_is_a_config_error() {
 
 #[tokio::test]
 async fn status_400_is_bad_request_with_the_mes_text() {
-    let (emu, mes) = mes().await;
+    let (_emu, mes) = mes().await;
     // The emulator's MES wants a jobId.
     let err = mes
         .put_json::<_, Value>("api/v3/Jobs/Start", &json!({}))

@@ -395,3 +395,48 @@ where
     *copy.extensions_mut() = req.extensions().clone();
     Some(copy)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str) -> Request<String> {
+        let mut req = Request::post("https://mes01/mesmw/api/v3/Jobs/Start")
+            .header("trans_id", "T1")
+            .body(body.to_owned())
+            .unwrap();
+        req.extensions_mut().insert(7u32);
+        req
+    }
+
+    #[test]
+    fn empty_bodies_are_recreated_others_need_a_policy() {
+        let copy = replayable(&request(""), &EmptyBodies).expect("empty body replays");
+        assert_eq!(copy.body(), "");
+        assert_eq!(copy.method(), http::Method::POST);
+        assert_eq!(copy.uri(), "https://mes01/mesmw/api/v3/Jobs/Start");
+        assert_eq!(copy.headers()["trans_id"], "T1");
+        assert_eq!(copy.extensions().get::<u32>(), Some(&7));
+
+        assert!(replayable(&request("{}"), &EmptyBodies).is_none());
+        let copy = replayable(&request("{}"), &CloneBodies).expect("clonable body");
+        assert_eq!(copy.body(), "{}");
+        let never = |_: &String| -> Option<String> { None };
+        assert!(replayable(&request("{}"), &never).is_none());
+    }
+
+    #[test]
+    fn errors_say_whose_they_are() {
+        let ours: BearerError<std::io::Error> =
+            BearerError::Auth(Error::new(ErrorKind::Refused, "refusing"));
+        assert!(ours.auth().is_some());
+        assert!(ours
+            .to_string()
+            .starts_with("no access token attached: refusing"));
+        let theirs: BearerError<std::io::Error> =
+            BearerError::Service(std::io::Error::other("connection reset"));
+        assert!(theirs.auth().is_none());
+        assert_eq!(theirs.to_string(), "connection reset");
+        assert!(theirs.into_service().is_some());
+    }
+}

@@ -500,10 +500,7 @@ mod tests {
 
     #[test]
     fn base_gets_a_trailing_slash() {
-        let Ok(mes) = client("https://mes01.plant.local/mesmw") else {
-            // The AIM client builder is not ready on this branch yet.
-            return;
-        };
+        let mes = client("https://mes01.plant.local/mesmw").unwrap();
         assert_eq!(mes.base_url(), "https://mes01.plant.local/mesmw/");
         let mes = client("http://127.0.0.1:8080/mesmw/").unwrap();
         assert_eq!(mes.base_url(), "http://127.0.0.1:8080/mesmw/");
@@ -531,15 +528,12 @@ mod tests {
         let mes = MesClient {
             inner: Arc::new(Inner {
                 base: parse_base("https://mes01/mesmw/").unwrap(),
-                aim: match AimClient::builder()
+                aim: AimClient::builder()
                     .authority("https://sms01/identitymanager")
                     .client_id("id")
                     .client_secret("s")
                     .build()
-                {
-                    Ok(aim) => aim,
-                    Err(_) => return,
-                },
+                    .unwrap(),
                 http: reqwest::Client::new(),
                 header: HeaderCache::default(),
             }),

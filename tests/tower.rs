@@ -303,3 +303,15 @@ async fn a_hundred_concurrent_401s_on_one_token_cause_one_refresh() {
     assert_eq!(rec.distinct_tokens().len(), 2);
     assert_eq!(rec.requests(), 200);
 }
+
+#[tokio::test]
+async fn debug_does_not_leak_the_token() {
+    let (_emu, aim) = emulator().await;
+    let token = aim.token().await.unwrap();
+    let layer = BearerAuthLayer::new(aim).allow_host("127.0.0.1");
+    let svc = layer.layer(Inspect::default());
+    svc.oneshot(get("http://127.0.0.1:9/x")).await.unwrap();
+    let layer_debug = format!("{layer:?}");
+    assert!(!layer_debug.contains(token.secret()), "{layer_debug}");
+    assert!(layer_debug.contains("127.0.0.1"));
+}

@@ -568,6 +568,15 @@ async fn mes_jobs_start_checks_its_body() {
     assert_eq!(ok.status(), StatusCode::OK);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["jobId"], "J-1001");
+    // Member names bind case-insensitively, as in ASP.NET Web API.
+    let pascal = http()
+        .put(&url)
+        .bearer_auth(&jwt)
+        .json(&serde_json::json!({"JobId": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pascal.status(), StatusCode::OK);
 
     for bad in [
         http().put(&url).bearer_auth(&jwt).body("jobId=J-1"),
@@ -919,9 +928,17 @@ async fn suspend_refuses_connections_and_resume_serves_again() {
     let aim = AimEmulator::start().await.unwrap();
     let port = aim.port();
     assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    // A kept-alive connection, to see suspend close it too.
+    let pooled = http();
+    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    assert_eq!(pooled.get(&url).send().await.unwrap().status(), 200);
     aim.suspend().await;
     let err = cc(&aim).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
+    assert!(
+        pooled.get(&url).send().await.is_err(),
+        "no answer while suspended"
+    );
     aim.suspend().await; // idempotent
     aim.resume().await.unwrap();
     aim.resume().await.unwrap(); // idempotent
@@ -1135,4 +1152,26 @@ fn debug_output_hides_secrets() {
     assert!(!debug.contains("super-secret-value"), "{debug}");
     assert!(!debug.contains("initial-secret-token"), "{debug}");
     assert!(!debug.contains(SECRET), "{debug}");
+}
+
+#[tokio::test]
+async fn emulator_and_its_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let aim = AimEmulator::start().await.unwrap();
+    send_sync(&aim);
+    send(&AimEmulator::builder().start());
+    let suspend = aim.suspend();
+    send(&suspend);
+    suspend.await;
+    let resume = aim.resume();
+    send(&resume);
+    resume.await.unwrap();
+    // Shared across tasks, as tests of concurrent apps do.
+    let aim = Arc::new(aim);
+    let task = tokio::spawn({
+        let aim = aim.clone();
+        async move { cc(&aim).await.unwrap().status() }
+    });
+    assert_eq!(task.await.unwrap(), StatusCode::OK);
 }

@@ -155,6 +155,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the id and secret, a client that encodes per §2.3.1
+        /// (percent-encoding, space as %20 or '+') is understood.
+        #[test]
+        fn basic_roundtrips_any_credentials(id in "\\PC{1,40}", secret in "\\PC{0,40}", plus in proptest::bool::ANY) {
+            use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+            let enc = |s: &str| {
+                let e = utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+                if plus { e.replace("%20", "+") } else { e }
+            };
+            let header = basic(&format!("{}:{}", enc(&id), enc(&secret)));
+            proptest::prop_assert_eq!(decode_basic(&header), Some((id, secret)));
+        }
+    }
+
     #[test]
     fn basic_plus_is_space_and_empty_secret_allowed() {
         assert_eq!(

@@ -105,9 +105,12 @@ async fn start_job(headers: HeaderMap, body: Bytes) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let job = serde_json::from_slice::<Value>(&body).ok();
+    // ASP.NET model binding matches member names case-insensitively.
     let job_id = job
         .as_ref()
-        .and_then(|j| j.get("jobId"))
+        .and_then(Value::as_object)
+        .and_then(|j| j.iter().find(|(k, _)| k.eq_ignore_ascii_case("jobId")))
+        .map(|(_, id)| id)
         .filter(|id| id.is_string() || id.is_number());
     match job_id {
         Some(job_id) if is_json => json(

@@ -24,10 +24,73 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Its clock ([`AimEmulatorBuilder::clock`]) dates tokens and judges their
-//! expiry at MES, so with a [`TokioClock`](crate::TokioClock) and
-//! `#[tokio::test(start_paused = true)]` a day of token lifetimes passes in
-//! milliseconds.
+//! # What it serves
+//!
+//! | route | behaviour |
+//! | --- | --- |
+//! | `GET /identitymanager/.well-known/openid-configuration` | discovery; `registration_endpoint` only with an [initial access token](AimEmulatorBuilder::initial_access_token); 404 when [disabled](AimEmulatorBuilder::discovery) |
+//! | `GET /identitymanager/.well-known/openid-configuration/jwks` | the RS256 public key (`kid` = RFC 7638 thumbprint) |
+//! | `POST /identitymanager/connect/token` | `client_credentials` with `client_secret_post` or `client_secret_basic` (RFC 6749 §2.3.1 decoding); errors are HTTP 400 `invalid_client`, `invalid_scope`, `invalid_request`, `unauthorized_client` (a grant type IdentityServer knows, e.g. `password`), `unsupported_grant_type` |
+//! | `POST /identitymanager/connect/introspect` | RFC 7662, client-authenticated like the token endpoint |
+//! | `POST /identitymanager/connect/register` | RFC 7591 behind the initial access token; extensions `client_id` and `access_token_lifetime` (seconds), like the `Add-IdentityManagerClient` cmdlet |
+//! | `GET /identitymanager/connect/register/{client_id}` | RFC 7592 read, with the `registration_access_token` |
+//! | `GET /mesmw/api/v3/entity` | a few MES entities (`id`, `name`, `description`) |
+//! | `PUT /mesmw/api/v3/Jobs/Start` | needs a JSON body with `jobId`; 400 otherwise |
+//! | any other `/mesmw/...` | 404 |
+//!
+//! Every MES route first checks the bearer token: missing, not signed by
+//! this emulator, another issuer or expired (by the emulator's clock) ->
+//! 401 with `WWW-Authenticate: Bearer error="invalid_token"`. Then
+//! [`set_mes_forbidden`](AimEmulator::set_mes_forbidden) -> 403, as when the
+//! MES "Default Background User" lacks a privilege. MES errors have ASP.NET
+//! Web API's `{"Message": ...}` shape; `trans_id` and `tz_id` request
+//! headers are echoed in the answer.
+//!
+//! Access tokens are RS256 JWTs with `iss` (the [authority](AimEmulator::authority)),
+//! `aud` (`mes.api` when that scope is granted, else `{issuer}/resources`),
+//! `exp`, `nbf`, `iat`, `client_id`, `scope` (an array, as IdentityServer
+//! writes it) and `jti`. The default client is [`AimEmulator::CLIENT_ID`]
+//! with [`AimEmulator::CLIENT_SECRET`], a secret that breaks any client
+//! that does not encode it; it may have `mes.api` and `openid` and gets both
+//! when it asks for no scope.
+//!
+//! # Time
+//!
+//! The emulator's clock ([`AimEmulatorBuilder::clock`]) dates tokens, judges
+//! their expiry at MES and introspection, and dates `Retry-After`. With a
+//! [`TokioClock`](crate::TokioClock) and `#[tokio::test(start_paused = true)]`
+//! a day of token lifetimes passes in milliseconds; [`Fault::Delay`] sleeps
+//! on tokio's clock too. Nothing in the emulator blocks a thread, so it
+//! runs on a current-thread runtime beside the code under test.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), aim_token::Error> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use aim_token::TokioClock;
+//! use aim_token::emulator::AimEmulator;
+//!
+//! let clock = Arc::new(TokioClock::new());
+//! let aim = AimEmulator::builder()
+//!     .clock(clock.clone())
+//!     .token_lifetime(Duration::from_secs(3600))
+//!     .start()
+//!     .await?;
+//! let client = aim.client_builder().clock(clock.clone()).build()?;
+//! let first = client.token().await?;
+//! clock.jump(Duration::from_secs(3600)); // the PC slept for an hour
+//! let second = client.token().await?;
+//! assert_ne!(first.secret(), second.secret());
+//! # Ok(()) }
+//! ```
+//!
+//! # Performance
+//!
+//! Signing dominates a token request (2048-bit RSA, about 0.3-0.6 ms); the
+//! key is generated once per process (a few hundred milliseconds, on the
+//! first start), after which an emulator starts in well under a
+//! millisecond. Over https it offers h2, so thousands of concurrent
+//! requests share one connection.
 
 use std::fmt;
 use std::sync::atomic::Ordering;

@@ -172,6 +172,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, stop: watch::Receiver
     tokio::pin!(stop_signal);
     loop {
         tokio::select! {
+            biased;
             () = &mut stop_signal => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -188,9 +189,11 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, stop: watch::Receiver
 
 /// Runs `fut` until it completes or the listening period ends.
 async fn until_stopped(fut: impl Future<Output = ()>, stop: watch::Receiver<()>) {
+    // Biased: once stopped, not one more request is served.
     tokio::select! {
-        () = fut => {}
+        biased;
         () = stopped(stop) => {}
+        () = fut => {}
     }
 }
 

@@ -98,10 +98,7 @@ fn print_token(token: &AccessToken) {
     println!("  scopes    : {}", token.scopes().join(" "));
     println!("  expires   : {expires} (local time)");
     println!("  lifetime  : {}", human(token.lifetime()));
-    println!(
-        "  token     : {} (redacted; token.secret() gives the value)",
-        token
-    );
+    println!("  token     : {} (token.secret() gives the value)", token);
 }
 
 fn human(d: Duration) -> String {

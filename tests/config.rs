@@ -134,8 +134,10 @@ fn from_env_with(vars: &[(&str, &str)]) -> String {
 /// and does nothing.
 #[test]
 fn from_env_child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
+    match std::env::var(CHILD).as_deref() {
+        Ok("no-trust-store") => return no_trust_store_child(),
+        Ok(_) => {}
+        Err(_) => return,
     }
     match AimClient::from_env() {
         Ok(aim) => println!("REPORT ok {} {}", aim.authority(), aim.client_id()),
@@ -211,4 +213,67 @@ fn from_env_reads_the_ca_certificate() {
     assert!(report.starts_with("err Config"), "{report}");
     assert!(report.contains("PEM"), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With an empty OS trust store (a bare container), clients still build:
+/// loopback http works, https works with the CA given, and without it the
+/// error is Tls and names the fix.
+#[test]
+fn without_an_os_trust_store() {
+    let dir = std::env::temp_dir().join(format!("aim-token-nostore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let empty_s = empty.to_string_lossy().into_owned();
+    let dir_s = dir.to_string_lossy().into_owned();
+    let report = from_env_with(&[
+        (CHILD, "no-trust-store"),
+        ("SSL_CERT_FILE", &empty_s),
+        ("SSL_CERT_DIR", &dir_s),
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        report,
+        "http ok, https with CA ok, https without CA Tls (names the fix: true)"
+    );
+}
+
+fn no_trust_store_child() {
+    use aim_token::emulator::AimEmulator;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = AimEmulator::start().await.unwrap();
+        http.client_builder()
+            .build()
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
+        let https = AimEmulator::builder().https(true).start().await.unwrap();
+        https
+            .client_builder()
+            .build()
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
+        let err = AimClient::builder()
+            .authority(https.authority())
+            .client_id(AimEmulator::CLIENT_ID)
+            .client_secret(AimEmulator::CLIENT_SECRET)
+            .retry_deadline(std::time::Duration::ZERO)
+            .build()
+            .unwrap()
+            .token()
+            .await
+            .unwrap_err();
+        println!(
+            "REPORT http ok, https with CA ok, https without CA {:?} (names the fix: {})",
+            err.kind(),
+            err.to_string().contains("AIM_CA_CERT")
+        );
+    });
 }

@@ -40,13 +40,6 @@ impl Seen {
             .into_owned()
             .collect()
     }
-
-    fn form_value(&self, name: &str) -> Option<String> {
-        self.form()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
 }
 
 #[derive(Clone)]
@@ -83,6 +76,10 @@ impl Scripted {
     /// Serves https with `tls` (else http).
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, tls)
+    }
+
+    fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -345,6 +342,21 @@ async fn basic_sends_percent_encoded_credentials_in_the_header() {
 }
 
 #[tokio::test]
+async fn ipv6_loopback_literal_over_http() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback on this machine: skipped");
+        return;
+    };
+    let server = Scripted::serve(listener, None);
+    assert!(server.base.starts_with("http://[::1]:"), "{}", server.base);
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let aim = server.builder().build().unwrap();
+    assert_eq!(aim.authority(), server.authority());
+    assert_eq!(token(&aim).await.unwrap().authority(), server.authority());
+}
+
+#[tokio::test]
 async fn discovery_is_cached_and_its_endpoint_used() {
     let server = Scripted::start().await;
     let a = server.authority();
@@ -366,6 +378,29 @@ async fn discovery_is_cached_and_its_endpoint_used() {
     }
     assert_eq!(server.count("/identitymanager/.well-known"), 1);
     assert_eq!(server.count("/identitymanager/custom/token"), 3);
+}
+
+#[tokio::test]
+async fn discovery_is_fetched_again_after_an_hour_of_wall_clock() {
+    let server = Scripted::start().await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let clock = Arc::new(aim_token::TokioClock::new());
+    let aim = server.builder().clock(clock.clone()).build().unwrap();
+    let refresh = || async {
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    refresh().await;
+    clock.jump(Duration::from_secs(59 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 1);
+    clock.jump(Duration::from_secs(2 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 2);
+    assert_eq!(server.count("/identitymanager/connect/token"), 3);
 }
 
 #[tokio::test]
@@ -816,4 +851,366 @@ async fn certificate_for_another_host_names_the_fix() {
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
     assert!(err.to_string().contains("host name"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Against the AIM emulator.
+
+mod emulator {
+    use super::*;
+    use aim_token::emulator::{AimEmulator, EmulatorClient, Endpoint, ExpiresInFormat, Fault};
+
+    const SECRET_EMU: &str = AimEmulator::CLIENT_SECRET;
+
+    /// A client of the default emulator client that tries exactly once.
+    fn once(emu: &AimEmulator) -> AimClientBuilder {
+        emu.client_builder()
+            .retry_deadline(Duration::ZERO)
+            .background_refresh(false)
+            .request_timeout(Duration::from_secs(2))
+    }
+
+    fn assert_clean(err: &Error) {
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(SECRET_EMU), "secret leaked: {text}");
+        assert!(!text.contains("P@ss"), "secret leaked: {text}");
+        assert!(!text.contains("eyJ"), "token leaked: {text}");
+    }
+
+    #[tokio::test]
+    async fn post_and_basic_over_http_and_https() {
+        for https in [false, true] {
+            let emu = AimEmulator::builder().https(https).start().await.unwrap();
+            for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+                let aim = once(&emu)
+                    .auth_method(method)
+                    .scope("mes.api")
+                    .build()
+                    .unwrap();
+                let t = token(&aim)
+                    .await
+                    .unwrap_or_else(|e| panic!("{https} {method}: {e:?}"));
+                assert_eq!(t.token_type(), "Bearer");
+                assert_eq!(t.scopes(), ["mes.api"]);
+                assert_eq!(t.lifetime(), Duration::from_secs(24 * 3600));
+                assert_eq!(t.authority(), emu.authority());
+                assert!(t.secret().starts_with("eyJ"), "a JWT");
+            }
+            let c = emu.counters();
+            assert_eq!((c.discovery, c.token, c.tokens_issued), (2, 2, 2), "{c:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn expires_in_as_string_or_missing() {
+        for format in [
+            ExpiresInFormat::Number,
+            ExpiresInFormat::String,
+            ExpiresInFormat::Missing,
+        ] {
+            let emu = AimEmulator::builder()
+                .token_lifetime(Duration::from_secs(900))
+                .expires_in_format(format)
+                .start()
+                .await
+                .unwrap();
+            let t = token(&once(&emu).build().unwrap()).await.unwrap();
+            // Missing: from the JWT `exp` (whole seconds, so within a second).
+            let lifetime = t.lifetime().as_secs_f64();
+            assert!((lifetime - 900.0).abs() <= 1.0, "{format:?}: {lifetime}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_and_disallowed_scope_are_oauth_errors() {
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu).client_secret("wrong secret").build().unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OAuth);
+        assert_eq!(err.oauth_error(), Some("invalid_client"));
+        assert!(!err.is_transient());
+        assert_eq!(err.status(), Some(400));
+        assert!(!err.to_string().contains("wrong secret"), "{err}");
+
+        let aim = once(&emu).scope("not.allowed").build().unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.oauth_error(), Some("invalid_scope"), "{err:?}");
+
+        let mut disabled = EmulatorClient::new("off:client", "x y&z");
+        disabled.enabled = false;
+        emu.add_client(disabled);
+        let aim = once(&emu)
+            .client_id("off:client")
+            .client_secret("x y&z")
+            .auth_method(ClientAuthMethod::Basic)
+            .build()
+            .unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.oauth_error(), Some("invalid_client"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_with_an_awkward_id_and_secret() {
+        let emu = AimEmulator::start().await.unwrap();
+        emu.add_client(EmulatorClient::new(ID, SECRET));
+        for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+            let aim = once(&emu)
+                .client_id(ID)
+                .client_secret(SECRET)
+                .auth_method(method)
+                .build()
+                .unwrap();
+            token(&aim)
+                .await
+                .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        }
+    }
+
+    /// Every injected fault: the right kind, no panic, one request, bounded time.
+    #[tokio::test]
+    async fn every_fault_gives_the_right_error() {
+        let emu = AimEmulator::start().await.unwrap();
+        let cases: Vec<(Fault, ErrorKind, bool, Option<u16>)> = vec![
+            (
+                Fault::Status {
+                    status: 503,
+                    retry_after: Some(5),
+                    body: None,
+                },
+                ErrorKind::Server,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::Status {
+                    status: 429,
+                    retry_after: Some(2),
+                    body: Some("slow down".into()),
+                },
+                ErrorKind::Server,
+                true,
+                Some(429),
+            ),
+            (
+                Fault::Status {
+                    status: 502,
+                    retry_after: None,
+                    body: Some("<html>Bad Gateway</html>".into()),
+                },
+                ErrorKind::Server,
+                true,
+                Some(502),
+            ),
+            (
+                Fault::Status {
+                    status: 404,
+                    retry_after: None,
+                    body: Some("<html>Not Found</html>".into()),
+                },
+                ErrorKind::InvalidResponse,
+                false,
+                Some(404),
+            ),
+            (
+                Fault::RetryAfterDate {
+                    status: 503,
+                    after: Duration::from_secs(120),
+                },
+                ErrorKind::Server,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::OAuth {
+                    status: 400,
+                    error: "invalid_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(400),
+            ),
+            (
+                Fault::OAuth {
+                    status: 401,
+                    error: "invalid_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(401),
+            ),
+            (
+                Fault::OAuth {
+                    status: 400,
+                    error: "unauthorized_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(400),
+            ),
+            (
+                Fault::OAuth {
+                    status: 503,
+                    error: "temporarily_unavailable".into(),
+                },
+                ErrorKind::OAuth,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::Delay(Duration::from_secs(30)),
+                ErrorKind::Timeout,
+                true,
+                None,
+            ),
+            (Fault::DropConnection, ErrorKind::Transport, true, None),
+            (Fault::Garbage, ErrorKind::InvalidResponse, false, Some(200)),
+            (Fault::Html, ErrorKind::Server, true, Some(500)),
+            (Fault::Empty, ErrorKind::InvalidResponse, false, Some(200)),
+            (
+                Fault::Truncated,
+                ErrorKind::InvalidResponse,
+                false,
+                Some(200),
+            ),
+        ];
+        for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+            for (fault, kind, transient, status) in &cases {
+                let aim = once(&emu)
+                    .auth_method(method)
+                    .request_timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap();
+                let before = emu.counters().token;
+                emu.inject(Endpoint::Token, fault.clone());
+                let started = std::time::Instant::now();
+                let err = token(&aim).await.unwrap_err();
+                let what = format!("{method} {fault:?}: {err:?}");
+                assert_eq!(err.kind(), *kind, "{what}");
+                assert_eq!(err.is_transient(), *transient, "{what}");
+                assert_eq!(err.status(), *status, "{what}");
+                assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+                assert_eq!(
+                    emu.counters().token - before,
+                    1,
+                    "exactly one request: {what}"
+                );
+                assert_clean(&err);
+                match fault {
+                    Fault::Status {
+                        retry_after: Some(s),
+                        ..
+                    } => {
+                        assert_eq!(err.retry_after(), Some(Duration::from_secs(*s)), "{what}")
+                    }
+                    Fault::RetryAfterDate { after, .. } => {
+                        let ra = err.retry_after().expect("Retry-After date");
+                        assert!(ra.abs_diff(*after) <= Duration::from_secs(2), "{what}");
+                    }
+                    Fault::Html => assert!(err.to_string().contains("500"), "{what}"),
+                    _ => {}
+                }
+                // The next request succeeds: nothing is stuck. (A fresh
+                // client: the cache remembers permanent errors for a while.)
+                token(&once(&emu).auth_method(method).build().unwrap())
+                    .await
+                    .unwrap_or_else(|e| panic!("after {what}: {e:?}"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn discovery_faults_are_classified_too() {
+        let emu = AimEmulator::start().await.unwrap();
+        for (fault, kind) in [
+            (Fault::Html, ErrorKind::Server),
+            (Fault::DropConnection, ErrorKind::Transport),
+            (Fault::Garbage, ErrorKind::InvalidResponse),
+            (Fault::Truncated, ErrorKind::InvalidResponse),
+            (Fault::Delay(Duration::from_secs(30)), ErrorKind::Timeout),
+        ] {
+            let aim = once(&emu)
+                .request_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            emu.inject(Endpoint::Discovery, fault.clone());
+            let err = token(&aim).await.unwrap_err();
+            assert_eq!(err.kind(), kind, "{fault:?}: {err:?}");
+            assert!(
+                err.to_string().contains(".well-known/openid-configuration"),
+                "{err}"
+            );
+            assert_clean(&err);
+            token(&once(&emu).build().unwrap()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_discovery_falls_back_and_token_endpoint_skips_it() {
+        let emu = AimEmulator::builder()
+            .discovery(false)
+            .start()
+            .await
+            .unwrap();
+        let aim = once(&emu).build().unwrap();
+        token(&aim).await.unwrap();
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap();
+        let c = emu.counters();
+        // One 404, remembered: the fallback is not re-discovered per request.
+        assert_eq!((c.discovery, c.tokens_issued), (1, 2), "{c:?}");
+
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu)
+            .token_endpoint(emu.token_endpoint())
+            .build()
+            .unwrap();
+        token(&aim).await.unwrap();
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap();
+        let c = emu.counters();
+        assert_eq!((c.discovery, c.tokens_issued), (0, 2), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn https_trust() {
+        let emu = AimEmulator::builder().https(true).start().await.unwrap();
+        let ca = emu.ca_pem().unwrap();
+        let plain = || {
+            AimClient::builder()
+                .authority(emu.authority())
+                .client_id(AimEmulator::CLIENT_ID)
+                .client_secret(AimEmulator::CLIENT_SECRET)
+                .retry_deadline(Duration::ZERO)
+                .background_refresh(false)
+        };
+        // Trusted only with the CA.
+        token(&plain().root_certificate_pem(&ca).build().unwrap())
+            .await
+            .unwrap();
+        let err = token(&plain().build().unwrap()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+        assert!(err.to_string().contains("AIM_CA_CERT"), "{err}");
+        assert_clean(&err);
+        // Lab only.
+        token(&plain().danger_accept_invalid_certs(true).build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(emu.counters().tokens_issued, 2);
+    }
+
+    #[tokio::test]
+    async fn a_suspended_server_is_a_transport_error_then_recovers() {
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu).build().unwrap();
+        emu.suspend().await;
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
+        assert!(err.is_transient());
+        emu.resume().await.unwrap();
+        token(&aim).await.unwrap();
+    }
 }

@@ -29,7 +29,12 @@ impl Backoff {
     }
 
     /// As [`delay`](Self::delay) with the random draw `unit` in [0, 1).
-    pub(crate) fn delay_with(&self, retry: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+    pub(crate) fn delay_with(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
         let ceiling = self
             .min
             .checked_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))

@@ -163,7 +163,11 @@ impl Cache {
             return Ok(token);
         }
         self.ensure_refresher();
-        self.shared.token_slow().await
+        // Boxed: the slow path's state (retries, backoff timers) is a few
+        // hundred bytes; inline it would make every cached call's future
+        // that big, and moving it costs more than the whole cached read.
+        let slow: BoxFuture<'_, Result<AccessToken>> = Box::pin(self.shared.token_slow());
+        slow.await
     }
 
     /// A token newer than the current one; joins an acquisition in flight.
@@ -426,21 +430,18 @@ impl Shared {
         }
     }
 
-    /// One token request, in a span with its outcome and latency.
+    /// One token request. Its span adds the attempt number to the
+    /// exchange's own span (authority, client ID, status, outcome, latency).
     async fn fetch_one(&self, index: usize, retry: u32) -> Outcome {
         bump(&self.counters.token_requests);
         let span = tracing::debug_span!(
             target: TARGET,
-            "token_request",
-            authority = self.source.authority_label(index),
-            client_id = %self.client_id,
+            "token_attempt",
             attempt = retry + 1,
+            node = index,
             outcome = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
         );
-        let started = std::time::Instant::now();
         let result = self.source.fetch(index).instrument(span.clone()).await;
-        span.record("latency_ms", millis(started.elapsed()));
         match &result {
             Ok(_) => {
                 span.record("outcome", "ok");
@@ -448,9 +449,16 @@ impl Shared {
             Err(error) => {
                 bump(&self.counters.failures);
                 span.record("outcome", tracing::field::debug(error.kind()));
+                tracing::debug!(
+                    target: TARGET,
+                    parent: &span,
+                    authority = self.source.authority_label(index),
+                    client_id = %self.client_id,
+                    error = %error,
+                    "token request failed"
+                );
             }
         }
-        tracing::debug!(target: TARGET, parent: &span, "token request finished");
         result
     }
 

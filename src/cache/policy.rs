@@ -87,11 +87,8 @@ pub(crate) fn schedule(token: &AccessToken, config: &CacheConfig, jitter_unit: f
     let lifetime_ms = expires_ms - issued_ms;
     let margin_ms = millis(config.expiry_margin).min(lifetime_ms / 10);
     let min_interval_ms = millis(config.min_refresh_interval);
-    let usable_until_ms = (expires_ms - margin_ms).max(
-        issued_ms
-            .saturating_add(min_interval_ms)
-            .min(expires_ms),
-    );
+    let usable_until_ms =
+        (expires_ms - margin_ms).max(issued_ms.saturating_add(min_interval_ms).min(expires_ms));
     let share = (config.refresh_ratio - config.refresh_jitter * jitter_unit).clamp(0.0, 1.0);
     // f64 is exact for any lifetime below 2^53 ms (285,000 years).
     let refresh_after_ms = (lifetime_ms as f64 * share) as u64;
@@ -149,7 +146,8 @@ mod tests {
         let t = token(Duration::from_secs(86_400));
         let low = schedule(&t, &config(0.1), 0.999_999).refresh_at_ms;
         // 50 % - 10 % of 24 h = 9.6 h.
-        assert!(low >= T0 + 9 * H + 36 * H / 60 && low < T0 + 9 * H + 37 * H / 60, "{low}");
+        let at_9h36 = T0 + 9 * H + 36 * H / 60;
+        assert!((at_9h36..at_9h36 + H / 60).contains(&low), "{low}");
         let mid = schedule(&t, &config(0.1), 0.5).refresh_at_ms;
         assert_eq!(mid, T0 + 12 * H - 24 * H / 20);
     }

@@ -261,12 +261,10 @@ async fn a_day_with_600s_tokens_refreshes_every_300s() {
         sleep(10 * SEC).await;
     }
     sleep(9 * SEC).await; // 23:59:59
-    // 0, 300, ..., 86100: 24 h / 300 s = 288.
+                          // 0, 300, ..., 86100: 24 h / 300 s = 288.
     assert_eq!(fake.calls(), 288);
     let successes = fake.successes();
-    assert!(successes
-        .windows(2)
-        .all(|w| w[1] - w[0] == 300 * SEC));
+    assert!(successes.windows(2).all(|w| w[1] - w[0] == 300 * SEC));
     assert_eq!(cache.stats().refreshes, 288);
 }
 
@@ -294,8 +292,8 @@ async fn a_6h_outage_mid_life_is_invisible_and_one_refresh_follows_it() {
     for minute in 1..(24 * 60) {
         sleep(MIN).await;
         match minute {
-            540 => fake.outage(0, Some(refused())),   // 09:00
-            900 => fake.outage(0, None),              // 15:00
+            540 => fake.outage(0, Some(refused())), // 09:00
+            900 => fake.outage(0, None),            // 15:00
             _ => {}
         }
         if cache.token().await.is_err() {
@@ -582,7 +580,9 @@ async fn refresh_forces_one_deduplicated_request() {
         fresh.push(task.await.unwrap().unwrap());
     }
     assert_eq!(fake.calls(), 2);
-    assert!(fresh.iter().all(|t| t.same_as(&fresh[0]) && !t.same_as(&old)));
+    assert!(fresh
+        .iter()
+        .all(|t| t.same_as(&fresh[0]) && !t.same_as(&old)));
     assert!(cache.token().await.unwrap().same_as(&fresh[0]));
     // A later refresh() asks again.
     cache.refresh().await.unwrap();
@@ -655,54 +655,70 @@ async fn all_nodes_down_backs_off_then_restarts_from_the_primary() {
 
 // ---------------------------------------------------------------- observability
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+const LOG_CHILD: &str = "AIM_TOKEN_CACHE_LOG_CHILD";
 
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn events_tell_the_story_without_the_token() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let fake = Fake::new(2, 600 * SEC);
-    let cache = cache(&fake, CacheConfig::default());
-    fake.script(0, refused());
-    fake.script(1, refused());
-    let token = cache.token().await.unwrap(); // failover, backoff, new token
-    fake.script(0, Error::oauth(400, "invalid_client", None));
-    cache.refresh().await.unwrap_err(); // cool-down starts
-    cache.refresh().await.unwrap_err(); // answered from the cool-down
-
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+/// tracing caches each callsite's interest process-wide, so a scoped
+/// subscriber misses events when tests on other threads hit the callsite
+/// first. The scenario therefore runs in a child process of this test
+/// binary with a global subscriber, and this test reads its output.
+#[test]
+fn events_tell_the_story_without_the_token() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "cache::tests::events_child", "--nocapture"])
+        .env(LOG_CHILD, "1")
+        .output()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{logs}");
+    assert!(logs.contains("1 passed"), "{logs}");
     for needle in [
         "failing over",
         "backing off",
         "new access token",
         "cool-down",
-        "token_request",
-        "latency_ms",
+        "token_attempt{attempt=1 node=1 outcome=Transport}",
+        "not asking AIM",
+        "token request failed",
         "client_id=test-client",
         "http://node1/identitymanager",
     ] {
         assert!(logs.contains(needle), "no {needle:?} in\n{logs}");
     }
-    assert!(!logs.contains(token.secret()));
-    assert!(!logs.contains("secret-token"));
+    assert!(!logs.contains("secret-token"), "{logs}");
+}
+
+/// The scenario of [`events_tell_the_story_without_the_token`]; does
+/// nothing unless started by it.
+#[test]
+fn events_child() {
+    if std::env::var_os(LOG_CHILD).is_none() {
+        return;
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fake = Fake::new(2, 600 * SEC);
+        let cache = cache(&fake, CacheConfig::default());
+        fake.script(0, refused());
+        fake.script(1, refused());
+        cache.token().await.unwrap(); // failover, backoff, new token
+        fake.script(0, Error::oauth(400, "invalid_client", None));
+        cache.refresh().await.unwrap_err(); // cool-down starts
+        cache.refresh().await.unwrap_err(); // answered from the cool-down
+    });
 }
 
 #[test]

@@ -30,8 +30,8 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 /// an iteration measures throughput rather than one round trip's latency.
 const BATCH: u64 = 16;
 /// Paired pass: rounds, and batches per variant per round.
-const ROUNDS: usize = 40;
-const BATCHES: usize = 40;
+const ROUNDS: usize = 60;
+const BATCHES: usize = 30;
 
 /// What the bench compares; all share one reqwest connection pool.
 struct Setup {
@@ -129,6 +129,12 @@ fn bearer_overhead(c: &mut Criterion) {
             "fixed_header vs empty_chain_fixed_header",
             || setup.fixed_header(),
             || setup.empty_chain_fixed_header(),
+        )
+        .await;
+        paired(
+            "empty_chain_fixed_header vs bearer_auth",
+            || setup.empty_chain_fixed_header(),
+            || setup.bearer_auth(),
         )
         .await;
     });

@@ -71,6 +71,8 @@ pub(crate) struct Destinations {
     allowed: Option<Arc<[HostPattern]>>,
 }
 
+// The allow list is configured only through the middleware and the layer.
+#[cfg_attr(not(any(feature = "middleware", feature = "tower")), allow(dead_code))]
 impl Destinations {
     /// Replaces the allow list.
     pub(crate) fn allow_only<I, S>(&mut self, hosts: I)
@@ -153,6 +155,7 @@ struct HostPattern {
     wildcard: bool,
 }
 
+#[cfg_attr(not(any(feature = "middleware", feature = "tower")), allow(dead_code))]
 impl HostPattern {
     fn new(pattern: &str) -> Self {
         let pattern = normalize_host(pattern.trim());

@@ -301,3 +301,19 @@ async fn https_mes_needs_the_pcs_ca() {
     let _: Value = mes.get_json("api/v3/entity").await.unwrap();
     assert_eq!(emu.counters().mes, 1);
 }
+
+#[tokio::test]
+async fn a_hundred_tasks_share_one_token_request() {
+    let (emu, mes) = mes().await;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let mes = mes.clone();
+            tokio::spawn(async move { mes.get_json::<Value>("api/v3/entity").await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(emu.counters().mes, 100);
+    assert_eq!(emu.token_requests(), 1);
+}

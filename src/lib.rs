@@ -1,7 +1,125 @@
 //! # aim-token
 //!
 //! AVEVA Identity Manager (AIM) access tokens for AVEVA MES client
-//! applications. (Crate guide: written at the end of the foundation work.)
+//! applications: get a token with the OAuth 2.0 client-credentials grant,
+//! keep it fresh, and attach it to every MES Web API call.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), aim_token::Error> {
+//! use aim_token::AimClient;
+//!
+//! let aim = AimClient::builder()
+//!     .authority("sms01.plant.local") // = https://sms01.plant.local/identitymanager
+//!     .client_id("mes-reporting")
+//!     .client_secret("s3cr3t")
+//!     .scope("mes.api")
+//!     .build()?; // checks the configuration; no network I/O
+//!
+//! let token = aim.token().await?; // fetched once, then served from the cache
+//! let auth_header = format!("Bearer {}", token.secret());
+//! # let _ = auth_header;
+//! # Ok(()) }
+//! ```
+//!
+//! Build one [`AimClient`] per client ID and share it (clones share one cache).
+//! Call [`AimClient::token`] before every request: while a usable token is
+//! cached it is an atomic load and a reference-count increment; no lock, no
+//! waiting. A background task refreshes the token at half its lifetime
+//! (24 h tokens: after about 11–12 h), so an AIM outage of many hours goes
+//! unnoticed by callers. However many tasks ask at once, at most one token
+//! request is in flight.
+//!
+//! ## Configuration
+//!
+//! Everything is set on [`AimClientBuilder`]; setters never fail and
+//! [`AimClientBuilder::build`] says what to fix. [`AimClient::from_env`] reads
+//! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, `AIM_SCOPE` and
+//! `AIM_CA_CERT` (a PEM file, e.g. the PCS root CA).
+//!
+//! - **Authority**: `"sms01"`, `"sms01.plant.local"`, `"https://sms01"` or
+//!   `"https://sms01/identitymanager"` all mean the same AIM. Plain `http` is
+//!   refused except to loopback (or with `allow_insecure_http`).
+//! - **TLS**: the operating system's trust store plus every
+//!   [`root_certificate_pem`](AimClientBuilder::root_certificate_pem).
+//! - **Client authentication**: [`ClientAuthMethod::Post`] (default) or
+//!   [`ClientAuthMethod::Basic`], both encoded correctly for any secret.
+//! - **Redundant AIM nodes**: [`fallback_authority`](AimClientBuilder::fallback_authority).
+//!   Tokens are per node; after a failover a new token is fetched.
+//! - **Refresh policy**: [`refresh_ratio`](AimClientBuilder::refresh_ratio),
+//!   [`expiry_margin`](AimClientBuilder::expiry_margin),
+//!   [`retry_deadline`](AimClientBuilder::retry_deadline),
+//!   [`backoff`](AimClientBuilder::backoff),
+//!   [`error_cooldown`](AimClientBuilder::error_cooldown).
+//!
+//! ## Errors
+//!
+//! Every fallible call returns the one opaque [`Error`]. Ask it:
+//! [`kind`](Error::kind) ([`ErrorKind::OAuth`], [`ErrorKind::Tls`],
+//! [`ErrorKind::Transport`], ...), [`is_transient`](Error::is_transient),
+//! [`status`](Error::status), [`oauth_error`](Error::oauth_error) and
+//! [`retry_after`](Error::retry_after). Its message says what to do next, e.g.
+//! `invalid_client: ... (check the client ID and secret registered with AIM,
+//! and that the client is enabled)`. Neither the client secret nor a token
+//! ever appears in an error, a `Debug` output or a log line.
+//!
+//! ```no_run
+//! # async fn run(aim: aim_token::AimClient) {
+//! use aim_token::ErrorKind;
+//!
+//! match aim.token().await {
+//!     Ok(token) => println!("token valid until {:?}", token.expires_at()),
+//!     Err(e) if e.kind() == ErrorKind::OAuth => eprintln!("AIM refused: {e}"),
+//!     Err(e) if e.is_transient() => eprintln!("AIM unreachable, try later: {e}"),
+//!     Err(e) => eprintln!("fix the configuration: {e}"),
+//! }
+//! # }
+//! ```
+//!
+//! ## Attaching tokens
+//!
+//! - [`MesClient`]: `get_json`/`post_json`/`put_json`/`delete` on the MES Web
+//!   API with the token attached and MES's answers turned into typed errors.
+//! - `middleware::BearerAuth` (feature `middleware`): for a
+//!   `reqwest_middleware::ClientWithMiddleware`.
+//! - `layer::BearerAuthLayer` (feature `tower`): for hyper, tonic and other
+//!   tower-based clients.
+//!
+//! All three send the token only over https (or to loopback), fail closed when
+//! no token can be had, and on a 401 drop the token and retry once.
+//!
+//! ## Testing your own application with the emulator
+//!
+//! With the `emulator` feature (use it as a dev-dependency feature), the
+//! `emulator::AimEmulator` is a real AIM + MES stand-in on 127.0.0.1: discovery,
+//! RS256 JWT tokens, client registration, MES endpoints that check the token,
+//! injected faults (status codes, `Retry-After`, delays, dropped connections,
+//! HTML error pages) and request counters.
+//!
+//! ```ignore
+//! # async fn run() -> Result<(), aim_token::Error> {
+//! use aim_token::emulator::AimEmulator;
+//!
+//! let aim_server = AimEmulator::start().await?;
+//! let aim = aim_server.client_builder().build()?;
+//! let token = aim.token().await?;
+//! assert_eq!(aim_server.token_requests(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Time-dependent tests run a simulated day in milliseconds with
+//! `#[tokio::test(start_paused = true)]` and a [`TokioClock`] given to both the
+//! client ([`AimClientBuilder::clock`]) and the emulator.
+//!
+//! ## Feature flags
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `middleware` | `middleware::BearerAuth` for reqwest-middleware |
+//! | `tower` | `layer::BearerAuthLayer` and its service |
+//! | `emulator` | `emulator::AimEmulator`, the AIM + MES stand-in server |
+//! | `cli` | the `aim-token` command-line tool (`token`, `check`, `register`, `decode`) |
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]

@@ -126,6 +126,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authority;
+mod bearer;
 mod cache;
 mod client;
 mod clock;

@@ -1,1 +1,158 @@
-//! reqwest-middleware integration. SKELETON (issue #4).
+//! [`BearerAuth`]: a [reqwest-middleware](reqwest_middleware) middleware that
+//! attaches the AIM access token to every request.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use aim_token::{middleware::BearerAuth, AimClient};
+//!
+//! let aim = AimClient::from_env()?;
+//! let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(BearerAuth::new(aim).allow_host("mes01.plant.local"))
+//!     .build();
+//! let entities = http
+//!     .get("https://mes01.plant.local/mesmw/api/v3/entity")
+//!     .send()
+//!     .await?
+//!     .text()
+//!     .await?;
+//! println!("{entities}");
+//! # Ok(()) }
+//! ```
+//!
+//! Rules:
+//! - A request that already carries `Authorization` is passed on untouched.
+//! - The token is sent only over https, or plain http to loopback, and — when
+//!   you list allowed hosts — only to them. Anything else fails with an
+//!   [`ErrorKind::Refused`](crate::ErrorKind::Refused) error before a byte is sent.
+//! - Fail closed: when no token can be had, the request is not sent; the
+//!   error is `reqwest_middleware::Error::Middleware` wrapping an
+//!   [`aim_token::Error`](crate::Error) that says why (get it back with
+//!   `anyhow::Error::downcast_ref`).
+//! - On a 401 the token is invalidated (many requests rejecting the same
+//!   token cause one refresh) and the request is retried once with a fresh
+//!   token when its body can be replayed ([`reqwest::Request::try_clone`]);
+//!   a second 401 is returned as is. If no fresh token can be had for the
+//!   retry, the call fails with that error rather than resending a token
+//!   that was just rejected.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Extensions;
+use reqwest::header::AUTHORIZATION;
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::bearer::{self, Destinations, HeaderCache};
+use crate::client::AimClient;
+use crate::token::AccessToken;
+
+/// Attaches `Authorization: Bearer <AIM token>` to outgoing reqwest requests.
+///
+/// See the [module documentation](self) for the rules it follows.
+#[derive(Clone)]
+pub struct BearerAuth {
+    aim: AimClient,
+    destinations: Destinations,
+    header: Arc<HeaderCache>,
+}
+
+impl BearerAuth {
+    /// A middleware taking tokens from `aim`. Without an allow list it sends
+    /// the token to any https host (and plain http only to loopback).
+    pub fn new(aim: AimClient) -> Self {
+        BearerAuth {
+            aim,
+            destinations: Destinations::default(),
+            header: Arc::default(),
+        }
+    }
+
+    /// Sends the token only to these hosts (replacing any earlier list).
+    /// Entries are host names or IP addresses compared case-insensitively,
+    /// without port; `*.plant.local` allows every subdomain of `plant.local`.
+    #[must_use]
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.destinations.allow_only(hosts);
+        self
+    }
+
+    /// Adds one host to the allow list (see [`allowed_hosts`](Self::allowed_hosts)).
+    #[must_use]
+    pub fn allow_host(mut self, host: impl AsRef<str>) -> Self {
+        self.destinations.allow(host.as_ref());
+        self
+    }
+
+    async fn bearer(&self, req: &mut Request) -> reqwest_middleware::Result<AccessToken> {
+        let token = self
+            .aim
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let value = self
+            .header
+            .value(&token)
+            .map_err(reqwest_middleware::Error::middleware)?;
+        req.headers_mut().insert(AUTHORIZATION, value);
+        Ok(token)
+    }
+}
+
+impl fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("aim", &self.aim)
+            .field("allowed_hosts", &self.destinations)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for BearerAuth {
+    async fn handle(
+        &self,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if req.headers().contains_key(AUTHORIZATION) {
+            // The caller chose its own credentials; not ours to replace.
+            return next.run(req, extensions).await;
+        }
+        let url = req.url();
+        self.destinations
+            .check(Some(url.scheme()), url.host_str())
+            .map_err(reqwest_middleware::Error::middleware)?;
+
+        // Taken before sending because sending consumes the request (and
+        // before the header goes in, so the copy is cheaper); `None` for
+        // streaming bodies, which therefore are not retried.
+        let replay = req.try_clone();
+        let token = self.bearer(&mut req).await?;
+        let response = next.clone().run(req, extensions).await?;
+        if !bearer::is_token_rejected(response.status().as_u16()) {
+            return Ok(response);
+        }
+
+        self.aim.invalidate(&token);
+        let Some(mut retry) = replay else {
+            tracing::debug!(
+                "resource server rejected the token (401); body not replayable, not retrying"
+            );
+            return Ok(response);
+        };
+        let fresh = self.bearer(&mut retry).await?;
+        if fresh.same_as(&token) {
+            // The cache had nothing newer: the same token would only be rejected again.
+            return Ok(response);
+        }
+        tracing::debug!("resource server rejected the token (401); retrying once with a fresh one");
+        drop(response);
+        next.run(retry, extensions).await
+    }
+}

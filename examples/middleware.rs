@@ -1,0 +1,63 @@
+//! A reqwest-middleware client that attaches the AIM token to every request.
+//!
+//! ```sh
+//! cargo run --example middleware --features middleware
+//! ```
+//!
+//! Runs against the built-in emulator, or against your plant when
+//! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` and `MES_BASE_URL`
+//! are set.
+
+use aim_token::emulator::AimEmulator;
+use aim_token::middleware::BearerAuth;
+use aim_token::AimClient;
+use reqwest_middleware::ClientBuilder;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (_emulator, aim, mes_base) = connect().await?;
+    let mes_host = url::Url::parse(&mes_base)?
+        .host_str()
+        .ok_or("MES_BASE_URL has no host")?
+        .to_owned();
+
+    let http = ClientBuilder::new(reqwest::Client::new())
+        // The token goes to the MES server and nowhere else.
+        .with(BearerAuth::new(aim).allow_host(&mes_host))
+        .build();
+
+    let response = http.get(format!("{mes_base}api/v3/entity")).send().await?;
+    println!("GET api/v3/entity -> {}", response.status());
+    println!("{}", response.text().await?);
+
+    let response = http
+        .put(format!("{mes_base}api/v3/Jobs/Start"))
+        .header("trans_id", "example-1")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(
+            &serde_json::json!({ "jobId": "J-1001" }),
+        )?)
+        .send()
+        .await?;
+    println!("PUT api/v3/Jobs/Start -> {}", response.status());
+    println!("{}", response.text().await?);
+    Ok(())
+}
+
+async fn connect() -> Result<(Option<AimEmulator>, AimClient, String), Box<dyn std::error::Error>> {
+    if std::env::var_os("AIM_AUTHORITY").is_some() {
+        let mes_base = std::env::var("MES_BASE_URL")
+            .map_err(|_| "set MES_BASE_URL, e.g. https://mes01.plant.local/mesmw/")?;
+        let mes_base = if mes_base.ends_with('/') {
+            mes_base
+        } else {
+            format!("{mes_base}/")
+        };
+        return Ok((None, AimClient::from_env()?, mes_base));
+    }
+    let emulator = AimEmulator::start().await?;
+    println!("using the AIM + MES emulator at {}", emulator.base_url());
+    let aim = emulator.client_builder().build()?;
+    let mes_base = emulator.mes_base();
+    Ok((Some(emulator), aim, mes_base))
+}

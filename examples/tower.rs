@@ -1,0 +1,49 @@
+//! A hyper client (hyper-util's legacy client) with the `BearerAuthLayer`.
+//!
+//! ```sh
+//! cargo run --example tower --features tower
+//! ```
+//!
+//! Runs against the built-in emulator (plain http on 127.0.0.1). The same
+//! layer works for tonic and any other tower-based client.
+
+use aim_token::emulator::AimEmulator;
+use aim_token::layer::BearerAuthLayer;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, ServiceExt};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let emulator = AimEmulator::start().await?;
+    let aim = emulator.client_builder().build()?;
+    let mes_base = emulator.mes_base();
+
+    let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // `Full<Bytes>` is Clone, so every request may be retried once after a 401.
+    let client = BearerAuthLayer::new(aim)
+        .allow_host("127.0.0.1")
+        .clone_bodies()
+        .layer(hyper_client);
+
+    // Make MES reject the first token once, to show the retry.
+    emulator.reject_next_mes_token();
+    let request =
+        http::Request::get(format!("{mes_base}api/v3/entity")).body(Full::new(Bytes::new()))?;
+    let response = client.clone().oneshot(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    println!("GET api/v3/entity -> {status} (after one 401 and a fresh token)");
+    println!("{}", String::from_utf8_lossy(&body));
+
+    let request = http::Request::put(format!("{mes_base}api/v3/Jobs/Start"))
+        .header("content-type", "application/json")
+        .header("trans_id", "example-2")
+        .body(Full::new(Bytes::from_static(br#"{"jobId":"J-1001"}"#)))?;
+    let response = client.oneshot(request).await?;
+    println!("PUT api/v3/Jobs/Start -> {}", response.status());
+    println!("token requests seen by AIM: {}", emulator.token_requests());
+    Ok(())
+}

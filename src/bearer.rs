@@ -1,0 +1,324 @@
+//! Rules shared by everything that attaches the token to a request
+//! (`middleware`, `layer`, `MesClient`): where a token may go, how the header
+//! is built, and what counts as "the resource server rejected the token".
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use reqwest::header::HeaderValue;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::token::AccessToken;
+
+/// The `Authorization` value for `token`, marked sensitive so that hyper,
+/// reqwest and h2 keep it out of their debug output and HPACK tables.
+pub(crate) fn authorization_value(token: &AccessToken) -> Result<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.secret())).map_err(|_| {
+        // Never echo the token: say only what is wrong with it.
+        Error::new(
+            ErrorKind::InvalidResponse,
+            "the access token from AIM contains characters that are not allowed in an HTTP header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The `Authorization` value of the last token seen, so the steady state
+/// (one token, thousands of requests) neither formats nor re-validates a
+/// JWT of a kilobyte per request: a pointer comparison and a refcount.
+#[derive(Default)]
+pub(crate) struct HeaderCache {
+    last: ArcSwapOption<(AccessToken, HeaderValue)>,
+}
+
+impl HeaderCache {
+    /// The header value for `token`, built once per token.
+    pub(crate) fn value(&self, token: &AccessToken) -> Result<HeaderValue> {
+        if let Some(last) = self.last.load().as_deref() {
+            if last.0.same_as(token) {
+                return Ok(last.1.clone());
+            }
+        }
+        let value = authorization_value(token)?;
+        self.last
+            .store(Some(Arc::new((token.clone(), value.clone()))));
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for HeaderCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value is the token: never printed.
+        f.write_str("HeaderCache")
+    }
+}
+
+/// Whether a resource server's status means "this token is not accepted":
+/// the one case where invalidating the token and trying once more can help.
+pub(crate) fn is_token_rejected(status: u16) -> bool {
+    status == 401
+}
+
+/// Where a token may be sent: https anywhere (or only to the allow list),
+/// plain http only to loopback.
+#[derive(Clone, Default)]
+pub(crate) struct Destinations {
+    /// `None`: any host. `Some`: only these.
+    allowed: Option<Arc<[HostPattern]>>,
+}
+
+// The allow list is configured only through the middleware and the layer.
+#[cfg_attr(not(any(feature = "middleware", feature = "tower")), allow(dead_code))]
+impl Destinations {
+    /// Replaces the allow list.
+    pub(crate) fn allow_only<I, S>(&mut self, hosts: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let hosts: Vec<HostPattern> = hosts
+            .into_iter()
+            .map(|h| HostPattern::new(h.as_ref()))
+            .collect();
+        self.allowed = Some(hosts.into());
+    }
+
+    /// Adds one host to the allow list (creating it if there was none).
+    pub(crate) fn allow(&mut self, host: &str) {
+        let mut hosts: Vec<HostPattern> = self
+            .allowed
+            .as_deref()
+            .map(<[HostPattern]>::to_vec)
+            .unwrap_or_default();
+        hosts.push(HostPattern::new(host));
+        self.allowed = Some(hosts.into());
+    }
+
+    /// Checks that a token may be sent to `scheme://host`; the error
+    /// ([`ErrorKind::Refused`]) says why not and what to do.
+    pub(crate) fn check(&self, scheme: Option<&str>, host: Option<&str>) -> Result<()> {
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            return Err(refused(
+                "the request URL has no host, so it cannot be checked where the token would go",
+            ));
+        };
+        let host = normalize_host(host);
+        let scheme = scheme.unwrap_or("");
+        if scheme.eq_ignore_ascii_case("https") {
+            // fine anywhere (subject to the allow list)
+        } else if scheme.eq_ignore_ascii_case("http") {
+            if !is_loopback(&host) {
+                return Err(refused(format!(
+                    "refusing to send the access token over plain http to {host}: use https \
+                     (plain http is allowed only to loopback)"
+                )));
+            }
+        } else {
+            return Err(refused(format!(
+                "refusing to send the access token with URL scheme {scheme:?}: only https \
+                 (or http to loopback) is allowed"
+            )));
+        }
+        if let Some(allowed) = &self.allowed {
+            if !allowed.iter().any(|p| p.matches(&host)) {
+                return Err(refused(format!(
+                    "refusing to send the access token to {host}: it is not in the allowed hosts"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Destinations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.allowed {
+            None => f.write_str("any https host or loopback"),
+            Some(hosts) => f.debug_list().entries(hosts.iter()).finish(),
+        }
+    }
+}
+
+fn refused(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Refused, message)
+}
+
+/// An allowed host: an exact name or address, or `*.suffix` for any
+/// subdomain of `suffix` (not `suffix` itself). Case-insensitive.
+#[derive(Clone, PartialEq, Eq)]
+struct HostPattern {
+    host: String,
+    wildcard: bool,
+}
+
+#[cfg_attr(not(any(feature = "middleware", feature = "tower")), allow(dead_code))]
+impl HostPattern {
+    fn new(pattern: &str) -> Self {
+        let pattern = normalize_host(pattern.trim());
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => HostPattern {
+                host: format!(".{suffix}"),
+                wildcard: true,
+            },
+            None => HostPattern {
+                host: pattern.into_owned(),
+                wildcard: false,
+            },
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        if self.wildcard {
+            host.len() > self.host.len() && host.ends_with(&self.host)
+        } else {
+            host == self.host
+        }
+    }
+}
+
+impl fmt::Debug for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            write!(f, "*{}", self.host)
+        } else {
+            f.write_str(&self.host)
+        }
+    }
+}
+
+/// Lower case, without IPv6 brackets and without a trailing dot, so that
+/// `MES01.plant.local.` and `mes01.plant.local` are one host.
+fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .trim_end_matches('.');
+    // URL parsers already lower-case host names: no allocation on the hot path.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// `localhost`, `127.0.0.0/8`, `::1` (and `::ffff:127.x.x.x`).
+fn is_loopback(host: &str) -> bool {
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn check(d: &Destinations, url: &str) -> Result<()> {
+        let url = url::Url::parse(url).unwrap();
+        d.check(Some(url.scheme()), url.host_str())
+    }
+
+    #[test]
+    fn https_anywhere_http_only_to_loopback() {
+        let d = Destinations::default();
+        assert!(check(&d, "https://mes01.plant.local/mesmw/").is_ok());
+        assert!(check(&d, "http://127.0.0.1:8080/").is_ok());
+        assert!(check(&d, "http://127.10.0.1/").is_ok());
+        assert!(check(&d, "http://[::1]:80/").is_ok());
+        assert!(check(&d, "http://localhost/").is_ok());
+        assert!(check(&d, "HTTP://LOCALHOST/").is_ok());
+        for url in [
+            "http://mes01.plant.local/",
+            "http://10.0.0.5/",
+            "http://[::2]/",
+            "http://127.0.0.1.evil.example/",
+            "ftp://127.0.0.1/",
+        ] {
+            let err = check(&d, url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{url}");
+            assert!(!err.is_transient());
+        }
+        let err = check(&d, "http://mes01/").unwrap_err();
+        assert!(err.to_string().contains("plain http"), "{err}");
+    }
+
+    #[test]
+    fn missing_host_is_refused() {
+        let d = Destinations::default();
+        assert_eq!(
+            d.check(Some("https"), None).unwrap_err().kind(),
+            ErrorKind::Refused
+        );
+        assert_eq!(d.check(None, None).unwrap_err().kind(), ErrorKind::Refused);
+    }
+
+    #[test]
+    fn allow_list_exact_and_wildcard() {
+        let mut d = Destinations::default();
+        d.allow_only(["MES01.plant.local.", "*.mes.plant.local"]);
+        assert!(check(&d, "https://mes01.plant.local/").is_ok());
+        assert!(check(&d, "https://a.mes.plant.local/").is_ok());
+        assert!(check(&d, "https://mes.plant.local/").is_err());
+        assert!(check(&d, "https://evilmes.plant.local/").is_err());
+        let err = check(&d, "https://other.plant.local/").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert!(err.to_string().contains("allowed hosts"), "{err}");
+        // The allow list does not relax the https rule.
+        d.allow("plainhttp.local");
+        assert!(check(&d, "https://plainhttp.local/").is_ok());
+        assert!(check(&d, "http://plainhttp.local/").is_err());
+        // Nor does loopback bypass the allow list.
+        assert!(check(&d, "http://127.0.0.1/").is_err());
+        d.allow("127.0.0.1");
+        assert!(check(&d, "http://127.0.0.1:9/").is_ok());
+        assert!(format!("{d:?}").contains("*.mes.plant.local"));
+    }
+
+    #[test]
+    fn header_is_sensitive_and_error_hides_token() {
+        let exp = SystemTime::now() + Duration::from_secs(60);
+        let value = authorization_value(&AccessToken::new("abc.def", exp)).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().unwrap(), "Bearer abc.def");
+        let err = authorization_value(&AccessToken::new("bad\ntoken-xyz", exp)).unwrap_err();
+        assert!(!err.to_string().contains("token-xyz"));
+        assert!(!format!("{err:?}").contains("token-xyz"));
+    }
+
+    #[test]
+    fn header_cache_builds_once_per_token() {
+        let exp = SystemTime::now() + Duration::from_secs(60);
+        let cache = HeaderCache::default();
+        let a = AccessToken::new("aaa", exp);
+        let b = AccessToken::new("bbb", exp);
+        let first = cache.value(&a).unwrap();
+        assert!(first.is_sensitive());
+        assert_eq!(cache.value(&a.clone()).unwrap(), "Bearer aaa");
+        assert_eq!(cache.value(&b).unwrap(), "Bearer bbb");
+        assert!(cache.value(&b).unwrap().is_sensitive());
+        // Same text, different token: rebuilt, not confused by equal strings.
+        let a2 = AccessToken::new("aaa", exp);
+        assert_eq!(cache.value(&a2).unwrap(), "Bearer aaa");
+        assert!(cache.value(&AccessToken::new("x\ny", exp)).is_err());
+        assert_eq!(format!("{cache:?}"), "HeaderCache");
+    }
+
+    #[test]
+    fn only_401_means_rejected_token() {
+        assert!(is_token_rejected(401));
+        assert!(!is_token_rejected(403));
+        assert!(!is_token_rejected(200));
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared by tests/middleware.rs, tests/tower.rs and tests/mes.rs: an AIM
+//! emulator plus a tiny resource server on 127.0.0.1 that records the
+//! `Authorization` headers it receives and answers by a chosen rule.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aim_token::emulator::AimEmulator;
+use aim_token::AimClient;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+
+/// How the resource server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// 200 to everyone.
+    Accept,
+    /// 401 to everyone.
+    Reject,
+    /// 401 to the first token it ever saw, 200 to any other.
+    RejectFirstToken,
+    /// 400 with the request's Authorization header echoed in the body.
+    EchoAuthorizationAs400,
+}
+
+/// One request as the resource server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Every `Authorization` value (more than one would be a duplicate header).
+    pub authorization: Vec<String>,
+    pub trans_id: Option<String>,
+    pub tz_id: Option<String>,
+    pub body: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    rule: Mutex<Option<Rule>>,
+    seen: Mutex<Vec<Seen>>,
+    first_token: Mutex<Option<String>>,
+}
+
+/// The recording resource server; stops when dropped (the runtime ends).
+pub struct Recorder {
+    pub base: String,
+    shared: Arc<Shared>,
+}
+
+impl Recorder {
+    pub async fn start(rule: Rule) -> Recorder {
+        let shared = Arc::new(Shared::default());
+        *shared.rule.lock().unwrap() = Some(rule);
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Recorder {
+            base: format!("http://{addr}"),
+            shared,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub fn set_rule(&self, rule: Rule) {
+        *self.shared.rule.lock().unwrap() = Some(rule);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.shared.seen.lock().unwrap().len()
+    }
+
+    /// The distinct bearer tokens seen, in order of first appearance.
+    pub fn distinct_tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = Vec::new();
+        for seen in self.seen() {
+            for value in seen.authorization {
+                if !tokens.contains(&value) {
+                    tokens.push(value);
+                }
+            }
+        }
+        tokens
+    }
+}
+
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let authorization: Vec<String> = headers
+        .get_all("authorization")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("<binary>").to_owned())
+        .collect();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    shared.seen.lock().unwrap().push(Seen {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        authorization: authorization.clone(),
+        trans_id: text("trans_id"),
+        tz_id: text("tz_id"),
+        body,
+    });
+    let token = authorization.first().cloned().unwrap_or_default();
+    let rule = shared.rule.lock().unwrap().unwrap_or(Rule::Accept);
+    let rejected = match rule {
+        Rule::Accept => false,
+        Rule::Reject => true,
+        Rule::RejectFirstToken => {
+            let mut first = shared.first_token.lock().unwrap();
+            let first = first.get_or_insert_with(|| token.clone());
+            *first == token
+        }
+        Rule::EchoAuthorizationAs400 => {
+            return (StatusCode::BAD_REQUEST, format!("bad request from {token}")).into_response()
+        }
+    };
+    if rejected {
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", r#"Bearer error="invalid_token""#)],
+            "rejected",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "[]").into_response()
+    }
+}
+
+/// An http AIM emulator and a client of its default client ID with short
+/// retry bounds, so failing tests fail fast.
+pub async fn emulator() -> (AimEmulator, AimClient) {
+    let emu = AimEmulator::start().await.expect("emulator starts");
+    let aim = emu
+        .client_builder()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .retry_deadline(Duration::from_millis(500))
+        .build()
+        .expect("client builds");
+    (emu, aim)
+}
+
+/// A client of the emulator with a wrong secret: AIM answers `invalid_client`.
+pub fn wrong_secret_client(emu: &AimEmulator) -> AimClient {
+    emu.client_builder()
+        .client_secret("not the secret")
+        .build()
+        .expect("client builds")
+}

@@ -1,1 +1,380 @@
-//! Parsing the AIM authority. SKELETON (issue #2).
+//! The AIM authority: what the user typed -> one canonical base URL.
+//!
+//! `sms01`, `sms01.plant.local`, `https://sms01/identitymanager` and
+//! `https://SMS01/IdentityManager/` all mean `https://HOST/identitymanager`.
+//! https is required, except to loopback addresses (tests, a local proxy)
+//! or with an explicit opt-in, because the client secret travels in the
+//! token request.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+use url::{Host, Url};
+
+use crate::error::{Error, Result};
+
+/// AIM's path below the host, as IdentityServer is mounted on the SMS node.
+const AIM_SEGMENT: &str = "identitymanager";
+
+/// A checked AIM base URL, e.g. `https://sms01.plant.local/identitymanager`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Authority {
+    /// Always without a trailing slash.
+    base: String,
+}
+
+impl Authority {
+    /// Parses what a user configured. `allow_insecure_http` permits plain
+    /// http to a non-loopback host.
+    pub(crate) fn parse(input: &str, allow_insecure_http: bool) -> Result<Self> {
+        let mut url = parse_http_url(input, "authority", allow_insecure_http)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::config(format!(
+                "the authority `{}` has a query or fragment: give only the server, e.g. `https://sms01.plant.local/identitymanager`",
+                printable(input)
+            )));
+        }
+        let segments: Vec<String> = url
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                // AIM's segment in any case and with any trailing slash is the same place.
+                if s.eq_ignore_ascii_case(AIM_SEGMENT) {
+                    AIM_SEGMENT.to_owned()
+                } else {
+                    s.to_owned()
+                }
+            })
+            .collect();
+        if segments.is_empty() {
+            url.set_path(AIM_SEGMENT);
+        } else {
+            url.set_path(&segments.join("/"));
+        }
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        Ok(Authority { base })
+    }
+
+    /// `https://HOST[:PORT]/identitymanager`, without a trailing slash.
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `{base}/.well-known/openid-configuration`
+    pub(crate) fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.base)
+    }
+
+    /// `{base}/connect/token`: AIM's fixed route, used when discovery is missing.
+    pub(crate) fn default_token_endpoint(&self) -> String {
+        format!("{}/connect/token", self.base)
+    }
+
+    /// Whether `issuer` (from discovery) names this authority, tolerating
+    /// host case, a default port spelled out, path case and a trailing slash.
+    pub(crate) fn matches_issuer(&self, issuer: &str) -> bool {
+        let (Ok(ours), Ok(theirs)) = (Url::parse(&self.base), Url::parse(issuer.trim())) else {
+            return false;
+        };
+        ours.scheme() == theirs.scheme()
+            && ours.host_str().map(str::to_ascii_lowercase)
+                == theirs.host_str().map(str::to_ascii_lowercase)
+            && ours.port_or_known_default() == theirs.port_or_known_default()
+            && ours
+                .path()
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(theirs.path().trim_end_matches('/'))
+    }
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Authority").field(&self.base).finish()
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.base)
+    }
+}
+
+/// Checks a token endpoint URL (from `.token_endpoint(..)` or discovery)
+/// by the same rules as the authority; its path is kept as given.
+pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
+    let url = parse_http_url(input, what, allow_insecure_http)?;
+    if url.fragment().is_some() {
+        return Err(Error::config(format!(
+            "the {what} `{}` has a #fragment: remove it",
+            printable(input)
+        )));
+    }
+    Ok(url)
+}
+
+/// The shared rules: http(s) only, a host without spaces or user info,
+/// https unless loopback or explicitly allowed. A missing scheme means https.
+fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(Error::config(format!(
+            "the {what} is empty: set it to the AIM server, e.g. `sms01.plant.local` or `https://sms01.plant.local/identitymanager` (.authority(..) or AIM_AUTHORITY)"
+        )));
+    }
+    let shown = printable(trimmed);
+    let with_scheme = match trimmed.find("://") {
+        Some(_) => trimmed.to_owned(),
+        // A bare IPv6 literal has colons that would read as a port.
+        None if trimmed.parse::<Ipv6Addr>().is_ok() => format!("https://[{trimmed}]"),
+        None => format!("https://{trimmed}"),
+    };
+    let (scheme, rest) = with_scheme
+        .split_once("://")
+        .unwrap_or(("https", &with_scheme));
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` uses the scheme `{}`: use https://, e.g. `https://sms01.plant.local/identitymanager`",
+            printable(&scheme)
+        )));
+    }
+    let host_part = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host_part.chars().any(char::is_whitespace) {
+        return Err(Error::config(format!(
+            "the host of the {what} `{shown}` contains a space: give a host name such as `sms01.plant.local`"
+        )));
+    }
+    if trimmed.chars().any(char::is_whitespace) {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` contains a space: remove it"
+        )));
+    }
+    if host_part.contains('@') {
+        return Err(Error::config(format!(
+            "the {what} `{}` contains user info (`user@`): remove it; the client ID and secret are set with .client_id(..) and .client_secret(..)",
+            printable(&format!("{scheme}://…@{}", host_part.rsplit('@').next().unwrap_or_default()))
+        )));
+    }
+    if host_part.is_empty() {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` has no host: give the AIM server, e.g. `sms01.plant.local`"
+        )));
+    }
+    let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|e| {
+        Error::config(format!(
+            "the {what} `{shown}` is not a valid URL ({e}): give the AIM server, e.g. `sms01.plant.local`"
+        ))
+    })?;
+    let Some(host) = url.host() else {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` has no host: give the AIM server, e.g. `sms01.plant.local`"
+        )));
+    };
+    if scheme == "http" && !allow_insecure_http && !is_loopback(&host) {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` uses plain http, which would send the client secret and token in clear text: use https://, or call .allow_insecure_http(true) for a lab (loopback addresses are always allowed)"
+        )));
+    }
+    Ok(url)
+}
+
+/// 127.0.0.0/8, ::1 and `localhost`: traffic that never leaves the machine.
+pub(crate) fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+/// User input for an error message: control characters replaced, bounded length.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(120)
+        .collect();
+    if s.chars().count() > 120 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn base(input: &str) -> String {
+        Authority::parse(input, false)
+            .unwrap_or_else(|e| panic!("{input}: {e}"))
+            .base_url()
+            .to_owned()
+    }
+
+    fn config_error(input: &str) -> String {
+        let err = Authority::parse(input, false).expect_err(input);
+        assert_eq!(err.kind(), ErrorKind::Config, "{input}");
+        err.to_string()
+    }
+
+    #[test]
+    fn spellings_of_one_server_map_to_one_base_url() {
+        let table = [
+            ("sms01", "https://sms01/identitymanager"),
+            (
+                "sms01.plant.local",
+                "https://sms01.plant.local/identitymanager",
+            ),
+            (
+                "https://sms01/identitymanager",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://SMS01/IdentityManager/",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "HTTPS://SMS01/IDENTITYMANAGER//",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "  sms01.plant.local  ",
+                "https://sms01.plant.local/identitymanager",
+            ),
+            (
+                "https://sms01.plant.local",
+                "https://sms01.plant.local/identitymanager",
+            ),
+            (
+                "https://sms01.plant.local/",
+                "https://sms01.plant.local/identitymanager",
+            ),
+            ("sms01/identitymanager", "https://sms01/identitymanager"),
+            ("sms01:8443", "https://sms01:8443/identitymanager"),
+            (
+                "https://sms01:443/identitymanager",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://sms01:8443/IdentityManager",
+                "https://sms01:8443/identitymanager",
+            ),
+            ("10.0.0.5", "https://10.0.0.5/identitymanager"),
+            ("[fe80::1]", "https://[fe80::1]/identitymanager"),
+            ("fe80::1", "https://[fe80::1]/identitymanager"),
+            ("::1", "https://[::1]/identitymanager"),
+            ("[::1]:8443", "https://[::1]:8443/identitymanager"),
+            (
+                "https://[2001:db8::1]:9443/",
+                "https://[2001:db8::1]:9443/identitymanager",
+            ),
+            // Loopback http: tests, a local proxy.
+            (
+                "http://127.0.0.1:3000/identitymanager",
+                "http://127.0.0.1:3000/identitymanager",
+            ),
+            (
+                "http://127.1.2.3:3000",
+                "http://127.1.2.3:3000/identitymanager",
+            ),
+            (
+                "http://localhost:8080/",
+                "http://localhost:8080/identitymanager",
+            ),
+            ("http://[::1]:8080", "http://[::1]:8080/identitymanager"),
+            // Other explicit paths are kept.
+            (
+                "https://idp.example/auth/realms/aim",
+                "https://idp.example/auth/realms/aim",
+            ),
+            (
+                "https://gw.plant.local/aim/IdentityManager/",
+                "https://gw.plant.local/aim/identitymanager",
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(base(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn derived_urls() {
+        let a = Authority::parse("sms01", false).unwrap();
+        assert_eq!(
+            a.discovery_url(),
+            "https://sms01/identitymanager/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            a.default_token_endpoint(),
+            "https://sms01/identitymanager/connect/token"
+        );
+        assert_eq!(a.to_string(), "https://sms01/identitymanager");
+    }
+
+    #[test]
+    fn bad_input_says_what_to_fix() {
+        assert!(config_error("").contains("empty"));
+        assert!(config_error("   ").contains("empty"));
+        assert!(config_error("ftp://sms01").contains("use https://"));
+        assert!(config_error("ldap://sms01/identitymanager").contains("`ldap`"));
+        let http = config_error("http://sms01/identitymanager");
+        assert!(http.contains("allow_insecure_http"), "{http}");
+        assert!(http.contains("clear text"), "{http}");
+        assert!(config_error("http://10.0.0.5").contains("allow_insecure_http"));
+        assert!(config_error("sms 01").contains("space"));
+        assert!(config_error("https://sms 01.plant.local/identitymanager").contains("space"));
+        assert!(config_error("https://sms01/identity manager").contains("space"));
+        let userinfo = config_error("https://admin:hunter2@sms01/identitymanager");
+        assert!(userinfo.contains("user info"), "{userinfo}");
+        assert!(!userinfo.contains("hunter2"), "{userinfo}");
+        assert!(config_error("https://sms01/identitymanager?x=1").contains("query"));
+        assert!(config_error("https://sms01/identitymanager#top").contains("fragment"));
+        assert!(config_error("https://").contains("no host"));
+        assert!(config_error("https:///identitymanager").contains("no host"));
+    }
+
+    #[test]
+    fn insecure_http_needs_opt_in() {
+        let a = Authority::parse("http://sms01/IdentityManager", true).unwrap();
+        assert_eq!(a.base_url(), "http://sms01/identitymanager");
+    }
+
+    #[test]
+    fn issuer_matching_tolerates_case_and_slash() {
+        let a = Authority::parse("sms01.plant.local", false).unwrap();
+        assert!(a.matches_issuer("https://sms01.plant.local/identitymanager"));
+        assert!(a.matches_issuer("https://SMS01.Plant.Local/IdentityManager/"));
+        assert!(a.matches_issuer("https://sms01.plant.local:443/identitymanager"));
+        assert!(!a.matches_issuer("https://sms02.plant.local/identitymanager"));
+        assert!(!a.matches_issuer("http://sms01.plant.local/identitymanager"));
+        assert!(!a.matches_issuer("https://sms01.plant.local:8443/identitymanager"));
+        assert!(!a.matches_issuer("https://sms01.plant.local/other"));
+        assert!(!a.matches_issuer("not a url"));
+    }
+
+    #[test]
+    fn endpoints_follow_the_same_rules_but_keep_their_path() {
+        let url = parse_endpoint(
+            "https://SMS01/IdentityManager/connect/token",
+            "token endpoint",
+            false,
+        )
+        .unwrap();
+        assert_eq!(url.as_str(), "https://sms01/IdentityManager/connect/token");
+        let url = parse_endpoint("http://127.0.0.1:9/t?x=1", "token endpoint", false).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/t?x=1");
+        for bad in [
+            "http://sms01/connect/token",
+            "ftp://x/t",
+            "https://u:p@x/t",
+            "https://x/t#f",
+            "",
+        ] {
+            let err = parse_endpoint(bad, "token endpoint", false).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains("token endpoint"), "{err}");
+        }
+    }
+}

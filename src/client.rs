@@ -8,7 +8,7 @@ use secrecy::SecretString;
 
 use crate::cache::{Cache, CacheConfig, Stats};
 use crate::clock::{Clock, SystemClock};
-use crate::credentials::{ClientAuthMethod, ClientCredentials};
+use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeConfig, Exchanger};
 use crate::token::AccessToken;
@@ -40,6 +40,7 @@ pub struct AimClient {
 
 struct ClientInner {
     cache: Cache,
+    exchanger: Arc<Exchanger>,
     client_id: String,
     authority: String,
 }
@@ -51,8 +52,9 @@ impl AimClient {
     }
 
     /// A client configured from the environment: `AIM_AUTHORITY`,
-    /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE`
-    /// (space-separated) and `AIM_CA_CERT` (path of a PEM file to trust).
+    /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE` (separated
+    /// by spaces or commas) and `AIM_CA_CERT` (path of a PEM file to trust).
+    /// See [`AimClientBuilder::from_env`] to refine the configuration further.
     pub fn from_env() -> Result<Self> {
         AimClientBuilder::from_env()?.build()
     }
@@ -90,6 +92,13 @@ impl AimClient {
     /// The primary authority's base URL, e.g. `https://sms01/identitymanager`.
     pub fn authority(&self) -> &str {
         &self.inner.authority
+    }
+
+    /// The token exchange behind this client: its HTTP client and the
+    /// authorities' discovery metadata, for registration and introspection.
+    #[allow(dead_code)] // used by the registration module
+    pub(crate) fn exchanger(&self) -> &Exchanger {
+        &self.inner.exchanger
     }
 }
 
@@ -186,9 +195,23 @@ impl AimClientBuilder {
     }
 
     /// An extra form parameter of the token request, e.g. `resource` or `audience`.
+    /// `grant_type`, `client_id`, `client_secret` and `scope` are set by the
+    /// client itself; naming them here is a configuration error.
     pub fn form_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.form_params.push((name.into(), value.into()));
         self
+    }
+
+    /// The RFC 8707 `resource` the token is for (repeatable); shorthand for
+    /// `.form_param("resource", uri)`.
+    pub fn resource(self, uri: impl Into<String>) -> Self {
+        self.form_param("resource", uri)
+    }
+
+    /// The `audience` the token is for, as some providers expect it;
+    /// shorthand for `.form_param("audience", audience)`.
+    pub fn audience(self, audience: impl Into<String>) -> Self {
+        self.form_param("audience", audience)
     }
 
     /// An extra trust anchor in PEM, e.g. the PCS root CA (repeatable).
@@ -287,30 +310,82 @@ impl AimClientBuilder {
     }
 
     /// Reads `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional
-    /// `AIM_SCOPE` and `AIM_CA_CERT` into a builder that can be refined further.
+    /// `AIM_SCOPE` (separated by spaces or commas) and `AIM_CA_CERT` (path of
+    /// a PEM file, e.g. the PCS root CA) into a builder that can be refined
+    /// further. A missing required variable or an unreadable `AIM_CA_CERT`
+    /// is an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), aim_token::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let aim = aim_token::AimClientBuilder::from_env()?
+    ///     .request_timeout(Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn from_env() -> Result<Self> {
-        todo_exchange("from_env")
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) with the variables from `lookup`, so tests
+    /// need not touch the process environment. Empty values count as unset.
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let require = |name: &str, what: &str| {
+            get(name).ok_or_else(|| {
+                Error::config(format!(
+                    "the environment variable {name} is not set: set it to {what}"
+                ))
+            })
+        };
+        let mut builder = AimClient::builder()
+            .authority(require(
+                env::AUTHORITY,
+                "the AIM server, e.g. sms01.plant.local or https://sms01.plant.local/identitymanager",
+            )?)
+            .client_id(require(env::CLIENT_ID, "the client ID registered with AIM")?)
+            .client_secret(require(
+                env::CLIENT_SECRET,
+                "the client secret registered with AIM",
+            )?);
+        if let Some(scopes) = get(env::SCOPE) {
+            builder = builder.scopes(
+                scopes
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+        if let Some(path) = get(env::CA_CERT) {
+            let path = path.trim();
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::config(format!(
+                    "{} = {path}: cannot read the CA certificate ({e}); give the path of a PEM file such as the PCS root CA",
+                    env::CA_CERT
+                ))
+            })?;
+            builder = builder.root_certificate_pem(pem);
+        }
+        Ok(builder)
     }
 
     /// Checks the configuration and builds the client. No network I/O.
+    ///
+    /// Fails with [`ErrorKind::Config`](crate::ErrorKind::Config) and a
+    /// message saying what to fix: no or a malformed authority, plain http to
+    /// a remote host, no client ID or secret, a root certificate that is not
+    /// PEM, a reserved `form_param`, nonsensical cache knobs.
     pub fn build(self) -> Result<AimClient> {
         let clock: Arc<dyn Clock> = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let client_id = self.client_id.clone().unwrap_or_default();
-        let secret = self
-            .client_secret
-            .clone()
-            .unwrap_or_else(|| SecretString::from(String::new()));
-        let credentials = ClientCredentials::new(client_id.clone(), secret, self.auth_method);
-        let exchanger = Exchanger::new(ExchangeConfig::from_builder(
-            &self,
-            credentials,
-            clock.clone(),
-        )?)?;
+        let config = ExchangeConfig::from_builder(&self, clock.clone())?;
+        let client_id = config.credentials.client_id.clone();
+        let exchanger = Arc::new(Exchanger::new(config)?);
         let authority = exchanger.primary_label().to_owned();
-        let cache = Cache::new(Arc::new(exchanger), self.cache, clock)?;
+        let cache = Cache::new(exchanger.clone(), self.cache, clock)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,
+                exchanger,
                 client_id,
                 authority,
             }),
@@ -318,8 +393,18 @@ impl AimClientBuilder {
     }
 }
 
-fn todo_exchange<T>(what: &str) -> Result<T> {
-    Err(Error::config(format!("{what} is not implemented yet")))
+/// The environment variables of [`AimClient::from_env`].
+pub(crate) mod env {
+    /// The AIM server.
+    pub(crate) const AUTHORITY: &str = "AIM_AUTHORITY";
+    /// The client ID.
+    pub(crate) const CLIENT_ID: &str = "AIM_CLIENT_ID";
+    /// The client secret.
+    pub(crate) const CLIENT_SECRET: &str = "AIM_CLIENT_SECRET";
+    /// Scopes, separated by spaces or commas.
+    pub(crate) const SCOPE: &str = "AIM_SCOPE";
+    /// Path of a PEM file with extra trust anchors.
+    pub(crate) const CA_CERT: &str = "AIM_CA_CERT";
 }
 
 impl fmt::Debug for AimClientBuilder {
@@ -333,6 +418,212 @@ impl fmt::Debug for AimClientBuilder {
             )
             .field("scopes", &self.scopes)
             .field("auth_method", &self.auth_method)
+            .field("fallback_authorities", &self.fallback_authorities)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("form_params", &self.form_params)
+            .field("root_certificates", &self.root_certificates.len())
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    const SECRET: &str = "P@ss w0rd&+=%:/?#";
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn full() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (env::AUTHORITY, "SMS01.plant.local"),
+            (env::CLIENT_ID, "mes:client one"),
+            (env::CLIENT_SECRET, SECRET),
+        ]
+    }
+
+    #[test]
+    fn from_lookup_reads_every_variable() {
+        let mut vars = full();
+        vars.push((env::SCOPE, "mes.api, openid  extra,,"));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.authority.as_deref(), Some("SMS01.plant.local"));
+        assert_eq!(b.client_id.as_deref(), Some("mes:client one"));
+        assert_eq!(b.scopes, ["mes.api", "openid", "extra"]);
+        assert!(b.root_certificates.is_empty());
+        let aim = b.build().unwrap();
+        assert_eq!(aim.authority(), "https://sms01.plant.local/identitymanager");
+        assert_eq!(aim.client_id(), "mes:client one");
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        for missing in [env::AUTHORITY, env::CLIENT_ID, env::CLIENT_SECRET] {
+            for value in [None, Some(""), Some("   ")] {
+                let mut vars: Vec<_> = full().into_iter().filter(|(k, _)| *k != missing).collect();
+                if let Some(v) = value {
+                    vars.push((missing, v));
+                }
+                let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Config);
+                assert!(err.to_string().contains(missing), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn unreadable_ca_cert_names_the_path() {
+        let mut vars = full();
+        vars.push((env::CA_CERT, "/nonexistent/pcs-root-ca.pem"));
+        let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/pcs-root-ca.pem"), "{msg}");
+        assert!(msg.contains(env::CA_CERT), "{msg}");
+    }
+
+    #[test]
+    fn ca_cert_file_is_read_and_checked_at_build() {
+        let dir = std::env::temp_dir().join(format!("aim-token-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-a-cert.pem");
+        std::fs::write(&path, "hello").unwrap();
+        let mut vars = full();
+        let path_str = path.to_str().unwrap().to_owned();
+        vars.push((env::CA_CERT, &path_str));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.root_certificates, [b"hello".to_vec()]);
+        let err = b.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("PEM"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_builder_settings_name_method_and_variable() {
+        let cases = [
+            (
+                AimClient::builder().client_id("x").client_secret("s"),
+                ".authority(",
+                "AIM_AUTHORITY",
+            ),
+            (
+                AimClient::builder().authority("sms01").client_secret("s"),
+                ".client_id(",
+                "AIM_CLIENT_ID",
+            ),
+            (
+                AimClient::builder()
+                    .authority("sms01")
+                    .client_id("  ")
+                    .client_secret("s"),
+                ".client_id(",
+                "AIM_CLIENT_ID",
+            ),
+            (
+                AimClient::builder().authority("sms01").client_id("x"),
+                ".client_secret(",
+                "AIM_CLIENT_SECRET",
+            ),
+            (
+                AimClient::builder()
+                    .authority("sms01")
+                    .client_id("x")
+                    .client_secret(""),
+                ".client_secret(",
+                "AIM_CLIENT_SECRET",
+            ),
+        ];
+        for (builder, method, var) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let msg = err.to_string();
+            assert!(msg.contains(method) && msg.contains(var), "{msg}");
+        }
+    }
+
+    #[test]
+    fn other_bad_settings() {
+        let ok = || {
+            AimClient::builder()
+                .authority("sms01")
+                .client_id("x")
+                .client_secret("s")
+        };
+        for (builder, words) in [
+            (ok().form_param("client_secret", "x"), "override"),
+            (ok().form_param("scope", "x"), ".scope("),
+            (ok().form_param("", "x"), "empty name"),
+            (ok().default_lifetime(Duration::ZERO), "default_lifetime"),
+            (ok().connect_timeout(Duration::ZERO), "connect_timeout"),
+            (
+                ok().token_endpoint("http://sms01/connect/token"),
+                "allow_insecure_http",
+            ),
+            (ok().fallback_authority("ftp://sms02"), "fallback_authority"),
+            (
+                ok().root_certificate_pem(
+                    "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+                ),
+                "PEM",
+            ),
+            (ok().root_certificate_pem(""), "no PEM certificate"),
+        ] {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{words}");
+            assert!(err.to_string().contains(words), "{words}: {err}");
+        }
+        // Fine: resource/audience are ordinary parameters; insecure http with the opt-in.
+        ok().resource("urn:mes").audience("mes").build().unwrap();
+        ok().authority("http://sms01")
+            .allow_insecure_http(true)
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn secret_is_redacted_everywhere() {
+        let builder = AimClient::builder()
+            .authority("sms01")
+            .client_id("id")
+            .client_secret(SECRET);
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("w0rd"), "{shown}");
+        let aim = builder.build().unwrap();
+        let shown = format!("{aim:?} {:?}", aim.exchanger());
+        assert!(!shown.contains("w0rd"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn fallback_authorities_become_more_sources() {
+        use crate::cache::TokenSource;
+        let aim = AimClient::builder()
+            .authority("sms01")
+            .fallback_authority("https://SMS02/IdentityManager/")
+            .fallback_authority("sms03:8443")
+            .client_id("id")
+            .client_secret("s")
+            .build()
+            .unwrap();
+        let x = aim.exchanger();
+        assert_eq!(x.authority_count(), 3);
+        assert_eq!(x.authority_label(0), "https://sms01/identitymanager");
+        assert_eq!(x.authority_label(1), "https://sms02/identitymanager");
+        assert_eq!(x.authority_label(2), "https://sms03:8443/identitymanager");
     }
 }

@@ -15,6 +15,7 @@ mod credentials;
 mod discovery;
 mod error;
 mod exchange;
+mod http;
 mod mes;
 mod registration;
 mod token;

@@ -1,0 +1,594 @@
+//! Reading a token endpoint answer: the success quirks of real servers,
+//! RFC 6749 §5.2 errors under any status, and everything else as a clear,
+//! secret-free error.
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use super::scrub::Scrubber;
+use crate::error::{Error, ErrorKind, Result};
+use crate::token::{jwt_expiry, AccessToken};
+
+/// A lifetime longer than this is not believed (and would overflow `SystemTime`).
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What parsing a success answer needs to know besides the answer.
+#[derive(Debug)]
+pub(crate) struct TokenContext<'a> {
+    /// When the answer arrived (wall clock): `issued_at`.
+    pub(crate) now: SystemTime,
+    /// Scopes asked for; the granted ones when the answer has no `scope`.
+    pub(crate) requested_scopes: &'a [String],
+    /// Used when neither `expires_in` nor a JWT `exp` says.
+    pub(crate) default_lifetime: Duration,
+    /// The authority's base URL, recorded in the token.
+    pub(crate) authority: &'a str,
+    /// The URL that answered, for messages.
+    pub(crate) url: &'a str,
+}
+
+/// An HTTP answer, read and capped.
+#[derive(Debug)]
+pub(crate) struct Answer<'a> {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    /// `Location` of a redirect (which is never followed).
+    pub(crate) location: Option<String>,
+    pub(crate) body: &'a [u8],
+}
+
+/// Turns a token endpoint answer into a token or the right error.
+pub(crate) fn parse_token_answer(
+    answer: &Answer<'_>,
+    ctx: &TokenContext<'_>,
+    scrubber: &Scrubber,
+) -> Result<AccessToken> {
+    let json = serde_json::from_slice::<Value>(answer.body);
+    // A §5.2 error body wins whatever the status (AIM: 400; others: 401, even 200).
+    if let Ok(Value::Object(map)) = &json {
+        if let Some(err) = oauth_error(map, answer, scrubber) {
+            return Err(err);
+        }
+    }
+    if !(200..300).contains(&answer.status) {
+        return Err(status_error(answer, ctx.url, scrubber, "token request"));
+    }
+    let map = match json {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            return Err(invalid(
+                answer,
+                ctx.url,
+                scrubber,
+                "a JSON value that is not an object",
+            ))
+        }
+        Err(e) => {
+            return Err(invalid(
+                answer,
+                ctx.url,
+                scrubber,
+                json_problem(answer.body, &e),
+            ))
+        }
+    };
+    parse_success(map, answer, ctx, scrubber)
+}
+
+fn parse_success(
+    map: Map<String, Value>,
+    answer: &Answer<'_>,
+    ctx: &TokenContext<'_>,
+    scrubber: &Scrubber,
+) -> Result<AccessToken> {
+    let access_token = match map.get("access_token") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        Some(Value::String(_)) => {
+            return Err(invalid(answer, ctx.url, scrubber, "an empty access_token"))
+        }
+        Some(_) => {
+            return Err(invalid(
+                answer,
+                ctx.url,
+                scrubber,
+                "an access_token that is not a string",
+            ))
+        }
+        None => return Err(invalid(answer, ctx.url, scrubber, "no access_token")),
+    };
+    match map.get("token_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t.trim().eq_ignore_ascii_case("bearer") => {}
+        Some(other) => {
+            let shown = scrubber.snippet(other.to_string().as_bytes());
+            return Err(Error::new(
+                ErrorKind::InvalidResponse,
+                format!(
+                    "{} issued a token of type {shown}, but only Bearer tokens are supported: check the client's token type in AIM",
+                    ctx.url
+                ),
+            )
+            .with_status(answer.status));
+        }
+    }
+    let expires_at = match map.get("expires_in").and_then(lifetime_of) {
+        Some(lifetime) => ctx.now.checked_add(lifetime),
+        None => None,
+    }
+    .or_else(|| {
+        if map.get("expires_in").is_some_and(|v| !v.is_null()) {
+            tracing::warn!(
+                url = ctx.url,
+                "ignoring an expires_in that is not a positive number of seconds"
+            );
+        }
+        jwt_expiry(&access_token).filter(|exp| *exp > ctx.now)
+    })
+    .or_else(|| ctx.now.checked_add(ctx.default_lifetime))
+    .unwrap_or(ctx.now);
+    let scopes = match map.get("scope") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            s.split_whitespace().map(str::to_owned).collect()
+        }
+        // Not in the RFC, but seen in the wild.
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => ctx.requested_scopes.to_vec(),
+    };
+    Ok(AccessToken::from_parts(
+        SecretString::from(access_token),
+        "Bearer".to_owned(),
+        ctx.now,
+        expires_at,
+        scopes,
+        ctx.authority.to_owned(),
+    ))
+}
+
+/// `expires_in` as a number, an integer or float string; `None` for zero,
+/// negative, absurd or unreadable values.
+fn lifetime_of(value: &Value) -> Option<Duration> {
+    let secs = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_LIFETIME)
+}
+
+/// The §5.2 error of a JSON object, if it is one.
+fn oauth_error(
+    map: &Map<String, Value>,
+    answer: &Answer<'_>,
+    scrubber: &Scrubber,
+) -> Option<Error> {
+    let code = map.get("error")?.as_str()?.trim();
+    if code.is_empty() {
+        return None;
+    }
+    let code = clean(code, scrubber, 64);
+    let description = map
+        .get("error_description")
+        .and_then(Value::as_str)
+        .map(|d| clean(d, scrubber, 300))
+        .filter(|d| !d.is_empty());
+    let status = answer.status;
+    let mut err = Error::oauth(status, code, description).with_retry_after(answer.retry_after);
+    // A server that says "try later" with 429/5xx means it, whatever the code.
+    if status == 429 || status >= 500 {
+        err = err.transient(true);
+    }
+    Some(err)
+}
+
+/// A server string for a message: printable, secret-free, bounded.
+fn clean(text: &str, scrubber: &Scrubber, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let scrubbed = scrubber.scrub(flat.trim());
+    if scrubbed.chars().count() > max {
+        let mut cut: String = scrubbed.chars().take(max - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        scrubbed
+    }
+}
+
+/// A non-2xx answer without a §5.2 body: 5xx/429/408 are transient server
+/// trouble, a redirect is refused, anything else is not what we expected.
+pub(crate) fn status_error(
+    answer: &Answer<'_>,
+    url: &str,
+    scrubber: &Scrubber,
+    what: &str,
+) -> Error {
+    let status = answer.status;
+    let snippet = scrubber.snippet(answer.body);
+    let shown = if snippet.is_empty() {
+        "an empty body".to_owned()
+    } else {
+        format!("\"{snippet}\"")
+    };
+    if status == 429 || status == 408 || status >= 500 {
+        return Error::new(
+            ErrorKind::Server,
+            format!("{url} failed the {what} with HTTP {status}: {shown}; AIM or a proxy in front of it is in trouble, try again later"),
+        )
+        .with_status(status)
+        .with_retry_after(answer.retry_after)
+        .transient(true);
+    }
+    if (300..400).contains(&status) {
+        let to = answer
+            .location
+            .as_deref()
+            .map(|l| format!(" to {}", clean(l, scrubber, 200)))
+            .unwrap_or_default();
+        return Error::new(
+            ErrorKind::InvalidResponse,
+            format!("{url} redirected the {what} (HTTP {status}){to}; redirects are not followed so the client secret cannot leak to another host: configure the final URL as the authority or token endpoint"),
+        )
+        .with_status(status);
+    }
+    Error::new(
+        ErrorKind::InvalidResponse,
+        format!("{url} answered the {what} with HTTP {status} and {shown}, which is not an OAuth answer: check that the authority points to AIM (https://HOST/identitymanager)"),
+    )
+    .with_status(status)
+    .with_retry_after(answer.retry_after)
+}
+
+/// A 2xx answer that is not a usable token answer.
+fn invalid(answer: &Answer<'_>, url: &str, scrubber: &Scrubber, problem: &str) -> Error {
+    let snippet = scrubber.snippet(answer.body);
+    let shown = if snippet.is_empty() {
+        String::new()
+    } else {
+        format!(": \"{snippet}\"")
+    };
+    Error::new(
+        ErrorKind::InvalidResponse,
+        format!(
+            "{url} answered HTTP {} with {problem}, not a token answer{shown}; check that the authority points to AIM",
+            answer.status
+        ),
+    )
+    .with_status(answer.status)
+}
+
+/// Why a body is not JSON, in words.
+pub(crate) fn json_problem(body: &[u8], err: &serde_json::Error) -> &'static str {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        "an empty body"
+    } else if err.is_eof() {
+        "truncated JSON"
+    } else {
+        "a body that is not JSON"
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in
+/// the past means "now".
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    use base64::Engine as _;
+
+    const URL: &str = "https://sms01/identitymanager/connect/token";
+    const SECRET: &str = "P@ss w0rd&+=%:/?#";
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn scrubber() -> Scrubber {
+        Scrubber::new(vec![SECRET.to_owned()])
+    }
+
+    fn parse_with(status: u16, body: &str, requested: &[String]) -> Result<AccessToken> {
+        let ctx = TokenContext {
+            now: now(),
+            requested_scopes: requested,
+            default_lifetime: Duration::from_secs(3600),
+            authority: "https://sms01/identitymanager",
+            url: URL,
+        };
+        let answer = Answer {
+            status,
+            retry_after: None,
+            location: None,
+            body: body.as_bytes(),
+        };
+        parse_token_answer(&answer, &ctx, &scrubber())
+    }
+
+    fn parse(status: u16, body: &str) -> Result<AccessToken> {
+        parse_with(status, body, &[])
+    }
+
+    fn lifetime(body: &str) -> Duration {
+        parse(200, body).unwrap().lifetime()
+    }
+
+    fn jwt(exp: u64) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.sig",
+            b64.encode(r#"{"alg":"RS256"}"#),
+            b64.encode(format!(r#"{{"exp":{exp}}}"#))
+        )
+    }
+
+    #[test]
+    fn aim_answer() {
+        let t = parse(
+            200,
+            r#"{"access_token":"abc","expires_in":86400,"token_type":"Bearer","scope":"mes.api openid"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.secret(), "abc");
+        assert_eq!(t.token_type(), "Bearer");
+        assert_eq!(t.issued_at(), now());
+        assert_eq!(t.lifetime(), Duration::from_secs(86400));
+        assert_eq!(t.scopes(), ["mes.api", "openid"]);
+        assert_eq!(t.authority(), "https://sms01/identitymanager");
+    }
+
+    #[test]
+    fn expires_in_quirks() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":"7200"}"#),
+            2 * h
+        );
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":" 7200 "}"#),
+            2 * h
+        );
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":299.5}"#),
+            Duration::from_millis(299_500)
+        );
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":"60.0"}"#),
+            Duration::from_secs(60)
+        );
+        // Missing, null, zero, negative, garbage, absurd: JWT exp, else the default.
+        for odd in [
+            "",
+            r#","expires_in":null"#,
+            r#","expires_in":0"#,
+            r#","expires_in":-5"#,
+            r#","expires_in":"soon""#,
+            r#","expires_in":1e300"#,
+            r#","expires_in":true"#,
+        ] {
+            assert_eq!(
+                lifetime(&format!(r#"{{"access_token":"a"{odd}}}"#)),
+                h,
+                "{odd}"
+            );
+        }
+        let exp = 1_800_000_000 + 600;
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(exp));
+        assert_eq!(lifetime(&body), Duration::from_secs(600));
+        // expires_in wins over the JWT.
+        let body = format!(r#"{{"access_token":"{}","expires_in":"120"}}"#, jwt(exp));
+        assert_eq!(lifetime(&body), Duration::from_secs(120));
+        // A JWT already expired by our clock: the default, not a zero lifetime.
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(1_000));
+        assert_eq!(lifetime(&body), h);
+    }
+
+    #[test]
+    fn token_type_is_case_insensitive_and_defaults_to_bearer() {
+        for tt in [r#""bearer""#, r#""BEARER""#, r#"" Bearer ""#, "null"] {
+            let t = parse(200, &format!(r#"{{"access_token":"a","token_type":{tt}}}"#)).unwrap();
+            assert_eq!(t.token_type(), "Bearer", "{tt}");
+        }
+        assert_eq!(
+            parse(200, r#"{"access_token":"a"}"#).unwrap().token_type(),
+            "Bearer"
+        );
+        for tt in [r#""mac""#, r#""DPoP""#, "5"] {
+            let err =
+                parse(200, &format!(r#"{{"access_token":"a","token_type":{tt}}}"#)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{tt}");
+            assert!(err.to_string().contains("only Bearer"), "{err}");
+        }
+    }
+
+    #[test]
+    fn scope_space_delimited_or_absent() {
+        let req = vec!["mes.api".to_owned()];
+        let t = parse_with(200, r#"{"access_token":"a","scope":"  a   b c "}"#, &req).unwrap();
+        assert_eq!(t.scopes(), ["a", "b", "c"]);
+        for body in [
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","scope":""}"#,
+            r#"{"access_token":"a","scope":null}"#,
+        ] {
+            assert_eq!(
+                parse_with(200, body, &req).unwrap().scopes(),
+                ["mes.api"],
+                "{body}"
+            );
+        }
+        let t = parse(200, r#"{"access_token":"a","scope":["x","y"]}"#).unwrap();
+        assert_eq!(t.scopes(), ["x", "y"]);
+    }
+
+    #[test]
+    fn access_token_is_required() {
+        for body in [
+            r#"{}"#,
+            r#"{"access_token":""}"#,
+            r#"{"access_token":"  "}"#,
+            r#"{"access_token":5}"#,
+            r#"{"token_type":"Bearer"}"#,
+            "[1,2]",
+            "\"x\"",
+        ] {
+            let err = parse(200, body).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
+            assert_eq!(err.status(), Some(200));
+            assert!(!err.is_transient());
+        }
+    }
+
+    #[test]
+    fn oauth_errors_under_any_status() {
+        for status in [400, 401, 403, 200, 500] {
+            let err = parse(
+                status,
+                r#"{"error":"invalid_client","error_description":"Unknown client"}"#,
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::OAuth, "{status}");
+            assert_eq!(err.oauth_error(), Some("invalid_client"));
+            assert_eq!(err.oauth_description(), Some("Unknown client"));
+            assert_eq!(err.status(), Some(status));
+            assert_eq!(err.is_transient(), status >= 500, "{status}");
+        }
+        let err = parse(400, r#"{"error":"invalid_scope"}"#).unwrap_err();
+        assert_eq!(err.oauth_error(), Some("invalid_scope"));
+        assert_eq!(err.oauth_description(), None);
+        assert!(!err.is_transient());
+        let err = parse(400, r#"{"error":"temporarily_unavailable"}"#).unwrap_err();
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn echoed_secret_never_reaches_the_error() {
+        let body = format!(
+            r#"{{"error":"invalid_client","error_description":"secret '{SECRET}' is wrong"}}"#
+        );
+        let err = parse(400, &body).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("w0rd"), "{err:?}");
+        assert!(err.oauth_description().unwrap().contains("[redacted]"));
+        let err = parse(502, &format!("<html>proxy saw {SECRET}</html>")).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("w0rd"), "{err:?}");
+    }
+
+    #[test]
+    fn non_json_answers() {
+        let cases = [
+            (200, "", "an empty body"),
+            (200, "   ", "an empty body"),
+            (
+                200,
+                r#"{"access_token":"abc","expires_in":36"#,
+                "truncated JSON",
+            ),
+            (200, "<html>hello</html>", "not JSON"),
+            (200, "garbage \u{1}\u{2}", "not JSON"),
+        ];
+        for (status, body, words) in cases {
+            let err = parse(status, body).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}");
+            assert_eq!(err.status(), Some(status));
+            let msg = err.to_string();
+            assert!(msg.contains(words), "{msg}");
+            assert!(msg.contains("HTTP 200"), "{msg}");
+            assert!(!msg.contains("abc"), "token leaked: {msg}");
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        }
+        // 4xx without an OAuth body: not OAuth, not transient, status kept.
+        let err = parse(404, "<html><body>Not Found</body></html>").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        assert_eq!(err.status(), Some(404));
+        assert!(err.to_string().contains("Not Found"), "{err}");
+        let err = parse(401, "").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        assert!(err.to_string().contains("empty body"), "{err}");
+        // A snippet of a huge page stays short.
+        let err = parse(400, &"x".repeat(100_000)).unwrap_err();
+        assert!(err.to_string().len() < 600, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn server_trouble_is_transient() {
+        for status in [500, 502, 503, 504, 429, 408] {
+            let err = parse(status, "<html><title>Service Unavailable</title></html>").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Server, "{status}");
+            assert!(err.is_transient(), "{status}");
+            assert_eq!(err.status(), Some(status));
+            assert!(err.to_string().contains("Service Unavailable"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redirects_are_refused_with_the_fix() {
+        let answer = Answer {
+            status: 302,
+            retry_after: None,
+            location: Some("https://elsewhere/login".into()),
+            body: b"",
+        };
+        let err = status_error(&answer, URL, &scrubber(), "token request");
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        assert_eq!(err.status(), Some(302));
+        assert!(err.to_string().contains("https://elsewhere/login"), "{err}");
+        assert!(err.to_string().contains("not followed"), "{err}");
+    }
+
+    #[test]
+    fn retry_after_seconds_or_date() {
+        let n = now();
+        assert_eq!(parse_retry_after("120", n), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", n), Some(Duration::ZERO));
+        let date = httpdate::fmt_http_date(n + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, n), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(n - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, n), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", n), None);
+        assert_eq!(parse_retry_after("-5", n), None);
+        assert_eq!(parse_retry_after("", n), None);
+    }
+
+    #[test]
+    fn retry_after_is_attached() {
+        let ctx = TokenContext {
+            now: now(),
+            requested_scopes: &[],
+            default_lifetime: Duration::from_secs(3600),
+            authority: "a",
+            url: URL,
+        };
+        for body in ["", r#"{"error":"slow_down"}"#] {
+            let answer = Answer {
+                status: 429,
+                retry_after: Some(Duration::from_secs(7)),
+                location: None,
+                body: body.as_bytes(),
+            };
+            let err = parse_token_answer(&answer, &ctx, &scrubber()).unwrap_err();
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{body}");
+            assert!(err.is_transient());
+        }
+    }
+}

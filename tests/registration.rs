@@ -1,10 +1,14 @@
 //! Client registration: RFC 7591 against the emulator, and the PowerShell
 //! rendering against hostile input.
 
+#[path = "support/peer.rs"]
+mod peer;
+
 use std::time::Duration;
 
 use aim_token::emulator::AimEmulator;
-use aim_token::{ClientRegistration, ErrorKind};
+use aim_token::{AimClient, ClientRegistration, ErrorKind};
+use peer::PeerOptions;
 use proptest::prelude::*;
 
 const IAT: &str = "initial-access-token-for-tests";
@@ -95,6 +99,64 @@ async fn verify_reports_the_granted_lifetime_and_scopes() {
         .await
         .unwrap_err();
     assert_eq!(err.oauth_error(), Some("invalid_client"));
+}
+
+// ---- against oidc-provider (tests/interop) --------------------------------
+
+/// Starts the oidc-provider peer, or skips (returns) when Node/npm are
+/// missing outside CI, as the interop tests do.
+macro_rules! start_peer {
+    ($options:expr) => {
+        match peer::start($options) {
+            Some(peer) => peer,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn registered_credentials_get_a_token_from_oidc_provider_over_http() {
+    let peer = start_peer!(PeerOptions {
+        initial_access_token: Some(IAT.into()),
+        scopes: vec!["mes.api".into(), "mes.admin".into()],
+        ..PeerOptions::default()
+    });
+    let connect = || AimClient::builder().authority(peer.issuer());
+
+    // A scope the provider does not know: its RFC 7591 error comes through.
+    let err = ClientRegistration::new("svc")
+        .scopes(["no.such.scope"])
+        .register(&connect(), IAT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
+    assert_eq!(
+        err.oauth_error(),
+        Some("invalid_client_metadata"),
+        "{err:?}"
+    );
+
+    // The secret we chose is only a wish: oidc-provider issues its own.
+    let registered = ClientRegistration::new("svc")
+        .secret("our-own-secret-wish")
+        .scopes(["mes.api"])
+        .register(&connect(), IAT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\npeer stderr:\n{}", peer.stderr()));
+    let issued = registered.client_secret().unwrap();
+    assert!(registered.registration_access_token().is_some());
+    assert!(registered.registration_client_uri().is_some());
+    assert_eq!(registered.scopes(), ["mes.api"]);
+
+    let verified = ClientRegistration::new(registered.client_id())
+        .secret(issued)
+        .scopes(["mes.api"])
+        .verify(connect())
+        .await
+        .unwrap();
+    assert_eq!(verified.scopes, ["mes.api"]);
+    assert_eq!(verified.lifetime, Duration::from_secs(3600));
+    assert_eq!(peer.stats().await.registration_requests, 2);
 }
 
 // ---- PowerShell rendering -------------------------------------------------

@@ -25,7 +25,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> SystemTime {
-        UNIX_EPOCH + coarsetime::Clock::now_since_epoch().into()
+        // Typed: with the `time` crate linked, `SystemTime + _` is ambiguous.
+        let since_epoch: Duration = coarsetime::Clock::now_since_epoch().into();
+        UNIX_EPOCH + since_epoch
     }
 }
 

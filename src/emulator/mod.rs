@@ -1,12 +1,56 @@
-//! An AIM + MES stand-in server on 127.0.0.1. SKELETON: the public contract
-//! that tests, examples and other modules compile against; the emulator
-//! helper fills in the bodies (issue #2, item 6).
+//! An AIM + MES stand-in server on 127.0.0.1, for examples, for this
+//! crate's tests and for the tests of your own application.
+//!
+//! [`AimEmulator`] is a real HTTP(S) server that behaves like AVEVA Identity
+//! Manager (an IdentityServer): discovery, JWKS, `/connect/token` with
+//! `client_secret_post` and `client_secret_basic`, RS256 JWT access tokens,
+//! `/connect/introspect`, `/connect/register` (RFC 7591), plus a sliver of
+//! the MES Web API (`/mesmw/api/v3/...`) that checks bearer tokens as MES
+//! does. Knobs inject faults ([`Fault`]) and counters ([`Counters`]) say what
+//! it saw, so tests assert behaviour rather than luck.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), aim_token::Error> {
+//! use aim_token::emulator::{AimEmulator, Endpoint, Fault};
+//!
+//! let aim = AimEmulator::builder().https(true).start().await?;
+//! // The next token request fails like an AIM behind a failing IIS.
+//! aim.inject(Endpoint::Token, Fault::Html);
+//! let client = aim.client_builder().build()?;
+//! assert!(client.token().await.is_err());
+//! let token = client.token().await?;
+//! assert_eq!(aim.counters().tokens_issued, 1);
+//! # let _ = token;
+//! # Ok(()) }
+//! ```
+//!
+//! Its clock ([`AimEmulatorBuilder::clock`]) dates tokens and judges their
+//! expiry at MES, so with a [`TokioClock`](crate::TokioClock) and
+//! `#[tokio::test(start_paused = true)]` a day of token lifetimes passes in
+//! milliseconds.
 
+use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Clock;
-use crate::error::{Error, Result};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Result;
+
+mod client_auth;
+mod faults;
+mod identity;
+mod keys;
+mod mes;
+mod oauth;
+mod register;
+mod server;
+mod state;
+mod tls;
+mod tokens;
+
+use server::Server;
+use state::{Settings, State};
 
 /// An endpoint of the emulator, for faults and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,8 +124,8 @@ pub enum ExpiresInFormat {
     Missing,
 }
 
-/// A client the emulator knows.
-#[derive(Debug, Clone)]
+/// A client the emulator knows. Its `Debug` does not show the secret.
+#[derive(Clone)]
 pub struct EmulatorClient {
     /// The client ID.
     pub id: String,
@@ -108,6 +152,18 @@ impl EmulatorClient {
     }
 }
 
+impl fmt::Debug for EmulatorClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorClient")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("lifetime", &self.lifetime)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
 /// Counters of the requests the emulator saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -130,54 +186,152 @@ pub struct Counters {
 
 /// Configures an [`AimEmulator`].
 #[must_use]
-#[derive(Debug, Default)]
 pub struct AimEmulatorBuilder {
-    _p: (),
+    https: bool,
+    clients: Vec<EmulatorClient>,
+    lifetime: Duration,
+    expires_in_format: ExpiresInFormat,
+    discovery: bool,
+    clock: Arc<dyn Clock>,
+    initial_access_token: Option<String>,
+    port: u16,
+}
+
+impl Default for AimEmulatorBuilder {
+    fn default() -> Self {
+        AimEmulatorBuilder {
+            https: false,
+            clients: vec![EmulatorClient::new(
+                AimEmulator::CLIENT_ID,
+                AimEmulator::CLIENT_SECRET,
+            )],
+            lifetime: Duration::from_secs(24 * 3600),
+            expires_in_format: ExpiresInFormat::Number,
+            discovery: true,
+            clock: Arc::new(SystemClock),
+            initial_access_token: None,
+            port: 0,
+        }
+    }
+}
+
+impl fmt::Debug for AimEmulatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AimEmulatorBuilder")
+            .field("https", &self.https)
+            .field("clients", &self.clients)
+            .field("lifetime", &self.lifetime)
+            .field("expires_in_format", &self.expires_in_format)
+            .field("discovery", &self.discovery)
+            .field("clock", &self.clock)
+            .field(
+                "initial_access_token",
+                &self.initial_access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("port", &self.port)
+            .finish()
+    }
 }
 
 impl AimEmulatorBuilder {
     /// Serve https with a freshly generated CA (see [`AimEmulator::ca_pem`]).
-    pub fn https(self, _https: bool) -> Self {
+    pub fn https(mut self, https: bool) -> Self {
+        self.https = https;
         self
     }
-    /// Add a client (the default client `mes-client` is always there).
-    pub fn client(self, _client: EmulatorClient) -> Self {
+    /// Add a client (the default client `mes-client` is always there; a
+    /// client with its ID replaces it).
+    pub fn client(mut self, client: EmulatorClient) -> Self {
+        self.clients.push(client);
         self
     }
     /// Token lifetime. Default 24 h, as AIM's MES clients.
-    pub fn token_lifetime(self, _lifetime: Duration) -> Self {
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
         self
     }
     /// How `expires_in` is written.
-    pub fn expires_in_format(self, _format: ExpiresInFormat) -> Self {
+    pub fn expires_in_format(mut self, format: ExpiresInFormat) -> Self {
+        self.expires_in_format = format;
         self
     }
     /// Whether discovery is served (404 when not). Default true.
-    pub fn discovery(self, _enabled: bool) -> Self {
+    pub fn discovery(mut self, enabled: bool) -> Self {
+        self.discovery = enabled;
         self
     }
     /// The wall clock for `iat`/`exp` and for checking tokens at MES.
-    pub fn clock(self, _clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
     /// The initial access token required by `/connect/register`. Default: registration disabled.
-    pub fn initial_access_token(self, _token: impl Into<String>) -> Self {
+    pub fn initial_access_token(mut self, token: impl Into<String>) -> Self {
+        self.initial_access_token = Some(token.into());
         self
     }
     /// Bind this port on 127.0.0.1 (default 0: any free port).
-    pub fn port(self, _port: u16) -> Self {
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
         self
     }
     /// Starts the server on 127.0.0.1.
+    ///
+    /// Fails when the port cannot be bound, or (never in practice) when key
+    /// or certificate generation fails.
     pub async fn start(self) -> Result<AimEmulator> {
-        Err(Error::config("emulator not implemented yet"))
+        let key = keys::signing_key()?;
+        let tls = if self.https {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let listener = server::bind(self.port)?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| crate::Error::new(crate::ErrorKind::Transport, format!("emulator: {e}")))?
+            .port();
+        let scheme = if self.https { "https" } else { "http" };
+        let base_url = format!("{scheme}://127.0.0.1:{port}");
+        let settings = Settings {
+            clients: self.clients,
+            lifetime: self.lifetime,
+            expires_in_format: self.expires_in_format,
+            discovery: self.discovery,
+            clock: self.clock,
+            initial_access_token: self.initial_access_token,
+        };
+        let state = Arc::new(State::new(base_url, key, settings));
+        let (acceptor, ca_pem) = match tls {
+            Some(tls) => (Some(tls.acceptor), Some(tls.ca_pem)),
+            None => (None, None),
+        };
+        let server = Server::start(listener, state.clone(), acceptor)?;
+        Ok(AimEmulator {
+            state,
+            server,
+            ca_pem,
+        })
     }
 }
 
 /// An AIM + MES stand-in server on 127.0.0.1; stops when dropped.
-#[derive(Debug)]
+///
+/// Dropping it closes the listener and every connection. See the
+/// [module documentation](self) for what it serves.
 pub struct AimEmulator {
-    _p: (),
+    state: Arc<State>,
+    server: Server,
+    ca_pem: Option<String>,
+}
+
+impl fmt::Debug for AimEmulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AimEmulator")
+            .field("base_url", &self.state.base_url)
+            .field("counters", &self.counters())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AimEmulator {
@@ -196,60 +350,88 @@ impl AimEmulator {
     }
     /// `http(s)://127.0.0.1:PORT`
     pub fn base_url(&self) -> String {
-        String::new()
+        self.state.base_url.clone()
     }
     /// `http(s)://127.0.0.1:PORT/identitymanager`, for [`AimClientBuilder::authority`](crate::AimClientBuilder::authority).
     pub fn authority(&self) -> String {
-        String::new()
+        self.state.issuer.clone()
     }
     /// The token endpoint URL.
     pub fn token_endpoint(&self) -> String {
-        String::new()
+        format!("{}/connect/token", self.state.issuer)
     }
     /// `http(s)://127.0.0.1:PORT/mesmw/`, for [`MesClient::new`](crate::MesClient).
     pub fn mes_base(&self) -> String {
-        String::new()
+        format!("{}/mesmw/", self.state.base_url)
     }
     /// The PEM of the generated CA when serving https.
     pub fn ca_pem(&self) -> Option<String> {
-        None
+        self.ca_pem.clone()
     }
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        0
+        self.server.port()
     }
     /// An [`AimClientBuilder`](crate::AimClientBuilder) for the default client, trusting the CA when https.
     pub fn client_builder(&self) -> crate::AimClientBuilder {
-        crate::AimClient::builder()
+        let builder = crate::AimClient::builder()
+            .authority(self.authority())
+            .client_id(Self::CLIENT_ID)
+            .client_secret(Self::CLIENT_SECRET);
+        match &self.ca_pem {
+            Some(pem) => builder.root_certificate_pem(pem),
+            None => builder,
+        }
     }
     /// Adds or replaces a client while running.
-    pub fn add_client(&self, _client: EmulatorClient) {}
+    pub fn add_client(&self, client: EmulatorClient) {
+        self.state.put_client(client);
+    }
     /// Changes the token lifetime for tokens issued from now on.
-    pub fn set_token_lifetime(&self, _lifetime: Duration) {}
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.state.set_lifetime(lifetime);
+    }
     /// Queues a one-shot fault for the next request to `endpoint`.
-    pub fn inject(&self, _endpoint: Endpoint, _fault: Fault) {}
+    pub fn inject(&self, endpoint: Endpoint, fault: Fault) {
+        self.state.faults.push(endpoint, fault, 1);
+    }
     /// Queues the same fault for the next `times` requests.
-    pub fn inject_times(&self, _endpoint: Endpoint, _fault: Fault, _times: usize) {}
+    pub fn inject_times(&self, endpoint: Endpoint, fault: Fault, times: usize) {
+        self.state.faults.push(endpoint, fault, times);
+    }
     /// A fault for every request to `endpoint` until cleared (`None`): an outage.
-    pub fn set_outage(&self, _endpoint: Endpoint, _fault: Option<Fault>) {}
+    /// Queued one-shot faults go first.
+    pub fn set_outage(&self, endpoint: Endpoint, fault: Option<Fault>) {
+        self.state.faults.set_outage(endpoint, fault);
+    }
     /// Clears all queued faults and outages.
-    pub fn clear_faults(&self) {}
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
+    }
     /// MES answers 403 (the Default Background User lacks a privilege) while set.
-    pub fn set_mes_forbidden(&self, _forbidden: bool) {}
+    pub fn set_mes_forbidden(&self, forbidden: bool) {
+        self.state.mes_forbidden.store(forbidden, Ordering::Relaxed);
+    }
     /// MES rejects the next request with 401 `invalid_token`, whatever its token.
-    pub fn reject_next_mes_token(&self) {}
-    /// Stops accepting connections (connection refused) until [`resume`](Self::resume).
-    pub async fn suspend(&self) {}
+    pub fn reject_next_mes_token(&self) {
+        self.state.reject_next_mes.store(true, Ordering::Relaxed);
+    }
+    /// Stops accepting connections (connection refused) until
+    /// [`resume`](Self::resume), and closes open connections: an AIM node
+    /// going down.
+    pub async fn suspend(&self) {
+        self.server.suspend().await;
+    }
     /// Listens again on the same port.
     pub async fn resume(&self) -> Result<()> {
-        Ok(())
+        self.server.resume().await
     }
     /// The requests seen so far.
     pub fn counters(&self) -> Counters {
-        Counters::default()
+        self.state.counters.snapshot()
     }
     /// Shorthand for `counters().token`.
     pub fn token_requests(&self) -> u64 {
-        0
+        self.state.counters.token_requests()
     }
 }

@@ -1,0 +1,105 @@
+//! The emulator's access tokens: what goes into them and how a resource
+//! server (MES, introspection) judges them.
+
+use std::time::Duration;
+
+use rand::RngCore as _;
+use serde_json::{json, Map, Value};
+
+use super::state::State;
+use crate::error::Result;
+
+/// The API resource name of the MES Web API in AIM.
+pub(crate) const MES_AUDIENCE: &str = "mes.api";
+
+/// A freshly issued token.
+pub(crate) struct Issued {
+    pub(crate) jwt: String,
+    pub(crate) lifetime_secs: u64,
+}
+
+/// Signs an access token for `client_id` with `scopes`, valid for
+/// `lifetime` from now by the emulator's clock.
+pub(crate) fn issue(
+    state: &State,
+    client_id: &str,
+    scopes: &[String],
+    lifetime: Duration,
+) -> Result<Issued> {
+    let now = state.now_secs();
+    // Whole seconds, as AIM; at least one so a token is never born expired.
+    let lifetime_secs = lifetime.as_secs().max(1);
+    // Like IdentityServer: the API resources whose scopes were granted,
+    // else the static `{issuer}/resources` audience.
+    let aud = if scopes.iter().any(|s| s == MES_AUDIENCE) {
+        Value::from(MES_AUDIENCE)
+    } else {
+        Value::from(format!("{}/resources", state.issuer))
+    };
+    let claims = json!({
+        "iss": state.issuer,
+        "nbf": now,
+        "iat": now,
+        "exp": now + lifetime_secs,
+        "aud": aud,
+        "client_id": client_id,
+        "scope": scopes,
+        "jti": random_hex(16),
+    });
+    Ok(Issued {
+        jwt: state.key.sign(&claims)?,
+        lifetime_secs,
+    })
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalid {
+    Malformed,
+    Issuer,
+    Expired,
+    NotYetValid,
+}
+
+impl Invalid {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Invalid::Malformed => "the token is malformed or its signature is invalid",
+            Invalid::Issuer => "the token was issued by another authority",
+            Invalid::Expired => "the token is expired",
+            Invalid::NotYetValid => "the token is not valid yet",
+        }
+    }
+}
+
+/// The claims of `jwt` if it is a token this emulator issued and it is
+/// valid now by the emulator's clock.
+pub(crate) fn validate(state: &State, jwt: &str) -> Result<Map<String, Value>, Invalid> {
+    let claims = state.key.verify(jwt).ok_or(Invalid::Malformed)?;
+    if claims.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
+        return Err(Invalid::Issuer);
+    }
+    let now = state.now_secs();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(Invalid::Malformed)?;
+    if now >= exp {
+        return Err(Invalid::Expired);
+    }
+    if claims
+        .get("nbf")
+        .and_then(Value::as_u64)
+        .is_some_and(|nbf| nbf > now)
+    {
+        return Err(Invalid::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// `n` random bytes as lowercase hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

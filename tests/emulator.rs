@@ -1,0 +1,1138 @@
+//! The AIM + MES emulator, driven over real HTTP with plain reqwest.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aim_token::emulator::{AimEmulator, EmulatorClient, Endpoint, ExpiresInFormat, Fault};
+use aim_token::TokioClock;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const ID: &str = AimEmulator::CLIENT_ID;
+const SECRET: &str = AimEmulator::CLIENT_SECRET;
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// `Basic base64(urlencode(id):urlencode(secret))`, RFC 6749 §2.3.1.
+fn basic(id: &str, secret: &str) -> String {
+    let pair = format!(
+        "{}:{}",
+        utf8_percent_encode(id, NON_ALPHANUMERIC),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC)
+    );
+    format!("Basic {}", STANDARD.encode(pair))
+}
+
+async fn post_token(aim: &AimEmulator, form: &[(&str, &str)]) -> reqwest::Response {
+    http()
+        .post(aim.token_endpoint())
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A token for the default client (post).
+async fn token(aim: &AimEmulator) -> String {
+    let resp = post_token(
+        aim,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", ID),
+            ("client_secret", SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Asserts an IdentityServer-shaped 400 with `error`.
+async fn assert_oauth_error(resp: reqwest::Response, error: &str) {
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "for {error}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], error);
+    assert!(body["error_description"].is_string());
+}
+
+async fn mes_get(aim: &AimEmulator, path: &str, bearer: Option<&str>) -> reqwest::Response {
+    let mut req = http().get(format!("{}{path}", aim.mes_base()));
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap()
+}
+
+fn assert_invalid_token(resp: &reqwest::Response) {
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(
+        challenge.starts_with(r#"Bearer error="invalid_token""#),
+        "{challenge}"
+    );
+}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn discovery_document_describes_the_endpoints() {
+    let aim = AimEmulator::start().await.unwrap();
+    assert_eq!(
+        aim.authority(),
+        format!("http://127.0.0.1:{}/identitymanager", aim.port())
+    );
+    let doc: Value = http()
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            aim.authority()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issuer = aim.authority();
+    assert_eq!(doc["issuer"], issuer.as_str());
+    assert_eq!(doc["token_endpoint"], aim.token_endpoint().as_str());
+    assert_eq!(
+        doc["jwks_uri"],
+        format!("{issuer}/.well-known/openid-configuration/jwks").as_str()
+    );
+    assert_eq!(
+        doc["introspection_endpoint"],
+        format!("{issuer}/connect/introspect").as_str()
+    );
+    assert!(
+        doc.get("registration_endpoint").is_none(),
+        "no registration without an initial access token"
+    );
+    let methods = doc["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
+    assert!(methods.contains(&"client_secret_post".into()));
+    assert!(methods.contains(&"client_secret_basic".into()));
+    assert!(doc["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"client_credentials".into()));
+    assert!(doc["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"mes.api".into()));
+}
+
+#[tokio::test]
+async fn discovery_lists_registration_only_when_configured_and_can_be_disabled() {
+    let aim = AimEmulator::builder()
+        .initial_access_token("iat")
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    let doc: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        doc["registration_endpoint"],
+        format!("{}/connect/register", aim.authority()).as_str()
+    );
+
+    let aim = AimEmulator::builder()
+        .discovery(false)
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    let resp = http().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(aim.counters().discovery, 1);
+}
+
+// ---------------------------------------------------------------- tokens
+
+#[tokio::test]
+async fn token_with_client_secret_post_and_a_secret_that_needs_encoding() {
+    let aim = AimEmulator::start().await.unwrap();
+    let resp = post_token(
+        &aim,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", ID),
+            ("client_secret", SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 86400);
+    assert_eq!(body["scope"], "mes.api openid");
+    assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (1, 1));
+    assert_eq!(aim.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn token_with_client_secret_basic_and_an_id_with_colon_and_space() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.add_client(EmulatorClient::new("plant:line 1", "p%s+w d"));
+    for (id, secret) in [("plant:line 1", "p%s+w d"), (ID, SECRET)] {
+        let resp = http()
+            .post(aim.token_endpoint())
+            .header(AUTHORIZATION, basic(id, secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "mes.api")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "client {id}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["scope"], "mes.api");
+    }
+    assert_eq!(aim.counters().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn token_errors_are_identityserver_shaped() {
+    let aim = AimEmulator::builder()
+        .client(EmulatorClient {
+            enabled: false,
+            ..EmulatorClient::new("disabled", "x")
+        })
+        .start()
+        .await
+        .unwrap();
+    let cc = ("grant_type", "client_credentials");
+    let id = ("client_id", ID);
+    let secret = ("client_secret", SECRET);
+
+    let unknown = [cc, ("client_id", "nobody"), secret];
+    assert_oauth_error(post_token(&aim, &unknown).await, "invalid_client").await;
+    let wrong = [cc, id, ("client_secret", "wrong")];
+    assert_oauth_error(post_token(&aim, &wrong).await, "invalid_client").await;
+    let disabled = [cc, ("client_id", "disabled"), ("client_secret", "x")];
+    assert_oauth_error(post_token(&aim, &disabled).await, "invalid_client").await;
+    let no_secret = [cc, id];
+    assert_oauth_error(post_token(&aim, &no_secret).await, "invalid_client").await;
+
+    let other = [("grant_type", "urn:example:magic"), id, secret];
+    assert_oauth_error(post_token(&aim, &other).await, "unsupported_grant_type").await;
+    assert_oauth_error(
+        post_token(&aim, &[id, secret]).await,
+        "unsupported_grant_type",
+    )
+    .await;
+    let password = [("grant_type", "password"), id, secret];
+    assert_oauth_error(post_token(&aim, &password).await, "unauthorized_client").await;
+
+    let scope = [cc, id, secret, ("scope", "mes.api mes.admin")];
+    assert_oauth_error(post_token(&aim, &scope).await, "invalid_scope").await;
+
+    // Both authentication methods at once.
+    let both = http()
+        .post(aim.token_endpoint())
+        .header(AUTHORIZATION, basic(ID, SECRET))
+        .form(&[cc, id, secret])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(both, "invalid_request").await;
+    // A parameter twice.
+    let twice = http()
+        .post(aim.token_endpoint())
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(twice, "invalid_request").await;
+    // Not a form.
+    let json = http()
+        .post(aim.token_endpoint())
+        .json(&serde_json::json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(json, "invalid_request").await;
+
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (11, 0));
+}
+
+#[tokio::test]
+async fn secret_sent_unencoded_in_basic_is_rejected() {
+    // AVEVA's sample mistake, in Basic form: '+' and '%' are not encoded.
+    let aim = AimEmulator::start().await.unwrap();
+    let raw = format!("Basic {}", STANDARD.encode(format!("{ID}:{SECRET}")));
+    let resp = http()
+        .post(aim.token_endpoint())
+        .header(AUTHORIZATION, raw)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(resp, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn jwt_verifies_against_the_jwks() {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let jwks: JwkSet = http()
+        .get(format!(
+            "{}/.well-known/openid-configuration/jwks",
+            aim.authority()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = decode_header(&jwt).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    let kid = header.kid.unwrap();
+    let jwk = jwks.find(&kid).expect("the token's kid is in the JWKS");
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[aim.authority()]);
+    validation.set_audience(&["mes.api"]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
+    let claims = decode::<Value>(&jwt, &key, &validation).unwrap().claims;
+    assert_eq!(claims["client_id"], ID);
+    assert_eq!(claims["scope"], serde_json::json!(["mes.api", "openid"]));
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert_eq!(exp - iat, 86400);
+    assert_eq!(claims["nbf"].as_u64().unwrap(), iat);
+    assert!(claims["jti"].as_str().unwrap().len() >= 16);
+
+    // A tampered token does not verify.
+    let (signed, sig) = jwt.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{signed}.{flipped}{}", &sig[1..]);
+    assert!(decode::<Value>(&tampered, &key, &validation).is_err());
+}
+
+#[tokio::test]
+async fn audience_follows_granted_scopes() {
+    let aim = AimEmulator::start().await.unwrap();
+    let body: Value = post_token(
+        &aim,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", ID),
+            ("client_secret", SECRET),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let jwt = body["access_token"].as_str().unwrap();
+    let claims = jwt_claims(jwt);
+    assert_eq!(
+        claims["aud"],
+        format!("{}/resources", aim.authority()).as_str()
+    );
+    assert_eq!(claims["scope"], serde_json::json!(["openid"]));
+}
+
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn expires_in_formats_and_lifetimes() {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", ID),
+        ("client_secret", SECRET),
+    ];
+    let aim = AimEmulator::builder()
+        .expires_in_format(ExpiresInFormat::String)
+        .token_lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let body: Value = post_token(&aim, &form).await.json().await.unwrap();
+    assert_eq!(body["expires_in"], "600");
+
+    aim.set_token_lifetime(Duration::from_secs(120));
+    let body: Value = post_token(&aim, &form).await.json().await.unwrap();
+    assert_eq!(body["expires_in"], "120");
+
+    let aim = AimEmulator::builder()
+        .expires_in_format(ExpiresInFormat::Missing)
+        .client(EmulatorClient {
+            lifetime: Some(Duration::from_secs(30)),
+            ..EmulatorClient::new("short", "lived")
+        })
+        .start()
+        .await
+        .unwrap();
+    let body: Value = post_token(&aim, &form).await.json().await.unwrap();
+    assert!(body.get("expires_in").is_none());
+    let claims = jwt_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        86400,
+        "the JWT still carries the lifetime"
+    );
+    let short = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "short"),
+        ("client_secret", "lived"),
+    ];
+    let body: Value = post_token(&aim, &short).await.json().await.unwrap();
+    let claims = jwt_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        30
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_times_follow_the_configured_clock() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    clock.jump(Duration::from_secs(10 * 86400));
+    let claims = jwt_claims(&token(&aim).await);
+    let iat = SystemTime::UNIX_EPOCH + Duration::from_secs(claims["iat"].as_u64().unwrap());
+    let ahead = iat.duration_since(SystemTime::now()).unwrap();
+    assert!(ahead > Duration::from_secs(9 * 86400), "{ahead:?}");
+}
+
+#[tokio::test]
+async fn many_concurrent_token_requests_are_all_served() {
+    let aim = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..300)
+        .map(|_| {
+            let client = client.clone();
+            let url = aim.token_endpoint();
+            tokio::spawn(async move {
+                let body: Value = client
+                    .post(url)
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", ID),
+                        ("client_secret", SECRET),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                jwt_claims(body["access_token"].as_str().unwrap())["jti"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    let mut jtis = std::collections::HashSet::new();
+    for t in tasks {
+        jtis.insert(t.await.unwrap());
+    }
+    assert_eq!(jtis.len(), 300, "every token is distinct");
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (300, 300));
+}
+
+// ---------------------------------------------------------------- MES
+
+#[tokio::test]
+async fn mes_serves_entities_to_a_valid_token_and_echoes_headers() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let resp = http()
+        .get(format!("{}api/v3/entity", aim.mes_base()))
+        .bearer_auth(&jwt)
+        .header("trans_id", "T-42")
+        .header("tz_id", "W. Europe Standard Time")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["trans_id"], "T-42");
+    assert_eq!(resp.headers()["tz_id"], "W. Europe Standard Time");
+    let entities: Value = resp.json().await.unwrap();
+    let entities = entities.as_array().unwrap();
+    assert!(entities.len() >= 3);
+    assert!(entities
+        .iter()
+        .all(|e| e["id"].is_number() && e["name"].is_string() && e["description"].is_string()));
+    assert_eq!(aim.counters().mes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mes_rejects_missing_bad_and_expired_tokens() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .token_lifetime(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let jwt = token(&aim).await;
+
+    assert_invalid_token(&mes_get(&aim, "api/v3/entity", None).await);
+    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some("not-a-jwt")).await);
+    // Signed by a stranger: same claims, other signature.
+    let (signed, _) = jwt.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", "A".repeat(342));
+    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
+    // Issued by another emulator (another issuer).
+    let other = AimEmulator::start().await.unwrap();
+    let foreign = token(&other).await;
+    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&foreign)).await);
+
+    let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    clock.jump(Duration::from_secs(3599));
+    let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(ok.status(), StatusCode::OK, "valid until exp");
+    clock.jump(Duration::from_secs(2));
+    let expired = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
+    assert_invalid_token(&expired);
+    let challenge = expired.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains("expired"), "{challenge}");
+    assert_eq!(aim.counters().mes, 7);
+}
+
+#[tokio::test]
+async fn mes_forbidden_reject_once_and_not_found() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+
+    aim.set_mes_forbidden(true);
+    let resp = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["Message"]
+        .as_str()
+        .unwrap()
+        .contains("Default Background User"));
+    aim.set_mes_forbidden(false);
+
+    aim.reject_next_mes_token();
+    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&jwt)).await);
+    let again = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(again.status(), StatusCode::OK, "only once");
+
+    let resp = mes_get(&aim, "api/v3/NoSuchThing", Some(&jwt)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.text().await.unwrap().contains("NoSuchThing"));
+    // Authentication comes before routing, as on the real server.
+    assert_invalid_token(&mes_get(&aim, "api/v3/NoSuchThing", None).await);
+}
+
+#[tokio::test]
+async fn mes_jobs_start_checks_its_body() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let url = format!("{}api/v3/Jobs/Start", aim.mes_base());
+    let ok = http()
+        .put(&url)
+        .bearer_auth(&jwt)
+        .json(&serde_json::json!({"jobId": "J-1001", "entityId": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["jobId"], "J-1001");
+
+    for bad in [
+        http().put(&url).bearer_auth(&jwt).body("jobId=J-1"),
+        http()
+            .put(&url)
+            .bearer_auth(&jwt)
+            .json(&serde_json::json!({"job": 1})),
+    ] {
+        let resp = bad.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert!(resp.text().await.unwrap().contains("jobId"));
+    }
+    let unauth = http().put(&url).json(&serde_json::json!({"jobId": "J"}));
+    assert_invalid_token(&unauth.send().await.unwrap());
+}
+
+// ---------------------------------------------------------------- introspection
+
+#[tokio::test(start_paused = true)]
+async fn introspection_reports_active_and_inactive_tokens() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .token_lifetime(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}/connect/introspect", aim.authority());
+    let jwt = token(&aim).await;
+    let introspect = |token: String| {
+        http()
+            .post(&url)
+            .header(AUTHORIZATION, basic(ID, SECRET))
+            .form(&[("token", token)])
+            .send()
+    };
+    let body: Value = introspect(jwt.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["client_id"], ID);
+    assert_eq!(body["scope"], "mes.api openid");
+    assert_eq!(body["iss"], aim.authority().as_str());
+
+    let body: Value = introspect("garbage".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, serde_json::json!({"active": false}));
+
+    clock.jump(Duration::from_secs(61));
+    let body: Value = introspect(jwt.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"active": false}));
+
+    let unauth = http()
+        .post(&url)
+        .form(&[("token", jwt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = unauth.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(aim.counters().introspect, 4);
+}
+
+// ---------------------------------------------------------------- faults
+
+async fn cc(aim: &AimEmulator) -> reqwest::Result<reqwest::Response> {
+    http()
+        .post(aim.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", ID),
+            ("client_secret", SECRET),
+        ])
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn fault_status_with_retry_after_and_body() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject(
+        Endpoint::Token,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(7),
+            body: Some("busy".into()),
+        },
+    );
+    let resp = cc(&aim).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[RETRY_AFTER], "7");
+    assert_eq!(resp.text().await.unwrap(), "busy");
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK, "one-shot");
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_retry_after_date_comes_from_the_clock() {
+    let clock = Arc::new(TokioClock::new());
+    clock.jump(Duration::from_secs(3600));
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    aim.inject(
+        Endpoint::Token,
+        Fault::RetryAfterDate {
+            status: 429,
+            after: Duration::from_secs(120),
+        },
+    );
+    let resp = cc(&aim).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let date = httpdate::parse_http_date(resp.headers()[RETRY_AFTER].to_str().unwrap()).unwrap();
+    let expected = aim_token::Clock::now(&*clock) + Duration::from_secs(120);
+    let diff = expected
+        .duration_since(date)
+        .unwrap_or_else(|e| e.duration());
+    assert!(diff <= Duration::from_secs(2), "{date:?} vs {expected:?}");
+}
+
+#[tokio::test]
+async fn fault_oauth_error() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject(
+        Endpoint::Token,
+        Fault::OAuth {
+            status: 400,
+            error: "temporarily_unavailable".into(),
+        },
+    );
+    assert_oauth_error(cc(&aim).await.unwrap(), "temporarily_unavailable").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_delay_then_normal_answer() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject(Endpoint::Token, Fault::Delay(Duration::from_secs(30)));
+    let t0 = tokio::time::Instant::now();
+    let resp = cc(&aim).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(30));
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(aim.counters().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn fault_drop_connection() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject(Endpoint::Token, Fault::DropConnection);
+    let err = cc(&aim).await.unwrap_err();
+    assert!(err.is_request() || err.is_connect(), "{err:?}");
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(aim.counters().token, 2);
+}
+
+#[tokio::test]
+async fn fault_drop_connection_over_https_h2() {
+    let aim = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", ID),
+        ("client_secret", SECRET),
+    ];
+    let ok = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
+    aim.inject(Endpoint::Token, Fault::DropConnection);
+    let err = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_request() || err.is_connect(), "{err:?}");
+    let again = client
+        .post(aim.token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (3, 2));
+}
+
+#[tokio::test]
+async fn fault_bodies_garbage_html_empty_truncated() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject(Endpoint::Token, Fault::Garbage);
+    aim.inject(Endpoint::Token, Fault::Html);
+    aim.inject(Endpoint::Token, Fault::Empty);
+    aim.inject(Endpoint::Token, Fault::Truncated);
+
+    let garbage = cc(&aim).await.unwrap();
+    assert_eq!(garbage.status(), StatusCode::OK);
+    let text = garbage.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+
+    let html = cc(&aim).await.unwrap();
+    assert_eq!(html.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(html.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(html
+        .text()
+        .await
+        .unwrap()
+        .contains("500 - Internal server error."));
+
+    let empty = cc(&aim).await.unwrap();
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert!(empty.text().await.unwrap().is_empty());
+
+    let truncated = cc(&aim).await.unwrap();
+    assert_eq!(truncated.status(), StatusCode::OK);
+    let text = truncated.text().await.unwrap();
+    assert!(text.starts_with(r#"{"access_token":"#));
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued), (5, 1));
+}
+
+#[tokio::test]
+async fn faults_times_outage_and_clear() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject_times(Endpoint::Token, Fault::Html, 2);
+    aim.set_outage(
+        Endpoint::Token,
+        Some(Fault::Status {
+            status: 502,
+            retry_after: None,
+            body: None,
+        }),
+    );
+    let statuses = [
+        cc(&aim).await.unwrap().status(),
+        cc(&aim).await.unwrap().status(),
+        cc(&aim).await.unwrap().status(),
+        cc(&aim).await.unwrap().status(),
+    ];
+    assert_eq!(statuses.map(|s| s.as_u16()), [500, 500, 502, 502]);
+    // Faults are per endpoint: MES and discovery are unaffected.
+    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    assert_eq!(http().get(&url).send().await.unwrap().status(), 200);
+    aim.set_outage(Endpoint::Token, None);
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+
+    aim.set_outage(Endpoint::Mes, Some(Fault::Html));
+    aim.inject(Endpoint::Token, Fault::Empty);
+    aim.clear_faults();
+    let jwt = token(&aim).await;
+    assert_eq!(
+        mes_get(&aim, "api/v3/entity", Some(&jwt)).await.status(),
+        200
+    );
+    let c = aim.counters();
+    assert_eq!((c.token, c.tokens_issued, c.discovery, c.mes), (6, 2, 1, 1));
+}
+
+#[tokio::test]
+async fn faults_apply_to_mes_and_jwks_too() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    aim.inject(
+        Endpoint::Mes,
+        Fault::Status {
+            status: 503,
+            retry_after: Some(1),
+            body: None,
+        },
+    );
+    assert_eq!(
+        mes_get(&aim, "api/v3/entity", Some(&jwt)).await.status(),
+        503
+    );
+    aim.inject(Endpoint::Jwks, Fault::Garbage);
+    let url = format!("{}/.well-known/openid-configuration/jwks", aim.authority());
+    let text = http().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err());
+    let c = aim.counters();
+    assert_eq!((c.mes, c.jwks), (1, 1));
+}
+
+// ---------------------------------------------------------------- TLS, lifecycle
+
+#[tokio::test]
+async fn https_with_the_generated_ca_and_refused_without() {
+    let aim = AimEmulator::builder().https(true).start().await.unwrap();
+    assert!(aim.base_url().starts_with("https://127.0.0.1:"));
+    let pem = aim.ca_pem().unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
+    let err = untrusting
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            aim.authority()
+        ))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err:?}");
+
+    let ca = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let trusting = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(ca.clone())
+            .build()
+            .unwrap();
+        let resp = trusting
+            .post(format!(
+                "https://{host}:{}/identitymanager/connect/token",
+                aim.port()
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", ID),
+                ("client_secret", SECRET),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "via {host}");
+    }
+    assert_eq!(AimEmulator::start().await.unwrap().ca_pem(), None);
+}
+
+#[tokio::test]
+async fn suspend_refuses_connections_and_resume_serves_again() {
+    let aim = AimEmulator::start().await.unwrap();
+    let port = aim.port();
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    aim.suspend().await;
+    let err = cc(&aim).await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    aim.suspend().await; // idempotent
+    aim.resume().await.unwrap();
+    aim.resume().await.unwrap(); // idempotent
+    assert_eq!(aim.port(), port);
+    assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(aim.counters().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn drop_stops_the_server() {
+    let aim = AimEmulator::start().await.unwrap();
+    let url = aim.token_endpoint();
+    let client = http();
+    // Keep a connection open, to see it closed too.
+    let _ = client.get(&url).send().await.unwrap();
+    drop(aim);
+    let mut refused = false;
+    for _ in 0..100 {
+        match reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+        {
+            Err(e) if e.is_connect() => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(refused, "the listener is closed after drop");
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "open connections are closed after drop"
+    );
+}
+
+#[tokio::test]
+async fn fixed_port_is_used() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let aim = AimEmulator::builder().port(port).start().await.unwrap();
+    assert_eq!(aim.port(), port);
+    assert_eq!(aim.base_url(), format!("http://127.0.0.1:{port}"));
+    let err = AimEmulator::builder().port(port).start().await.unwrap_err();
+    assert_eq!(err.kind(), aim_token::ErrorKind::Transport);
+}
+
+// ---------------------------------------------------------------- registration
+
+#[tokio::test]
+async fn registration_then_token_for_the_new_client() {
+    let aim = AimEmulator::builder()
+        .initial_access_token("initial-T0ken")
+        .start()
+        .await
+        .unwrap();
+    let url = format!("{}/connect/register", aim.authority());
+    let metadata = serde_json::json!({
+        "client_name": "MES reporting",
+        "client_id": "mes-reporting",
+        "grant_types": ["client_credentials"],
+        "scope": "mes.api",
+        "access_token_lifetime": 3600,
+    });
+
+    let missing = http().post(&url).json(&metadata).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    let wrong = http()
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+
+    let resp = http()
+        .post(&url)
+        .bearer_auth("initial-T0ken")
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let reg: Value = resp.json().await.unwrap();
+    assert_eq!(reg["client_id"], "mes-reporting");
+    assert_eq!(reg["client_secret"].as_str().unwrap().len(), 43);
+    assert_eq!(reg["client_secret_expires_at"], 0);
+    assert!(reg["client_id_issued_at"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(
+        reg["grant_types"],
+        serde_json::json!(["client_credentials"])
+    );
+    assert_eq!(reg["scope"], "mes.api");
+    assert_eq!(reg["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(reg["client_name"], "MES reporting");
+
+    // The new client gets a token at once, with its lifetime.
+    let secret = reg["client_secret"].as_str().unwrap();
+    let tok = http()
+        .post(aim.token_endpoint())
+        .header(AUTHORIZATION, basic("mes-reporting", secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tok.status(), StatusCode::OK);
+    let tok: Value = tok.json().await.unwrap();
+    assert_eq!(tok["expires_in"], 3600);
+    assert_eq!(tok["scope"], "mes.api");
+
+    // Reading the registration back needs its registration access token.
+    let client_uri = reg["registration_client_uri"].as_str().unwrap();
+    let read = http()
+        .get(client_uri)
+        .bearer_auth(reg["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["client_id"], "mes-reporting");
+    let denied = http()
+        .get(client_uri)
+        .bearer_auth("initial-T0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+
+    // The same ID twice, and grant types it cannot have.
+    let again = http()
+        .post(&url)
+        .bearer_auth("initial-T0ken")
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(again, "invalid_client_metadata").await;
+    let code = http()
+        .post(&url)
+        .bearer_auth("initial-T0ken")
+        .json(&serde_json::json!({"grant_types": ["authorization_code"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(code, "invalid_client_metadata").await;
+    let not_json = http()
+        .post(&url)
+        .bearer_auth("initial-T0ken")
+        .body("client_name=x")
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(not_json, "invalid_client_metadata").await;
+
+    // Without an ID one is generated.
+    let generated: Value = http()
+        .post(&url)
+        .bearer_auth("initial-T0ken")
+        .json(&serde_json::json!({"client_name": "anon"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!generated["client_id"].as_str().unwrap().is_empty());
+    assert_eq!(generated["scope"], "mes.api openid");
+    assert_eq!(aim.counters().register, 9);
+}
+
+#[tokio::test]
+async fn registration_is_404_when_not_configured() {
+    let aim = AimEmulator::start().await.unwrap();
+    let resp = http()
+        .post(format!("{}/connect/register", aim.authority()))
+        .bearer_auth("anything")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------- misc
+
+#[tokio::test]
+async fn client_builder_targets_the_emulator() {
+    let aim = AimEmulator::builder().https(true).start().await.unwrap();
+    let client = aim.client_builder().build().unwrap();
+    assert_eq!(client.client_id(), ID);
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let client = EmulatorClient::new("id", "super-secret-value");
+    let debug = format!("{client:?}");
+    assert!(!debug.contains("super-secret-value"), "{debug}");
+    let builder = AimEmulator::builder()
+        .client(client)
+        .initial_access_token("initial-secret-token");
+    let debug = format!("{builder:?}");
+    assert!(!debug.contains("super-secret-value"), "{debug}");
+    assert!(!debug.contains("initial-secret-token"), "{debug}");
+    assert!(!debug.contains(SECRET), "{debug}");
+}

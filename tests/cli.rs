@@ -76,7 +76,7 @@ async fn check_passes_every_step() {
     let emu = https_emulator().await;
     let ca = write_ca(&emu, "pass");
     let authority = emu.authority();
-    let mes = format!("{}api/v3/equipment", emu.mes_base());
+    let mes = format!("{}api/v3/entity", emu.mes_base());
     let out = aim_token(
         &["check", "--mes", &mes],
         &[
@@ -335,4 +335,61 @@ async fn register_prints_powershell_or_registers_dynamically() {
     assert_eq!(out.code, 6);
     assert!(out.stderr.contains("no dynamic client registration"));
     assert!(out.stdout.contains("Add-IdentityManagerClient"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_explains_a_mes_403_as_a_missing_privilege() {
+    let emu = AimEmulator::start().await.unwrap();
+    emu.set_mes_forbidden(true);
+    let authority = emu.authority();
+    let mes = format!("{}api/v3/entity", emu.mes_base());
+    let out = aim_token(
+        &["check", "--mes", &mes],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 5);
+    assert!(step(&out.stdout, "token").starts_with("PASS"));
+    let mes = step(&out.stdout, "mes");
+    assert!(mes.starts_with("FAIL") && mes.contains("403"), "{mes}");
+    assert!(out.stdout.contains("Default Background User"));
+}
+
+/// A server whose clock runs two days behind issues tokens that are already
+/// expired here: the claims step says so, with the clock's exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_the_clock_code_when_tokens_are_expired_on_arrival() {
+    #[derive(Debug)]
+    struct Behind;
+    impl aim_token::Clock for Behind {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::now() - Duration::from_secs(2 * 86_400)
+        }
+    }
+    let emu = AimEmulator::builder()
+        .clock(std::sync::Arc::new(Behind))
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let out = aim_token(
+        &["check"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 7);
+    let claims = step(&out.stdout, "claims");
+    assert!(
+        claims.starts_with("FAIL") && claims.contains("expired"),
+        "{claims}"
+    );
+    assert!(out.stdout.contains("clock"));
 }

@@ -245,31 +245,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
 
     // clock
     match server_date {
-        Some((server, local)) => {
-            let skew = match server.duration_since(local) {
-                Ok(d) => d,
-                Err(e) => e.duration(),
-            };
-            // Date has one-second resolution: a second of difference is noise.
-            let ahead = if server > local { "ahead of" } else { "behind" };
-            if skew.as_secs() > args.max_clock_skew {
-                report.fail(
-                    "clock",
-                    exit::CLOCK,
-                    format!("the server's clock is {} {ahead} this machine's", human(skew)),
-                    "synchronize the clocks (w32tm /resync on Windows, chrony/timesyncd elsewhere): \
-                     tokens will look expired or not yet valid",
-                );
-            } else {
-                report.pass(
-                    "clock",
-                    format!(
-                        "this machine's clock is within {} of the server's (Date header)",
-                        human(skew.max(Duration::from_secs(1)))
-                    ),
-                );
-            }
-        }
+        Some((server, local)) => match clock_verdict(server, local, args.max_clock_skew) {
+            Ok(detail) => report.pass("clock", detail),
+            Err(reason) => report.fail(
+                "clock",
+                exit::CLOCK,
+                reason,
+                "synchronize the clocks (w32tm /resync on Windows, chrony/timesyncd elsewhere): \
+                 tokens will look expired or not yet valid",
+            ),
+        },
         None if report.failed() => report.skip("clock", EARLIER),
         None => report.skip("clock", "the server sent no Date header"),
     }
@@ -477,6 +462,30 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
     }
 }
 
+/// Compares the server's `Date` with the local time it arrived.
+fn clock_verdict(
+    server: SystemTime,
+    local: SystemTime,
+    max_skew_secs: u64,
+) -> Result<String, String> {
+    let (skew, ahead) = match server.duration_since(local) {
+        Ok(d) => (d, "ahead of"),
+        Err(e) => (e.duration(), "behind"),
+    };
+    if skew.as_secs() > max_skew_secs {
+        Err(format!(
+            "the server's clock is {} {ahead} this machine's (more than the {max_skew_secs} s allowed)",
+            human(skew)
+        ))
+    } else {
+        // Date has one-second resolution: less than that is noise.
+        Ok(format!(
+            "this machine's clock is within {} of the server's (Date header)",
+            human(skew.max(Duration::from_secs(1)))
+        ))
+    }
+}
+
 fn scopes_text(scopes: &[String]) -> String {
     if scopes.is_empty() {
         "(none reported)".into()
@@ -532,4 +541,21 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_verdicts() {
+        let now = SystemTime::now();
+        let s = |secs| Duration::from_secs(secs);
+        assert!(clock_verdict(now, now, 300).unwrap().contains("within 1s"));
+        assert!(clock_verdict(now + s(300), now, 300).is_ok());
+        let behind = clock_verdict(now - s(3600), now, 300).unwrap_err();
+        assert!(behind.contains("1h 0m 0s behind"), "{behind}");
+        let ahead = clock_verdict(now + s(301), now, 300).unwrap_err();
+        assert!(ahead.contains("ahead of"), "{ahead}");
+    }
 }

@@ -137,13 +137,15 @@ impl Global {
 
     /// A token client from the flags.
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
+        let connection = self.connection()?;
+        let client_id = self.client_id()?;
         let secret = self
             .client_secret
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Failure::usage("no client secret: set AIM_CLIENT_SECRET"))?;
-        self.connection()?
-            .client_id(self.client_id()?)
+        connection
+            .client_id(client_id)
             .client_secret(secret)
             .scopes(self.scopes())
             .build()

@@ -160,7 +160,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
             let pem = global.ca_pem().ok().flatten();
             match tokio::time::timeout(
                 global.timeout(),
-                crate::tls::probe(tcp, &host, pem.as_deref()),
+                crate::tls::probe(tcp, host.trim_matches(['[', ']']), pem.as_deref()),
             )
             .await
             {
@@ -362,6 +362,16 @@ async fn discovery(
             return date;
         }
     };
+    let issuer = metadata.get("issuer").and_then(|v| v.as_str());
+    if let Some(issuer) = issuer.filter(|i| !same_place(base, i)) {
+        report.fail(
+            "discovery",
+            exit::OTHER,
+            format!("the issuer is {issuer}, but the authority is {base}"),
+            "configure the authority as the issuer AIM reports (often the FQDN AIM was installed with)",
+        );
+        return date;
+    }
     let field = |name: &str| {
         metadata
             .get(name)
@@ -462,6 +472,22 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
     }
 }
 
+/// Whether `issuer` names the same place as `base`: scheme, host and port,
+/// path ignoring case and a trailing slash.
+fn same_place(base: &url::Url, issuer: &str) -> bool {
+    let Ok(issuer) = url::Url::parse(issuer.trim()) else {
+        return false;
+    };
+    base.scheme() == issuer.scheme()
+        && base.host_str().map(str::to_ascii_lowercase)
+            == issuer.host_str().map(str::to_ascii_lowercase)
+        && base.port_or_known_default() == issuer.port_or_known_default()
+        && base
+            .path()
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(issuer.path().trim_end_matches('/'))
+}
+
 /// Compares the server's `Date` with the local time it arrived.
 fn clock_verdict(
     server: SystemTime,
@@ -546,6 +572,21 @@ fn chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_comparison() {
+        let base = url::Url::parse("https://sms01.plant.local/identitymanager").unwrap();
+        assert!(same_place(
+            &base,
+            "https://SMS01.plant.local:443/IdentityManager/"
+        ));
+        assert!(!same_place(&base, "https://sms01/identitymanager"));
+        assert!(!same_place(
+            &base,
+            "http://sms01.plant.local/identitymanager"
+        ));
+        assert!(!same_place(&base, "not a url"));
+    }
 
     #[test]
     fn clock_verdicts() {

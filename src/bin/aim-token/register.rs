@@ -16,8 +16,9 @@ System Management Server. When the provider offers no endpoint, the command
 is printed as well (exit code 6).
 
 The secret is AIM_CLIENT_SECRET / --client-secret when set, otherwise a new
-256-bit one is generated. A secret you supplied is never printed back; a
-generated or provider-issued one is printed once on stdout: store it now.
+256-bit one is generated. A secret you supplied is never printed back
+(except as the -Secret of the PowerShell command, which needs it); a generated
+or provider-issued one is printed once on stdout: store it now.
 Scopes are the global --scope / AIM_SCOPE.
 
 Examples:

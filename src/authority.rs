@@ -152,8 +152,7 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
     }
     if host_part.contains('@') {
         return Err(Error::config(format!(
-            "the {what} `{}` contains user info (`user@`): remove it; the client ID and secret are set with .client_id(..) and .client_secret(..)",
-            printable(&format!("{scheme}://…@{}", host_part.rsplit('@').next().unwrap_or_default()))
+            "the {what} `{shown}` contains user info (`user@`): remove it; the client ID and secret are set with .client_id(..) and .client_secret(..)"
         )));
     }
     if host_part.is_empty() {
@@ -188,8 +187,24 @@ pub(crate) fn is_loopback(host: &Host<&str>) -> bool {
     }
 }
 
-/// User input for an error message: control characters replaced, bounded length.
+/// A URL as configured, with any `user:password@` (which is rejected)
+/// hidden: a password typed there must not reach a message or a log.
+pub(crate) fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}[redacted]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// User input for an error message: user info hidden, control characters
+/// replaced, bounded length.
 fn printable(s: &str) -> String {
+    let s = &without_userinfo(s);
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -329,6 +344,16 @@ mod tests {
         let userinfo = config_error("https://admin:hunter2@sms01/identitymanager");
         assert!(userinfo.contains("user info"), "{userinfo}");
         assert!(!userinfo.contains("hunter2"), "{userinfo}");
+        // Whatever else is wrong, a password in the input is not repeated.
+        for input in [
+            "ftp://admin:hunter2@sms01",
+            "http://admin:hunter2@sms01",
+            "https://a:hunter2@sms 01",
+            "admin:hunter2@sms01",
+        ] {
+            let msg = config_error(input);
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
         assert!(config_error("https://sms01/identitymanager?x=1").contains("query"));
         assert!(config_error("https://sms01/identitymanager#top").contains("fragment"));
         assert!(config_error("https://").contains("no host"));

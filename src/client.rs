@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::authority::without_userinfo;
 use crate::cache::{Cache, CacheConfig, Stats};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::ClientAuthMethod;
@@ -137,8 +138,12 @@ pub struct AimClientBuilder {
 
 impl AimClientBuilder {
     /// The AIM server: `"sms01"`, `"sms01.plant.local"`,
-    /// `"https://sms01.plant.local"` or `"https://sms01/identitymanager"` —
-    /// all mean `https://HOST/identitymanager`.
+    /// `"https://sms01.plant.local"` or `"https://SMS01/IdentityManager/"` —
+    /// all mean `https://HOST/identitymanager` (host lowercased, trailing
+    /// slash dropped). A port (`sms01:8443`) and IPv6 literals (`[fd00::5]`)
+    /// are fine; another explicit path is kept as given. Plain `http` is
+    /// accepted only for loopback hosts unless
+    /// [`allow_insecure_http`](Self::allow_insecure_http) is set.
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Some(authority.into());
         self
@@ -151,7 +156,9 @@ impl AimClientBuilder {
         self
     }
 
-    /// Use this token endpoint and skip discovery.
+    /// Use this token endpoint for the primary authority and skip discovery
+    /// there, e.g. `https://sms01/identitymanager/connect/token`. Checked by
+    /// the same rules as the authority (https, or http to loopback).
     pub fn token_endpoint(mut self, url: impl Into<String>) -> Self {
         self.token_endpoint = Some(url.into());
         self
@@ -214,23 +221,42 @@ impl AimClientBuilder {
         self.form_param("audience", audience)
     }
 
-    /// An extra trust anchor in PEM, e.g. the PCS root CA (repeatable).
-    /// Added to the operating system's trust store, not replacing it.
+    /// An extra trust anchor in PEM, e.g. the PCS root CA (repeatable; a
+    /// bundle of several certificates is fine). Added to the operating
+    /// system's trust store, not replacing it. Anything that is not a PEM
+    /// certificate makes [`build`](Self::build) fail with
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let aim = aim_token::AimClient::builder()
+    ///     .authority("sms01.plant.local")
+    ///     .client_id("mes-reporting")
+    ///     .client_secret("s3cr3t")
+    ///     .root_certificate_pem(std::fs::read("pcs-root-ca.pem")?)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         self.root_certificates.push(pem.as_ref().to_vec());
         self
     }
 
-    /// Accept any TLS certificate, for a lab only: it lets anyone on the
-    /// network read the client secret. Logs a warning at every build. Trust
-    /// the PCS root CA with [`root_certificate_pem`](Self::root_certificate_pem) instead.
+    /// Accept any TLS certificate. For a lab only: anyone who can intercept
+    /// the connection can then pose as AIM, read the client secret and hand
+    /// the application tokens of its choosing. Logs a warning every time a
+    /// client is built. Trust the PCS root CA with
+    /// [`root_certificate_pem`](Self::root_certificate_pem) (or `AIM_CA_CERT`)
+    /// instead.
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.danger_accept_invalid_certs = accept;
         self
     }
 
-    /// Allow plain `http` to a non-loopback host (loopback is always allowed).
-    /// The secret then crosses the network in clear text.
+    /// Allow plain `http` to a non-loopback host (127.0.0.0/8, `::1` and
+    /// `localhost` are always allowed). The secret and the token then cross
+    /// the network in clear text; without this, such an authority is a
+    /// configuration error.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.allow_insecure_http = allow;
         self
@@ -410,7 +436,10 @@ pub(crate) mod env {
 impl fmt::Debug for AimClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AimClientBuilder")
-            .field("authority", &self.authority)
+            .field(
+                "authority",
+                &self.authority.as_deref().map(without_userinfo),
+            )
             .field("client_id", &self.client_id)
             .field(
                 "client_secret",
@@ -418,8 +447,18 @@ impl fmt::Debug for AimClientBuilder {
             )
             .field("scopes", &self.scopes)
             .field("auth_method", &self.auth_method)
-            .field("fallback_authorities", &self.fallback_authorities)
-            .field("token_endpoint", &self.token_endpoint)
+            .field(
+                "fallback_authorities",
+                &self
+                    .fallback_authorities
+                    .iter()
+                    .map(|a| without_userinfo(a))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "token_endpoint",
+                &self.token_endpoint.as_deref().map(without_userinfo),
+            )
             .field("form_params", &self.form_params)
             .field("root_certificates", &self.root_certificates.len())
             .field(
@@ -607,6 +646,26 @@ mod tests {
         let shown = format!("{aim:?} {:?}", aim.exchanger());
         assert!(!shown.contains("w0rd"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn userinfo_in_a_configured_url_is_not_printed() {
+        let b = AimClient::builder()
+            .authority("https://admin:hunter2@sms01/identitymanager")
+            .fallback_authority("admin:hunter2@sms02")
+            .token_endpoint("https://u:hunter2@sms01/connect/token?x=a@b");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("https://[redacted]@sms01/identitymanager"),
+            "{shown}"
+        );
+        assert_eq!(
+            without_userinfo("https://sms01/x?mail=a@b"),
+            "https://sms01/x?mail=a@b"
+        );
+        let err = b.client_id("x").client_secret("y").build().unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 use crate::authority::{parse_endpoint, Authority};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::response::{json_problem, parse_retry_after, status_error, Answer};
+use crate::exchange::response::{
+    json_problem, parse_retry_after, status_error, without_bom, Answer,
+};
 use crate::exchange::scrub::Scrubber;
 use crate::http::{from_reqwest, read_capped, MAX_BODY_BYTES};
 
@@ -178,7 +180,7 @@ fn parse_metadata(
         )
         .with_status(answer.status)
     };
-    let mut metadata: ProviderMetadata = match serde_json::from_slice(answer.body) {
+    let mut metadata: ProviderMetadata = match serde_json::from_slice(without_bom(answer.body)) {
         Ok(m) => m,
         Err(e) if e.is_data() => {
             return Err(invalid("JSON without a string issuer and token_endpoint"))

@@ -50,22 +50,43 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
              trust the PCS root CA with root_certificate_pem / AIM_CA_CERT instead"
         );
     }
+    let no_extra_roots = roots.is_empty();
+    match builder(config).tls_certs_merge(roots).build() {
+        Ok(client) => Ok(client),
+        // A machine without an OS trust store (a bare container): still
+        // usable over loopback http, and https fails with the Tls error
+        // that says to give the CA, instead of every build failing.
+        Err(e) if no_extra_roots && !config.danger_accept_invalid_certs => {
+            tracing::warn!(
+                "no OS trust store ({}): only certificates given with root_certificate_pem / AIM_CA_CERT will be trusted",
+                root_cause(&e)
+            );
+            builder(config)
+                .tls_certs_only(Vec::new())
+                .build()
+                .map_err(setup_error)
+        }
+        Err(e) => Err(setup_error(e)),
+    }
+}
+
+/// Everything but the roots: no redirects (the secret must not follow one
+/// to another host), timeouts, the lab switch.
+fn builder(config: &HttpConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .user_agent(concat!("aim-token/", env!("CARGO_PKG_VERSION")))
-        // The platform verifier (OS trust store) plus our extra roots.
-        .tls_certs_merge(roots)
         .tls_danger_accept_invalid_certs(config.danger_accept_invalid_certs)
-        .build()
-        .map_err(|e| {
-            Error::config(format!(
-                "could not set up the HTTP client: {}; check root_certificate_pem / AIM_CA_CERT and that the OS trust store is readable",
-                chain(&e)
-            ))
-            .with_source(e)
-        })
+}
+
+fn setup_error(e: reqwest::Error) -> Error {
+    Error::config(format!(
+        "could not set up the HTTP client: {}; check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM",
+        chain(&e)
+    ))
+    .with_source(e)
 }
 
 /// Reads the whole body, refusing more than `cap` bytes.
@@ -131,19 +152,24 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
     .with_source(err)
 }
 
-/// rustls puts its error inside an `io::Error` inside hyper's and reqwest's.
+/// rustls puts its error inside an `io::Error` (often two, nested) inside
+/// hyper's and reqwest's. `io::Error::source` skips the error it wraps, so
+/// descend with `get_ref` as well as `source`.
 fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
-    while let Some(e) = next {
+    // Bounded, in case of a cyclic chain.
+    for _ in 0..32 {
+        let e = next?;
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Some(tls);
-            }
-        }
-        next = e.source();
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -193,4 +219,43 @@ pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
         next = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(roots: Vec<Vec<u8>>) -> HttpConfig {
+        HttpConfig {
+            root_certificates: roots,
+            danger_accept_invalid_certs: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    #[test]
+    fn bad_pem_is_a_config_error_at_build() {
+        let garbage_der =
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+        for pem in [
+            b"not pem at all".to_vec(),
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".to_vec(),
+            garbage_der.as_bytes().to_vec(),
+        ] {
+            let err = build_client(&config(vec![pem.clone()])).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Config,
+                "{}",
+                String::from_utf8_lossy(&pem)
+            );
+            assert!(err.to_string().contains("PEM"), "{err}");
+        }
+    }
+
+    #[test]
+    fn builds_with_the_os_store_alone() {
+        build_client(&config(Vec::new())).unwrap();
+    }
 }

@@ -40,13 +40,6 @@ impl Seen {
             .into_owned()
             .collect()
     }
-
-    fn form_value(&self, name: &str) -> Option<String> {
-        self.form()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
 }
 
 #[derive(Clone)]
@@ -71,64 +64,43 @@ fn json(status: u16, body: &str) -> Reply {
 struct Scripted {
     base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    routes: Arc<Mutex<Vec<(String, Vec<Reply>)>>>,
+    routes: Routes,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Scripted {
     async fn start() -> Scripted {
+        Self::start_with(None).await
+    }
+
+    /// Serves https with `tls` (else http).
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        Self::serve(listener, tls)
+    }
+
+    fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let routes: Arc<Mutex<Vec<(String, Vec<Reply>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let routes: Routes = Arc::new(Mutex::new(Vec::new()));
         let (seen2, routes2) = (seen.clone(), routes.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
+                let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let _ = stream.set_nodelay(true);
-                let seen = seen2.clone();
-                let routes = routes2.clone();
+                let (seen, routes, tls) = (seen2.clone(), routes2.clone(), tls.clone());
                 tokio::spawn(async move {
-                    loop {
-                        let Some(request) = read_request(&mut stream).await else {
-                            return;
-                        };
-                        let reply = {
-                            let mut routes = routes.lock().unwrap();
-                            match routes
-                                .iter_mut()
-                                .find(|(p, _)| request.path.starts_with(p.as_str()))
-                            {
-                                Some((_, replies)) if replies.len() > 1 => replies.remove(0),
-                                Some((_, replies)) => replies[0].clone(),
-                                None => Reply::Http(404, vec![], b"not found".to_vec()),
+                    match tls {
+                        // A failed handshake (untrusted client) just ends the connection.
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, seen, routes).await;
                             }
-                        };
-                        seen.lock().unwrap().push(request);
-                        match reply {
-                            Reply::Http(status, headers, body) => {
-                                let mut head = format!(
-                                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n",
-                                    body.len()
-                                );
-                                for (n, v) in headers {
-                                    head.push_str(&format!("{n}: {v}\r\n"));
-                                }
-                                head.push_str("\r\n");
-                                if stream.write_all(head.as_bytes()).await.is_err()
-                                    || stream.write_all(&body).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Reply::Hang => {
-                                tokio::time::sleep(Duration::from_secs(3600)).await;
-                                return;
-                            }
-                            Reply::Close => return,
                         }
+                        None => serve_connection(stream, seen, routes).await,
                     }
                 });
             }
@@ -182,7 +154,54 @@ impl Scripted {
     }
 }
 
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Seen> {
+type Routes = Arc<Mutex<Vec<(String, Vec<Reply>)>>>;
+
+async fn serve_connection<S>(mut stream: S, seen: Arc<Mutex<Vec<Seen>>>, routes: Routes)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let Some(request) = read_request(&mut stream).await else {
+            return;
+        };
+        let reply = {
+            let mut routes = routes.lock().unwrap();
+            match routes
+                .iter_mut()
+                .find(|(p, _)| request.path.starts_with(p.as_str()))
+            {
+                Some((_, replies)) if replies.len() > 1 => replies.remove(0),
+                Some((_, replies)) => replies[0].clone(),
+                None => Reply::Http(404, vec![], b"not found".to_vec()),
+            }
+        };
+        seen.lock().unwrap().push(request);
+        match reply {
+            Reply::Http(status, headers, body) => {
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                for (n, v) in headers {
+                    head.push_str(&format!("{n}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut all = head.into_bytes();
+                all.extend_from_slice(&body);
+                if stream.write_all(&all).await.is_err() || stream.flush().await.is_err() {
+                    return;
+                }
+            }
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Reply::Close => return,
+        }
+    }
+}
+
+async fn read_request<S>(stream: &mut S) -> Option<Seen>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -323,6 +342,21 @@ async fn basic_sends_percent_encoded_credentials_in_the_header() {
 }
 
 #[tokio::test]
+async fn ipv6_loopback_literal_over_http() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback on this machine: skipped");
+        return;
+    };
+    let server = Scripted::serve(listener, None);
+    assert!(server.base.starts_with("http://[::1]:"), "{}", server.base);
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let aim = server.builder().build().unwrap();
+    assert_eq!(aim.authority(), server.authority());
+    assert_eq!(token(&aim).await.unwrap().authority(), server.authority());
+}
+
+#[tokio::test]
 async fn discovery_is_cached_and_its_endpoint_used() {
     let server = Scripted::start().await;
     let a = server.authority();
@@ -344,6 +378,29 @@ async fn discovery_is_cached_and_its_endpoint_used() {
     }
     assert_eq!(server.count("/identitymanager/.well-known"), 1);
     assert_eq!(server.count("/identitymanager/custom/token"), 3);
+}
+
+#[tokio::test]
+async fn discovery_is_fetched_again_after_an_hour_of_wall_clock() {
+    let server = Scripted::start().await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let clock = Arc::new(aim_token::TokioClock::new());
+    let aim = server.builder().clock(clock.clone()).build().unwrap();
+    let refresh = || async {
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    refresh().await;
+    clock.jump(Duration::from_secs(59 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 1);
+    clock.jump(Duration::from_secs(2 * 60));
+    refresh().await;
+    assert_eq!(server.count("/identitymanager/.well-known"), 2);
+    assert_eq!(server.count("/identitymanager/connect/token"), 3);
 }
 
 #[tokio::test]
@@ -665,5 +722,495 @@ async fn logs_child() {
             !text.contains(needle),
             "`{needle}` leaked into the logs:\n{text}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS: a CA like the PCS root CA, a server certificate it signed.
+
+struct Pki {
+    ca_pem: String,
+    other_ca_pem: String,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+fn pki() -> Pki {
+    let root = ca("Test PCS Root CA");
+    let other = ca("Some Other CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &root)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    Pki {
+        ca_pem: root.pem(),
+        other_ca_pem: other.pem(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+#[tokio::test]
+async fn https_works_only_with_the_right_ca_or_the_danger_switch() {
+    let pki = pki();
+    let server = Scripted::start_with(Some(pki.acceptor.clone())).await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    assert!(server.authority().starts_with("https://127.0.0.1:"));
+
+    // Trusted: the CA is given (merged with the OS trust store).
+    let aim = server
+        .builder()
+        .root_certificate_pem(&pki.ca_pem)
+        .build()
+        .unwrap();
+    assert_eq!(token(&aim).await.unwrap().secret(), "tok-123");
+    // Several roots, the right one among them, also work.
+    let aim = server
+        .builder()
+        .root_certificate_pem(&pki.other_ca_pem)
+        .root_certificate_pem(format!("{}\n{}", pki.other_ca_pem, pki.ca_pem))
+        .build()
+        .unwrap();
+    token(&aim).await.unwrap();
+
+    // Untrusted: no CA, or the wrong one -> Tls, naming the fix, nothing sent.
+    let before = server.count("/identitymanager/connect/token");
+    for builder in [
+        server.builder(),
+        server.builder().root_certificate_pem(&pki.other_ca_pem),
+    ] {
+        let err = token(&builder.build().unwrap()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+        assert!(!err.is_transient());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("root_certificate_pem") && msg.contains("AIM_CA_CERT"),
+            "{msg}"
+        );
+        assert_secret_free(&err, "tok-123");
+    }
+    assert_eq!(server.count("/identitymanager/connect/token"), before);
+
+    // The lab switch accepts it.
+    let aim = server
+        .builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    token(&aim).await.unwrap();
+}
+
+#[tokio::test]
+async fn certificate_for_another_host_names_the_fix() {
+    // A trusted (self-signed) certificate, but for a name other than 127.0.0.1.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let wrong = rcgen::CertificateParams::new(vec!["sms01.plant.local".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![wrong.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let wrong_server =
+        Scripted::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let aim = wrong_server
+        .builder()
+        .root_certificate_pem(wrong.pem())
+        .build()
+        .unwrap();
+    let err = token(&aim).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(err.to_string().contains("host name"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Against the AIM emulator.
+
+mod emulator {
+    use super::*;
+    use aim_token::emulator::{AimEmulator, EmulatorClient, Endpoint, ExpiresInFormat, Fault};
+
+    const SECRET_EMU: &str = AimEmulator::CLIENT_SECRET;
+
+    /// A client of the default emulator client that tries exactly once.
+    fn once(emu: &AimEmulator) -> AimClientBuilder {
+        emu.client_builder()
+            .retry_deadline(Duration::ZERO)
+            .background_refresh(false)
+            .request_timeout(Duration::from_secs(2))
+    }
+
+    fn assert_clean(err: &Error) {
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(SECRET_EMU), "secret leaked: {text}");
+        assert!(!text.contains("P@ss"), "secret leaked: {text}");
+        assert!(!text.contains("eyJ"), "token leaked: {text}");
+    }
+
+    #[tokio::test]
+    async fn post_and_basic_over_http_and_https() {
+        for https in [false, true] {
+            let emu = AimEmulator::builder().https(https).start().await.unwrap();
+            for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+                let aim = once(&emu)
+                    .auth_method(method)
+                    .scope("mes.api")
+                    .build()
+                    .unwrap();
+                let t = token(&aim)
+                    .await
+                    .unwrap_or_else(|e| panic!("{https} {method}: {e:?}"));
+                assert_eq!(t.token_type(), "Bearer");
+                assert_eq!(t.scopes(), ["mes.api"]);
+                assert_eq!(t.lifetime(), Duration::from_secs(24 * 3600));
+                assert_eq!(t.authority(), emu.authority());
+                assert!(t.secret().starts_with("eyJ"), "a JWT");
+            }
+            let c = emu.counters();
+            assert_eq!((c.discovery, c.token, c.tokens_issued), (2, 2, 2), "{c:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn expires_in_as_string_or_missing() {
+        for format in [
+            ExpiresInFormat::Number,
+            ExpiresInFormat::String,
+            ExpiresInFormat::Missing,
+        ] {
+            let emu = AimEmulator::builder()
+                .token_lifetime(Duration::from_secs(900))
+                .expires_in_format(format)
+                .start()
+                .await
+                .unwrap();
+            let t = token(&once(&emu).build().unwrap()).await.unwrap();
+            // Missing: from the JWT `exp` (whole seconds, so within a second).
+            let lifetime = t.lifetime().as_secs_f64();
+            assert!((lifetime - 900.0).abs() <= 1.0, "{format:?}: {lifetime}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_and_disallowed_scope_are_oauth_errors() {
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu).client_secret("wrong secret").build().unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OAuth);
+        assert_eq!(err.oauth_error(), Some("invalid_client"));
+        assert!(!err.is_transient());
+        assert_eq!(err.status(), Some(400));
+        assert!(!err.to_string().contains("wrong secret"), "{err}");
+
+        let aim = once(&emu).scope("not.allowed").build().unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.oauth_error(), Some("invalid_scope"), "{err:?}");
+
+        let mut disabled = EmulatorClient::new("off:client", "x y&z");
+        disabled.enabled = false;
+        emu.add_client(disabled);
+        let aim = once(&emu)
+            .client_id("off:client")
+            .client_secret("x y&z")
+            .auth_method(ClientAuthMethod::Basic)
+            .build()
+            .unwrap();
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.oauth_error(), Some("invalid_client"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_with_an_awkward_id_and_secret() {
+        let emu = AimEmulator::start().await.unwrap();
+        emu.add_client(EmulatorClient::new(ID, SECRET));
+        for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+            let aim = once(&emu)
+                .client_id(ID)
+                .client_secret(SECRET)
+                .auth_method(method)
+                .build()
+                .unwrap();
+            token(&aim)
+                .await
+                .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        }
+    }
+
+    /// Every injected fault: the right kind, no panic, one request, bounded time.
+    #[tokio::test]
+    async fn every_fault_gives_the_right_error() {
+        let emu = AimEmulator::start().await.unwrap();
+        let cases: Vec<(Fault, ErrorKind, bool, Option<u16>)> = vec![
+            (
+                Fault::Status {
+                    status: 503,
+                    retry_after: Some(5),
+                    body: None,
+                },
+                ErrorKind::Server,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::Status {
+                    status: 429,
+                    retry_after: Some(2),
+                    body: Some("slow down".into()),
+                },
+                ErrorKind::Server,
+                true,
+                Some(429),
+            ),
+            (
+                Fault::Status {
+                    status: 502,
+                    retry_after: None,
+                    body: Some("<html>Bad Gateway</html>".into()),
+                },
+                ErrorKind::Server,
+                true,
+                Some(502),
+            ),
+            (
+                Fault::Status {
+                    status: 404,
+                    retry_after: None,
+                    body: Some("<html>Not Found</html>".into()),
+                },
+                ErrorKind::InvalidResponse,
+                false,
+                Some(404),
+            ),
+            (
+                Fault::RetryAfterDate {
+                    status: 503,
+                    after: Duration::from_secs(120),
+                },
+                ErrorKind::Server,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::OAuth {
+                    status: 400,
+                    error: "invalid_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(400),
+            ),
+            (
+                Fault::OAuth {
+                    status: 401,
+                    error: "invalid_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(401),
+            ),
+            (
+                Fault::OAuth {
+                    status: 400,
+                    error: "unauthorized_client".into(),
+                },
+                ErrorKind::OAuth,
+                false,
+                Some(400),
+            ),
+            (
+                Fault::OAuth {
+                    status: 503,
+                    error: "temporarily_unavailable".into(),
+                },
+                ErrorKind::OAuth,
+                true,
+                Some(503),
+            ),
+            (
+                Fault::Delay(Duration::from_secs(30)),
+                ErrorKind::Timeout,
+                true,
+                None,
+            ),
+            (Fault::DropConnection, ErrorKind::Transport, true, None),
+            (Fault::Garbage, ErrorKind::InvalidResponse, false, Some(200)),
+            (Fault::Html, ErrorKind::Server, true, Some(500)),
+            (Fault::Empty, ErrorKind::InvalidResponse, false, Some(200)),
+            (
+                Fault::Truncated,
+                ErrorKind::InvalidResponse,
+                false,
+                Some(200),
+            ),
+        ];
+        for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
+            for (fault, kind, transient, status) in &cases {
+                let aim = once(&emu)
+                    .auth_method(method)
+                    .request_timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap();
+                let before = emu.counters().token;
+                emu.inject(Endpoint::Token, fault.clone());
+                let started = std::time::Instant::now();
+                let err = token(&aim).await.unwrap_err();
+                let what = format!("{method} {fault:?}: {err:?}");
+                assert_eq!(err.kind(), *kind, "{what}");
+                assert_eq!(err.is_transient(), *transient, "{what}");
+                assert_eq!(err.status(), *status, "{what}");
+                assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+                assert_eq!(
+                    emu.counters().token - before,
+                    1,
+                    "exactly one request: {what}"
+                );
+                assert_clean(&err);
+                match fault {
+                    Fault::Status {
+                        retry_after: Some(s),
+                        ..
+                    } => {
+                        assert_eq!(err.retry_after(), Some(Duration::from_secs(*s)), "{what}")
+                    }
+                    Fault::RetryAfterDate { after, .. } => {
+                        let ra = err.retry_after().expect("Retry-After date");
+                        assert!(ra.abs_diff(*after) <= Duration::from_secs(2), "{what}");
+                    }
+                    Fault::Html => assert!(err.to_string().contains("500"), "{what}"),
+                    _ => {}
+                }
+                // The next request succeeds: nothing is stuck. (A fresh
+                // client: the cache remembers permanent errors for a while.)
+                token(&once(&emu).auth_method(method).build().unwrap())
+                    .await
+                    .unwrap_or_else(|e| panic!("after {what}: {e:?}"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn discovery_faults_are_classified_too() {
+        let emu = AimEmulator::start().await.unwrap();
+        for (fault, kind) in [
+            (Fault::Html, ErrorKind::Server),
+            (Fault::DropConnection, ErrorKind::Transport),
+            (Fault::Garbage, ErrorKind::InvalidResponse),
+            (Fault::Truncated, ErrorKind::InvalidResponse),
+            (Fault::Delay(Duration::from_secs(30)), ErrorKind::Timeout),
+        ] {
+            let aim = once(&emu)
+                .request_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            emu.inject(Endpoint::Discovery, fault.clone());
+            let err = token(&aim).await.unwrap_err();
+            assert_eq!(err.kind(), kind, "{fault:?}: {err:?}");
+            assert!(
+                err.to_string().contains(".well-known/openid-configuration"),
+                "{err}"
+            );
+            assert_clean(&err);
+            token(&once(&emu).build().unwrap()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_discovery_falls_back_and_token_endpoint_skips_it() {
+        let emu = AimEmulator::builder()
+            .discovery(false)
+            .start()
+            .await
+            .unwrap();
+        let aim = once(&emu).build().unwrap();
+        token(&aim).await.unwrap();
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap();
+        let c = emu.counters();
+        // One 404, remembered: the fallback is not re-discovered per request.
+        assert_eq!((c.discovery, c.tokens_issued), (1, 2), "{c:?}");
+
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu)
+            .token_endpoint(emu.token_endpoint())
+            .build()
+            .unwrap();
+        token(&aim).await.unwrap();
+        tokio::time::timeout(BOUND, aim.refresh())
+            .await
+            .unwrap()
+            .unwrap();
+        let c = emu.counters();
+        assert_eq!((c.discovery, c.tokens_issued), (0, 2), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn https_trust() {
+        let emu = AimEmulator::builder().https(true).start().await.unwrap();
+        let ca = emu.ca_pem().unwrap();
+        let plain = || {
+            AimClient::builder()
+                .authority(emu.authority())
+                .client_id(AimEmulator::CLIENT_ID)
+                .client_secret(AimEmulator::CLIENT_SECRET)
+                .retry_deadline(Duration::ZERO)
+                .background_refresh(false)
+        };
+        // Trusted only with the CA.
+        token(&plain().root_certificate_pem(&ca).build().unwrap())
+            .await
+            .unwrap();
+        let err = token(&plain().build().unwrap()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+        assert!(err.to_string().contains("AIM_CA_CERT"), "{err}");
+        assert_clean(&err);
+        // Lab only.
+        token(&plain().danger_accept_invalid_certs(true).build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(emu.counters().tokens_issued, 2);
+    }
+
+    #[tokio::test]
+    async fn a_suspended_server_is_a_transport_error_then_recovers() {
+        let emu = AimEmulator::start().await.unwrap();
+        let aim = once(&emu).build().unwrap();
+        emu.suspend().await;
+        let err = token(&aim).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
+        assert!(err.is_transient());
+        emu.resume().await.unwrap();
+        token(&aim).await.unwrap();
     }
 }

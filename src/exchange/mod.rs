@@ -384,3 +384,66 @@ impl TokenSource for Exchanger {
         Box::pin(self.fetch_one(index))
     }
 }
+
+#[cfg(all(test, feature = "emulator"))]
+mod tests {
+    use super::*;
+    use crate::emulator::AimEmulator;
+
+    fn exchanger(emu: &AimEmulator) -> Exchanger {
+        let builder = emu.client_builder().scope("mes.api");
+        let config = ExchangeConfig::from_builder(&builder, Arc::new(crate::SystemClock)).unwrap();
+        Exchanger::new(config).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_fetches_share_one_discovery() {
+        let emu = AimEmulator::start().await.unwrap();
+        let x = Arc::new(exchanger(&emu));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let x = x.clone();
+                tokio::spawn(async move { x.fetch(0).await })
+            })
+            .collect();
+        for t in tasks {
+            let token = t.await.unwrap().unwrap();
+            assert_eq!(token.authority(), emu.authority());
+            assert_eq!(token.scopes(), ["mes.api"]);
+        }
+        let c = emu.counters();
+        assert_eq!(
+            (c.discovery, c.token, c.tokens_issued),
+            (1, 50, 50),
+            "{c:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metadata_for_registration() {
+        let emu = AimEmulator::builder()
+            .initial_access_token("iat")
+            .start()
+            .await
+            .unwrap();
+        let x = exchanger(&emu);
+        let m = x.metadata(0).await.unwrap();
+        assert!(m.discovered);
+        assert_eq!(m.token_endpoint, emu.token_endpoint());
+        assert!(m.jwks_uri.is_some(), "{m:?}");
+        assert!(m.introspection_endpoint.is_some(), "{m:?}");
+        assert_eq!(
+            m.registration_endpoint,
+            Some(format!("{}/connect/register", emu.authority()))
+        );
+        assert!(m
+            .token_endpoint_auth_methods_supported
+            .iter()
+            .any(|a| a == "client_secret_basic"));
+        // Cached: the token request reuses it.
+        x.fetch(0).await.unwrap();
+        assert_eq!(emu.counters().discovery, 1);
+        let err = x.metadata(7).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}

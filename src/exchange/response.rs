@@ -45,7 +45,7 @@ pub(crate) fn parse_token_answer(
     ctx: &TokenContext<'_>,
     scrubber: &Scrubber,
 ) -> Result<AccessToken> {
-    let json = serde_json::from_slice::<Value>(answer.body);
+    let json = serde_json::from_slice::<Value>(without_bom(answer.body));
     // A §5.2 error body wins whatever the status (AIM: 400; others: 401, even 200).
     if let Ok(Value::Object(map)) = &json {
         if let Some(err) = oauth_error(map, answer, scrubber) {
@@ -195,7 +195,13 @@ fn oauth_error(
 fn clean(text: &str, scrubber: &Scrubber, max: usize) -> String {
     let flat: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || super::scrub::is_invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let scrubbed = scrubber.scrub(flat.trim());
     if scrubbed.chars().count() > max {
@@ -267,6 +273,11 @@ fn invalid(answer: &Answer<'_>, url: &str, scrubber: &Scrubber, problem: &str) -
         ),
     )
     .with_status(answer.status)
+}
+
+/// A UTF-8 byte order mark, which some Windows servers put before JSON.
+pub(crate) fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
 }
 
 /// Why a body is not JSON, in words.
@@ -402,6 +413,12 @@ mod tests {
         // A JWT already expired by our clock: the default, not a zero lifetime.
         let body = format!(r#"{{"access_token":"{}"}}"#, jwt(1_000));
         assert_eq!(lifetime(&body), h);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_tolerated() {
+        let t = parse(200, "\u{feff}{\"access_token\":\"a\",\"expires_in\":60}").unwrap();
+        assert_eq!(t.lifetime(), Duration::from_secs(60));
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Scrubber {
         let mut flat = String::with_capacity(text.len().min(4096));
         let mut last_space = true;
         for c in text.chars() {
-            let c = if c.is_control() || c.is_whitespace() {
+            let c = if c.is_control() || c.is_whitespace() || is_invisible(c) {
                 ' '
             } else {
                 c
@@ -77,6 +77,12 @@ impl Scrubber {
         let scrubbed = self.scrub(flat.trim());
         truncate_chars(&scrubbed, SNIPPET_CHARS)
     }
+}
+
+/// Zero-width and bidi-control characters: invisible in a terminal, and
+/// able to make a message read differently from what it says.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}')
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -245,6 +251,10 @@ mod tests {
         assert!(out.ends_with('…'));
         assert!(out.starts_with("line1 line2 "), "{out}");
         assert!(!out.chars().any(char::is_control));
+        assert_eq!(
+            scrubber().snippet("\u{feff}ok\u{202e}<<x>>".as_bytes()),
+            "ok <<x>>"
+        );
         // Invalid UTF-8 does not panic.
         let out = scrubber().snippet(&[0xff, 0xfe, b'a', 0xc3]);
         assert!(out.contains('a'));

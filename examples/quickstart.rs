@@ -1,0 +1,128 @@
+//! Get an AIM access token and call the MES Web API with it.
+//!
+//! ```text
+//! cargo run --example quickstart
+//! ```
+//!
+//! With no `AIM_*` variables set it starts the AIM emulator on 127.0.0.1
+//! (https with its own CA, which the client is told to trust, as you would
+//! trust the PCS root CA). With `AIM_AUTHORITY`, `AIM_CLIENT_ID`,
+//! `AIM_CLIENT_SECRET` (and optionally `AIM_SCOPE`, `AIM_CA_CERT`) set it
+//! talks to that AIM instead; set `MES_BASE_URL` (e.g.
+//! `https://mes01.plant.local/mesmw/`) to also call MES there.
+
+use std::error::Error;
+use std::time::Duration;
+
+use aim_token::emulator::AimEmulator;
+use aim_token::{AccessToken, AimClient};
+
+const AIM_VARS: [&str; 5] = [
+    "AIM_AUTHORITY",
+    "AIM_CLIENT_ID",
+    "AIM_CLIENT_SECRET",
+    "AIM_SCOPE",
+    "AIM_CA_CERT",
+];
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    // Kept alive until the end: dropping the emulator stops it.
+    let mut _emulator = None;
+    let (aim, mes_base, ca_pem) = if AIM_VARS.iter().all(|v| std::env::var_os(v).is_none()) {
+        eprintln!("No AIM_* variables set: starting the AIM emulator on 127.0.0.1 (https, with its own CA).");
+        eprintln!(
+            "Set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to talk to a real AIM.\n"
+        );
+        let emulator = AimEmulator::builder().https(true).start().await?;
+        let ca_pem = emulator.ca_pem().ok_or("the https emulator has no CA")?;
+        let aim = AimClient::builder()
+            .authority(emulator.authority())
+            .client_id(AimEmulator::CLIENT_ID)
+            .client_secret(AimEmulator::CLIENT_SECRET)
+            .scope("mes.api")
+            // Trust the emulator's CA, as you would trust the PCS root CA.
+            .root_certificate_pem(&ca_pem)
+            .build()?;
+        let mes_base = Some(emulator.mes_base());
+        _emulator = Some(emulator);
+        (aim, mes_base, Some(ca_pem.into_bytes()))
+    } else {
+        let aim = AimClient::from_env()?;
+        let ca_pem = match std::env::var_os("AIM_CA_CERT") {
+            Some(path) => Some(std::fs::read(path)?),
+            None => None,
+        };
+        (aim, std::env::var("MES_BASE_URL").ok(), ca_pem)
+    };
+
+    let token = aim.token().await?;
+    print_token(&token);
+
+    let Some(mes_base) = mes_base else {
+        println!("\n(set MES_BASE_URL, e.g. https://mes01.plant.local/mesmw/, to call MES too)");
+        return Ok(());
+    };
+    let url = format!("{}api/v3/entity", with_slash(&mes_base));
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(pem) = &ca_pem {
+        http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    }
+    let response = http
+        .build()?
+        .get(&url)
+        .bearer_auth(token.secret())
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    println!("\nGET {url}\n  -> {status}");
+    println!("{}", shorten(&body, 2000));
+    if !status.is_success() {
+        return Err(format!("MES answered {status}").into());
+    }
+    Ok(())
+}
+
+fn print_token(token: &AccessToken) {
+    let expires = jiff::Timestamp::try_from(token.expires_at())
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| format!("{:?}", token.expires_at()));
+    println!("Got an access token from AIM");
+    println!("  authority : {}", token.authority());
+    println!("  type      : {}", token.token_type());
+    println!("  scopes    : {}", token.scopes().join(" "));
+    println!("  expires   : {expires} (local time)");
+    println!("  lifetime  : {}", human(token.lifetime()));
+    println!("  token     : {} (token.secret() gives the value)", token);
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+fn with_slash(base: &str) -> String {
+    if base.ends_with('/') {
+        base.to_owned()
+    } else {
+        format!("{base}/")
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}

@@ -393,3 +393,31 @@ async fn check_fails_with_the_clock_code_when_tokens_are_expired_on_arrival() {
     );
     assert!(out.stdout.contains("clock"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_over_https_needs_the_ca_and_says_so() {
+    let emu = https_emulator().await;
+    let ca = write_ca(&emu, "token");
+    let authority = emu.authority();
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+    ];
+    let out = aim_token(&["--timeout", "5", "token"], &env).await;
+    assert_eq!(out.code, 4, "an untrusted certificate is a TLS failure");
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("AIM_CA_CERT") || out.stderr.contains("root_certificate_pem"),
+        "{}",
+        out.stderr
+    );
+
+    let out = aim_token(&["token", "--ca-cert", ca.to_str().unwrap()], &env).await;
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stdout.trim_end().split('.').count(), 3);
+
+    let missing = aim_token(&["token", "--ca-cert", "/no/such/ca.pem"], &env).await;
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("/no/such/ca.pem"));
+}

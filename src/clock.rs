@@ -25,9 +25,7 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> SystemTime {
-        // Typed: with the `time` crate linked, `SystemTime + _` is ambiguous.
-        let since_epoch: Duration = coarsetime::Clock::now_since_epoch().into();
-        UNIX_EPOCH + since_epoch
+        UNIX_EPOCH + Duration::from_millis(system_now_ms())
     }
 }
 
@@ -94,6 +92,25 @@ impl Clock for TokioClock {
             + self.start.elapsed()
             + Duration::from_millis(self.jumped_ms.load(Ordering::Relaxed))
     }
+}
+
+/// `CLOCK_REALTIME_COARSE`: the wall clock, as of the last timer tick (a few
+/// milliseconds of resolution), read from the vDSO without a syscall.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+pub(crate) fn system_now_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let millis = u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000;
+    secs.saturating_mul(1000).saturating_add(millis)
+}
+
+/// Elsewhere the standard clock (on Windows it is already the cheap,
+/// coarse system time).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+pub(crate) fn system_now_ms() -> u64 {
+    unix_millis(std::time::SystemTime::now())
 }
 
 /// Milliseconds since the Unix epoch, saturating; the cache compares these.

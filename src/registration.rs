@@ -194,9 +194,11 @@ impl ClientRegistration {
         }
         match &self.secret {
             Secret::Given(s) => check_secret(s.expose_secret())?,
-            Secret::Failed(e) => return Err(Error::config(format!(
+            Secret::Failed(e) => {
+                return Err(Error::config(format!(
                 "could not generate a secret: the operating system's random generator failed: {e}"
-            ))),
+            )))
+            }
             Secret::None | Secret::Generated(_) => {}
         }
         for scope in &self.scopes {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::CacheConfig;
-use crate::clock::{unix_millis, Clock};
+use crate::clock::{system_now_ms, unix_millis, Clock};
 use crate::token::AccessToken;
 
 /// The wall clock of the cache, in Unix milliseconds.
@@ -29,25 +29,6 @@ impl WallClock {
             WallClock::Custom(clock) => unix_millis(clock.now()),
         }
     }
-}
-
-/// `CLOCK_REALTIME_COARSE`: the wall clock, as of the last timer tick (a few
-/// milliseconds of resolution), read from the vDSO without a syscall.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[inline]
-fn system_now_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-    let millis = u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000;
-    secs.saturating_mul(1000).saturating_add(millis)
-}
-
-/// Elsewhere the standard clock (on Windows it is already the cheap,
-/// coarse system time).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-#[inline]
-fn system_now_ms() -> u64 {
-    unix_millis(std::time::SystemTime::now())
 }
 
 /// A cached token with its schedule, all in Unix milliseconds.

@@ -1,18 +1,22 @@
 //! RFC 7591 dynamic client registration: discovery, then one POST.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use crate::authority::{parse_endpoint, Authority};
 use crate::client::AimClientBuilder;
+use crate::discovery::{DiscoveryCache, DiscoveryRequest};
 use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::scrub::Scrubber;
+use crate::http::{
+    build_client, from_reqwest, read_capped, HttpConfig, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
+};
 
 use super::Verification;
-
-/// Answers larger than this are not an RFC 7591 or discovery document.
-const BODY_CAP: usize = 1024 * 1024;
 
 /// The registration request body (RFC 7591 §2 metadata).
 #[derive(Serialize)]
@@ -141,9 +145,49 @@ pub(super) async fn register(
     initial_access_token: &str,
     request: &RegistrationRequest<'_>,
 ) -> Result<RegisteredClient> {
-    let base = authority_base(aim)?;
-    let http = http_client(aim)?;
-    let endpoint = registration_endpoint(&http, &base, aim.allow_insecure_http).await?;
+    let allow = aim.allow_insecure_http;
+    let authority = Authority::parse(
+        aim.authority.as_deref().ok_or_else(|| {
+            Error::config("no authority: set .authority(\"sms01.plant.local\") or AIM_AUTHORITY")
+        })?,
+        allow,
+    )?;
+    // Same trust, timeouts and no-redirect policy as the token client: the
+    // initial access token must never follow a redirect elsewhere.
+    let http = build_client(&HttpConfig {
+        root_certificates: aim.root_certificates.clone(),
+        danger_accept_invalid_certs: aim.danger_accept_invalid_certs,
+        connect_timeout: aim.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        request_timeout: aim.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+    })?;
+    let scrubber = Scrubber::new(
+        [
+            initial_access_token,
+            request.client_secret.unwrap_or_default(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    let metadata = DiscoveryCache::default()
+        .get(&DiscoveryRequest {
+            http: &http,
+            authority: &authority,
+            allow_insecure_http: allow,
+            scrubber: &scrubber,
+            now: SystemTime::now(),
+        })
+        .await?;
+    let Some(endpoint) = metadata.registration_endpoint.as_deref() else {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{authority} offers no dynamic client registration (no registration_endpoint in its \
+                 discovery document), as AIM today: have the AIM administrator run the command from \
+                 ClientRegistration::to_powershell (`aim-token register --powershell`) on the AIM server"
+            ),
+        ));
+    };
+    let endpoint = parse_endpoint(endpoint, "registration endpoint", allow)?;
 
     let response = http
         .post(endpoint.clone())
@@ -152,9 +196,9 @@ pub(super) async fn register(
         .json(&request.to_json())
         .send()
         .await
-        .map_err(|e| transport_error(e, endpoint.as_str()))?;
+        .map_err(|e| from_reqwest(e, endpoint.as_str()))?;
     let status = response.status().as_u16();
-    let body = read_capped(response, endpoint.as_str()).await?;
+    let body = read_capped(response, MAX_BODY_BYTES, endpoint.as_str()).await?;
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let context = format!("client registration at {endpoint}");
 
@@ -164,7 +208,10 @@ pub(super) async fn register(
     let json = json.filter(|v| v.is_object()).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidResponse,
-            format!("HTTP {status} with a body that is not a JSON object"),
+            format!(
+                "HTTP {status} with a body that is not a JSON object: \"{}\"",
+                scrubber.snippet(&body)
+            ),
         )
         .with_status(status)
         .context(&context)
@@ -233,181 +280,6 @@ fn registration_error(status: u16, json: Option<&serde_json::Value>) -> Error {
     Error::new(kind, format!("HTTP {status}: {message}"))
         .with_status(status)
         .transient(status >= 500)
-}
-
-/// Discovery, for the one field registration needs.
-async fn registration_endpoint(
-    http: &reqwest::Client,
-    base: &url::Url,
-    allow_insecure_http: bool,
-) -> Result<url::Url> {
-    let discovery = format!(
-        "{}/.well-known/openid-configuration",
-        base.as_str().trim_end_matches('/')
-    );
-    let response = http
-        .get(&discovery)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| transport_error(e, &discovery))?;
-    let status = response.status().as_u16();
-    let body = read_capped(response, &discovery).await?;
-    if status != 200 {
-        return Err(Error::new(
-            if status >= 500 { ErrorKind::Server } else { ErrorKind::InvalidResponse },
-            format!("discovery at {discovery}: HTTP {status} (check the authority: it should end in /identitymanager)"),
-        )
-        .with_status(status)
-        .transient(status >= 500));
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!("discovery at {discovery}: not a JSON document"),
-        )
-        .with_source(e)
-    })?;
-    let Some(endpoint) = metadata
-        .get("registration_endpoint")
-        .and_then(|v| v.as_str())
-    else {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "{base} offers no dynamic client registration (no registration_endpoint in its discovery document), \
-                 as AIM today: have the AIM administrator run the command from \
-                 ClientRegistration::to_powershell (`aim-token register --powershell`) on the AIM server"
-            ),
-        ));
-    };
-    let url = url::Url::parse(endpoint).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!("discovery at {discovery}: registration_endpoint {endpoint:?} is not a URL"),
-        )
-        .with_source(e)
-    })?;
-    check_scheme(&url, allow_insecure_http, "registration endpoint")?;
-    Ok(url)
-}
-
-/// `https://HOST/identitymanager` from the builder's authority.
-fn authority_base(aim: &AimClientBuilder) -> Result<url::Url> {
-    let raw = aim.authority.as_deref().map(str::trim).unwrap_or_default();
-    if raw.is_empty() {
-        return Err(Error::config(
-            "no authority: set .authority(\"sms01.plant.local\") or AIM_AUTHORITY",
-        ));
-    }
-    let with_scheme = if raw.contains("://") {
-        raw.to_owned()
-    } else {
-        format!("https://{raw}")
-    };
-    let mut url = url::Url::parse(&with_scheme).map_err(|e| {
-        Error::config(format!(
-            "the authority {raw:?} is not a URL ({e}); use e.g. sms01.plant.local"
-        ))
-    })?;
-    if url.host_str().is_none() {
-        return Err(Error::config(format!("the authority {raw:?} has no host")));
-    }
-    if url.path().trim_end_matches('/').is_empty() {
-        url.set_path("/identitymanager");
-    }
-    check_scheme(&url, aim.allow_insecure_http, "authority")?;
-    Ok(url)
-}
-
-/// https, or http to a loopback host (or when explicitly allowed): the
-/// initial access token must not cross the network in clear text.
-fn check_scheme(url: &url::Url, allow_insecure_http: bool, what: &str) -> Result<()> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
-        "http" => Err(Error::new(
-            ErrorKind::Refused,
-            format!("the {what} {url} is plain http to a remote host; use https"),
-        )),
-        other => Err(Error::config(format!(
-            "the {what} {url} has scheme {other:?}; use https"
-        ))),
-    }
-}
-
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn http_client(aim: &AimClientBuilder) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        // The initial access token must never follow a redirect elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(aim.connect_timeout.unwrap_or(Duration::from_secs(10)))
-        .timeout(aim.request_timeout.unwrap_or(Duration::from_secs(30)));
-    for pem in &aim.root_certificates {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-            Error::config(
-                "a root certificate is not valid PEM (expected -----BEGIN CERTIFICATE-----)",
-            )
-            .with_source(e)
-        })?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    if aim.danger_accept_invalid_certs {
-        tracing::warn!("accepting any TLS certificate for client registration: lab use only");
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    builder
-        .build()
-        .map_err(|e| Error::config("could not set up the HTTP client").with_source(e))
-}
-
-async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(e, url))?
-    {
-        if body.len() + chunk.len() > BODY_CAP {
-            return Err(Error::new(
-                ErrorKind::InvalidResponse,
-                format!("{url}: the answer is larger than {BODY_CAP} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(err: reqwest::Error, url: &str) -> Error {
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
-    let lower = chain.to_ascii_lowercase();
-    let (kind, hint) = if err.is_timeout() {
-        (ErrorKind::Timeout, "")
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
-    {
-        (
-            ErrorKind::Tls,
-            " (if AIM's certificate is issued by the PCS root CA, trust it with root_certificate_pem / AIM_CA_CERT)",
-        )
-    } else {
-        (ErrorKind::Transport, "")
-    };
-    Error::new(kind, format!("{url}: {chain}{hint}")).with_source(err)
 }
 
 #[cfg(test)]
@@ -482,37 +354,5 @@ mod tests {
         let e = registration_error(503, None);
         assert_eq!(e.kind(), ErrorKind::Server);
         assert!(e.is_transient());
-    }
-
-    #[test]
-    fn authority_forms_and_scheme_rules() {
-        let b = |a: &str| crate::AimClient::builder().authority(a);
-        assert_eq!(
-            authority_base(&b("sms01.plant.local")).unwrap().as_str(),
-            "https://sms01.plant.local/identitymanager"
-        );
-        assert_eq!(
-            authority_base(&b("https://sms01/identitymanager"))
-                .unwrap()
-                .as_str(),
-            "https://sms01/identitymanager"
-        );
-        assert_eq!(
-            authority_base(&b("http://127.0.0.1:8080"))
-                .unwrap()
-                .as_str(),
-            "http://127.0.0.1:8080/identitymanager"
-        );
-        assert_eq!(
-            authority_base(&b("http://sms01")).unwrap_err().kind(),
-            ErrorKind::Refused
-        );
-        assert!(authority_base(&b("http://sms01").allow_insecure_http(true)).is_ok());
-        assert_eq!(
-            authority_base(&crate::AimClient::builder())
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Config
-        );
     }
 }

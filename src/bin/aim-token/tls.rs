@@ -1,0 +1,181 @@
+//! The TLS step of `check`: one handshake that always completes, recording
+//! the certificate and whether the real verifier (OS store + `--ca-cert`)
+//! trusts it — so an untrusted certificate can still be shown and explained.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+/// What the handshake showed.
+#[derive(Debug)]
+pub(crate) struct TlsReport {
+    pub(crate) version: String,
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    pub(crate) not_after: String,
+    pub(crate) self_signed: bool,
+    /// `Err(why, fix)` when the certificate is not trusted.
+    pub(crate) trust: Result<(), (String, String)>,
+}
+
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    outcome: Mutex<Option<Result<(), rustls::Error>>>,
+    end_entity: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let outcome = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map(|_| ());
+        if let Ok(mut slot) = self.outcome.lock() {
+            *slot = Some(outcome);
+        }
+        if let Ok(mut slot) = self.end_entity.lock() {
+            *slot = Some(end_entity.clone().into_owned());
+        }
+        // Finish the handshake whatever the verdict: this connection carries
+        // no secret, and the verdict is reported, not ignored.
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Handshakes over `tcp` with `host`, trusting the OS store plus `extra_pem`.
+/// `Err` is a handshake that failed outright (not a trust verdict).
+pub(crate) async fn probe(
+    tcp: TcpStream,
+    host: &str,
+    extra_pem: Option<&[u8]>,
+) -> Result<TlsReport, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut extra = Vec::new();
+    if let Some(pem) = extra_pem {
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem) {
+            extra.push(cert.map_err(|e| format!("the CA file is not valid PEM: {e}"))?);
+        }
+    }
+    let inner = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+        .map_err(|e| format!("cannot load trusted certificates: {e}"))?;
+    let recording = Arc::new(Recording {
+        inner: Arc::new(inner),
+        outcome: Mutex::new(None),
+        end_entity: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(recording.clone())
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(host.to_owned())
+        .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let version = stream
+        .get_ref()
+        .1
+        .protocol_version()
+        .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}").replace('_', "."));
+
+    let der = recording
+        .end_entity
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or("the server sent no certificate")?;
+    let outcome = recording
+        .outcome
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or(Ok(()));
+    let (subject, issuer, not_after) = match x509_parser::parse_x509_certificate(der.as_ref()) {
+        Ok((_, cert)) => (
+            cert.subject().to_string(),
+            cert.issuer().to_string(),
+            cert.validity().not_after.to_string(),
+        ),
+        Err(_) => ("(unparsable)".into(), "(unparsable)".into(), "?".into()),
+    };
+    let self_signed = subject == issuer;
+    let trust = outcome.map_err(|e| explain(&e, host, self_signed));
+    Ok(TlsReport {
+        version,
+        subject,
+        issuer,
+        not_after,
+        self_signed,
+        trust,
+    })
+}
+
+/// Why a certificate is not trusted, and what to do.
+fn explain(err: &rustls::Error, host: &str, self_signed: bool) -> (String, String) {
+    let trust_fix = if self_signed {
+        "AIM's certificate is self-signed: trust it (or better, the PCS root CA) with \
+         --ca-cert FILE or AIM_CA_CERT=FILE"
+    } else {
+        "trust the CA that issued AIM's certificate (usually the PCS root CA, exported as \
+         Base-64 X.509 from the SMS node): --ca-cert FILE or AIM_CA_CERT=FILE"
+    };
+    match err {
+        rustls::Error::InvalidCertificate(cert_err) => match cert_err {
+            CertificateError::UnknownIssuer => (
+                "not trusted: issued by a CA that is not in the trust store".into(),
+                trust_fix.into(),
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
+                format!("not valid for the name {host:?}"),
+                "use the host name the certificate was issued for (often the SMS node's FQDN) in --authority".into(),
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
+                "the certificate has expired (or the local clock is wrong)".into(),
+                "renew AIM's certificate on the SMS node, or correct this machine's clock".into(),
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => (
+                "the certificate is not valid yet (or the local clock is wrong)".into(),
+                "correct this machine's clock".into(),
+            ),
+            other => (format!("not trusted: {other:?}"), trust_fix.into()),
+        },
+        other => (format!("not trusted: {other}"), trust_fix.into()),
+    }
+}

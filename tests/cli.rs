@@ -1,0 +1,423 @@
+//! The `aim-token` binary driven as a process against the emulator.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aim_token::emulator::{AimEmulator, EmulatorClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aim-token");
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with only the given AIM_* variables. The emulator lives
+/// in this test's runtime, which keeps serving while the child runs.
+async fn aim_token(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args).kill_on_drop(true);
+    for var in [
+        "AIM_AUTHORITY",
+        "AIM_CLIENT_ID",
+        "AIM_CLIENT_SECRET",
+        "AIM_SCOPE",
+        "AIM_CA_CERT",
+        "AIM_INITIAL_ACCESS_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("aim-token did not finish within 60 s")
+        .unwrap();
+    let output = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ aim-token {}\n-- exit {}\n-- stdout:\n{}-- stderr:\n{}",
+        args.join(" "),
+        output.code,
+        output.stdout,
+        output.stderr
+    );
+    output
+}
+
+fn write_ca(emu: &AimEmulator, name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("aim-token-cli-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, emu.ca_pem().unwrap()).unwrap();
+    path
+}
+
+async fn https_emulator() -> AimEmulator {
+    AimEmulator::builder().https(true).start().await.unwrap()
+}
+
+fn step<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| {
+            l.get(6..)
+                .is_some_and(|rest| rest.starts_with(&format!("{name} ")))
+        })
+        .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_every_step() {
+    let emu = https_emulator().await;
+    let ca = write_ca(&emu, "pass");
+    let authority = emu.authority();
+    let mes = format!("{}api/v3/entity", emu.mes_base());
+    let out = aim_token(
+        &["check", "--mes", &mes],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+            ("AIM_CA_CERT", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0);
+    for name in [
+        "config",
+        "dns",
+        "tcp",
+        "tls",
+        "discovery",
+        "token",
+        "claims",
+        "clock",
+        "mes",
+    ] {
+        assert!(
+            step(&out.stdout, name).starts_with("PASS"),
+            "{name}: {}",
+            out.stdout
+        );
+    }
+    assert!(step(&out.stdout, "tls").contains("trusted"));
+    assert!(step(&out.stdout, "claims").contains(AimEmulator::CLIENT_ID));
+    assert!(out.stdout.contains("all checks passed"));
+    // Secrets are never echoed.
+    assert!(!out.stdout.contains(AimEmulator::CLIENT_SECRET));
+    assert!(!out.stderr.contains(AimEmulator::CLIENT_SECRET));
+    assert_eq!(emu.counters().mes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_invalid_client_for_a_wrong_secret() {
+    let emu = AimEmulator::start().await.unwrap();
+    let authority = emu.authority();
+    let out = aim_token(
+        &["check"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", "wrong-secret-value"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 5);
+    let token = step(&out.stdout, "token");
+    assert!(
+        token.starts_with("FAIL") && token.contains("invalid_client"),
+        "{token}"
+    );
+    assert!(out.stdout.contains("AIM_CLIENT_SECRET"));
+    assert!(step(&out.stdout, "discovery").starts_with("PASS"));
+    assert!(!out.stdout.contains("wrong-secret-value"));
+    assert!(!out.stderr.contains("wrong-secret-value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_the_fix_for_an_untrusted_ca() {
+    let emu = https_emulator().await;
+    let authority = emu.authority();
+    let out = aim_token(
+        &["check"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 4);
+    let tls = step(&out.stdout, "tls");
+    assert!(
+        tls.starts_with("FAIL") && tls.contains("not trusted"),
+        "{tls}"
+    );
+    assert!(tls.contains("issuer"), "{tls}");
+    assert!(out.stdout.contains("--ca-cert"));
+    assert!(step(&out.stdout, "token").starts_with("SKIP"));
+    assert_eq!(emu.token_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_a_network_error_for_an_unreachable_host() {
+    // A port that was free a moment ago: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let authority = format!("https://127.0.0.1:{port}/identitymanager");
+    let out = aim_token(
+        &["--timeout", "5", "check"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", "x"),
+            ("AIM_CLIENT_SECRET", "y"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 3);
+    let tcp = step(&out.stdout, "tcp");
+    assert!(
+        tcp.starts_with("FAIL") && tcp.contains(&port.to_string()),
+        "{tcp}"
+    );
+    assert!(out.stdout.contains("firewall"));
+    assert!(step(&out.stdout, "tls").starts_with("SKIP"));
+
+    let out = aim_token(
+        &["check"],
+        &[
+            ("AIM_AUTHORITY", "https://no-such-host.invalid"),
+            ("AIM_CLIENT_ID", "x"),
+            ("AIM_CLIENT_SECRET", "y"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 3);
+    assert!(step(&out.stdout, "dns").starts_with("FAIL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_without_configuration_is_a_usage_error() {
+    let out = aim_token(&["check"], &[]).await;
+    assert_eq!(out.code, 2);
+    assert!(step(&out.stdout, "config").starts_with("FAIL"));
+    let out = aim_token(&["no-such-command"], &[]).await;
+    assert_eq!(out.code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_only_the_token_and_decode_reads_it() {
+    let emu = AimEmulator::builder()
+        .client(EmulatorClient::new("cli-client", "cli-secret"))
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let out = aim_token(
+        &["token", "--client-secret", "cli-secret"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", "cli-client"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0);
+    let token = out.stdout.trim_end();
+    assert_eq!(out.stdout.lines().count(), 1);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert!(out.stderr.contains("process lists"), "warns about the flag");
+    assert!(!out.stderr.contains("cli-secret"));
+
+    let out = aim_token(&["decode", token], &[]).await;
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("NOT verified"));
+    assert!(out.stdout.contains("\"client_id\": \"cli-client\""));
+    assert!(out.stdout.contains("Expires:"));
+    assert!(out.stdout.contains("not expired"));
+    assert!(
+        !out.stdout.contains(token),
+        "the token itself is not echoed"
+    );
+
+    let out = aim_token(&["decode", "not-a-jwt"], &[]).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("not a JWT"));
+
+    let out = aim_token(
+        &["token"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", "cli-client"),
+            ("AIM_CLIENT_SECRET", "nope"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 5);
+    assert!(out.stdout.is_empty());
+    assert!(out.stderr.contains("invalid_client"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_prints_powershell_or_registers_dynamically() {
+    let out = aim_token(
+        &[
+            "register",
+            "--powershell",
+            "--id",
+            "mes-reporting",
+            "--scope",
+            "mes.api",
+            "--name",
+            "O'Brien $(calc)",
+        ],
+        &[("AIM_AUTHORITY", "sms01.plant.local")],
+    )
+    .await;
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains(
+        "Add-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting' -Name 'O''Brien $(calc)' -Secret '"
+    ));
+    assert!(out.stdout.contains(
+        "-Enabled 1 -AllowedGrantTypes ClientCredentials -ScopeRestrictions 'mes.api' -AccessTokenLifetime 86400"
+    ));
+    assert!(out.stdout.contains(
+        "Get-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting'"
+    ));
+
+    // Dynamic registration against the emulator, then a token with the new credentials.
+    let emu = AimEmulator::builder()
+        .initial_access_token("cli-iat")
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let out = aim_token(
+        &[
+            "register",
+            "--id",
+            "dyn-client",
+            "--scope",
+            "mes.api",
+            "--verify",
+        ],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("AIM_CLIENT_ID="));
+    assert!(out.stdout.contains("AIM_CLIENT_SECRET="));
+    assert!(out.stderr.contains("verified"));
+    assert!(!out.stderr.contains("cli-iat"));
+    assert_eq!(emu.counters().register, 1);
+
+    // No registration endpoint (AIM today): the PowerShell command, exit 6.
+    let plain = AimEmulator::start().await.unwrap();
+    let authority = plain.authority();
+    let out = aim_token(
+        &["register", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_INITIAL_ACCESS_TOKEN", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 6);
+    assert!(out.stderr.contains("no dynamic client registration"));
+    assert!(out.stdout.contains("Add-IdentityManagerClient"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_explains_a_mes_403_as_a_missing_privilege() {
+    let emu = AimEmulator::start().await.unwrap();
+    emu.set_mes_forbidden(true);
+    let authority = emu.authority();
+    let mes = format!("{}api/v3/entity", emu.mes_base());
+    let out = aim_token(
+        &["check", "--mes", &mes],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 5);
+    assert!(step(&out.stdout, "token").starts_with("PASS"));
+    let mes = step(&out.stdout, "mes");
+    assert!(mes.starts_with("FAIL") && mes.contains("403"), "{mes}");
+    assert!(out.stdout.contains("Default Background User"));
+}
+
+/// A server whose clock runs two days behind issues tokens that are already
+/// expired here: the claims step says so, with the clock's exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_with_the_clock_code_when_tokens_are_expired_on_arrival() {
+    #[derive(Debug)]
+    struct Behind;
+    impl aim_token::Clock for Behind {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::now() - Duration::from_secs(2 * 86_400)
+        }
+    }
+    let emu = AimEmulator::builder()
+        .clock(std::sync::Arc::new(Behind))
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let out = aim_token(
+        &["check"],
+        &[
+            ("AIM_AUTHORITY", &authority),
+            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 7);
+    let claims = step(&out.stdout, "claims");
+    assert!(
+        claims.starts_with("FAIL") && claims.contains("expired"),
+        "{claims}"
+    );
+    assert!(out.stdout.contains("clock"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_over_https_needs_the_ca_and_says_so() {
+    let emu = https_emulator().await;
+    let ca = write_ca(&emu, "token");
+    let authority = emu.authority();
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+    ];
+    let out = aim_token(&["--timeout", "5", "token"], &env).await;
+    assert_eq!(out.code, 4, "an untrusted certificate is a TLS failure");
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("AIM_CA_CERT") || out.stderr.contains("root_certificate_pem"),
+        "{}",
+        out.stderr
+    );
+
+    let out = aim_token(&["token", "--ca-cert", ca.to_str().unwrap()], &env).await;
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stdout.trim_end().split('.').count(), 3);
+
+    let missing = aim_token(&["token", "--ca-cert", "/no/such/ca.pem"], &env).await;
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("/no/such/ca.pem"));
+}

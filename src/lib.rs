@@ -97,7 +97,7 @@
 //! injected faults (status codes, `Retry-After`, delays, dropped connections,
 //! HTML error pages) and request counters.
 //!
-//! ```ignore
+//! ```
 //! # async fn run() -> Result<(), aim_token::Error> {
 //! use aim_token::emulator::AimEmulator;
 //!

@@ -1,6 +1,7 @@
 //! The access token and its expiry maths.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +29,10 @@ pub struct AccessToken {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
+    /// Identity of this issue of a token, shared by every copy of it.
+    id: u64,
     secret: SecretString,
     token_type: String,
     issued_at: SystemTime,
@@ -60,8 +64,11 @@ impl AccessToken {
         scopes: Vec<String>,
         authority: String,
     ) -> Self {
+        // Relaxed: ids only need to be unique, not ordered.
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         AccessToken {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 secret,
                 token_type,
                 issued_at,
@@ -152,7 +159,21 @@ impl AccessToken {
 
     /// Whether two handles are the same token (same issue), not merely equal strings.
     pub fn same_as(&self, other: &AccessToken) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        self.inner.id == other.inner.id
+    }
+
+    /// The identity shared by every copy of this token.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The same token (same id) behind its own reference count, so that one
+    /// thread's clones never touch a cache line other threads write.
+    pub(crate) fn private_copy(&self) -> Self {
+        AccessToken {
+            inner: Arc::new(Inner::clone(&self.inner)),
+        }
     }
 }
 
@@ -239,5 +260,9 @@ mod tests {
         );
         assert!(token.same_as(&token.clone()));
         assert!(!token.same_as(&AccessToken::new("t", now)));
+        let copy = token.private_copy();
+        assert!(copy.same_as(&token));
+        assert!(!Arc::ptr_eq(&copy.inner, &token.inner));
+        assert_eq!(copy.secret(), "t");
     }
 }

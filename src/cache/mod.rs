@@ -18,6 +18,7 @@
 mod backoff;
 mod config;
 mod flight;
+mod local;
 mod policy;
 mod refresher;
 mod stats;
@@ -242,7 +243,11 @@ impl Shared {
         let entry = current.as_ref()?;
         if self.clock.now_ms() < entry.hot_until_ms {
             self.counters.cache_hits.incr();
-            Some(entry.token.clone())
+            // The address tells this client's cache apart from others'.
+            Some(local::token(
+                std::ptr::from_ref(self) as usize,
+                &entry.token,
+            ))
         } else {
             None
         }

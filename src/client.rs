@@ -41,7 +41,6 @@ pub struct AimClient {
 
 struct ClientInner {
     cache: Cache,
-    exchanger: Arc<Exchanger>,
     client_id: String,
     authority: String,
 }
@@ -94,13 +93,6 @@ impl AimClient {
     /// The primary authority's base URL, e.g. `https://sms01/identitymanager`.
     pub fn authority(&self) -> &str {
         &self.inner.authority
-    }
-
-    /// The token exchange behind this client: its HTTP client and the
-    /// authorities' discovery metadata, for registration and introspection.
-    #[allow(dead_code)] // used by the registration module
-    pub(crate) fn exchanger(&self) -> &Exchanger {
-        &self.inner.exchanger
     }
 }
 
@@ -418,11 +410,10 @@ impl AimClientBuilder {
         let authority = exchanger.primary_label().to_owned();
         // `self.clock` (not `clock`): without an injected clock the cache
         // reads the coarse system clock inline on its hot path.
-        let cache = Cache::new(exchanger.clone(), self.cache, self.clock, &client_id)?;
+        let cache = Cache::new(exchanger, self.cache, self.clock, &client_id)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,
-                exchanger,
                 client_id,
                 authority,
             }),
@@ -489,6 +480,12 @@ mod tests {
     use crate::error::ErrorKind;
 
     const SECRET: &str = "P@ss w0rd&+=%:/?#";
+
+    /// The token exchange `builder.build()` puts behind its cache.
+    fn exchanger(builder: &AimClientBuilder) -> Exchanger {
+        let config = ExchangeConfig::from_builder(builder, Arc::new(SystemClock)).unwrap();
+        Exchanger::new(config).unwrap()
+    }
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars
@@ -653,8 +650,9 @@ mod tests {
             .client_secret(SECRET);
         let shown = format!("{builder:?}");
         assert!(!shown.contains("w0rd"), "{shown}");
+        let x = exchanger(&builder);
         let aim = builder.build().unwrap();
-        let shown = format!("{aim:?} {:?}", aim.exchanger());
+        let shown = format!("{aim:?} {x:?}");
         assert!(!shown.contains("w0rd"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");
     }
@@ -682,15 +680,14 @@ mod tests {
     #[test]
     fn fallback_authorities_become_more_sources() {
         use crate::cache::TokenSource;
-        let aim = AimClient::builder()
+        let builder = AimClient::builder()
             .authority("sms01")
             .fallback_authority("https://SMS02/IdentityManager/")
             .fallback_authority("sms03:8443")
             .client_id("id")
-            .client_secret("s")
-            .build()
-            .unwrap();
-        let x = aim.exchanger();
+            .client_secret("s");
+        let x = exchanger(&builder);
+        builder.build().unwrap();
         assert_eq!(x.authority_count(), 3);
         assert_eq!(x.authority_label(0), "https://sms01/identitymanager");
         assert_eq!(x.authority_label(1), "https://sms02/identitymanager");

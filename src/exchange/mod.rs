@@ -193,21 +193,6 @@ impl Exchanger {
         &self.config.labels[0]
     }
 
-    /// The HTTP client (same TLS trust and timeouts), for registration and
-    /// introspection requests to AIM.
-    #[allow(dead_code)] // used by the registration module
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// The provider metadata of authority `index` (cached; discovered when
-    /// needed). With `.token_endpoint(..)` set, the primary's discovery is
-    /// still fetched here: registration needs its other endpoints.
-    #[allow(dead_code)] // used by the registration module
-    pub(crate) async fn metadata(&self, index: usize) -> Result<ProviderMetadata> {
-        Ok(self.discover(index).await?.as_ref().clone())
-    }
-
     async fn discover(&self, index: usize) -> Result<Arc<ProviderMetadata>> {
         let (authority, cache) = self.authority(index)?;
         let req = DiscoveryRequest {
@@ -420,14 +405,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn metadata_for_registration() {
+    async fn discovery_reads_every_endpoint_and_is_cached() {
         let emu = AimEmulator::builder()
             .initial_access_token("iat")
             .start()
             .await
             .unwrap();
         let x = exchanger(&emu);
-        let m = x.metadata(0).await.unwrap();
+        let m = x.discover(0).await.unwrap();
         assert!(m.discovered);
         assert_eq!(m.token_endpoint, emu.token_endpoint());
         assert!(m.jwks_uri.is_some(), "{m:?}");
@@ -443,7 +428,7 @@ mod tests {
         // Cached: the token request reuses it.
         x.fetch(0).await.unwrap();
         assert_eq!(emu.counters().discovery, 1);
-        let err = x.metadata(7).await.unwrap_err();
+        let err = x.discover(7).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
     }
 }

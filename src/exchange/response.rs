@@ -176,11 +176,11 @@ fn oauth_error(
     if code.is_empty() {
         return None;
     }
-    let code = clean(code, scrubber, 64);
+    let code = scrubber.line(code, 64);
     let description = map
         .get("error_description")
         .and_then(Value::as_str)
-        .map(|d| clean(d, scrubber, 300))
+        .map(|d| scrubber.line(d, 300))
         .filter(|d| !d.is_empty());
     let status = answer.status;
     let mut err = Error::oauth(status, code, description).with_retry_after(answer.retry_after);
@@ -189,28 +189,6 @@ fn oauth_error(
         err = err.transient(true);
     }
     Some(err)
-}
-
-/// A server string for a message: printable, secret-free, bounded.
-fn clean(text: &str, scrubber: &Scrubber, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| {
-            if c.is_control() || super::scrub::is_invisible(c) {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    let scrubbed = scrubber.scrub(flat.trim());
-    if scrubbed.chars().count() > max {
-        let mut cut: String = scrubbed.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
-    } else {
-        scrubbed
-    }
 }
 
 /// A non-2xx answer without a §5.2 body: 5xx/429/408 are transient server
@@ -241,7 +219,7 @@ pub(crate) fn status_error(
         let to = answer
             .location
             .as_deref()
-            .map(|l| format!(" to {}", clean(l, scrubber, 200)))
+            .map(|l| format!(" to {}", scrubber.line(l, 200)))
             .unwrap_or_default();
         return Error::new(
             ErrorKind::InvalidResponse,

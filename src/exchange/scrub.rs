@@ -47,6 +47,23 @@ impl Scrubber {
         redact_jwts(&out)
     }
 
+    /// A server string (an OAuth error code or description, a Location) for
+    /// a message: control and invisible characters as spaces, secret-free,
+    /// at most `max` characters.
+    pub(crate) fn line(&self, text: &str, max: usize) -> String {
+        let flat: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() || is_invisible(c) {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .collect();
+        truncate_chars(&self.scrub(flat.trim()), max)
+    }
+
     /// A short, printable, secret-free excerpt of a body for an error message.
     pub(crate) fn snippet(&self, body: &[u8]) -> String {
         let text = String::from_utf8_lossy(body);
@@ -81,7 +98,7 @@ impl Scrubber {
 
 /// Zero-width and bidi-control characters: invisible in a terminal, and
 /// able to make a message read differently from what it says.
-pub(crate) fn is_invisible(c: char) -> bool {
+fn is_invisible(c: char) -> bool {
     matches!(c, '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}')
 }
 
@@ -266,6 +283,18 @@ mod tests {
                 .count(),
             SNIPPET_CHARS
         );
+    }
+
+    #[test]
+    fn line_is_printable_secret_free_and_bounded() {
+        let s = scrubber();
+        assert_eq!(
+            s.line(&format!(" bad\r\n{SECRET}\u{202e}x\t"), 100),
+            "bad  [redacted] x"
+        );
+        assert_eq!(s.line("abcde", 5), "abcde");
+        assert_eq!(s.line("abcdef", 5), "abcd…");
+        assert_eq!(s.line(&"é".repeat(10), 4), "ééé…");
     }
 
     #[test]

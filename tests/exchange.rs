@@ -357,6 +357,27 @@ async fn ipv6_loopback_literal_over_http() {
 }
 
 #[tokio::test]
+async fn build_sends_nothing_until_the_first_token() {
+    let server = Scripted::start().await;
+    server.serve_discovery();
+    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    // Default settings (background refresh on), inside a runtime: nothing
+    // may be started that talks to AIM before a token is asked for.
+    let aim = AimClient::builder()
+        .authority(server.authority())
+        .client_id(ID)
+        .client_secret(SECRET)
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let early: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    assert!(early.is_empty(), "sent before token(): {early:?}");
+    token(&aim).await.unwrap();
+    assert_eq!(server.count("/identitymanager/.well-known"), 1);
+    assert_eq!(server.count("/identitymanager/connect/token"), 1);
+}
+
+#[tokio::test]
 async fn discovery_is_cached_and_its_endpoint_used() {
     let server = Scripted::start().await;
     let a = server.authority();

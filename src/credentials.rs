@@ -102,21 +102,21 @@ impl ClientCredentials {
         Zeroizing::new(form.finish())
     }
 
-    /// The spellings of the secret that a server could echo back, longest
-    /// first, for scrubbing snippets and messages. Empty secrets yield none.
+    /// The spellings of the secret that a server could echo back (raw, as in
+    /// the Basic header, as in the form), for [`Scrubber::new`], which orders
+    /// and deduplicates them. Empty secrets yield none.
+    ///
+    /// [`Scrubber::new`]: crate::exchange::scrub::Scrubber::new
     pub(crate) fn secret_spellings(&self) -> Vec<String> {
         let raw = self.secret.expose_secret();
         if raw.is_empty() {
             return Vec::new();
         }
-        let mut spellings = vec![
+        vec![
             raw.to_owned(),
             utf8_percent_encode(raw, BASIC_ENCODE).to_string(),
             url::form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>(),
-        ];
-        spellings.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        spellings.dedup();
-        spellings
+        ]
     }
 }
 

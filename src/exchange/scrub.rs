@@ -28,6 +28,8 @@ impl std::fmt::Debug for Scrubber {
 impl Scrubber {
     pub(crate) fn new(mut spellings: Vec<String>) -> Self {
         spellings.retain(|s| !s.is_empty());
+        spellings.sort_unstable();
+        spellings.dedup();
         spellings.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Scrubber { spellings }
     }
@@ -283,6 +285,16 @@ mod tests {
                 .count(),
             SNIPPET_CHARS
         );
+    }
+
+    #[test]
+    fn spellings_are_deduplicated_longest_first() {
+        let s = Scrubber::new(
+            ["ab", "abc", "", "ab", "abc", "xy"]
+                .map(str::to_owned)
+                .to_vec(),
+        );
+        assert_eq!(s.spellings, ["abc", "ab", "xy"]);
     }
 
     #[test]

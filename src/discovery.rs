@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::authority::{parse_endpoint, Authority};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::{
-    json_problem, parse_retry_after, status_error, without_bom, Answer,
+    json_problem, retry_after_and_location, status_error, without_bom, Answer,
 };
 use crate::exchange::scrub::Scrubber;
 use crate::http::{from_reqwest, read_capped, MAX_BODY_BYTES};
@@ -128,16 +128,7 @@ async fn fetch(req: &DiscoveryRequest<'_>) -> Result<ProviderMetadata> {
         .await
         .map_err(|e| from_reqwest(e, &url))?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, req.now));
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let (retry_after, location) = retry_after_and_location(response.headers(), req.now);
     let body = read_capped(response, MAX_BODY_BYTES, &url).await?;
     if status == 404 {
         tracing::warn!(

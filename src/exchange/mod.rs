@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use tracing::Instrument as _;
 use url::Url;
@@ -27,7 +27,7 @@ use crate::http::{
 };
 use crate::token::AccessToken;
 
-use self::response::{parse_retry_after, parse_token_answer, Answer, TokenContext};
+use self::response::{parse_token_answer, retry_after_and_location, Answer, TokenContext};
 use self::scrub::Scrubber;
 
 /// Lifetime of a token whose answer and JWT do not say.
@@ -315,15 +315,7 @@ impl Exchanger {
         let status = response.status().as_u16();
         tracing::Span::current().record("status", status);
         let now = self.config.clock.now();
-        let headers = response.headers();
-        let retry_after = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now));
-        let location = headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let (retry_after, location) = retry_after_and_location(response.headers(), now);
         let body = read_capped(response, MAX_BODY_BYTES, url)
             .await
             .map_err(|e| e.with_retry_after(retry_after))?;

@@ -39,6 +39,19 @@ pub(crate) struct Answer<'a> {
     pub(crate) body: &'a [u8],
 }
 
+/// The `Retry-After` and `Location` of an answer, read from its headers
+/// before reading the body consumes the response.
+pub(crate) fn retry_after_and_location(
+    headers: &reqwest::header::HeaderMap,
+    now: SystemTime,
+) -> (Option<Duration>, Option<String>) {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    (
+        text(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(v, now)),
+        text(reqwest::header::LOCATION).map(str::to_owned),
+    )
+}
+
 /// Turns a token endpoint answer into a token or the right error.
 pub(crate) fn parse_token_answer(
     answer: &Answer<'_>,
@@ -271,7 +284,7 @@ pub(crate) fn json_problem(body: &[u8], err: &serde_json::Error) -> &'static str
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in
 /// the past means "now".
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -40,8 +40,6 @@ const RESERVED_PARAMS: [&str; 4] = ["grant_type", "client_id", "client_secret", 
 pub(crate) struct ExchangeConfig {
     /// Index 0 is the primary; the rest are `fallback_authority` entries.
     pub(crate) authorities: Vec<Authority>,
-    /// The base URLs, for labels.
-    pub(crate) labels: Vec<String>,
     /// `.token_endpoint(..)`: used for the primary authority instead of discovery.
     pub(crate) token_endpoint: Option<Url>,
     pub(crate) credentials: ClientCredentials,
@@ -122,10 +120,6 @@ impl ExchangeConfig {
             ));
         }
         Ok(ExchangeConfig {
-            labels: authorities
-                .iter()
-                .map(|a| a.base_url().to_owned())
-                .collect(),
             authorities,
             token_endpoint,
             credentials: ClientCredentials::new(client_id.to_owned(), secret, builder.auth_method),
@@ -147,7 +141,14 @@ impl ExchangeConfig {
 impl fmt::Debug for ExchangeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExchangeConfig")
-            .field("authorities", &self.labels)
+            .field(
+                "authorities",
+                &self
+                    .authorities
+                    .iter()
+                    .map(Authority::base_url)
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "token_endpoint",
                 &self.token_endpoint.as_ref().map(Url::as_str),
@@ -190,7 +191,7 @@ impl Exchanger {
 
     /// The primary authority's base URL.
     pub(crate) fn primary_label(&self) -> &str {
-        &self.config.labels[0]
+        self.config.authorities[0].base_url()
     }
 
     async fn discover(&self, index: usize) -> Result<Arc<ProviderMetadata>> {
@@ -237,12 +238,7 @@ impl Exchanger {
 
     /// One token request against authority `index`, with its span.
     async fn fetch_one(&self, index: usize) -> Result<AccessToken> {
-        let label = self
-            .config
-            .labels
-            .get(index)
-            .map(String::as_str)
-            .unwrap_or("?");
+        let label = self.authority_label(index);
         let span = tracing::info_span!(
             "aim_token.exchange",
             authority = label,
@@ -329,7 +325,7 @@ impl Exchanger {
             now,
             requested_scopes: &self.config.scopes,
             default_lifetime: self.config.default_lifetime,
-            authority: &self.config.labels[index],
+            authority: self.authority_label(index),
             url,
         };
         parse_token_answer(&answer, &ctx, &self.scrubber)
@@ -346,15 +342,14 @@ impl fmt::Debug for Exchanger {
 
 impl TokenSource for Exchanger {
     fn authority_count(&self) -> usize {
-        self.config.labels.len()
+        self.config.authorities.len()
     }
 
     fn authority_label(&self, index: usize) -> &str {
         self.config
-            .labels
+            .authorities
             .get(index)
-            .map(String::as_str)
-            .unwrap_or("?")
+            .map_or("?", Authority::base_url)
     }
 
     fn fetch(&self, index: usize) -> BoxFuture<'_, Result<AccessToken>> {

@@ -17,7 +17,7 @@ use crate::exchange::scrub::Scrubber;
 use crate::http::{from_reqwest, read_capped, MAX_BODY_BYTES};
 
 /// How long fetched metadata is used before it is fetched again.
-pub(crate) const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
 /// The parts of the provider metadata the crate uses.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

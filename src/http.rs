@@ -207,7 +207,7 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// `err: cause: cause`, short and on one line.
-pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();
     let mut next = err.source();
     while let Some(e) = next {

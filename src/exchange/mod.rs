@@ -31,7 +31,7 @@ use self::response::{parse_token_answer, retry_after_and_location, Answer, Token
 use self::scrub::Scrubber;
 
 /// Lifetime of a token whose answer and JWT do not say.
-pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Form parameters the exchange sets itself; `form_param` may not override them.
 const RESERVED_PARAMS: [&str; 4] = ["grant_type", "client_id", "client_secret", "scope"];

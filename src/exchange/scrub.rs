@@ -2,7 +2,7 @@
 //! the client secret (servers do echo it) or anything token-shaped.
 
 /// The longest snippet of a server answer that goes into an error message.
-pub(crate) const SNIPPET_CHARS: usize = 200;
+const SNIPPET_CHARS: usize = 200;
 
 const REDACTED: &str = "[redacted]";
 

@@ -155,10 +155,14 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
             "the {what} `{shown}` contains user info (`user@`): remove it; the client ID and secret are set with .client_id(..) and .client_secret(..)"
         )));
     }
-    if host_part.is_empty() {
-        return Err(Error::config(format!(
+    // Also checked before parsing, so `https://` gets this message and not the url crate's.
+    let no_host = || {
+        Error::config(format!(
             "the {what} `{shown}` has no host: give the AIM server, e.g. `sms01.plant.local`"
-        )));
+        ))
+    };
+    if host_part.is_empty() {
+        return Err(no_host());
     }
     let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|e| {
         Error::config(format!(
@@ -166,9 +170,7 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
         ))
     })?;
     let Some(host) = url.host() else {
-        return Err(Error::config(format!(
-            "the {what} `{shown}` has no host: give the AIM server, e.g. `sms01.plant.local`"
-        )));
+        return Err(no_host());
     };
     if scheme == "http" && !allow_insecure_http && !is_loopback(&host) {
         return Err(Error::config(format!(

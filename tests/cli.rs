@@ -337,6 +337,26 @@ async fn register_prints_powershell_or_registers_dynamically() {
     assert!(out.stdout.contains("Add-IdentityManagerClient"));
 }
 
+/// AIM_SCOPE means what it means to `AimClient::from_env`: spaces or commas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aim_scope_separated_by_commas_is_several_scopes() {
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_SCOPE", "mes.api,openid\tprofile"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("-ScopeRestrictions 'mes.api','openid','profile' "),
+        "{}",
+        out.stdout
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_explains_a_mes_403_as_a_missing_privilege() {
     let emu = AimEmulator::start().await.unwrap();

@@ -512,7 +512,8 @@ fn clock_verdict(
     }
 }
 
-fn scopes_text(scopes: &[String]) -> String {
+/// Granted scopes for a message; AIM may report none.
+pub(crate) fn scopes_text(scopes: &[String]) -> String {
     if scopes.is_empty() {
         "(none reported)".into()
     } else {

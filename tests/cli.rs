@@ -50,6 +50,15 @@ async fn aim_token(args: &[&str], env: &[(&str, &str)]) -> Output {
     output
 }
 
+/// The AIM_* variables of the emulator's own client at `authority`.
+fn emulator_client_env(authority: &str) -> [(&'static str, &str); 3] {
+    [
+        ("AIM_AUTHORITY", authority),
+        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
+        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
+    ]
+}
+
 fn write_ca(emu: &AimEmulator, name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("aim-token-cli-{name}-{}.pem", std::process::id()));
@@ -80,11 +89,10 @@ async fn check_passes_every_step() {
     let out = aim_token(
         &["check", "--mes", &mes],
         &[
-            ("AIM_AUTHORITY", &authority),
-            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-            ("AIM_CA_CERT", ca.to_str().unwrap()),
-        ],
+            &emulator_client_env(&authority)[..],
+            &[("AIM_CA_CERT", ca.to_str().unwrap())],
+        ]
+        .concat(),
     )
     .await;
     assert_eq!(out.code, 0);
@@ -143,15 +151,7 @@ async fn check_fails_with_invalid_client_for_a_wrong_secret() {
 async fn check_fails_with_the_fix_for_an_untrusted_ca() {
     let emu = https_emulator().await;
     let authority = emu.authority();
-    let out = aim_token(
-        &["check"],
-        &[
-            ("AIM_AUTHORITY", &authority),
-            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let out = aim_token(&["check"], &emulator_client_env(&authority)).await;
     assert_eq!(out.code, 4);
     let tls = step(&out.stdout, "tls");
     assert!(
@@ -337,21 +337,33 @@ async fn register_prints_powershell_or_registers_dynamically() {
     assert!(out.stdout.contains("Add-IdentityManagerClient"));
 }
 
+/// AIM_SCOPE means what it means to `AimClient::from_env`: spaces or commas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aim_scope_separated_by_commas_is_several_scopes() {
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_SCOPE", "mes.api,openid\tprofile"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("-ScopeRestrictions 'mes.api','openid','profile' "),
+        "{}",
+        out.stdout
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_explains_a_mes_403_as_a_missing_privilege() {
     let emu = AimEmulator::start().await.unwrap();
     emu.set_mes_forbidden(true);
     let authority = emu.authority();
     let mes = format!("{}api/v3/entity", emu.mes_base());
-    let out = aim_token(
-        &["check", "--mes", &mes],
-        &[
-            ("AIM_AUTHORITY", &authority),
-            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let out = aim_token(&["check", "--mes", &mes], &emulator_client_env(&authority)).await;
     assert_eq!(out.code, 5);
     assert!(step(&out.stdout, "token").starts_with("PASS"));
     let mes = step(&out.stdout, "mes");
@@ -376,22 +388,19 @@ async fn check_fails_with_the_clock_code_when_tokens_are_expired_on_arrival() {
         .await
         .unwrap();
     let authority = emu.authority();
-    let out = aim_token(
-        &["check"],
-        &[
-            ("AIM_AUTHORITY", &authority),
-            ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-            ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let out = aim_token(&["check"], &emulator_client_env(&authority)).await;
     assert_eq!(out.code, 7);
     let claims = step(&out.stdout, "claims");
     assert!(
         claims.starts_with("FAIL") && claims.contains("expired"),
         "{claims}"
     );
-    assert!(out.stdout.contains("clock"));
+    // The fix, not just the word: every run prints a `clock` step line.
+    assert!(
+        out.stdout.contains("synchronize this machine's clock"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,11 +408,7 @@ async fn token_over_https_needs_the_ca_and_says_so() {
     let emu = https_emulator().await;
     let ca = write_ca(&emu, "token");
     let authority = emu.authority();
-    let env = [
-        ("AIM_AUTHORITY", authority.as_str()),
-        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-    ];
+    let env = emulator_client_env(&authority);
     let out = aim_token(&["--timeout", "5", "token"], &env).await;
     assert_eq!(out.code, 4, "an untrusted certificate is a TLS failure");
     assert!(out.stdout.is_empty());

@@ -46,7 +46,12 @@ async fn registered_credentials_get_a_token_from_the_emulator() {
             verified.scopes.iter().any(|s| s == "mes.api"),
             "{verified:?}"
         );
-        assert!(verified.lifetime > Duration::ZERO);
+        // The requested lifetime reached the provider (not just any lifetime).
+        assert_eq!(
+            registered.access_token_lifetime(),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(verified.lifetime, Duration::from_secs(3600));
     }
 }
 
@@ -309,7 +314,17 @@ proptest! {
         id in "[A-Za-z0-9._~-]{1,30}|\\PC{1,10}",
     ) {
         let reg = ClientRegistration::new(id.clone()).name(name.clone()).secret(secret.clone()).scopes([scope.clone()]);
-        if let Ok(ps) = reg.to_powershell("https://sms01.plant.local") {
+        // Inputs inside the documented rules must be accepted, or the
+        // round trip below would pass by rejecting everything.
+        let must_accept = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+            && secret.chars().all(|c| matches!(c, ' '..='~'))
+            && !name.is_empty()
+            && name.chars().all(|c| matches!(c, ' '..='~'));
+        let rendered = reg.to_powershell("https://sms01.plant.local");
+        if let Err(e) = &rendered {
+            prop_assert!(!must_accept, "rejected inputs within the rules: {}", e);
+        }
+        if let Ok(ps) = rendered {
             let lines: Vec<&str> = ps.lines().collect();
             prop_assert_eq!(lines.len(), 2);
             let words = parse_powershell(lines[0]).map_err(|e| TestCaseError::fail(format!("{e}: {ps:?}")))?;

@@ -9,6 +9,7 @@
 //! (which can make the command display differently from what it runs) are
 //! rejected too: an administrator pastes this into an elevated shell.
 
+use crate::authority::parse_endpoint;
 use crate::error::{Error, Result};
 
 /// `value` as a PowerShell single-quoted string, or an error naming `field`.
@@ -53,31 +54,18 @@ fn is_unsafe(c: char) -> bool {
 }
 
 /// The `-HostBase` value: `scheme://host[:port]`, from `https://FQDN`,
-/// `FQDN`, or either with `/identitymanager`.
+/// `FQDN`, or either with `/identitymanager`. The host is checked by the
+/// authority's rules (bare IPv6 literals, no spaces, no user info — and a
+/// password typed as `user:pass@` never reaches the message); plain http
+/// is passed through, as the cmdlet takes what the administrator gives.
 pub(crate) fn host_base(input: &str) -> Result<String> {
-    let input = input.trim();
-    let with_scheme = if input.contains("://") {
-        input.to_owned()
-    } else {
-        format!("https://{input}")
-    };
-    let url = url::Url::parse(&with_scheme).map_err(|e| {
-        Error::config(format!(
-            "the host base {input:?} is not a URL ({e}): use https://FQDN of the AIM server"
-        ))
-    })?;
+    let url = parse_endpoint(input, "host base", true)?;
     let path = url.path().trim_end_matches('/');
     let path_ok = path.is_empty() || path.eq_ignore_ascii_case("/identitymanager");
-    if !matches!(url.scheme(), "https" | "http")
-        || url.host_str().is_none()
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !path_ok
-    {
+    if url.query().is_some() || !path_ok {
+        // `url` has no user info: parse_endpoint refused it.
         return Err(Error::config(format!(
-            "the host base {input:?} must be https://FQDN of the AIM server (no path, query or credentials)"
+            "the host base `{url}` must be https://FQDN of the AIM server (no path or query)"
         )));
     }
     Ok(url.origin().ascii_serialization())
@@ -158,6 +146,9 @@ mod tests {
             host_base("https://sms01:8443").unwrap(),
             "https://sms01:8443"
         );
+        assert_eq!(host_base("fd00::5").unwrap(), "https://[fd00::5]");
+        let e = host_base("https://admin:Passw0rd@sms01").unwrap_err();
+        assert!(!e.to_string().contains("Passw0rd"), "{e}");
         for bad in [
             "ftp://sms01",
             "https://u:p@sms01",

@@ -512,7 +512,8 @@ fn clock_verdict(
     }
 }
 
-fn scopes_text(scopes: &[String]) -> String {
+/// Granted scopes for a message; AIM may report none.
+pub(crate) fn scopes_text(scopes: &[String]) -> String {
     if scopes.is_empty() {
         "(none reported)".into()
     } else {
@@ -542,8 +543,7 @@ fn token_fix(err: &aim_token::Error) -> &'static str {
 
 /// The exit code and fix for a failed request of the doctor's own.
 fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
-    let text = chain(err).to_ascii_lowercase();
-    if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+    if is_tls(err) {
         (
             exit::TLS,
             "trust the PCS root CA with --ca-cert FILE or AIM_CA_CERT",
@@ -556,6 +556,29 @@ fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
     } else {
         (exit::OTHER, "see the reason above")
     }
+}
+
+/// Whether a rustls error is in the source chain (reqwest wraps it in an
+/// `io::Error`). Not by the text: the message carries the URL, and a host or
+/// path with "tls" or "certificate" in it must not make a refused connection
+/// a TLS failure.
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    // Bounded, in case of a cyclic chain.
+    for _ in 0..32 {
+        let Some(e) = next else { return false };
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 fn chain(err: &dyn std::error::Error) -> String {
@@ -586,6 +609,34 @@ mod tests {
             "http://sms01.plant.local/identitymanager"
         ));
         assert!(!same_place(&base, "not a url"));
+    }
+
+    /// A refused connection to a URL that says "tls" and "certificate" is a
+    /// network failure, not a TLS one.
+    #[tokio::test]
+    async fn a_url_naming_tls_does_not_make_a_connect_error_tls() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = reqwest::get(format!("http://127.0.0.1:{port}/tls/certificate/handshake"))
+            .await
+            .unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        assert_eq!(classify_http(&err).0, exit::NETWORK, "{}", chain(&err));
+    }
+
+    #[cfg(feature = "emulator")]
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_tls() {
+        let emu = aim_token::emulator::AimEmulator::builder()
+            .https(true)
+            .start()
+            .await
+            .unwrap();
+        let err = reqwest::get(emu.authority()).await.unwrap_err();
+        assert_eq!(classify_http(&err).0, exit::TLS, "{}", chain(&err));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(crate) struct Global {
     )]
     pub(crate) client_secret: Option<String>,
 
-    /// A scope to request (repeatable; AIM_SCOPE is space-separated). None: AIM's default.
+    /// A scope to request (repeatable; AIM_SCOPE separates them with spaces or commas). None: AIM's default.
     #[arg(
         long = "scope",
         env = "AIM_SCOPE",
@@ -84,11 +84,15 @@ impl Global {
             })
     }
 
+    /// The scopes, split as `AimClientBuilder::from_env` splits AIM_SCOPE:
+    /// at commas and whitespace, so one variable means the same to the app
+    /// and to this tool.
     pub(crate) fn scopes(&self) -> Vec<String> {
         self.scopes
             .iter()
+            .flat_map(|s| s.split(|c: char| c == ',' || c.is_whitespace()))
             .filter(|s| !s.is_empty())
-            .cloned()
+            .map(str::to_owned)
             .collect()
     }
 

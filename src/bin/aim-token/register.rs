@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aim_token::{ClientRegistration, ErrorKind};
 
+use crate::check::scopes_text;
 use crate::config::{progress, Failure, Global};
 use crate::decode::human;
 use crate::exit;
@@ -151,11 +152,7 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
                 "verified: got a token for {} with lifetime {} and scopes {}",
                 v.client_id,
                 human(v.lifetime),
-                if v.scopes.is_empty() {
-                    "(none reported)".to_owned()
-                } else {
-                    v.scopes.join(" ")
-                }
+                scopes_text(&v.scopes)
             ),
             Err(e) => return Ok(exit::report(&e)),
         }

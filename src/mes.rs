@@ -13,6 +13,8 @@ use url::Url;
 use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::response::parse_retry_after;
+use crate::exchange::scrub::Scrubber;
 use crate::token::AccessToken;
 
 /// At most this much of an MES error body is kept in an [`Error`].
@@ -410,16 +412,12 @@ fn says_token_unavailable(text: &str) -> bool {
             .any(|verb| text.contains(verb))
 }
 
-/// The MES body as text: truncated, and with any of our tokens blanked in
-/// case the server echoed the request.
+/// The MES body as text: truncated, and without our tokens (in case the
+/// server echoed the request) or anything else token-shaped, by the same
+/// [`Scrubber`] that cleans AIM's answers.
 fn error_text(bytes: &[u8], tokens: &[AccessToken]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).trim().to_owned();
-    for token in tokens {
-        if !token.secret().is_empty() {
-            text = text.replace(token.secret(), "[redacted]");
-        }
-    }
-    truncate(&text)
+    let scrubber = Scrubber::new(tokens.iter().map(|t| t.secret().to_owned()).collect());
+    truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
 }
 
 fn truncate(text: &str) -> String {
@@ -434,15 +432,7 @@ fn truncate(text: &str) -> String {
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let value = value?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(
-        date.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    parse_retry_after(value?.to_str().ok()?, std::time::SystemTime::now())
 }
 
 /// A reqwest failure as our error: timeout, TLS or plain transport.
@@ -598,6 +588,9 @@ mod tests {
         let token = AccessToken::new("tok.secret.value", SystemTime::now());
         let text = error_text(b"echo: Bearer tok.secret.value", &[token]);
         assert_eq!(text, "echo: Bearer [redacted]");
+        // Tokens that are not ours are not shown either.
+        let text = error_text(b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y", &[]);
+        assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
         let long = "é".repeat(2000);
         let t = truncate(&long);
         assert!(t.len() < 1100 && t.ends_with("(4000 bytes in all)"), "{t}");

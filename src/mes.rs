@@ -145,7 +145,7 @@ impl MesClient {
     /// `GET path` and decode the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let body = self.execute(Method::GET, path, None).await?;
-        decode(path, &body)
+        decode(path, body.as_ref())
     }
 
     /// `POST path` with `body` as JSON and decode the JSON answer (an empty
@@ -158,7 +158,7 @@ impl MesClient {
         let answer = self
             .execute(Method::POST, path, Some(encode(body)?))
             .await?;
-        decode(path, &answer)
+        decode(path, answer.as_ref())
     }
 
     /// `PUT path` with `body` as JSON and decode the JSON answer (an empty
@@ -169,7 +169,7 @@ impl MesClient {
         T: DeserializeOwned,
     {
         let answer = self.execute(Method::PUT, path, Some(encode(body)?)).await?;
-        decode(path, &answer)
+        decode(path, answer.as_ref())
     }
 
     /// `DELETE path`; any answer body is ignored.
@@ -179,7 +179,12 @@ impl MesClient {
 
     /// Sends one call, retrying once with a fresh token after a 401, and
     /// returns the body of a 2xx answer.
-    async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<impl AsRef<[u8]>> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
         let headers = self.extra_headers()?;
@@ -206,13 +211,13 @@ impl MesClient {
         let aim = &self.inner.aim;
         let token = aim.token().await.map_err(|e| e.context(&context))?;
         let mut response = send(&token).await.map_err(|e| e.context(&context))?;
-        let mut tokens = vec![token];
+        let mut retried_with = None;
         if bearer::is_token_rejected(response.status().as_u16()) {
-            aim.invalidate(&tokens[0]);
+            aim.invalidate(&token);
             let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-            if !fresh.same_as(&tokens[0]) {
+            if !fresh.same_as(&token) {
                 response = send(&fresh).await.map_err(|e| e.context(&context))?;
-                tokens.push(fresh);
+                retried_with = Some(fresh);
             }
         }
 
@@ -223,9 +228,9 @@ impl MesClient {
             .await
             .map_err(|e| transport(e).context(&context))?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(bytes);
         }
-        let text = error_text(&bytes, &tokens);
+        let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
         Err(status_error(status, &text)
             .with_retry_after(retry_after)
             .context(&context))
@@ -415,8 +420,8 @@ fn says_token_unavailable(text: &str) -> bool {
 /// The MES body as text: truncated, and without our tokens (in case the
 /// server echoed the request) or anything else token-shaped, by the same
 /// [`Scrubber`] that cleans AIM's answers.
-fn error_text(bytes: &[u8], tokens: &[AccessToken]) -> String {
-    let scrubber = Scrubber::new(tokens.iter().map(|t| t.secret().to_owned()).collect());
+fn error_text<'a>(bytes: &[u8], tokens: impl IntoIterator<Item = &'a AccessToken>) -> String {
+    let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
     truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
 }
 

@@ -151,7 +151,7 @@ fn refused(message: impl Into<String>) -> Error {
 
 /// An allowed host: an exact name or address, or `*.suffix` for any
 /// subdomain of `suffix` (not `suffix` itself). Case-insensitive.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct HostPattern {
     host: String,
     wildcard: bool,

@@ -187,37 +187,43 @@ impl MesClient {
     ) -> Result<impl AsRef<[u8]>> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
-        let headers = self.extra_headers()?;
-
-        let send = |token: &AccessToken| {
-            let mut req = self.inner.http.request(method.clone(), url.clone());
-            for (name, value) in &headers {
-                req = req.header(name.clone(), value.clone());
-            }
-            if let Some(body) = &body {
-                req = req
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(body.clone());
-            }
+        let mut builder = self.inner.http.request(method, url);
+        for (name, value) in self.extra_headers()? {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = body {
+            builder = builder
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let request = builder
+            .build()
+            .map_err(|e| transport(e).context(&context))?;
+        let send = |mut request: reqwest::Request, token: &AccessToken| {
             let value = self.inner.header.value(token);
             async move {
-                req.header(AUTHORIZATION, value?)
-                    .send()
-                    .await
-                    .map_err(transport)
+                request.headers_mut().insert(AUTHORIZATION, value?);
+                self.inner.http.execute(request).await.map_err(transport)
             }
         };
 
         let aim = &self.inner.aim;
         let token = aim.token().await.map_err(|e| e.context(&context))?;
-        let mut response = send(&token).await.map_err(|e| e.context(&context))?;
+        // Taken before the header goes in; the body is bytes, so the copy
+        // shares its buffer and is always there.
+        let replay = request.try_clone();
+        let mut response = send(request, &token)
+            .await
+            .map_err(|e| e.context(&context))?;
         let mut retried_with = None;
         if bearer::is_token_rejected(response.status().as_u16()) {
             aim.invalidate(&token);
-            let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-            if !fresh.same_as(&token) {
-                response = send(&fresh).await.map_err(|e| e.context(&context))?;
-                retried_with = Some(fresh);
+            if let Some(retry) = replay {
+                let fresh = aim.token().await.map_err(|e| e.context(&context))?;
+                if !fresh.same_as(&token) {
+                    response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                    retried_with = Some(fresh);
+                }
             }
         }
 

@@ -225,21 +225,16 @@ impl Clocks {
     }
 }
 
-#[cfg(unix)]
+/// `CLOCK_PROCESS_CPUTIME_ID` (std has no process CPU clock, nor does
+/// criterion), read through rustix, which the crate already uses on Linux
+/// for its coarse clock: no `unsafe`, no extra dependency.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn process_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only into `ts`, a valid timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn process_cpu_seconds() -> f64 {
     f64::NAN
 }

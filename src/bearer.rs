@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use reqwest::header::HeaderValue;
+use url::Host;
 
+use crate::authority;
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::AccessToken;
 
@@ -149,7 +151,7 @@ fn refused(message: impl Into<String>) -> Error {
 
 /// An allowed host: an exact name or address, or `*.suffix` for any
 /// subdomain of `suffix` (not `suffix` itself). Case-insensitive.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct HostPattern {
     host: String,
     wildcard: bool,
@@ -206,18 +208,16 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// `localhost`, `127.0.0.0/8`, `::1` (and `::ffff:127.x.x.x`).
+/// Loopback by the rule the AIM authority is checked with
+/// ([`authority::is_loopback`]), so "loopback" means one thing in the crate.
+/// `host` is already normalized (no brackets, lower case).
 fn is_loopback(host: &str) -> bool {
-    if host == "localhost" || host.ends_with(".localhost") {
-        return true;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        Err(_) => false,
-    }
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Host::Ipv4(ip),
+        Ok(IpAddr::V6(ip)) => Host::Ipv6(ip),
+        Err(_) => Host::Domain(host),
+    };
+    authority::is_loopback(&host)
 }
 
 #[cfg(test)]
@@ -244,6 +244,9 @@ mod tests {
             "http://10.0.0.5/",
             "http://[::2]/",
             "http://127.0.0.1.evil.example/",
+            // Not loopback by the authority's rule either: one rule for both.
+            "http://mes.localhost/",
+            "http://[::ffff:127.0.0.1]/",
             "ftp://127.0.0.1/",
         ] {
             let err = check(&d, url).unwrap_err();

@@ -13,6 +13,8 @@ use url::Url;
 use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::response::parse_retry_after;
+use crate::exchange::scrub::Scrubber;
 use crate::token::AccessToken;
 
 /// At most this much of an MES error body is kept in an [`Error`].
@@ -143,7 +145,7 @@ impl MesClient {
     /// `GET path` and decode the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let body = self.execute(Method::GET, path, None).await?;
-        decode(path, &body)
+        decode(path, body.as_ref())
     }
 
     /// `POST path` with `body` as JSON and decode the JSON answer (an empty
@@ -156,7 +158,7 @@ impl MesClient {
         let answer = self
             .execute(Method::POST, path, Some(encode(body)?))
             .await?;
-        decode(path, &answer)
+        decode(path, answer.as_ref())
     }
 
     /// `PUT path` with `body` as JSON and decode the JSON answer (an empty
@@ -167,7 +169,7 @@ impl MesClient {
         T: DeserializeOwned,
     {
         let answer = self.execute(Method::PUT, path, Some(encode(body)?)).await?;
-        decode(path, &answer)
+        decode(path, answer.as_ref())
     }
 
     /// `DELETE path`; any answer body is ignored.
@@ -177,40 +179,51 @@ impl MesClient {
 
     /// Sends one call, retrying once with a fresh token after a 401, and
     /// returns the body of a 2xx answer.
-    async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    async fn execute(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<impl AsRef<[u8]>> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
-        let headers = self.extra_headers()?;
-
-        let send = |token: &AccessToken| {
-            let mut req = self.inner.http.request(method.clone(), url.clone());
-            for (name, value) in &headers {
-                req = req.header(name.clone(), value.clone());
-            }
-            if let Some(body) = &body {
-                req = req
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(body.clone());
-            }
+        let mut builder = self.inner.http.request(method, url);
+        for (name, value) in self.extra_headers()? {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = body {
+            builder = builder
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let request = builder
+            .build()
+            .map_err(|e| transport(e).context(&context))?;
+        let send = |mut request: reqwest::Request, token: &AccessToken| {
             let value = self.inner.header.value(token);
             async move {
-                req.header(AUTHORIZATION, value?)
-                    .send()
-                    .await
-                    .map_err(transport)
+                request.headers_mut().insert(AUTHORIZATION, value?);
+                self.inner.http.execute(request).await.map_err(transport)
             }
         };
 
         let aim = &self.inner.aim;
         let token = aim.token().await.map_err(|e| e.context(&context))?;
-        let mut response = send(&token).await.map_err(|e| e.context(&context))?;
-        let mut tokens = vec![token];
+        // Taken before the header goes in; the body is bytes, so the copy
+        // shares its buffer and is always there.
+        let replay = request.try_clone();
+        let mut response = send(request, &token)
+            .await
+            .map_err(|e| e.context(&context))?;
+        let mut retried_with = None;
         if bearer::is_token_rejected(response.status().as_u16()) {
-            aim.invalidate(&tokens[0]);
-            let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-            if !fresh.same_as(&tokens[0]) {
-                response = send(&fresh).await.map_err(|e| e.context(&context))?;
-                tokens.push(fresh);
+            aim.invalidate(&token);
+            if let Some(retry) = replay {
+                let fresh = aim.token().await.map_err(|e| e.context(&context))?;
+                if !fresh.same_as(&token) {
+                    response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                    retried_with = Some(fresh);
+                }
             }
         }
 
@@ -221,9 +234,9 @@ impl MesClient {
             .await
             .map_err(|e| transport(e).context(&context))?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(bytes);
         }
-        let text = error_text(&bytes, &tokens);
+        let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
         Err(status_error(status, &text)
             .with_retry_after(retry_after)
             .context(&context))
@@ -410,16 +423,12 @@ fn says_token_unavailable(text: &str) -> bool {
             .any(|verb| text.contains(verb))
 }
 
-/// The MES body as text: truncated, and with any of our tokens blanked in
-/// case the server echoed the request.
-fn error_text(bytes: &[u8], tokens: &[AccessToken]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).trim().to_owned();
-    for token in tokens {
-        if !token.secret().is_empty() {
-            text = text.replace(token.secret(), "[redacted]");
-        }
-    }
-    truncate(&text)
+/// The MES body as text: truncated, and without our tokens (in case the
+/// server echoed the request) or anything else token-shaped, by the same
+/// [`Scrubber`] that cleans AIM's answers.
+fn error_text<'a>(bytes: &[u8], tokens: impl IntoIterator<Item = &'a AccessToken>) -> String {
+    let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
+    truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
 }
 
 fn truncate(text: &str) -> String {
@@ -434,15 +443,7 @@ fn truncate(text: &str) -> String {
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let value = value?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(
-        date.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    parse_retry_after(value?.to_str().ok()?, std::time::SystemTime::now())
 }
 
 /// A reqwest failure as our error: timeout, TLS or plain transport.
@@ -598,6 +599,9 @@ mod tests {
         let token = AccessToken::new("tok.secret.value", SystemTime::now());
         let text = error_text(b"echo: Bearer tok.secret.value", &[token]);
         assert_eq!(text, "echo: Bearer [redacted]");
+        // Tokens that are not ours are not shown either.
+        let text = error_text(b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y", &[]);
+        assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
         let long = "é".repeat(2000);
         let t = truncate(&long);
         assert!(t.len() < 1100 && t.ends_with("(4000 bytes in all)"), "{t}");

@@ -140,6 +140,27 @@ async fn one_401_is_retried_with_a_fresh_token() {
 }
 
 #[tokio::test]
+async fn the_retry_after_a_401_resends_body_and_headers() {
+    let (_emu, aim) = emulator().await;
+    let rec = Recorder::start(Rule::RejectFirstToken).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
+    let _: Value = mes
+        .with_trans_id("T-7")
+        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .await
+        .unwrap();
+    let seen = rec.seen();
+    assert_eq!(seen.len(), 2, "one 401, one retry");
+    assert_ne!(seen[0].authorization, seen[1].authorization);
+    for s in &seen {
+        assert_eq!(s.method, "PUT");
+        assert_eq!(s.body, r#"{"JobId":"J1"}"#);
+        assert_eq!(s.trans_id.as_deref(), Some("T-7"));
+        assert_eq!(s.authorization.len(), 1);
+    }
+}
+
+#[tokio::test]
 async fn two_401s_are_unauthorized() {
     let (emu, mes) = mes().await;
     emu.inject_times(Endpoint::Mes, status(401, "token rejected"), 2);

@@ -115,10 +115,8 @@ fn issue_token(st: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response<
 
     let scopes = granted_scopes(&client, form.get("scope"))?;
     let lifetime = client.lifetime.unwrap_or_else(|| st.lifetime());
-    let issued = tokens::issue(st, &client.id, &scopes, lifetime).map_err(|e| {
-        OAuthError::new("server_error", e.to_string())
-            .with_status(StatusCode::INTERNAL_SERVER_ERROR)
-    })?;
+    let issued =
+        tokens::issue(st, &client.id, &scopes, lifetime).map_err(OAuthError::server_error)?;
     st.counters.token_issued();
 
     let mut answer = json!({

@@ -31,6 +31,11 @@ impl OAuthError {
         Self::new("invalid_client", description)
     }
 
+    /// HTTP 500 `server_error`: the emulator itself failed.
+    pub(crate) fn server_error(cause: impl std::fmt::Display) -> Self {
+        Self::new("server_error", cause.to_string()).with_status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self

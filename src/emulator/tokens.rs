@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 
 use super::state::State;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The API resource name of the MES Web API in AIM.
 pub(crate) const MES_AUDIENCE: &str = "mes.api";
@@ -44,7 +43,7 @@ pub(crate) fn issue(
         "aud": aud,
         "client_id": client_id,
         "scope": scopes,
-        "jti": random_hex(16),
+        "jti": random_hex::<16>()?,
     });
     Ok(Issued {
         jwt: state.key.sign(&claims)?,
@@ -97,9 +96,39 @@ pub(crate) fn validate(state: &State, jwt: &str) -> Result<Map<String, Value>, I
     Ok(claims)
 }
 
-/// `n` random bytes as lowercase hex.
-pub(crate) fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `N` bytes from the operating system's random generator (the one
+/// [`ClientRegistration::generate_secret`](crate::ClientRegistration::generate_secret) uses).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::config(format!("emulator: no random numbers: {e}")))?;
+    Ok(bytes)
+}
+
+/// `N` random bytes as lowercase hex.
+pub(crate) fn random_hex<const N: usize>() -> Result<String> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes = random_bytes::<N>()?;
+    let mut hex = String::with_capacity(2 * N);
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hex_is_lowercase_hex_of_n_bytes() {
+        let a = random_hex::<16>().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, random_hex::<16>().unwrap());
+    }
 }

@@ -12,6 +12,7 @@ use axum::routing::{any, get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::client_auth;
 use super::oauth::json;
 use super::state::State;
 use super::tokens;
@@ -59,13 +60,7 @@ fn authorize(st: &State, headers: &HeaderMap) -> Result<(), &'static str> {
     if st.reject_next_mes.swap(false, Ordering::AcqRel) {
         return Err("the token was rejected");
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or("no bearer token")?;
+    let bearer = client_auth::bearer(headers).ok_or("no bearer token")?;
     tokens::validate(st, bearer)
         .map(|_| ())
         .map_err(tokens::Invalid::describe)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxumState};
-use axum::http::{header, HeaderMap, Response, StatusCode};
+use axum::http::{HeaderMap, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::client_auth;
 use super::oauth::{json, OAuthError};
 use super::state::State;
 use super::tokens::{random_bytes, random_hex};
@@ -53,18 +54,10 @@ fn invalid_metadata(description: impl Into<String>) -> OAuthError {
 
 /// The bearer token of `headers`, if it is `expected` (compared in constant time).
 fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, token)| {
-            aws_lc_rs::constant_time::verify_slices_are_equal(
-                token.trim().as_bytes(),
-                expected.as_bytes(),
-            )
+    client_auth::bearer(headers).is_some_and(|token| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(token.as_bytes(), expected.as_bytes())
             .is_ok()
-        })
+    })
 }
 
 fn invalid_token() -> Response<Body> {

@@ -32,13 +32,7 @@ pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
 /// Bearer check, forced rejections, privilege check and header echo,
 /// around every MES route.
 async fn guard(AxumState(st): AxumState<Arc<State>>, req: Request, next: Next) -> Response<Body> {
-    let echoed: Vec<(HeaderName, HeaderValue)> = ECHOED
-        .iter()
-        .filter_map(|name| {
-            let value = req.headers().get(*name)?.clone();
-            Some((HeaderName::from_static(name), value))
-        })
-        .collect();
+    let echoed = ECHOED.map(|name| req.headers().get(name).cloned());
 
     let mut resp = match authorize(&st, req.headers()) {
         Err(reason) => unauthorized(reason),
@@ -49,8 +43,11 @@ async fn guard(AxumState(st): AxumState<Arc<State>>, req: Request, next: Next) -
         ),
         Ok(()) => next.run(req).await,
     };
-    for (name, value) in echoed {
-        resp.headers_mut().insert(name, value);
+    for (name, value) in ECHOED.into_iter().zip(echoed) {
+        if let Some(value) = value {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
     }
     resp
 }

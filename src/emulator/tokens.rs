@@ -9,7 +9,7 @@ use super::state::State;
 use crate::error::{Error, Result};
 
 /// The API resource name of the MES Web API in AIM.
-pub(crate) const MES_AUDIENCE: &str = "mes.api";
+const MES_AUDIENCE: &str = "mes.api";
 
 /// A freshly issued token.
 pub(crate) struct Issued {

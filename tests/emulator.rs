@@ -978,13 +978,15 @@ async fn registration_then_token_for_the_new_client() {
     let body: Value = wrong.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
 
-    let resp = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&metadata)
-        .send()
-        .await
-        .unwrap();
+    // A registration request with the right initial access token.
+    let register = |metadata: &Value| {
+        http()
+            .post(&url)
+            .bearer_auth("initial-T0ken")
+            .json(metadata)
+            .send()
+    };
+    let resp = register(&metadata).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let reg: Value = resp.json().await.unwrap();
     assert_eq!(reg["client_id"], "mes-reporting");
@@ -1033,19 +1035,9 @@ async fn registration_then_token_for_the_new_client() {
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
 
     // The same ID twice, and grant types it cannot have.
-    let again = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&metadata)
-        .send()
-        .await
-        .unwrap();
+    let again = register(&metadata).await.unwrap();
     assert_oauth_error(again, "invalid_client_metadata").await;
-    let code = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&serde_json::json!({"grant_types": ["authorization_code"]}))
-        .send()
+    let code = register(&serde_json::json!({"grant_types": ["authorization_code"]}))
         .await
         .unwrap();
     assert_oauth_error(code, "invalid_client_metadata").await;
@@ -1059,17 +1051,16 @@ async fn registration_then_token_for_the_new_client() {
     assert_oauth_error(not_json, "invalid_client_metadata").await;
 
     // Without an ID one is generated.
-    let generated: Value = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&serde_json::json!({"client_name": "anon"}))
-        .send()
+    let generated: Value = register(&serde_json::json!({"client_name": "anon"}))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert!(!generated["client_id"].as_str().unwrap().is_empty());
+    let generated_id = generated["client_id"].as_str().unwrap();
+    let hex = generated_id.strip_prefix("client-").unwrap();
+    assert_eq!(hex.len(), 16, "{generated_id}");
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{generated_id}");
     assert_eq!(generated["scope"], "mes.api openid");
     assert_eq!(aim.counters().register, 9);
 }

@@ -913,14 +913,8 @@ async fn drop_stops_the_server() {
     drop(aim);
     let mut refused = false;
     for _ in 0..100 {
-        match reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-        {
+        // A fresh client each time: no pooled connection to reuse.
+        match http().get(&url).send().await {
             Err(e) if e.is_connect() => {
                 refused = true;
                 break;

@@ -482,10 +482,17 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let (signed, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{signed}.{}", "A".repeat(342));
     assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
-    // Issued by another emulator (another issuer).
-    let other = AimEmulator::start().await.unwrap();
+    // Issued by another emulator: same signing key and clock, another issuer.
+    let other = AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
     let foreign = token(&other).await;
-    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&foreign)).await);
+    let resp = mes_get(&aim, "api/v3/entity", Some(&foreign)).await;
+    assert_invalid_token(&resp);
+    let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains("another authority"), "{challenge}");
 
     let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(ok.status(), StatusCode::OK);

@@ -15,8 +15,38 @@ use serde_json::Value;
 const ID: &str = AimEmulator::CLIENT_ID;
 const SECRET: &str = AimEmulator::CLIENT_SECRET;
 
+/// The default client's `client_secret_post` token request.
+const CLIENT_CREDENTIALS: [(&str, &str); 3] = [
+    ("grant_type", "client_credentials"),
+    ("client_id", ID),
+    ("client_secret", SECRET),
+];
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A client that trusts the CA of an https emulator.
+fn trusting(aim: &AimEmulator) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
+fn discovery_url(aim: &AimEmulator) -> String {
+    format!("{}/.well-known/openid-configuration", aim.authority())
+}
+
+fn jwks_url(aim: &AimEmulator) -> String {
+    format!("{}/.well-known/openid-configuration/jwks", aim.authority())
+}
+
+/// GET `url` (http) and parse the answer as JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// `Basic base64(urlencode(id):urlencode(secret))`, RFC 6749 §2.3.1.
@@ -38,17 +68,18 @@ async fn post_token(aim: &AimEmulator, form: &[(&str, &str)]) -> reqwest::Respon
         .unwrap()
 }
 
+/// The default client's token request (post), unanswered when a fault drops it.
+async fn cc(aim: &AimEmulator) -> reqwest::Result<reqwest::Response> {
+    http()
+        .post(aim.token_endpoint())
+        .form(&CLIENT_CREDENTIALS)
+        .send()
+        .await
+}
+
 /// A token for the default client (post).
 async fn token(aim: &AimEmulator) -> String {
-    let resp = post_token(
-        aim,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", ID),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    let resp = cc(aim).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_owned()
@@ -88,24 +119,11 @@ async fn discovery_document_describes_the_endpoints() {
         aim.authority(),
         format!("http://127.0.0.1:{}/identitymanager", aim.port())
     );
-    let doc: Value = http()
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            aim.authority()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&discovery_url(&aim)).await;
     let issuer = aim.authority();
     assert_eq!(doc["issuer"], issuer.as_str());
     assert_eq!(doc["token_endpoint"], aim.token_endpoint().as_str());
-    assert_eq!(
-        doc["jwks_uri"],
-        format!("{issuer}/.well-known/openid-configuration/jwks").as_str()
-    );
+    assert_eq!(doc["jwks_uri"], jwks_url(&aim).as_str());
     assert_eq!(
         doc["introspection_endpoint"],
         format!("{issuer}/connect/introspect").as_str()
@@ -136,8 +154,7 @@ async fn discovery_lists_registration_only_when_configured_and_can_be_disabled()
         .start()
         .await
         .unwrap();
-    let url = format!("{}/.well-known/openid-configuration", aim.authority());
-    let doc: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+    let doc: Value = get_json(&discovery_url(&aim)).await;
     assert_eq!(
         doc["registration_endpoint"],
         format!("{}/connect/register", aim.authority()).as_str()
@@ -148,8 +165,7 @@ async fn discovery_lists_registration_only_when_configured_and_can_be_disabled()
         .start()
         .await
         .unwrap();
-    let url = format!("{}/.well-known/openid-configuration", aim.authority());
-    let resp = http().get(&url).send().await.unwrap();
+    let resp = http().get(discovery_url(&aim)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(aim.counters().discovery, 1);
 }
@@ -159,15 +175,7 @@ async fn discovery_lists_registration_only_when_configured_and_can_be_disabled()
 #[tokio::test]
 async fn token_with_client_secret_post_and_a_secret_that_needs_encoding() {
     let aim = AimEmulator::start().await.unwrap();
-    let resp = post_token(
-        &aim,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", ID),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    let resp = cc(&aim).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
     let body: Value = resp.json().await.unwrap();
@@ -288,17 +296,7 @@ async fn jwt_verifies_against_the_jwks() {
 
     let aim = AimEmulator::start().await.unwrap();
     let jwt = token(&aim).await;
-    let jwks: JwkSet = http()
-        .get(format!(
-            "{}/.well-known/openid-configuration/jwks",
-            aim.authority()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = get_json(&jwks_url(&aim)).await;
     let header = decode_header(&jwt).unwrap();
     assert_eq!(header.alg, Algorithm::RS256);
     let kid = header.kid.unwrap();
@@ -329,19 +327,8 @@ async fn jwt_verifies_against_the_jwks() {
 #[tokio::test]
 async fn audience_follows_granted_scopes() {
     let aim = AimEmulator::start().await.unwrap();
-    let body: Value = post_token(
-        &aim,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", ID),
-            ("client_secret", SECRET),
-            ("scope", "openid"),
-        ],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let openid = [CLIENT_CREDENTIALS.as_slice(), &[("scope", "openid")]].concat();
+    let body: Value = post_token(&aim, &openid).await.json().await.unwrap();
     let jwt = body["access_token"].as_str().unwrap();
     let claims = jwt_claims(jwt);
     assert_eq!(
@@ -359,11 +346,7 @@ fn jwt_claims(jwt: &str) -> Value {
 
 #[tokio::test]
 async fn expires_in_formats_and_lifetimes() {
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", ID),
-        ("client_secret", SECRET),
-    ];
+    let form = CLIENT_CREDENTIALS;
     let aim = AimEmulator::builder()
         .expires_in_format(ExpiresInFormat::String)
         .token_lifetime(Duration::from_secs(600))
@@ -425,12 +408,7 @@ async fn token_times_follow_the_configured_clock() {
 #[tokio::test]
 async fn many_concurrent_token_requests_are_all_served() {
     let aim = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
+    let client = trusting(&aim);
     let tasks: Vec<_> = (0..300)
         .map(|_| {
             let client = client.clone();
@@ -438,11 +416,7 @@ async fn many_concurrent_token_requests_are_all_served() {
             tokio::spawn(async move {
                 let body: Value = client
                     .post(url)
-                    .form(&[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", ID),
-                        ("client_secret", SECRET),
-                    ])
+                    .form(&CLIENT_CREDENTIALS)
                     .send()
                     .await
                     .unwrap()
@@ -508,10 +482,17 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let (signed, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{signed}.{}", "A".repeat(342));
     assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
-    // Issued by another emulator (another issuer).
-    let other = AimEmulator::start().await.unwrap();
+    // Issued by another emulator: same signing key and clock, another issuer.
+    let other = AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
     let foreign = token(&other).await;
-    assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&foreign)).await);
+    let resp = mes_get(&aim, "api/v3/entity", Some(&foreign)).await;
+    assert_invalid_token(&resp);
+    let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains("another authority"), "{challenge}");
 
     let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(ok.status(), StatusCode::OK);
@@ -580,6 +561,12 @@ async fn mes_jobs_start_checks_its_body() {
 
     for bad in [
         http().put(&url).bearer_auth(&jwt).body("jobId=J-1"),
+        // A JSON body is not bound unless it is declared JSON.
+        http()
+            .put(&url)
+            .bearer_auth(&jwt)
+            .header(CONTENT_TYPE, "text/plain")
+            .body(r#"{"jobId": "J-1"}"#),
         http()
             .put(&url)
             .bearer_auth(&jwt)
@@ -640,22 +627,24 @@ async fn introspection_reports_active_and_inactive_tokens() {
     assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
     let body: Value = unauth.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-    assert_eq!(aim.counters().introspect, 4);
-}
-
-// ---------------------------------------------------------------- faults
-
-async fn cc(aim: &AimEmulator) -> reqwest::Result<reqwest::Response> {
-    http()
-        .post(aim.token_endpoint())
+    // A wrong secret, sent the other way (client_secret_post): 401 as well.
+    let wrong = http()
+        .post(&url)
         .form(&[
-            ("grant_type", "client_credentials"),
             ("client_id", ID),
-            ("client_secret", SECRET),
+            ("client_secret", "wrong"),
+            ("token", jwt.as_str()),
         ])
         .send()
         .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(aim.counters().introspect, 5);
 }
+
+// ---------------------------------------------------------------- faults
 
 #[tokio::test]
 async fn fault_status_with_retry_after_and_body() {
@@ -740,17 +729,8 @@ async fn fault_drop_connection() {
 #[tokio::test]
 async fn fault_drop_connection_over_https_h2() {
     let aim = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", ID),
-        ("client_secret", SECRET),
-    ];
+    let client = trusting(&aim);
+    let form = CLIENT_CREDENTIALS;
     let ok = client
         .post(aim.token_endpoint())
         .form(&form)
@@ -837,8 +817,8 @@ async fn faults_times_outage_and_clear() {
     ];
     assert_eq!(statuses.map(|s| s.as_u16()), [500, 500, 502, 502]);
     // Faults are per endpoint: MES and discovery are unaffected.
-    let url = format!("{}/.well-known/openid-configuration", aim.authority());
-    assert_eq!(http().get(&url).send().await.unwrap().status(), 200);
+    let discovery = http().get(discovery_url(&aim)).send().await.unwrap();
+    assert_eq!(discovery.status(), 200);
     aim.set_outage(Endpoint::Token, None);
     assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
 
@@ -871,8 +851,8 @@ async fn faults_apply_to_mes_and_jwks_too() {
         503
     );
     aim.inject(Endpoint::Jwks, Fault::Garbage);
-    let url = format!("{}/.well-known/openid-configuration/jwks", aim.authority());
-    let text = http().get(&url).send().await.unwrap().text().await.unwrap();
+    let jwks = http().get(jwks_url(&aim)).send().await.unwrap();
+    let text = jwks.text().await.unwrap();
     assert!(serde_json::from_str::<Value>(&text).is_err());
     let c = aim.counters();
     assert_eq!((c.mes, c.jwks), (1, 1));
@@ -887,34 +867,17 @@ async fn https_with_the_generated_ca_and_refused_without() {
     let pem = aim.ca_pem().unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
 
-    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
-    let err = untrusting
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            aim.authority()
-        ))
-        .send()
-        .await
-        .unwrap_err();
+    let err = http().get(discovery_url(&aim)).send().await.unwrap_err();
     assert!(err.is_connect() || err.is_request(), "{err:?}");
 
-    let ca = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
+    let client = trusting(&aim);
     for host in ["127.0.0.1", "localhost"] {
-        let trusting = reqwest::Client::builder()
-            .no_proxy()
-            .add_root_certificate(ca.clone())
-            .build()
-            .unwrap();
-        let resp = trusting
+        let resp = client
             .post(format!(
                 "https://{host}:{}/identitymanager/connect/token",
                 aim.port()
             ))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", ID),
-                ("client_secret", SECRET),
-            ])
+            .form(&CLIENT_CREDENTIALS)
             .send()
             .await
             .unwrap();
@@ -930,7 +893,7 @@ async fn suspend_refuses_connections_and_resume_serves_again() {
     assert_eq!(cc(&aim).await.unwrap().status(), StatusCode::OK);
     // A kept-alive connection, to see suspend close it too.
     let pooled = http();
-    let url = format!("{}/.well-known/openid-configuration", aim.authority());
+    let url = discovery_url(&aim);
     assert_eq!(pooled.get(&url).send().await.unwrap().status(), 200);
     aim.suspend().await;
     let err = cc(&aim).await.unwrap_err();
@@ -957,14 +920,8 @@ async fn drop_stops_the_server() {
     drop(aim);
     let mut refused = false;
     for _ in 0..100 {
-        match reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-        {
+        // A fresh client each time: no pooled connection to reuse.
+        match http().get(&url).send().await {
             Err(e) if e.is_connect() => {
                 refused = true;
                 break;
@@ -1022,13 +979,15 @@ async fn registration_then_token_for_the_new_client() {
     let body: Value = wrong.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
 
-    let resp = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&metadata)
-        .send()
-        .await
-        .unwrap();
+    // A registration request with the right initial access token.
+    let register = |metadata: &Value| {
+        http()
+            .post(&url)
+            .bearer_auth("initial-T0ken")
+            .json(metadata)
+            .send()
+    };
+    let resp = register(&metadata).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let reg: Value = resp.json().await.unwrap();
     assert_eq!(reg["client_id"], "mes-reporting");
@@ -1077,19 +1036,9 @@ async fn registration_then_token_for_the_new_client() {
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
 
     // The same ID twice, and grant types it cannot have.
-    let again = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&metadata)
-        .send()
-        .await
-        .unwrap();
+    let again = register(&metadata).await.unwrap();
     assert_oauth_error(again, "invalid_client_metadata").await;
-    let code = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&serde_json::json!({"grant_types": ["authorization_code"]}))
-        .send()
+    let code = register(&serde_json::json!({"grant_types": ["authorization_code"]}))
         .await
         .unwrap();
     assert_oauth_error(code, "invalid_client_metadata").await;
@@ -1103,17 +1052,16 @@ async fn registration_then_token_for_the_new_client() {
     assert_oauth_error(not_json, "invalid_client_metadata").await;
 
     // Without an ID one is generated.
-    let generated: Value = http()
-        .post(&url)
-        .bearer_auth("initial-T0ken")
-        .json(&serde_json::json!({"client_name": "anon"}))
-        .send()
+    let generated: Value = register(&serde_json::json!({"client_name": "anon"}))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert!(!generated["client_id"].as_str().unwrap().is_empty());
+    let generated_id = generated["client_id"].as_str().unwrap();
+    let hex = generated_id.strip_prefix("client-").unwrap();
+    assert_eq!(hex.len(), 16, "{generated_id}");
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{generated_id}");
     assert_eq!(generated["scope"], "mes.api openid");
     assert_eq!(aim.counters().register, 9);
 }
@@ -1138,6 +1086,9 @@ async fn client_builder_targets_the_emulator() {
     let aim = AimEmulator::builder().https(true).start().await.unwrap();
     let client = aim.client_builder().build().unwrap();
     assert_eq!(client.client_id(), ID);
+    // Authority, credentials and the CA are all set: a token comes back.
+    client.token().await.unwrap();
+    assert_eq!(aim.counters().tokens_issued, 1);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Reading a token request: the form body and the client's credentials
-//! (`client_secret_post` or `client_secret_basic`, RFC 6749 §2.3.1).
+//! Reading what a request carries: the form body, the client's credentials
+//! (`client_secret_post` or `client_secret_basic`, RFC 6749 §2.3.1) and
+//! bearer tokens.
 
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
@@ -13,6 +14,16 @@ use super::oauth::OAuthError;
 pub(crate) struct Form(Vec<(String, String)>);
 
 impl Form {
+    /// The form of a request that must send one (token, introspection).
+    pub(crate) fn from_request(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
+        if !is_form(headers) {
+            return Err(OAuthError::invalid_request(
+                "the request must be application/x-www-form-urlencoded",
+            ));
+        }
+        Form::parse(body)
+    }
+
     /// Decodes `body`; a parameter sent twice is `invalid_request` (RFC 6749 §3.2).
     pub(crate) fn parse(body: &[u8]) -> Result<Form, OAuthError> {
         let mut params: Vec<(String, String)> = Vec::new();
@@ -37,7 +48,7 @@ impl Form {
 }
 
 /// Whether the request carries a form body.
-pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -48,19 +59,11 @@ pub(crate) fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The client credentials of a request, and how they came.
+/// The client credentials of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Credentials {
     pub(crate) id: String,
     pub(crate) secret: String,
-    pub(crate) method: AuthMethod,
-}
-
-/// How a client authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthMethod {
-    Post,
-    Basic,
 }
 
 /// The credentials of a token (or introspection) request.
@@ -69,30 +72,20 @@ pub(crate) enum AuthMethod {
 /// §2.3: "MUST NOT use more than one authentication method"), `invalid_client`
 /// when there are none or the `Authorization` header is malformed.
 pub(crate) fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, OAuthError> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let value = auth.to_str().unwrap_or_default();
-        if let Some((scheme, _)) = value.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("basic") {
-                let (id, secret) = decode_basic(value).ok_or_else(|| {
-                    OAuthError::invalid_client("malformed Basic authorization header")
-                })?;
-                if form.get("client_secret").is_some() {
-                    return Err(OAuthError::invalid_request(
-                        "the client authenticated with more than one method",
-                    ));
-                }
-                if form.get("client_id").is_some_and(|body_id| body_id != id) {
-                    return Err(OAuthError::invalid_request(
-                        "client_id in the body differs from the Basic credentials",
-                    ));
-                }
-                return Ok(Credentials {
-                    id,
-                    secret,
-                    method: AuthMethod::Basic,
-                });
-            }
+    if let Some(encoded) = authorization(headers, "basic") {
+        let (id, secret) = decode_basic(encoded)
+            .ok_or_else(|| OAuthError::invalid_client("malformed Basic authorization header"))?;
+        if form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "the client authenticated with more than one method",
+            ));
         }
+        if form.get("client_id").is_some_and(|body_id| body_id != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the Basic credentials",
+            ));
+        }
+        return Ok(Credentials { id, secret });
     }
     let id = form
         .get("client_id")
@@ -103,20 +96,28 @@ pub(crate) fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credential
     Ok(Credentials {
         id: id.to_owned(),
         secret: secret.to_owned(),
-        method: AuthMethod::Post,
     })
 }
 
-/// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))` per RFC 6749
-/// §2.3.1: split at the first ':' (an encoded id has none), then
-/// form-urldecode each half, so ids with ':' and secrets with '%', '+' or
-/// spaces survive.
-pub(crate) fn decode_basic(header_value: &str) -> Option<(String, String)> {
-    let (scheme, encoded) = header_value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    authorization(headers, "bearer")
+}
+
+/// What follows `scheme` (compared case-insensitively) in the
+/// `Authorization` header, if the header uses that scheme.
+fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (name, rest) = value.trim().split_once(' ')?;
+    name.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+/// Decodes the `base64(urlencode(id) ":" urlencode(secret))` of a Basic
+/// header per RFC 6749 §2.3.1: split at the first ':' (an encoded id has
+/// none), then form-urldecode each half, so ids with ':' and secrets with
+/// '%', '+' or spaces survive.
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let decoded = STANDARD.decode(encoded).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     let id = form_urldecode(id)?;
@@ -142,7 +143,13 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn basic(raw: &str) -> String {
-        format!("Basic {}", STANDARD.encode(raw))
+        STANDARD.encode(raw)
+    }
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
     }
 
     #[test]
@@ -177,20 +184,32 @@ mod tests {
             Some(("a b".into(), "c d".into()))
         );
         assert_eq!(decode_basic(&basic("id:")), Some(("id".into(), "".into())));
+    }
+
+    #[test]
+    fn authorization_scheme_is_case_insensitive_and_required() {
+        let headers = with_authorization(&format!("bAsIc {}", basic("x:y")));
         assert_eq!(
-            decode_basic(&format!("bAsIc {}", STANDARD.encode("x:y"))),
-            Some(("x".into(), "y".into()))
+            authorization(&headers, "basic"),
+            Some(basic("x:y").as_str())
         );
+        assert_eq!(bearer(&headers), None);
+        assert_eq!(bearer(&with_authorization("BEARER abc ")), Some("abc"));
+        assert_eq!(
+            authorization(&with_authorization("Bearer abc"), "basic"),
+            None
+        );
+        assert_eq!(authorization(&with_authorization("Basic"), "basic"), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 
     #[test]
     fn basic_rejects_malformed() {
-        assert_eq!(decode_basic("Basic !!!notbase64"), None);
+        assert_eq!(decode_basic("!!!notbase64"), None);
         assert_eq!(decode_basic(&basic("no-colon")), None);
         assert_eq!(decode_basic(&basic(":secret")), None);
         assert_eq!(decode_basic(&basic("id:%FF%FE")), None); // not UTF-8
-        assert_eq!(decode_basic("Bearer abc"), None);
-        assert_eq!(decode_basic("Basic"), None);
+        assert_eq!(decode_basic(""), None);
     }
 
     #[test]
@@ -204,21 +223,18 @@ mod tests {
 
     #[test]
     fn credentials_post_basic_and_both() {
-        let mut headers = HeaderMap::new();
         let form = Form::parse(b"client_id=a&client_secret=b").unwrap();
-        let c = credentials(&headers, &form).unwrap();
-        assert_eq!((c.id.as_str(), c.method), ("a", AuthMethod::Post));
+        let c = credentials(&HeaderMap::new(), &form).unwrap();
+        assert_eq!((c.id.as_str(), c.secret.as_str()), ("a", "b"));
 
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&basic("a:b")).unwrap(),
-        );
+        let headers = with_authorization(&format!("Basic {}", basic("a:from-header")));
         let err = credentials(&headers, &form).unwrap_err();
         assert_eq!(err.error, "invalid_request");
 
+        // The secret can only have come from the Basic header.
         let form = Form::parse(b"client_id=a").unwrap();
         let c = credentials(&headers, &form).unwrap();
-        assert_eq!((c.secret.as_str(), c.method), ("b", AuthMethod::Basic));
+        assert_eq!((c.id.as_str(), c.secret.as_str()), ("a", "from-header"));
 
         let form = Form::parse(b"client_id=other").unwrap();
         assert_eq!(
@@ -226,7 +242,30 @@ mod tests {
             "invalid_request"
         );
 
+        let malformed = with_authorization("Basic !!!");
+        assert_eq!(
+            credentials(&malformed, &form).unwrap_err().error,
+            "invalid_client"
+        );
+
         let err = credentials(&HeaderMap::new(), &Form::default()).unwrap_err();
         assert_eq!(err.error, "invalid_client");
+    }
+
+    #[test]
+    fn from_request_needs_a_form_content_type() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            Form::from_request(&headers, b"a=b").unwrap_err().error,
+            "invalid_request"
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+        );
+        assert_eq!(
+            Form::from_request(&headers, b"a=b").unwrap().get("a"),
+            Some("b")
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
 
+use super::oauth::respond;
 use super::{Endpoint, Fault};
 use crate::clock::Clock;
 
@@ -164,18 +165,6 @@ pub(crate) fn apply(fault: Fault, endpoint: Endpoint, clock: &dyn Clock) -> Acti
 
 fn status_code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Body>,
-) -> Response<Body> {
-    let mut resp = Response::new(body.into());
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }
 
 /// The start of a real answer of `endpoint`, cut off mid-value.

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::client_auth::{self, Credentials, Form};
+use super::client_auth::{self, Form};
 use super::oauth::{json, json_no_store, OAuthError};
 use super::state::State;
 use super::{tokens, EmulatorClient, ExpiresInFormat};
@@ -83,13 +83,8 @@ const KNOWN_GRANT_TYPES: &[&str] = &[
 ];
 
 fn issue_token(st: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response<Body>, OAuthError> {
-    if !client_auth::is_form(headers) {
-        return Err(OAuthError::invalid_request(
-            "the request must be application/x-www-form-urlencoded",
-        ));
-    }
-    let form = Form::parse(body)?;
-    let client = authenticate(st, &client_auth::credentials(headers, &form)?)?;
+    let form = Form::from_request(headers, body)?;
+    let client = authenticate(st, headers, &form)?;
 
     match form.get("grant_type") {
         Some("client_credentials") => {}
@@ -115,10 +110,8 @@ fn issue_token(st: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response<
 
     let scopes = granted_scopes(&client, form.get("scope"))?;
     let lifetime = client.lifetime.unwrap_or_else(|| st.lifetime());
-    let issued = tokens::issue(st, &client.id, &scopes, lifetime).map_err(|e| {
-        OAuthError::new("server_error", e.to_string())
-            .with_status(StatusCode::INTERNAL_SERVER_ERROR)
-    })?;
+    let issued =
+        tokens::issue(st, &client.id, &scopes, lifetime).map_err(OAuthError::server_error)?;
     st.counters.token_issued();
 
     let mut answer = json!({
@@ -136,8 +129,14 @@ fn issue_token(st: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response<
     Ok(json_no_store(StatusCode::OK, &answer))
 }
 
-/// The client behind `creds`, if it exists, is enabled and the secret matches.
-pub(crate) fn authenticate(st: &State, creds: &Credentials) -> Result<EmulatorClient, OAuthError> {
+/// The client a token or introspection request authenticates as, if it
+/// exists, is enabled and the secret matches.
+fn authenticate(
+    st: &State,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<EmulatorClient, OAuthError> {
+    let creds = client_auth::credentials(headers, form)?;
     let client = st
         .client(&creds.id)
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
@@ -195,15 +194,8 @@ fn introspection(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response<Body>, OAuthError> {
-    if !client_auth::is_form(headers) {
-        return Err(OAuthError::invalid_request(
-            "the request must be application/x-www-form-urlencoded",
-        ));
-    }
-    let form = Form::parse(body)?;
-    let creds = client_auth::credentials(headers, &form)
-        .map_err(|e| e.with_status(StatusCode::UNAUTHORIZED))?;
-    authenticate(st, &creds).map_err(|e| e.with_status(StatusCode::UNAUTHORIZED))?;
+    let form = Form::from_request(headers, body)?;
+    authenticate(st, headers, &form).map_err(|e| e.with_status(StatusCode::UNAUTHORIZED))?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;

@@ -12,6 +12,7 @@ use axum::routing::{any, get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::client_auth;
 use super::oauth::json;
 use super::state::State;
 use super::tokens;
@@ -31,13 +32,7 @@ pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
 /// Bearer check, forced rejections, privilege check and header echo,
 /// around every MES route.
 async fn guard(AxumState(st): AxumState<Arc<State>>, req: Request, next: Next) -> Response<Body> {
-    let echoed: Vec<(HeaderName, HeaderValue)> = ECHOED
-        .iter()
-        .filter_map(|name| {
-            let value = req.headers().get(*name)?.clone();
-            Some((HeaderName::from_static(name), value))
-        })
-        .collect();
+    let echoed = ECHOED.map(|name| req.headers().get(name).cloned());
 
     let mut resp = match authorize(&st, req.headers()) {
         Err(reason) => unauthorized(reason),
@@ -48,8 +43,11 @@ async fn guard(AxumState(st): AxumState<Arc<State>>, req: Request, next: Next) -
         ),
         Ok(()) => next.run(req).await,
     };
-    for (name, value) in echoed {
-        resp.headers_mut().insert(name, value);
+    for (name, value) in ECHOED.into_iter().zip(echoed) {
+        if let Some(value) = value {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
     }
     resp
 }
@@ -59,13 +57,7 @@ fn authorize(st: &State, headers: &HeaderMap) -> Result<(), &'static str> {
     if st.reject_next_mes.swap(false, Ordering::AcqRel) {
         return Err("the token was rejected");
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or("no bearer token")?;
+    let bearer = client_auth::bearer(headers).ok_or("no bearer token")?;
     tokens::validate(st, bearer)
         .map(|_| ())
         .map_err(tokens::Invalid::describe)

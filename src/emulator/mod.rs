@@ -369,7 +369,7 @@ impl AimEmulatorBuilder {
             Some(tls) => (Some(tls.acceptor), Some(tls.ca_pem)),
             None => (None, None),
         };
-        let server = Server::start(listener, state.clone(), acceptor)?;
+        let server = Server::start(listener, port, state.clone(), acceptor);
         Ok(AimEmulator {
             state,
             server,

@@ -1,4 +1,4 @@
-//! IdentityServer-shaped answers: OAuth errors and JSON documents.
+//! The emulator's answers: OAuth errors, JSON documents, any body.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -31,6 +31,11 @@ impl OAuthError {
         Self::new("invalid_client", description)
     }
 
+    /// HTTP 500 `server_error`: the emulator itself failed.
+    pub(crate) fn server_error(cause: impl std::fmt::Display) -> Self {
+        Self::new("server_error", cause.to_string()).with_status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
@@ -56,12 +61,19 @@ impl IntoResponse for OAuthError {
 
 /// A JSON answer with `status`.
 pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut resp = Response::new(Body::from(value.to_string()));
+    respond(status, "application/json; charset=UTF-8", value.to_string())
+}
+
+/// An answer with `status`, `content_type` and `body`.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response<Body> {
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=UTF-8"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

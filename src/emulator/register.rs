@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxumState};
-use axum::http::{header, HeaderMap, Response, StatusCode};
+use axum::http::{HeaderMap, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::RngCore as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::client_auth;
 use super::oauth::{json, OAuthError};
 use super::state::State;
-use super::tokens::random_hex;
+use super::tokens::{random_bytes, random_hex};
 use super::EmulatorClient;
 
 type St = AxumState<Arc<State>>;
@@ -54,18 +54,10 @@ fn invalid_metadata(description: impl Into<String>) -> OAuthError {
 
 /// The bearer token of `headers`, if it is `expected` (compared in constant time).
 fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, token)| {
-            aws_lc_rs::constant_time::verify_slices_are_equal(
-                token.trim().as_bytes(),
-                expected.as_bytes(),
-            )
+    client_auth::bearer(headers).is_some_and(|token| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(token.as_bytes(), expected.as_bytes())
             .is_ok()
-        })
+    })
 }
 
 fn invalid_token() -> Response<Body> {
@@ -115,9 +107,12 @@ fn create(st: &State, body: &[u8]) -> Result<Value, OAuthError> {
     let client_id = match meta.client_id {
         Some(id) if id.is_empty() => return Err(invalid_metadata("client_id is empty")),
         Some(id) => id,
-        None => format!("client-{}", random_hex(8)),
+        None => format!(
+            "client-{}",
+            random_hex::<8>().map_err(OAuthError::server_error)?
+        ),
     };
-    let mut client = EmulatorClient::new(client_id.clone(), random_secret());
+    let mut client = EmulatorClient::new(client_id.clone(), random_secret()?);
     if let Some(scope) = meta.scope.as_deref() {
         client.scopes = scope.split_ascii_whitespace().map(str::to_owned).collect();
     }
@@ -130,7 +125,7 @@ fn create(st: &State, body: &[u8]) -> Result<Value, OAuthError> {
         )));
     }
 
-    let registration_token = random_secret();
+    let registration_token = random_secret()?;
     let client_id_path: String =
         url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
     let mut answer = json!({
@@ -181,10 +176,9 @@ async fn read(
 }
 
 /// 256 random bits, URL-safe: a client secret or registration token.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+fn random_secret() -> Result<String, OAuthError> {
+    let bytes = random_bytes::<32>().map_err(OAuthError::server_error)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -193,11 +187,11 @@ mod tests {
 
     #[test]
     fn secrets_are_256_bit_url_safe() {
-        let a = random_secret();
+        let a = random_secret().unwrap();
         assert_eq!(a.len(), 43);
         assert!(a
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_ne!(a, random_secret());
+        assert_ne!(a, random_secret().unwrap());
     }
 }

@@ -82,15 +82,13 @@ impl Drop for Running {
 }
 
 impl Server {
+    /// Serves `listener`, bound to `port` by [`bind`].
     pub(crate) fn start(
         listener: TcpListener,
+        port: u16,
         state: Arc<State>,
         tls: Option<TlsAcceptor>,
-    ) -> Result<Server> {
-        let port = listener
-            .local_addr()
-            .map_err(|e| Error::new(ErrorKind::Transport, format!("emulator: {e}")))?
-            .port();
+    ) -> Server {
         let router = identity::router()
             .merge(register::router())
             .merge(mes::router(state.clone()))
@@ -101,11 +99,11 @@ impl Server {
             tls,
         });
         let running = Running::spawn(listener, app.clone());
-        Ok(Server {
+        Server {
             app,
             port,
             running: Mutex::new(Some(running)),
-        })
+        }
     }
 
     pub(crate) fn port(&self) -> u16 {

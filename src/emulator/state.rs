@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::faults::Faults;
 use super::keys::SigningKey;
 use super::register::Registrations;
 use super::{Counters, EmulatorClient, Endpoint, ExpiresInFormat};
-use crate::clock::Clock;
+use crate::clock::{unix_millis, Clock};
 
 pub(crate) struct State {
     /// `http(s)://127.0.0.1:PORT`
@@ -104,16 +104,12 @@ impl State {
 
     /// Seconds since the Unix epoch by the configured clock.
     pub(crate) fn now_secs(&self) -> u64 {
-        unix_secs(self.clock.now())
+        unix_millis(self.clock.now()) / 1000
     }
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Request counters, one per endpoint.

@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 
 use super::state::State;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The API resource name of the MES Web API in AIM.
-pub(crate) const MES_AUDIENCE: &str = "mes.api";
+const MES_AUDIENCE: &str = "mes.api";
 
 /// A freshly issued token.
 pub(crate) struct Issued {
@@ -44,7 +43,7 @@ pub(crate) fn issue(
         "aud": aud,
         "client_id": client_id,
         "scope": scopes,
-        "jti": random_hex(16),
+        "jti": random_hex::<16>()?,
     });
     Ok(Issued {
         jwt: state.key.sign(&claims)?,
@@ -97,9 +96,108 @@ pub(crate) fn validate(state: &State, jwt: &str) -> Result<Map<String, Value>, I
     Ok(claims)
 }
 
-/// `n` random bytes as lowercase hex.
-pub(crate) fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `N` bytes from the operating system's random generator (the one
+/// [`ClientRegistration::generate_secret`](crate::ClientRegistration::generate_secret) uses).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::config(format!("emulator: no random numbers: {e}")))?;
+    Ok(bytes)
+}
+
+/// `N` random bytes as lowercase hex.
+pub(crate) fn random_hex<const N: usize>() -> Result<String> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes = random_bytes::<N>()?;
+    let mut hex = String::with_capacity(2 * N);
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use crate::clock::Clock;
+    use crate::emulator::state::Settings;
+    use crate::emulator::ExpiresInFormat;
+
+    /// A wall clock a test sets, forwards or backwards.
+    #[derive(Debug, Default)]
+    struct SetClock(AtomicU64);
+
+    impl SetClock {
+        fn set(&self, secs: u64) {
+            self.0.store(secs, Ordering::Relaxed);
+        }
+    }
+
+    impl Clock for SetClock {
+        fn now(&self) -> SystemTime {
+            UNIX_EPOCH + Duration::from_secs(self.0.load(Ordering::Relaxed))
+        }
+    }
+
+    fn state(base_url: &str, clock: Arc<SetClock>) -> State {
+        let settings = Settings {
+            clients: Vec::new(),
+            lifetime: Duration::from_secs(60),
+            expires_in_format: ExpiresInFormat::Number,
+            discovery: true,
+            clock,
+            initial_access_token: None,
+        };
+        State::new(
+            base_url.to_owned(),
+            crate::emulator::keys::signing_key().unwrap(),
+            settings,
+        )
+    }
+
+    #[test]
+    fn validate_checks_issuer_expiry_and_not_before() {
+        let clock = Arc::new(SetClock::default());
+        clock.set(1_700_000_000);
+        let st = state("http://127.0.0.1:1", clock.clone());
+        let scopes = vec![MES_AUDIENCE.to_owned()];
+        let jwt = issue(&st, "c", &scopes, Duration::from_secs(60))
+            .unwrap()
+            .jwt;
+
+        let claims = validate(&st, &jwt).unwrap();
+        assert_eq!(claims["client_id"], "c");
+        assert_eq!(claims["aud"], MES_AUDIENCE);
+
+        // Same key, another issuer.
+        let other = state("http://127.0.0.1:2", clock.clone());
+        assert_eq!(validate(&other, &jwt).unwrap_err(), Invalid::Issuer);
+
+        // The clock went back before the token's nbf.
+        clock.set(1_700_000_000 - 1);
+        assert_eq!(validate(&st, &jwt).unwrap_err(), Invalid::NotYetValid);
+
+        clock.set(1_700_000_000 + 59);
+        assert!(validate(&st, &jwt).is_ok(), "valid until exp");
+        clock.set(1_700_000_000 + 60);
+        assert_eq!(validate(&st, &jwt).unwrap_err(), Invalid::Expired);
+
+        assert_eq!(validate(&st, "a.b.c").unwrap_err(), Invalid::Malformed);
+    }
+
+    #[test]
+    fn random_hex_is_lowercase_hex_of_n_bytes() {
+        let a = random_hex::<16>().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, random_hex::<16>().unwrap());
+    }
 }

@@ -155,7 +155,9 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
 /// rustls puts its error inside an `io::Error` (often two, nested) inside
 /// hyper's and reqwest's. `io::Error::source` skips the error it wraps, so
 /// descend with `get_ref` as well as `source`.
-fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn find_rustls_error<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a rustls::Error> {
     let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
     // Bounded, in case of a cyclic chain.
     for _ in 0..32 {

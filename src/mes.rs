@@ -450,7 +450,7 @@ fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
 fn transport(err: reqwest::Error) -> Error {
     let kind = if err.is_timeout() {
         ErrorKind::Timeout
-    } else if looks_like_tls(&err) {
+    } else if crate::http::find_rustls_error(&err).is_some() {
         ErrorKind::Tls
     } else {
         ErrorKind::Transport
@@ -471,18 +471,6 @@ fn transport(err: reqwest::Error) -> Error {
     Error::new(kind, message)
         .transient(kind != ErrorKind::Tls)
         .with_source(err.without_url())
-}
-
-fn looks_like_tls(err: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(err);
-    while let Some(cause) = source {
-        let text = cause.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 #[cfg(test)]

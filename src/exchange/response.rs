@@ -284,7 +284,7 @@ pub(crate) fn json_problem(body: &[u8], err: &serde_json::Error) -> &'static str
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in
 /// the past means "now".
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -70,6 +70,24 @@ async fn wrong_initial_access_token_is_an_oauth_error() {
 }
 
 #[tokio::test]
+async fn zero_timeout_is_a_config_error_before_any_request() {
+    let emu = emulator(false).await;
+    let err = ClientRegistration::new("timeouts")
+        .generate_secret()
+        .register(
+            &AimClient::builder()
+                .authority(emu.authority())
+                .connect_timeout(Duration::ZERO),
+            "anything",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    assert_eq!(emu.counters().discovery, 0);
+}
+
+#[tokio::test]
 async fn no_registration_endpoint_points_to_powershell() {
     // Registration disabled: the emulator behaves as AIM does today.
     let emu = AimEmulator::start().await.unwrap();

@@ -55,12 +55,7 @@ impl ExchangeConfig {
     /// Checks the builder's settings; every error says what to fix.
     pub(crate) fn from_builder(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<Self> {
         let allow = builder.allow_insecure_http;
-        let primary = builder.authority.as_deref().ok_or_else(|| {
-            Error::config(
-                "no authority: set .authority(\"sms01.plant.local\") or the AIM_AUTHORITY environment variable",
-            )
-        })?;
-        let mut authorities = vec![Authority::parse(primary, allow)?];
+        let mut authorities = vec![primary_authority(builder)?];
         for fallback in &builder.fallback_authorities {
             authorities.push(
                 Authority::parse(fallback, allow).map_err(|e| e.context("fallback_authority"))?,
@@ -112,13 +107,6 @@ impl ExchangeConfig {
         if default_lifetime.is_zero() {
             return Err(Error::config("default_lifetime must be greater than zero"));
         }
-        let connect_timeout = builder.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let request_timeout = builder.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        if connect_timeout.is_zero() || request_timeout.is_zero() {
-            return Err(Error::config(
-                "connect_timeout and request_timeout must be greater than zero",
-            ));
-        }
         Ok(ExchangeConfig {
             authorities,
             token_endpoint,
@@ -127,15 +115,39 @@ impl ExchangeConfig {
             form_params: builder.form_params.clone(),
             default_lifetime,
             allow_insecure_http: allow,
-            http: HttpConfig {
-                root_certificates: builder.root_certificates.clone(),
-                danger_accept_invalid_certs: builder.danger_accept_invalid_certs,
-                connect_timeout,
-                request_timeout,
-            },
+            http: http_config(builder)?,
             clock,
         })
     }
+}
+
+/// The builder's primary authority, parsed. Shared with registration, which
+/// talks to the same AIM without client credentials.
+pub(crate) fn primary_authority(builder: &AimClientBuilder) -> Result<Authority> {
+    let primary = builder.authority.as_deref().ok_or_else(|| {
+        Error::config(
+            "no authority: set .authority(\"sms01.plant.local\") or the AIM_AUTHORITY environment variable",
+        )
+    })?;
+    Authority::parse(primary, builder.allow_insecure_http)
+}
+
+/// The builder's trust, timeouts and redirect policy as an HTTP client
+/// configuration, checked. Shared with registration.
+pub(crate) fn http_config(builder: &AimClientBuilder) -> Result<HttpConfig> {
+    let connect_timeout = builder.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let request_timeout = builder.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    if connect_timeout.is_zero() || request_timeout.is_zero() {
+        return Err(Error::config(
+            "connect_timeout and request_timeout must be greater than zero",
+        ));
+    }
+    Ok(HttpConfig {
+        root_certificates: builder.root_certificates.clone(),
+        danger_accept_invalid_certs: builder.danger_accept_invalid_certs,
+        connect_timeout,
+        request_timeout,
+    })
 }
 
 impl fmt::Debug for ExchangeConfig {

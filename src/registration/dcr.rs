@@ -6,15 +6,12 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::authority::{parse_endpoint, Authority};
+use crate::authority::parse_endpoint;
 use crate::client::AimClientBuilder;
 use crate::discovery::{DiscoveryCache, DiscoveryRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::scrub::Scrubber;
-use crate::http::{
-    build_client, from_reqwest, read_capped, HttpConfig, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
-};
+use crate::http::{build_client, from_reqwest, read_capped, MAX_BODY_BYTES};
 
 use super::Verification;
 
@@ -146,20 +143,10 @@ pub(super) async fn register(
     request: &RegistrationRequest<'_>,
 ) -> Result<RegisteredClient> {
     let allow = aim.allow_insecure_http;
-    let authority = Authority::parse(
-        aim.authority.as_deref().ok_or_else(|| {
-            Error::config("no authority: set .authority(\"sms01.plant.local\") or AIM_AUTHORITY")
-        })?,
-        allow,
-    )?;
+    let authority = crate::exchange::primary_authority(aim)?;
     // Same trust, timeouts and no-redirect policy as the token client: the
     // initial access token must never follow a redirect elsewhere.
-    let http = build_client(&HttpConfig {
-        root_certificates: aim.root_certificates.clone(),
-        danger_accept_invalid_certs: aim.danger_accept_invalid_certs,
-        connect_timeout: aim.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        request_timeout: aim.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-    })?;
+    let http = build_client(&crate::exchange::http_config(aim)?)?;
     let scrubber = Scrubber::new(
         [
             initial_access_token,

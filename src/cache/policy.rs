@@ -1,12 +1,11 @@
 //! When a token is refreshed and until when it may be handed out, and the
 //! wall clock those instants are compared against.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use super::config::CacheConfig;
+use super::millis;
 use crate::clock::{system_now_ms, unix_millis, Clock};
 use crate::token::AccessToken;
+use std::sync::Arc;
 
 /// The wall clock of the cache, in Unix milliseconds.
 ///
@@ -82,15 +81,11 @@ pub(crate) fn schedule(token: &AccessToken, config: &CacheConfig, jitter_unit: f
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::SecretString;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     const T0: u64 = 1_700_000_000_000;
 

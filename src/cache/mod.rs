@@ -86,9 +86,6 @@ pub(crate) struct Shared {
     client_id: String,
     current: ArcSwapOption<Entry>,
     flight: Flight,
-    /// Successful acquisitions so far; lets `refresh()` see that one
-    /// finished while it waited.
-    generation: AtomicU64,
     cooldown: Mutex<Option<Cooldown>>,
     /// When the next proactive refresh may be attempted (Unix ms): the
     /// token's refresh instant, pushed back by backoff after failures.
@@ -108,12 +105,13 @@ struct Cooldown {
 }
 
 /// What an acquisition must produce.
-#[derive(Clone, Copy)]
 enum Need {
     /// Any usable token (a cached one, if another caller just got it).
     Usable,
-    /// A token newer than the one of this generation (`refresh()`).
-    Newer(u64),
+    /// A token other than this entry (`refresh()`, refresh ahead): holding
+    /// the `Arc` keeps its address from being reused, so a pointer
+    /// comparison tells whether another acquisition finished meanwhile.
+    Newer(Option<Arc<Entry>>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,7 +140,6 @@ impl Cache {
                 client_id: client_id.into(),
                 current: ArcSwapOption::empty(),
                 flight: Flight::default(),
-                generation: AtomicU64::new(0),
                 cooldown: Mutex::new(None),
                 next_attempt_ms: AtomicU64::new(0),
                 proactive_failures: AtomicU32::new(0),
@@ -174,8 +171,8 @@ impl Cache {
     /// A token newer than the current one; joins an acquisition in flight.
     pub(crate) async fn refresh(&self) -> Result<AccessToken> {
         self.ensure_refresher();
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        self.shared.acquire(Need::Newer(generation)).await
+        let seen = self.shared.current.load_full();
+        self.shared.acquire(Need::Newer(seen)).await
     }
 
     /// Drops `token` if it is still the current one.
@@ -278,7 +275,7 @@ impl Shared {
     /// One deduplicated acquisition with retries.
     async fn acquire(&self, need: Need) -> Outcome {
         loop {
-            match self.flight.join(|| self.answer_without_request(need)) {
+            match self.flight.join(|| self.answer_without_request(&need)) {
                 Join::Done(outcome) => return outcome,
                 Join::Follow(follower) => {
                     if let Some(outcome) = follower.outcome().await {
@@ -297,13 +294,13 @@ impl Shared {
 
     /// Runs under the flight lock before a request would start: a token
     /// another caller just stored, or a remembered permanent error.
-    fn answer_without_request(&self, need: Need) -> Option<Outcome> {
+    fn answer_without_request(&self, need: &Need) -> Option<Outcome> {
         let now = self.clock.now_ms();
         let current = self.current.load();
         if let Some(entry) = current.as_ref() {
             let enough = match need {
                 Need::Usable => now < entry.usable_until_ms,
-                Need::Newer(seen) => self.generation.load(Ordering::Acquire) != seen,
+                Need::Newer(seen) => seen.as_ref().is_none_or(|seen| !Arc::ptr_eq(seen, entry)),
             };
             if enough {
                 return Some(Ok(entry.token.clone()));
@@ -494,7 +491,6 @@ impl Shared {
             usable_until_ms: schedule.usable_until_ms,
             hot_until_ms,
         })));
-        self.generation.fetch_add(1, Ordering::AcqRel);
         bump(&self.counters.refreshes);
         self.wake.notify_one();
     }
@@ -502,16 +498,9 @@ impl Shared {
     /// A proactive refresh of `seen`: one pass, deduplicated; on failure the
     /// current token stays and the next attempt is pushed back.
     async fn refresh_ahead(&self, seen: &Arc<Entry>) -> Outcome {
+        let need = Need::Newer(Some(seen.clone()));
         loop {
-            let join = self.flight.join(|| {
-                let current = self.current.load();
-                if let Some(entry) = current.as_ref() {
-                    if !Arc::ptr_eq(entry, seen) {
-                        return Some(Ok(entry.token.clone()));
-                    }
-                }
-                self.cooled_down(self.clock.now_ms()).map(Err)
-            });
+            let join = self.flight.join(|| self.answer_without_request(&need));
             match join {
                 Join::Done(outcome) => {
                     if let Err(error) = &outcome {

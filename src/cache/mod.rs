@@ -87,10 +87,6 @@ pub(crate) struct Shared {
     current: ArcSwapOption<Entry>,
     flight: Flight,
     cooldown: Mutex<Option<Cooldown>>,
-    /// When the next proactive refresh may be attempted (Unix ms): the
-    /// token's refresh instant, pushed back by backoff after failures.
-    next_attempt_ms: AtomicU64,
-    proactive_failures: AtomicU32,
     /// Whether a background refresher takes care of proactive refreshes.
     background: AtomicBool,
     wake: Arc<Notify>,
@@ -141,8 +137,6 @@ impl Cache {
                 current: ArcSwapOption::empty(),
                 flight: Flight::default(),
                 cooldown: Mutex::new(None),
-                next_attempt_ms: AtomicU64::new(0),
-                proactive_failures: AtomicU32::new(0),
                 background: AtomicBool::new(false),
                 wake: Arc::new(Notify::new()),
                 backoff,
@@ -258,7 +252,7 @@ impl Shared {
                 // this caller does it (once, deduplicated); a failure keeps
                 // the still-valid token.
                 if self.background.load(Ordering::Acquire)
-                    || now < self.next_attempt_ms.load(Ordering::Acquire)
+                    || now < entry.next_attempt_ms.load(Ordering::Acquire)
                 {
                     self.counters.cache_hits.incr();
                     return Ok(entry.token.clone());
@@ -480,16 +474,14 @@ impl Shared {
             refresh_in_s = schedule.refresh_at_ms.saturating_sub(now) / 1000,
             "new access token"
         );
-        self.next_attempt_ms
-            .store(schedule.refresh_at_ms, Ordering::Release);
-        self.proactive_failures.store(0, Ordering::Relaxed);
         *lock(&self.cooldown) = None;
         self.current.store(Some(Arc::new(Entry {
             token,
             authority,
-            refresh_at_ms: schedule.refresh_at_ms,
             usable_until_ms: schedule.usable_until_ms,
             hot_until_ms,
+            next_attempt_ms: AtomicU64::new(schedule.refresh_at_ms),
+            proactive_failures: AtomicU32::new(0),
         })));
         bump(&self.counters.refreshes);
         self.wake.notify_one();
@@ -535,14 +527,14 @@ impl Shared {
     /// Pushes the next proactive attempt back by the backoff (at least
     /// `floor`, e.g. a cool-down) and says that the old token is still served.
     fn proactive_failed(&self, error: &Error, floor: Option<Duration>, seen: &Entry) {
-        let failures = self.proactive_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = seen.proactive_failures.fetch_add(1, Ordering::Relaxed);
         let retry_after = error.retry_after().max(floor);
         let delay = self
             .backoff
             .delay(failures, retry_after)
             .max(refresher::MIN_PAUSE);
         let now = self.clock.now_ms();
-        self.next_attempt_ms
+        seen.next_attempt_ms
             .store(now.saturating_add(millis(delay)), Ordering::Release);
         tracing::warn!(
             target: TARGET,
@@ -561,14 +553,12 @@ impl Shared {
             return check; // Nothing to refresh; callers fetch the first token.
         };
         let now = self.clock.now_ms();
-        let due = entry
-            .refresh_at_ms
-            .max(self.next_attempt_ms.load(Ordering::Acquire));
+        let due = entry.next_attempt_ms.load(Ordering::Acquire);
         if now < due {
             return Duration::from_millis(due - now).min(check);
         }
         // Success installs a token (and wakes us); failure pushes
-        // `next_attempt_ms` into the future. Either way: re-plan at once.
+        // the entry's `next_attempt_ms` into the future. Either way: re-plan at once.
         let _ = self.refresh_ahead(&entry).await;
         Duration::ZERO
     }

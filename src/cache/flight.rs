@@ -1,7 +1,7 @@
 //! Single flight: however many callers need a token at once, one of them
 //! (the leader) sends the request and all of them get its outcome.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -32,7 +32,7 @@ pub(crate) enum Join<'a> {
 
 impl Flight {
     fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+        super::lock(&self.slot)
     }
 
     /// Joins the flight in progress or starts one. `check` runs under the

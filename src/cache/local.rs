@@ -88,6 +88,10 @@ mod tests {
         let b = token(1, &first);
         assert!(a.same_as(&first) && b.same_as(&first));
         assert_eq!(a.secret(), "one");
+        // A private copy (its own allocation, hence its own reference
+        // count), made once and then reused: not the shared one, not per call.
+        assert_ne!(a.secret().as_ptr(), first.secret().as_ptr());
+        assert_eq!(a.secret().as_ptr(), b.secret().as_ptr());
         let second = AccessToken::new("two", SystemTime::now());
         let c = token(1, &second);
         assert!(c.same_as(&second));

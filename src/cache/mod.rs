@@ -86,14 +86,7 @@ pub(crate) struct Shared {
     client_id: String,
     current: ArcSwapOption<Entry>,
     flight: Flight,
-    /// Successful acquisitions so far; lets `refresh()` see that one
-    /// finished while it waited.
-    generation: AtomicU64,
     cooldown: Mutex<Option<Cooldown>>,
-    /// When the next proactive refresh may be attempted (Unix ms): the
-    /// token's refresh instant, pushed back by backoff after failures.
-    next_attempt_ms: AtomicU64,
-    proactive_failures: AtomicU32,
     /// Whether a background refresher takes care of proactive refreshes.
     background: AtomicBool,
     wake: Arc<Notify>,
@@ -108,12 +101,13 @@ struct Cooldown {
 }
 
 /// What an acquisition must produce.
-#[derive(Clone, Copy)]
 enum Need {
     /// Any usable token (a cached one, if another caller just got it).
     Usable,
-    /// A token newer than the one of this generation (`refresh()`).
-    Newer(u64),
+    /// A token other than this entry (`refresh()`, refresh ahead): holding
+    /// the `Arc` keeps its address from being reused, so a pointer
+    /// comparison tells whether another acquisition finished meanwhile.
+    Newer(Option<Arc<Entry>>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,10 +136,7 @@ impl Cache {
                 client_id: client_id.into(),
                 current: ArcSwapOption::empty(),
                 flight: Flight::default(),
-                generation: AtomicU64::new(0),
                 cooldown: Mutex::new(None),
-                next_attempt_ms: AtomicU64::new(0),
-                proactive_failures: AtomicU32::new(0),
                 background: AtomicBool::new(false),
                 wake: Arc::new(Notify::new()),
                 backoff,
@@ -174,8 +165,8 @@ impl Cache {
     /// A token newer than the current one; joins an acquisition in flight.
     pub(crate) async fn refresh(&self) -> Result<AccessToken> {
         self.ensure_refresher();
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        self.shared.acquire(Need::Newer(generation)).await
+        let seen = self.shared.current.load_full();
+        self.shared.acquire(Need::Newer(seen)).await
     }
 
     /// Drops `token` if it is still the current one.
@@ -261,7 +252,7 @@ impl Shared {
                 // this caller does it (once, deduplicated); a failure keeps
                 // the still-valid token.
                 if self.background.load(Ordering::Acquire)
-                    || now < self.next_attempt_ms.load(Ordering::Acquire)
+                    || now < entry.next_attempt_ms.load(Ordering::Acquire)
                 {
                     self.counters.cache_hits.incr();
                     return Ok(entry.token.clone());
@@ -278,7 +269,7 @@ impl Shared {
     /// One deduplicated acquisition with retries.
     async fn acquire(&self, need: Need) -> Outcome {
         loop {
-            match self.flight.join(|| self.answer_without_request(need)) {
+            match self.flight.join(|| self.answer_without_request(&need)) {
                 Join::Done(outcome) => return outcome,
                 Join::Follow(follower) => {
                     if let Some(outcome) = follower.outcome().await {
@@ -297,13 +288,13 @@ impl Shared {
 
     /// Runs under the flight lock before a request would start: a token
     /// another caller just stored, or a remembered permanent error.
-    fn answer_without_request(&self, need: Need) -> Option<Outcome> {
+    fn answer_without_request(&self, need: &Need) -> Option<Outcome> {
         let now = self.clock.now_ms();
         let current = self.current.load();
         if let Some(entry) = current.as_ref() {
             let enough = match need {
                 Need::Usable => now < entry.usable_until_ms,
-                Need::Newer(seen) => self.generation.load(Ordering::Acquire) != seen,
+                Need::Newer(seen) => seen.as_ref().is_none_or(|seen| !Arc::ptr_eq(seen, entry)),
             };
             if enough {
                 return Some(Ok(entry.token.clone()));
@@ -483,18 +474,15 @@ impl Shared {
             refresh_in_s = schedule.refresh_at_ms.saturating_sub(now) / 1000,
             "new access token"
         );
-        self.next_attempt_ms
-            .store(schedule.refresh_at_ms, Ordering::Release);
-        self.proactive_failures.store(0, Ordering::Relaxed);
         *lock(&self.cooldown) = None;
         self.current.store(Some(Arc::new(Entry {
             token,
             authority,
-            refresh_at_ms: schedule.refresh_at_ms,
             usable_until_ms: schedule.usable_until_ms,
             hot_until_ms,
+            next_attempt_ms: AtomicU64::new(schedule.refresh_at_ms),
+            proactive_failures: AtomicU32::new(0),
         })));
-        self.generation.fetch_add(1, Ordering::AcqRel);
         bump(&self.counters.refreshes);
         self.wake.notify_one();
     }
@@ -502,16 +490,9 @@ impl Shared {
     /// A proactive refresh of `seen`: one pass, deduplicated; on failure the
     /// current token stays and the next attempt is pushed back.
     async fn refresh_ahead(&self, seen: &Arc<Entry>) -> Outcome {
+        let need = Need::Newer(Some(seen.clone()));
         loop {
-            let join = self.flight.join(|| {
-                let current = self.current.load();
-                if let Some(entry) = current.as_ref() {
-                    if !Arc::ptr_eq(entry, seen) {
-                        return Some(Ok(entry.token.clone()));
-                    }
-                }
-                self.cooled_down(self.clock.now_ms()).map(Err)
-            });
+            let join = self.flight.join(|| self.answer_without_request(&need));
             match join {
                 Join::Done(outcome) => {
                     if let Err(error) = &outcome {
@@ -546,14 +527,14 @@ impl Shared {
     /// Pushes the next proactive attempt back by the backoff (at least
     /// `floor`, e.g. a cool-down) and says that the old token is still served.
     fn proactive_failed(&self, error: &Error, floor: Option<Duration>, seen: &Entry) {
-        let failures = self.proactive_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = seen.proactive_failures.fetch_add(1, Ordering::Relaxed);
         let retry_after = error.retry_after().max(floor);
         let delay = self
             .backoff
             .delay(failures, retry_after)
             .max(refresher::MIN_PAUSE);
         let now = self.clock.now_ms();
-        self.next_attempt_ms
+        seen.next_attempt_ms
             .store(now.saturating_add(millis(delay)), Ordering::Release);
         tracing::warn!(
             target: TARGET,
@@ -572,14 +553,12 @@ impl Shared {
             return check; // Nothing to refresh; callers fetch the first token.
         };
         let now = self.clock.now_ms();
-        let due = entry
-            .refresh_at_ms
-            .max(self.next_attempt_ms.load(Ordering::Acquire));
+        let due = entry.next_attempt_ms.load(Ordering::Acquire);
         if now < due {
             return Duration::from_millis(due - now).min(check);
         }
         // Success installs a token (and wakes us); failure pushes
-        // `next_attempt_ms` into the future. Either way: re-plan at once.
+        // the entry's `next_attempt_ms` into the future. Either way: re-plan at once.
         let _ = self.refresh_ahead(&entry).await;
         Duration::ZERO
     }

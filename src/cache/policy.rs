@@ -1,12 +1,12 @@
 //! When a token is refreshed and until when it may be handed out, and the
 //! wall clock those instants are compared against.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use super::config::CacheConfig;
+use super::millis;
 use crate::clock::{system_now_ms, unix_millis, Clock};
 use crate::token::AccessToken;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Arc;
 
 /// The wall clock of the cache, in Unix milliseconds.
 ///
@@ -37,14 +37,18 @@ pub(crate) struct Entry {
     pub(crate) token: AccessToken,
     /// Index of the authority that issued it (0 = primary).
     pub(crate) authority: usize,
-    /// When the proactive refresh is due.
-    pub(crate) refresh_at_ms: u64,
     /// Never handed out from this instant on (expiry minus the hard margin).
     pub(crate) usable_until_ms: u64,
     /// The hot path answers from the cache until here: `usable_until_ms`
-    /// when a background refresher takes care of `refresh_at_ms`, else
-    /// `refresh_at_ms`, so that callers notice a due refresh themselves.
+    /// when a background refresher takes care of the refresh, else the
+    /// refresh instant, so that callers notice a due refresh themselves.
     pub(crate) hot_until_ms: u64,
+    /// When the next proactive refresh may be attempted: the schedule's
+    /// `refresh_at_ms`, pushed back by backoff after failed attempts. Per
+    /// entry, so a new token starts afresh without a reset.
+    pub(crate) next_attempt_ms: AtomicU64,
+    /// Failed proactive refreshes of this token (the backoff exponent).
+    pub(crate) proactive_failures: AtomicU32,
 }
 
 /// The schedule of one token.
@@ -82,15 +86,11 @@ pub(crate) fn schedule(token: &AccessToken, config: &CacheConfig, jitter_unit: f
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::SecretString;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     const T0: u64 = 1_700_000_000_000;
 

@@ -1164,3 +1164,31 @@ async fn emulator_and_its_futures_are_send_and_sync() {
     });
     assert_eq!(task.await.unwrap(), StatusCode::OK);
 }
+
+/// The `Date` header follows the emulator's clock, so a skewed clock looks
+/// like a real server's clock skew (hyper alone would send the real time).
+#[tokio::test]
+async fn date_header_follows_the_emulator_clock() {
+    #[derive(Debug)]
+    struct Behind;
+    impl aim_token::Clock for Behind {
+        fn now(&self) -> SystemTime {
+            SystemTime::now() - Duration::from_secs(2 * 3600)
+        }
+    }
+    let aim = AimEmulator::builder()
+        .clock(Arc::new(Behind))
+        .start()
+        .await
+        .unwrap();
+    for url in [discovery_url(&aim), aim.token_endpoint()] {
+        let resp = http().get(&url).send().await.unwrap();
+        let date = resp.headers()[reqwest::header::DATE].to_str().unwrap();
+        let date = httpdate::parse_http_date(date).unwrap();
+        let behind = SystemTime::now().duration_since(date).unwrap();
+        assert!(
+            behind.as_secs().abs_diff(2 * 3600) <= 5,
+            "{url}: Date is {behind:?} behind"
+        );
+    }
+}

@@ -253,6 +253,28 @@ impl std::error::Error for DroppedByFault {}
 
 /// Counts the request, applies any injected fault, then routes it.
 async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, DroppedByFault> {
+    let mut resp = route(&app, req).await?;
+    dated(&mut resp, app.state.clock.now());
+    Ok(resp)
+}
+
+/// Sets `Date` from the emulator's clock (hyper would use the real one), so
+/// a skewed emulator clock shows as server clock skew, as a real AIM's does.
+fn dated(resp: &mut Response<Body>, now: std::time::SystemTime) {
+    // httpdate panics outside 1970..=9999; a test clock may be anywhere.
+    const YEAR_10000: u64 = 253_402_300_800;
+    let in_range = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d.as_secs() < YEAR_10000);
+    if !in_range {
+        return;
+    }
+    if let Ok(value) = axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        resp.headers_mut().insert(axum::http::header::DATE, value);
+    }
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, DroppedByFault> {
     if let Some(endpoint) = Endpoint::of_path(req.uri().path()) {
         app.state.counters.hit(endpoint);
         if let Some(fault) = app.state.faults.next(endpoint) {

@@ -79,7 +79,8 @@ impl ExchangeConfig {
         let secret = builder
             .client_secret
             .clone()
-            .filter(|s| !s.expose_secret().is_empty())
+            // Only whitespace is no secret either (a stray newline from a file).
+            .filter(|s| !s.expose_secret().trim().is_empty())
             .ok_or_else(|| {
                 Error::config(
                     "no client secret: set .client_secret(..) or the AIM_CLIENT_SECRET environment variable to the secret registered with AIM",

@@ -219,6 +219,16 @@ pub(crate) fn status_error(
     } else {
         format!("\"{snippet}\"")
     };
+    // 501 Not Implemented and 505 HTTP Version Not Supported are permanent
+    // (RFC 9110 §15.6.2, §15.6.6): a web server that is not AIM answers
+    // a POST with 501, and asking it again cannot help.
+    if status == 501 || status == 505 {
+        return Error::new(
+            ErrorKind::InvalidResponse,
+            format!("{url} answered the {what} with HTTP {status} (not implemented) and {shown}: that server is not AIM's token endpoint; check that the authority points to AIM (https://HOST/identitymanager)"),
+        )
+        .with_status(status);
+    }
     if status == 429 || status == 408 || status >= 500 {
         return Error::new(
             ErrorKind::Server,
@@ -546,6 +556,19 @@ mod tests {
             assert!(err.is_transient(), "{status}");
             assert_eq!(err.status(), Some(status));
             assert!(err.to_string().contains("Service Unavailable"), "{err}");
+        }
+    }
+
+    /// A plain web server answers a POST with 501: not AIM, and asking
+    /// again cannot help, so no retries.
+    #[test]
+    fn not_implemented_is_permanent() {
+        for status in [501, 505] {
+            let err = parse(status, "<html><title>Unsupported method</title></html>").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{status}");
+            assert!(!err.is_transient(), "{status}");
+            assert_eq!(err.status(), Some(status));
+            assert!(err.to_string().contains("not AIM"), "{err}");
         }
     }
 

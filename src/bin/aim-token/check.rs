@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use aim_token::{AccessToken, ErrorKind};
+use aim_token::AccessToken;
 
+use crate::advice::{self, Advice};
 use crate::config::{progress, Global};
 use crate::decode::{human, when, Jwt};
 use crate::exit;
@@ -87,12 +88,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     let client = match global.client() {
         Ok(c) => c,
         Err(f) => {
-            report.fail(
-                "config",
-                f.code,
-                f.message,
-                "set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET (or the flags)",
-            );
+            let fix = f
+                .fix
+                .as_deref()
+                .unwrap_or("set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET (or the flags)");
+            report.fail("config", f.code, &f.message, fix);
             return report.finish();
         }
     };
@@ -117,25 +117,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
 
     // dns
     progress(&format!("resolving {host}"));
-    let addrs = match tokio::time::timeout(
-        global.timeout(),
-        tokio::net::lookup_host((host.trim_matches(['[', ']']), port)),
-    )
-    .await
-    {
-        Ok(Ok(addrs)) => addrs.collect::<Vec<SocketAddr>>(),
-        Ok(Err(e)) => {
-            report.fail("dns", exit::NETWORK, format!("cannot resolve {host}: {e}"),
-                "check the host name in --authority / AIM_AUTHORITY (the SMS node's FQDN) and this machine's DNS");
-            Vec::new()
-        }
-        Err(_) => {
-            report.fail(
-                "dns",
-                exit::NETWORK,
-                format!("resolving {host} timed out"),
-                "check this machine's DNS server",
-            );
+    let addrs = match resolve(&host, port, global.timeout()).await {
+        Ok(addrs) => addrs,
+        Err(advice) => {
+            report.fail("dns", advice.code, advice.reason, advice.fix);
             Vec::new()
         }
     };
@@ -166,7 +151,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
             {
                 Ok(Ok(tls)) => {
                     let what = format!(
-                        "{}; subject {}; issuer {}{}; valid until {}",
+                        "{}; subject {}; issuer {}{}; valid until {}; for {}",
                         tls.version,
                         tls.subject,
                         tls.issuer,
@@ -175,7 +160,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
                         } else {
                             ""
                         },
-                        tls.not_after
+                        tls.not_after,
+                        if tls.names.is_empty() {
+                            "(no subject alternative names)".to_owned()
+                        } else {
+                            tls.names.join(", ")
+                        }
                     );
                     match tls.trust {
                         Ok(()) => report.pass("tls", format!("{what}; trusted")),
@@ -190,11 +180,18 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
                     e,
                     "check that AIM serves https on this port (the IIS binding of the SMS node)",
                 ),
+                // The TCP connection was accepted: a listener that never
+                // answers is a hung server or something holding the
+                // connection, not a certificate problem.
                 Err(_) => report.fail(
                     "tls",
-                    exit::TLS,
-                    "the TLS handshake timed out",
-                    "check that AIM serves https on this port",
+                    exit::NETWORK,
+                    format!(
+                        "{host}:{port} accepted the connection but sent no TLS answer within {}",
+                        human(global.timeout())
+                    ),
+                    "the server on that port is hung or something in between (a proxy, a firewall) \
+                     holds the connection: check AIM (IIS) on the SMS node, or allow more time with --timeout SECONDS",
                 ),
             }
         }
@@ -219,19 +216,34 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
         progress("requesting a token");
         match client.token().await {
             Ok(token) => {
-                report.pass(
-                    "token",
-                    format!(
-                        "{} token, lifetime {}, scopes: {}",
-                        token.token_type(),
-                        human(token.lifetime()),
-                        scopes_text(token.scopes())
-                    ),
+                let detail = format!(
+                    "{} token, lifetime {}, scopes: {}",
+                    token.token_type(),
+                    human(token.lifetime()),
+                    scopes_text(token.scopes())
                 );
+                match missing_scopes(&global.scopes(), &token) {
+                    None => report.pass("token", detail),
+                    Some(missing) => report.fail(
+                        "token",
+                        exit::AUTH,
+                        format!("{detail}; AIM did not grant the requested {missing}"),
+                        "allow the scope for this client in AIM (its ScopeRestrictions, \
+                         Update-IdentityManagerClient on the SMS node), or stop requesting it (--scope / AIM_SCOPE)",
+                    ),
+                }
                 Some(token)
             }
             Err(e) => {
-                report.fail("token", exit::for_error(&e), e.to_string(), token_fix(&e));
+                let advice = advice::token_error(
+                    &e,
+                    advice::Context {
+                        host: &host,
+                        timeout: global.timeout(),
+                        reached: true,
+                    },
+                );
+                report.fail("token", advice.code, advice.reason, advice.fix);
                 None
             }
         }
@@ -417,15 +429,15 @@ fn claims(report: &mut Report, token: &AccessToken, client_id: &str) {
         if let Some(lifetime) = jwt.time("iat").and_then(|iat| exp.duration_since(iat).ok()) {
             detail.push_str(&format!("; lifetime {}", human(lifetime)));
         }
-        if exp <= now {
-            report.fail(
-                "claims",
-                exit::CLOCK,
-                format!("{detail}: already expired by this machine's clock"),
-                "synchronize this machine's clock with the SMS node's",
-            );
-            return;
-        }
+    }
+    if let Some(advice) = advice::clock_problem(&jwt, now) {
+        report.fail(
+            "claims",
+            advice.code,
+            format!("{detail}: {}", advice.reason),
+            advice.fix,
+        );
+        return;
     }
     if jwt.text("client_id").is_some_and(|c| c != client_id) {
         detail.push_str(&format!(
@@ -447,12 +459,22 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
         Ok(r) if r.status().is_success() => {
             report.pass("mes", format!("{url}: HTTP {}", r.status().as_u16()))
         }
-        Ok(r) if r.status().as_u16() == 401 => report.fail(
-            "mes",
-            exit::AUTH,
-            format!("{url}: HTTP 401, MES rejected the token"),
-            "MES must trust this AIM: check that MES is configured with the same AIM server (authority) that issued the token",
-        ),
+        Ok(r) if r.status().as_u16() == 401 => {
+            let stated = r
+                .headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(bearer_error)
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default();
+            report.fail(
+                "mes",
+                exit::AUTH,
+                format!("{url}: HTTP 401, MES rejected the token{stated}"),
+                "MES must trust this AIM: check that MES is configured with the same AIM server (authority) that issued the token",
+            )
+        }
         Ok(r) if r.status().as_u16() == 403 => report.fail(
             "mes",
             exit::AUTH,
@@ -465,10 +487,91 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             format!("{url}: HTTP {}", r.status().as_u16()),
             "check the MES URL (https://HOST/mesmw/api/...)",
         ),
-        Err(e) => {
-            let (code, fix) = classify_http(&e);
-            report.fail("mes", code, format!("{url}: {}", chain(&e)), fix);
-        }
+        Err(e) => match crate::tls::find_rustls(&e) {
+            Some(tls) => {
+                let host = e.url().and_then(|u| u.host_str()).unwrap_or("MES");
+                let (why, fix) = crate::tls::explain(tls, host, false, &[]);
+                // An untrusted issuer here, once AIM's passed: MES's CA.
+                let fix = match tls {
+                    rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::UnknownIssuer
+                        | rustls::CertificateError::BadSignature,
+                    ) => "MES's certificate is not issued by a CA this machine trusts (it may be another CA than \
+                          AIM's): add that CA to the --ca-cert / AIM_CA_CERT file, which may hold several CA \
+                          certificates (concatenate the PEM files, e.g. the PCS root CA and MES's CA)"
+                        .to_owned(),
+                    _ => fix,
+                };
+                report.fail("mes", exit::TLS, format!("{url}: TLS with MES: {why}"), fix);
+            }
+            None => {
+                let (code, fix) = classify_http(&e);
+                report.fail("mes", code, format!("{url}: {}", chain(&e)), fix);
+            }
+        },
+    }
+}
+
+/// MES's stated reason in a `WWW-Authenticate: Bearer error="..",
+/// error_description=".."` challenge (RFC 6750 §3), one line, bounded.
+fn bearer_error(challenge: &str) -> Option<String> {
+    let params = challenge.trim().strip_prefix("Bearer")?;
+    let param = |name: &str| {
+        let start = params.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = params[start..].find('"')?;
+        Some(params[start..start + len].to_owned())
+    };
+    let text = match (param("error"), param("error_description")) {
+        (Some(error), Some(description)) => format!("{error} ({description})"),
+        (None, Some(description)) => description,
+        (Some(error), None) => error,
+        (None, None) => return None,
+    };
+    let line: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    Some(line)
+}
+
+/// The requested scopes the token does not carry, if the token says what
+/// it carries (the JWT's `scope` claim, else the answer's `scope`).
+fn missing_scopes(requested: &[String], token: &AccessToken) -> Option<String> {
+    let claimed = Jwt::parse(token.secret())
+        .ok()
+        .and_then(|jwt| jwt.text("scope"))
+        .map(|text| text.split_whitespace().map(str::to_owned).collect());
+    let granted: Vec<String> = match claimed {
+        Some(scopes) => scopes,
+        None => token.scopes().to_vec(),
+    };
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|s| !granted.iter().any(|g| g == *s))
+        .map(String::as_str)
+        .collect();
+    match missing.len() {
+        0 => None,
+        1 => Some(format!("scope {}", missing[0])),
+        _ => Some(format!("scopes {}", missing.join(" "))),
+    }
+}
+
+/// Resolves `host`, or the advice for a name that does not resolve.
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, Advice> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host.trim_matches(['[', ']']), port))).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(Advice::new(
+            exit::NETWORK,
+            format!("cannot resolve {host}: {e}"),
+            "check the host name in --authority / AIM_AUTHORITY (the SMS node's FQDN) and this machine's DNS",
+        )),
+        Err(_) => Err(Advice::new(
+            exit::NETWORK,
+            format!("resolving {host} timed out"),
+            "check this machine's DNS server",
+        )),
     }
 }
 
@@ -521,33 +624,10 @@ pub(crate) fn scopes_text(scopes: &[String]) -> String {
     }
 }
 
-fn token_fix(err: &aim_token::Error) -> &'static str {
-    match (err.kind(), err.oauth_error()) {
-        (ErrorKind::OAuth, Some("invalid_client")) => {
-            "check AIM_CLIENT_ID and AIM_CLIENT_SECRET against the registration \
-             (Get-IdentityManagerClient on the SMS node) and that the client is enabled"
-        }
-        (ErrorKind::OAuth, Some("invalid_scope")) => {
-            "request only scopes in the client's ScopeRestrictions (--scope / AIM_SCOPE), or none"
-        }
-        (ErrorKind::OAuth, Some("unauthorized_client")) => {
-            "allow the ClientCredentials grant type for this client in AIM"
-        }
-        (ErrorKind::Tls, _) => "trust the PCS root CA with --ca-cert FILE or AIM_CA_CERT",
-        (ErrorKind::Transport | ErrorKind::Timeout, _) => {
-            "check that AIM is reachable from this machine"
-        }
-        _ => "see the reason above",
-    }
-}
-
 /// The exit code and fix for a failed request of the doctor's own.
 fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
     if is_tls(err) {
-        (
-            exit::TLS,
-            "trust the PCS root CA with --ca-cert FILE or AIM_CA_CERT",
-        )
+        (exit::TLS, crate::tls::TRUST_FIX)
     } else if err.is_timeout() || err.is_connect() {
         (
             exit::NETWORK,
@@ -558,27 +638,8 @@ fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
     }
 }
 
-/// Whether a rustls error is in the source chain (reqwest wraps it in an
-/// `io::Error`). Not by the text: the message carries the URL, and a host or
-/// path with "tls" or "certificate" in it must not make a refused connection
-/// a TLS failure.
 fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(err);
-    // Bounded, in case of a cyclic chain.
-    for _ in 0..32 {
-        let Some(e) = next else { return false };
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        next = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    false
+    crate::tls::find_rustls(err).is_some()
 }
 
 fn chain(err: &dyn std::error::Error) -> String {

@@ -52,6 +52,8 @@ pub(crate) struct Global {
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) message: String,
+    /// What to do, when the message does not already say it.
+    pub(crate) fix: Option<String>,
     pub(crate) code: u8,
 }
 
@@ -59,13 +61,23 @@ impl Failure {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
+            fix: None,
             code: exit::USAGE,
         }
+    }
+
+    /// A usage failure with its fix.
+    pub(crate) fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
     }
 
     /// Prints the failure and returns its exit code.
     pub(crate) fn report(self) -> u8 {
         eprintln!("error: {}", self.message);
+        if let Some(fix) = &self.fix {
+            eprintln!("fix: {fix}");
+        }
         self.code
     }
 }
@@ -80,7 +92,7 @@ impl Global {
             .as_deref()
             .filter(|a| !a.trim().is_empty())
             .ok_or_else(|| {
-                Failure::usage("no authority: pass --authority HOST or set AIM_AUTHORITY")
+                Failure::usage("no authority").fix("pass --authority HOST or set AIM_AUTHORITY")
             })
     }
 
@@ -106,13 +118,16 @@ impl Global {
                 "cannot read the CA certificate {}: {e}",
                 path.display()
             ))
+            .fix(
+                "check the path given with --ca-cert / AIM_CA_CERT and that this user may read the file",
+            )
         })?;
         if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
             return Err(Failure::usage(format!(
-                "{} is not a PEM certificate (no -----BEGIN CERTIFICATE-----); \
-                 export the PCS root CA as Base-64 encoded X.509",
+                "{} is not a PEM certificate (no -----BEGIN CERTIFICATE-----)",
                 path.display()
-            )));
+            ))
+            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT"));
         }
         Ok(Some(pem))
     }
@@ -136,24 +151,58 @@ impl Global {
         self.client_id
             .as_deref()
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| Failure::usage("no client ID: pass --client-id ID or set AIM_CLIENT_ID"))
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                Failure::usage("no client ID").fix("pass --client-id ID or set AIM_CLIENT_ID")
+            })
     }
 
     /// A token client from the flags.
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
         let connection = self.connection()?;
         let client_id = self.client_id()?;
+        // A secret of only whitespace is no secret: AIM would only say invalid_client.
         let secret = self
             .client_secret
             .as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Failure::usage("no client secret: set AIM_CLIENT_SECRET"))?;
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                Failure::usage(
+                    "no client secret (AIM_CLIENT_SECRET is unset, empty or only whitespace)",
+                )
+                .fix("set AIM_CLIENT_SECRET to the secret registered with AIM")
+            })?;
         connection
             .client_id(client_id)
             .client_secret(secret)
             .scopes(self.scopes())
             .build()
-            .map_err(|e| Failure::usage(e.to_string()))
+            .map_err(|e| self.build_failure(e))
+    }
+
+    /// A build error in the tool's terms where it has its own (the
+    /// library's text names builder methods).
+    fn build_failure(&self, err: aim_token::Error) -> Failure {
+        // Plain http to a remote host: the library's rule, asked by building
+        // again with http allowed rather than copied here.
+        let builds = |allow_http: bool| {
+            self.connection().is_ok_and(|b| {
+                b.client_id("probe")
+                    .client_secret("probe")
+                    .allow_insecure_http(allow_http)
+                    .build()
+                    .is_ok()
+            })
+        };
+        let insecure_http = !builds(false) && builds(true);
+        if insecure_http {
+            return Failure::usage(format!(
+                "the authority {} uses plain http: the client secret would cross the network in clear text (plain http is accepted for loopback addresses only)",
+                self.authority.as_deref().unwrap_or_default()
+            ))
+            .fix("give AIM's https address in --authority / AIM_AUTHORITY (just the host name means https://HOST/identitymanager)");
+        }
+        Failure::usage(err.to_string())
     }
 
     /// An HTTP client for the doctor's own requests: same trust, no redirects.

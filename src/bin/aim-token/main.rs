@@ -1,6 +1,7 @@
 //! `aim-token`: AIM access tokens, a connection doctor and client
 //! registration from the command line.
 
+mod advice;
 mod check;
 mod config;
 mod decode;

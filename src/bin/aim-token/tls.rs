@@ -17,6 +17,8 @@ pub(crate) struct TlsReport {
     pub(crate) issuer: String,
     pub(crate) not_after: String,
     pub(crate) self_signed: bool,
+    /// The DNS names and IP addresses the certificate is valid for.
+    pub(crate) names: Vec<String>,
     /// `Err(why, fix)` when the certificate is not trusted.
     pub(crate) trust: Result<(), (String, String)>,
 }
@@ -127,45 +129,98 @@ pub(crate) async fn probe(
         .ok()
         .and_then(|mut s| s.take())
         .unwrap_or(Ok(()));
-    let (subject, issuer, not_after) = match x509_parser::parse_x509_certificate(der.as_ref()) {
+    let parsed = x509_parser::parse_x509_certificate(der.as_ref());
+    let (subject, issuer, not_after, names) = match &parsed {
         Ok((_, cert)) => (
             cert.subject().to_string(),
             cert.issuer().to_string(),
             cert.validity().not_after.to_string(),
+            subject_alt_names(cert),
         ),
-        Err(_) => ("(unparsable)".into(), "(unparsable)".into(), "?".into()),
+        Err(_) => (
+            "(unparsable)".into(),
+            "(unparsable)".into(),
+            "?".into(),
+            Vec::new(),
+        ),
     };
     let self_signed = subject == issuer;
-    let trust = outcome.map_err(|e| explain(&e, host, self_signed));
+    let trust = outcome.map_err(|e| explain(&e, host, self_signed, &names));
     Ok(TlsReport {
         version,
         subject,
         issuer,
         not_after,
         self_signed,
+        names,
         trust,
     })
 }
 
-/// Why a certificate is not trusted, and what to do.
-fn explain(err: &rustls::Error, host: &str, self_signed: bool) -> (String, String) {
+/// The DNS names and IP addresses of the subject alternative names.
+fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(ip) => match ip.len() {
+                4 => <[u8; 4]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*ip)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where to get the CA that issued AIM's certificate.
+pub(crate) const TRUST_FIX: &str = "trust the CA that issued AIM's certificate (usually the PCS root CA; \
+     on the AIM node, Get-RootCertificate shows the certificate AIM uses; export it as Base-64 X.509): \
+     --ca-cert FILE or AIM_CA_CERT=FILE";
+
+/// Why a certificate is not trusted, and what to do, in the CLI's terms.
+/// `names`: what the certificate is valid for, if known.
+pub(crate) fn explain(
+    err: &rustls::Error,
+    host: &str,
+    self_signed: bool,
+    names: &[String],
+) -> (String, String) {
     let trust_fix = if self_signed {
-        "AIM's certificate is self-signed: trust it (or better, the PCS root CA) with \
-         --ca-cert FILE or AIM_CA_CERT=FILE"
+        "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA;          on the AIM node, Get-RootCertificate shows the certificate AIM uses) with          --ca-cert FILE or AIM_CA_CERT=FILE"
     } else {
-        "trust the CA that issued AIM's certificate (usually the PCS root CA, exported as \
-         Base-64 X.509 from the SMS node): --ca-cert FILE or AIM_CA_CERT=FILE"
+        TRUST_FIX
     };
     match err {
         rustls::Error::InvalidCertificate(cert_err) => match cert_err {
-            CertificateError::UnknownIssuer => (
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => (
                 "not trusted: issued by a CA that is not in the trust store".into(),
                 trust_fix.into(),
             ),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
-                format!("not valid for the name {host:?}"),
-                "use the host name the certificate was issued for (often the SMS node's FQDN) in --authority".into(),
-            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                let presented = match cert_err {
+                    CertificateError::NotValidForNameContext { presented, .. } if names.is_empty() => presented.clone(),
+                    _ => names.to_vec(),
+                };
+                let valid_for = if presented.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it is valid for {})", presented.join(", "))
+                };
+                (
+                    format!("not valid for the name {host:?}{valid_for}"),
+                    "use a name the certificate is valid for (often the SMS node's FQDN) in --authority / AIM_AUTHORITY".into(),
+                )
+            }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
                 "the certificate has expired (or the local clock is wrong)".into(),
                 "renew AIM's certificate on the SMS node, or correct this machine's clock".into(),
@@ -174,8 +229,47 @@ fn explain(err: &rustls::Error, host: &str, self_signed: bool) -> (String, Strin
                 "the certificate is not valid yet (or the local clock is wrong)".into(),
                 "correct this machine's clock".into(),
             ),
-            other => (format!("not trusted: {other:?}"), trust_fix.into()),
+            CertificateError::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            (
+                "the server's certificate is a CA certificate (basic constraints CA:TRUE): \
+                 TLS clients refuse a CA as a server's certificate, trusted or not"
+                    .into(),
+                "re-issue AIM's certificate as an end-entity one (CA:FALSE, the SMS node's FQDN \
+                 as subject alternative name), signed by the PCS root CA; trusting this \
+                 certificate does not help"
+                    .into(),
+            ),
+            other => (format!("not trusted: {other}"), trust_fix.into()),
         },
         other => (format!("not trusted: {other}"), trust_fix.into()),
     }
+}
+
+/// The rustls error in a source chain, if any (reqwest and hyper wrap it in
+/// `io::Error`s, whose `source` skips what they wrap: descend with `get_ref`).
+/// Not by the text: a URL with "tls" in it must not make a refused
+/// connection a TLS failure.
+pub(crate) fn find_rustls<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    // Bounded, in case of a cyclic chain.
+    for _ in 0..32 {
+        let e = next?;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }

@@ -6,11 +6,22 @@
 //! curl -H "Authorization: Bearer $TOKEN" https://mes01.plant.local/mesmw/api/v3/entity
 //! ```
 //!
+//! Needs `AIM_AUTHORITY`, `AIM_CLIENT_ID` and `AIM_CLIENT_SECRET` (optional:
+//! `AIM_SCOPE`, `AIM_CA_CERT`), or `--emulator` to fetch from a throw-away
+//! AIM emulator instead, to try it out:
+//!
+//! ```text
+//! cargo run --example fetch_token -- --emulator
+//! ```
+//!
 //! Only the token goes to stdout; diagnostics go to stderr, and a failure
-//! exits non-zero with a message saying what to fix. `--emulator` fetches
-//! from a throw-away AIM emulator instead, to try it out.
+//! exits non-zero with a message saying what to fix (which variables are
+//! missing, for one).
 
 use std::process::ExitCode;
+
+/// What a real AIM needs.
+const REQUIRED: [&str; 3] = ["AIM_AUTHORITY", "AIM_CLIENT_ID", "AIM_CLIENT_SECRET"];
 
 use aim_token::emulator::AimEmulator;
 use aim_token::{AimClient, Error, ErrorKind};
@@ -18,6 +29,19 @@ use aim_token::{AimClient, Error, ErrorKind};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let use_emulator = std::env::args().skip(1).any(|a| a == "--emulator");
+    let missing: Vec<&str> = REQUIRED
+        .into_iter()
+        .filter(|v| std::env::var(v).map_or(true, |value| value.trim().is_empty()))
+        .collect();
+    if !use_emulator && !missing.is_empty() {
+        eprintln!(
+            "fetch_token: {} {} not set: set {} for your AIM, or run `cargo run --example fetch_token -- --emulator` to try it against the built-in emulator",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" }
+        );
+        return ExitCode::FAILURE;
+    }
     match fetch(use_emulator).await {
         Ok(token) => {
             println!("{token}");
@@ -62,7 +86,7 @@ async fn fetch(use_emulator: bool) -> Result<String, Error> {
 fn hint(err: &Error) -> Option<&'static str> {
     Some(match err.kind() {
         ErrorKind::Config => {
-            "set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET (optional: AIM_SCOPE, AIM_CA_CERT), or pass --emulator to try it out"
+            "check AIM_AUTHORITY, AIM_CLIENT_ID, AIM_CLIENT_SECRET (optional: AIM_SCOPE, AIM_CA_CERT), or pass --emulator to try it out"
         }
         ErrorKind::Tls => "trust the PCS root CA: AIM_CA_CERT=/path/to/pcs-root-ca.pem",
         ErrorKind::Transport | ErrorKind::Timeout => {

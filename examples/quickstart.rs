@@ -4,33 +4,57 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! With no `AIM_*` variables set it starts the AIM emulator on 127.0.0.1
-//! (https with its own CA, which the client is told to trust, as you would
-//! trust the PCS root CA). With `AIM_AUTHORITY`, `AIM_CLIENT_ID`,
-//! `AIM_CLIENT_SECRET` (and optionally `AIM_SCOPE`, `AIM_CA_CERT`) set it
-//! talks to that AIM instead; set `MES_BASE_URL` (e.g.
-//! `https://mes01.plant.local/mesmw/`) to also call MES there.
+//! Needs nothing but Rust. With none of `AIM_AUTHORITY`, `AIM_CLIENT_ID`,
+//! `AIM_CLIENT_SECRET` set it starts the AIM emulator on 127.0.0.1 (https
+//! with its own CA, which the client is told to trust, as you would trust
+//! the PCS root CA). With all three set (optionally `AIM_SCOPE`,
+//! `AIM_CA_CERT`) it talks to that AIM instead; set `MES_BASE_URL` (e.g.
+//! `https://mes01.plant.local/mesmw/`) to also call MES there. With only
+//! some of them set it says which are missing rather than guess.
 
 use std::error::Error;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use aim_token::emulator::AimEmulator;
 use aim_token::{AccessToken, AimClient};
 
-const AIM_VARS: [&str; 5] = [
-    "AIM_AUTHORITY",
-    "AIM_CLIENT_ID",
-    "AIM_CLIENT_SECRET",
-    "AIM_SCOPE",
-    "AIM_CA_CERT",
-];
+/// What a real AIM needs; all or none.
+const REQUIRED: [&str; 3] = ["AIM_AUTHORITY", "AIM_CLIENT_ID", "AIM_CLIENT_SECRET"];
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: the error says what to fix.
+            eprintln!("quickstart: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether a variable is set to something other than blanks.
+fn is_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let (set, missing): (Vec<&str>, Vec<&str>) = REQUIRED.iter().partition(|v| is_set(v));
+    if !set.is_empty() && !missing.is_empty() {
+        return Err(format!(
+            "{} {} set but {} {} not: set all of AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to use a real AIM, or none of them to use the built-in emulator",
+            set.join(" and "),
+            if set.len() == 1 { "is" } else { "are" },
+            missing.join(" and "),
+            if missing.len() == 1 { "is" } else { "are" },
+        )
+        .into());
+    }
     // Kept alive until the end: dropping the emulator stops it.
     let mut _emulator = None;
-    let (aim, mes_base, ca_pem) = if AIM_VARS.iter().all(|v| std::env::var_os(v).is_none()) {
-        eprintln!("No AIM_* variables set: starting the AIM emulator on 127.0.0.1 (https, with its own CA).");
+    let (aim, mes_base, ca_pem) = if set.is_empty() {
+        eprintln!("AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET are not set: starting the AIM emulator on 127.0.0.1 (https, with its own CA).");
         eprintln!(
             "Set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to talk to a real AIM.\n"
         );
@@ -49,6 +73,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         (aim, mes_base, Some(ca_pem.into_bytes()))
     } else {
         let aim = AimClient::from_env()?;
+        eprintln!(
+            "AIM_* variables set: using the AIM at {} as client {}.\n",
+            aim.authority(),
+            aim.client_id()
+        );
         let ca_pem = match std::env::var_os("AIM_CA_CERT") {
             Some(path) => Some(std::fs::read(path)?),
             None => None,

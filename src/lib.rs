@@ -149,6 +149,12 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 
+/// Compiles every Rust snippet of README.md as a doctest (some need the
+/// `middleware` and `tower` features, as the README says beside them).
+#[cfg(all(doctest, feature = "middleware", feature = "tower"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use cache::Stats;
 pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -126,8 +126,8 @@ async fn verify_reports_the_granted_lifetime_and_scopes() {
 
 // ---- against oidc-provider (tests/interop) --------------------------------
 
-/// Starts the oidc-provider peer, or skips (returns) when Node/npm are
-/// missing outside CI, as the interop tests do.
+/// Starts the oidc-provider peer; fails the test when Node/npm are missing,
+/// as the interop tests do.
 macro_rules! start_peer {
     ($options:expr) => {
         match peer::start($options) {

@@ -336,11 +336,18 @@ impl AimClientBuilder {
         self
     }
 
-    /// Reads `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional
+    /// Reads `AIM_AUTHORITY`, `AIM_CLIENT_ID`, the client secret, optional
     /// `AIM_SCOPE` (separated by spaces or commas) and `AIM_CA_CERT` (path of
     /// a PEM file, e.g. the PCS root CA) into a builder that can be refined
     /// further. A missing required variable or an unreadable `AIM_CA_CERT`
     /// is an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
+    ///
+    /// The secret comes from `AIM_CLIENT_SECRET`, or from the file named by
+    /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; a trailing
+    /// newline is dropped; setting both is an error), or else from systemd's
+    /// `$CREDENTIALS_DIRECTORY/aim_client_secret` (`LoadCredential=`); see
+    /// [`client_secret_from_env`](Self::client_secret_from_env). Blank
+    /// values count as unset.
     ///
     /// ```no_run
     /// # fn run() -> Result<(), aim_token::Error> {
@@ -353,6 +360,30 @@ impl AimClientBuilder {
     /// ```
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Sets the client secret from the environment, as
+    /// [`from_env`](Self::from_env) finds it: `AIM_CLIENT_SECRET`, else the
+    /// file named by `AIM_CLIENT_SECRET_FILE` (without its trailing newline),
+    /// else systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`. Fails with
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config), naming the variable,
+    /// when there is none, both variables are set, or the file is missing,
+    /// unreadable or empty. A secret of only whitespace is no secret.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), aim_token::Error> {
+    /// let aim = aim_token::AimClient::builder()
+    ///     .authority("sms01.plant.local")
+    ///     .client_id("mes-reporting")
+    ///     .client_secret_from_env()? // e.g. AIM_CLIENT_SECRET_FILE=/run/secrets/aim
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_secret_from_env(mut self) -> Result<Self> {
+        self.client_secret = Some(crate::secret_env::client_secret(|name| {
+            std::env::var(name).ok()
+        })?);
+        Ok(self)
     }
 
     /// [`from_env`](Self::from_env) with the variables from `lookup`, so tests
@@ -371,11 +402,8 @@ impl AimClientBuilder {
                 env::AUTHORITY,
                 "the AIM server, e.g. sms01.plant.local or https://sms01.plant.local/identitymanager",
             )?)
-            .client_id(require(env::CLIENT_ID, "the client ID registered with AIM")?)
-            .client_secret(require(
-                env::CLIENT_SECRET,
-                "the client secret registered with AIM",
-            )?);
+            .client_id(require(env::CLIENT_ID, "the client ID registered with AIM")?);
+        builder.client_secret = Some(crate::secret_env::client_secret(&lookup)?);
         if let Some(scopes) = get(env::SCOPE) {
             builder = builder.scopes(
                 scopes
@@ -427,8 +455,7 @@ pub(crate) mod env {
     pub(crate) const AUTHORITY: &str = "AIM_AUTHORITY";
     /// The client ID.
     pub(crate) const CLIENT_ID: &str = "AIM_CLIENT_ID";
-    /// The client secret.
-    pub(crate) const CLIENT_SECRET: &str = "AIM_CLIENT_SECRET";
+    // The client secret and its file: see `secret_env`.
     /// Scopes, separated by spaces or commas.
     pub(crate) const SCOPE: &str = "AIM_SCOPE";
     /// Path of a PEM file with extra trust anchors.
@@ -499,7 +526,7 @@ mod tests {
         vec![
             (env::AUTHORITY, "SMS01.plant.local"),
             (env::CLIENT_ID, "mes:client one"),
-            (env::CLIENT_SECRET, SECRET),
+            (crate::secret_env::CLIENT_SECRET, SECRET),
         ]
     }
 
@@ -519,7 +546,11 @@ mod tests {
 
     #[test]
     fn missing_variables_are_named() {
-        for missing in [env::AUTHORITY, env::CLIENT_ID, env::CLIENT_SECRET] {
+        for missing in [
+            env::AUTHORITY,
+            env::CLIENT_ID,
+            crate::secret_env::CLIENT_SECRET,
+        ] {
             for value in [None, Some(""), Some("   ")] {
                 let mut vars: Vec<_> = full().into_iter().filter(|(k, _)| *k != missing).collect();
                 if let Some(v) = value {

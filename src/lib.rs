@@ -137,6 +137,7 @@ mod exchange;
 mod http;
 mod mes;
 mod registration;
+mod secret_env;
 mod token;
 
 #[cfg(feature = "emulator")]

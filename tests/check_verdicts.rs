@@ -99,8 +99,8 @@ const ROWS: &[Row] = &[
         command: "check",
         step: "config",
         code: 2,
-        says: "no client secret (AIM_CLIENT_SECRET is unset, empty or only whitespace)",
-        fix: "set AIM_CLIENT_SECRET to the secret registered with AIM",
+        says: "no client secret",
+        fix: "set AIM_CLIENT_SECRET to the secret registered with AIM, or AIM_CLIENT_SECRET_FILE to a readable file holding it (not both)",
     },
     Row {
         symptom: "AIM silently drops a requested scope",
@@ -751,4 +751,59 @@ fn readme_table_matches_the_verdicts() {
             panic!("README's check table differs from the tests; AIM_TOKEN_BLESS=1 rewrites it:\n{expected}");
         }
     }
+}
+
+/// Secrets the way deployments provide them: a file (Docker, Kubernetes)
+/// or systemd's credentials directory; both variables at once is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_reads_the_secret_from_a_file_or_systemd_credentials() {
+    let emu = AimEmulator::start().await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("check-verdicts-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("aim_client_secret");
+    std::fs::write(&file, format!("{}\n", AimEmulator::CLIENT_SECRET)).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let base = || emulator_env(&emu.authority())[..2].to_vec();
+
+    let mut env = base();
+    env.push(("AIM_CLIENT_SECRET_FILE", file.clone()));
+    let out = aim_token(&["token"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim_end().split('.').count(), 3);
+
+    let mut env = base();
+    env.push(("CREDENTIALS_DIRECTORY", dir.to_str().unwrap().to_owned()));
+    let out = aim_token(&["token"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CLIENT_SECRET_FILE", file.clone()));
+    let out = aim_token(&["token"], &env).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("both AIM_CLIENT_SECRET and AIM_CLIENT_SECRET_FILE"),
+        "{}",
+        out.stderr
+    );
+
+    for (name, contents) in [("missing", None), ("empty", Some("\n"))] {
+        let path = dir.join(name);
+        if let Some(contents) = contents {
+            std::fs::write(&path, contents).unwrap();
+        }
+        let mut env = base();
+        env.push(("AIM_CLIENT_SECRET_FILE", path.to_str().unwrap().to_owned()));
+        let out = aim_token(&["check"], &env).await;
+        assert_eq!(out.code, 2, "{name}");
+        let config = out.stdout.lines().next().unwrap_or_default();
+        assert!(
+            config.starts_with("FAIL  config") && config.contains("AIM_CLIENT_SECRET_FILE"),
+            "{name}: {config}"
+        );
+    }
+    let before = emu.counters().token;
+    assert_eq!(before, 2, "only the two good secrets reached AIM");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,7 +18,9 @@ pub(crate) struct Global {
     #[arg(long, env = "AIM_CLIENT_ID", global = true, value_name = "ID")]
     pub(crate) client_id: Option<String>,
 
-    /// The client secret. Prefer AIM_CLIENT_SECRET: flags are visible in process lists.
+    /// The client secret. Prefer AIM_CLIENT_SECRET or AIM_CLIENT_SECRET_FILE
+    /// (a file holding it; or systemd's $CREDENTIALS_DIRECTORY/aim_client_secret):
+    /// flags are visible in process lists.
     #[arg(
         long,
         env = "AIM_CLIENT_SECRET",
@@ -27,6 +29,11 @@ pub(crate) struct Global {
         value_name = "SECRET"
     )]
     pub(crate) client_secret: Option<String>,
+
+    /// Whether `client_secret` came from the flag (set by `main`): otherwise
+    /// the library finds the secret, files included, as `from_env` does.
+    #[arg(skip)]
+    pub(crate) secret_from_flag: bool,
 
     /// A scope to request (repeatable; AIM_SCOPE separates them with spaces or commas). None: AIM's default.
     #[arg(
@@ -47,6 +54,10 @@ pub(crate) struct Global {
     #[arg(long, global = true, default_value_t = 15, value_name = "SECONDS")]
     pub(crate) timeout: u64,
 }
+
+/// Where the secret goes, whatever was wrong with it.
+const SECRET_FIX: &str = "set AIM_CLIENT_SECRET to the secret registered with AIM, \
+     or AIM_CLIENT_SECRET_FILE to a readable file holding it (not both)";
 
 /// A failure before any network I/O, with its exit code.
 #[derive(Debug)]
@@ -161,20 +172,24 @@ impl Global {
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
         let connection = self.connection()?;
         let client_id = self.client_id()?;
+        let connection = connection.client_id(client_id);
         // A secret of only whitespace is no secret: AIM would only say invalid_client.
-        let secret = self
-            .client_secret
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| {
-                Failure::usage(
-                    "no client secret (AIM_CLIENT_SECRET is unset, empty or only whitespace)",
+        let connection = match self.client_secret.as_deref() {
+            Some(secret) if self.secret_from_flag && !secret.trim().is_empty() => {
+                connection.client_secret(secret)
+            }
+            Some(_) if self.secret_from_flag => {
+                return Err(
+                    Failure::usage("--client-secret is empty or only whitespace").fix(
+                        "give the secret registered with AIM, preferably in AIM_CLIENT_SECRET",
+                    ),
                 )
-                .fix("set AIM_CLIENT_SECRET to the secret registered with AIM")
-            })?;
+            }
+            _ => connection
+                .client_secret_from_env()
+                .map_err(|e| Failure::usage(e.to_string()).fix(SECRET_FIX))?,
+        };
         connection
-            .client_id(client_id)
-            .client_secret(secret)
             .scopes(self.scopes())
             .build()
             .map_err(|e| self.build_failure(e))

@@ -17,9 +17,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Configuration comes from the flags or the same environment variables as
-AimClient::from_env: AIM_AUTHORITY, AIM_CLIENT_ID, AIM_CLIENT_SECRET,
-AIM_SCOPE (space-separated) and AIM_CA_CERT (PEM file). Prefer the variable
-for the secret: command-line flags are visible to other users in process lists.
+AimClient::from_env: AIM_AUTHORITY, AIM_CLIENT_ID, AIM_CLIENT_SECRET (or
+AIM_CLIENT_SECRET_FILE, a file holding it, or systemd's
+$CREDENTIALS_DIRECTORY/aim_client_secret), AIM_SCOPE (separated by spaces or
+commas) and AIM_CA_CERT (PEM file). Prefer a variable for the secret:
+command-line flags are visible to other users in process lists.
 
 Examples:
   export AIM_AUTHORITY=sms01.plant.local AIM_CLIENT_ID=mes-reporting
@@ -69,11 +71,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if secret_from_command_line(&matches) {
+    cli.global.secret_from_flag = secret_from_command_line(&matches);
+    if cli.global.secret_from_flag {
         eprintln!(
             "warning: --client-secret is visible to other users in process lists; \
              prefer the AIM_CLIENT_SECRET environment variable"

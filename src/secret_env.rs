@@ -1,0 +1,191 @@
+//! Where [`AimClientBuilder::from_env`](crate::AimClientBuilder::from_env)
+//! (and the CLI) find the client secret, the ways deployments provide it:
+//!
+//! 1. `AIM_CLIENT_SECRET`, the value itself;
+//! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
+//!    Kubernetes secrets; one trailing newline is not part of the secret);
+//!    setting both is an error, not a guess;
+//! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
+//!    passes it with `LoadCredential=aim_client_secret:/path`.
+//!
+//! A secret of only whitespace is no secret, wherever it comes from.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use crate::error::{Error, Result};
+
+/// The secret itself.
+pub(crate) const CLIENT_SECRET: &str = "AIM_CLIENT_SECRET";
+/// The path of a file holding the secret.
+pub(crate) const CLIENT_SECRET_FILE: &str = "AIM_CLIENT_SECRET_FILE";
+/// systemd's directory of credentials passed to the service.
+pub(crate) const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+/// The credential's name in [`CREDENTIALS_DIRECTORY`].
+pub(crate) const CREDENTIAL_NAME: &str = "aim_client_secret";
+
+/// The client secret from `lookup`'s variables, or the error that says
+/// which variable to fix. Blank variables count as unset.
+pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<SecretString> {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    match (get(CLIENT_SECRET), get(CLIENT_SECRET_FILE)) {
+        (Some(_), Some(_)) => Err(Error::config(format!(
+            "both {CLIENT_SECRET} and {CLIENT_SECRET_FILE} are set: set only one of them"
+        ))),
+        (Some(secret), None) => Ok(SecretString::from(secret)),
+        (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
+        (None, None) => {
+            let credential = get(CREDENTIALS_DIRECTORY)
+                .map(|dir| PathBuf::from(dir.trim()).join(CREDENTIAL_NAME))
+                .filter(|path| path.exists());
+            match credential {
+                Some(path) => read(&path, "$CREDENTIALS_DIRECTORY/aim_client_secret"),
+                None => Err(Error::config(format!(
+                    "no client secret: set {CLIENT_SECRET} to the secret registered with AIM, or {CLIENT_SECRET_FILE} to a file holding it (or pass it as the systemd credential {CREDENTIAL_NAME})"
+                ))),
+            }
+        }
+    }
+}
+
+/// Reads a secret file; `what` names where the path came from.
+fn read(path: &Path, what: &str) -> Result<SecretString> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config(format!(
+            "{what} = {}: cannot read the client secret ({e}); give the path of a readable file holding it",
+            path.display()
+        ))
+    })?;
+    // Files end with a newline (echo, editors, kubectl create secret --from-file).
+    let secret = text
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&text);
+    if secret.trim().is_empty() {
+        return Err(Error::config(format!(
+            "{what} = {}: the file is empty (or holds only whitespace); put the client secret registered with AIM in it",
+            path.display()
+        )));
+    }
+    Ok(SecretString::from(secret.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+    use crate::ErrorKind;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("aim-token-secret-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn config_error(vars: &[(&str, &str)]) -> String {
+        let err = client_secret(lookup(vars)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        err.to_string()
+    }
+
+    #[test]
+    fn the_variable_itself() {
+        let secret = client_secret(lookup(&[(CLIENT_SECRET, " s3 cr3t ")])).unwrap();
+        assert_eq!(secret.expose_secret(), " s3 cr3t ");
+    }
+
+    #[test]
+    fn a_file_loses_one_trailing_newline_only() {
+        let dir = dir("file");
+        for (contents, expected) in [
+            ("s3cr3t\n", "s3cr3t"),
+            ("s3cr3t\r\n", "s3cr3t"),
+            ("s3cr3t", "s3cr3t"),
+            ("s3cr3t \n\n", "s3cr3t \n"),
+        ] {
+            let path = dir.join("secret");
+            std::fs::write(&path, contents).unwrap();
+            let path = path.to_str().unwrap();
+            let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, path)])).unwrap();
+            assert_eq!(secret.expose_secret(), expected, "{contents:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn both_variables_is_an_error() {
+        let msg = config_error(&[
+            (CLIENT_SECRET, "a"),
+            (CLIENT_SECRET_FILE, "/run/secrets/aim"),
+        ]);
+        assert!(
+            msg.contains("both") && msg.contains(CLIENT_SECRET_FILE),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_unreadable_and_empty_files_are_named() {
+        let dir = dir("bad");
+        let missing = dir.join("missing");
+        let msg = config_error(&[(CLIENT_SECRET_FILE, missing.to_str().unwrap())]);
+        assert!(
+            msg.contains(CLIENT_SECRET_FILE) && msg.contains("missing"),
+            "{msg}"
+        );
+        // A directory cannot be read as a file, whoever runs the test.
+        let msg = config_error(&[(CLIENT_SECRET_FILE, dir.to_str().unwrap())]);
+        assert!(msg.contains("cannot read"), "{msg}");
+        for blank in ["", "\n", "  \t\r\n"] {
+            let path = dir.join("blank");
+            std::fs::write(&path, blank).unwrap();
+            let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);
+            assert!(msg.contains("empty"), "{blank:?}: {msg}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn systemd_credentials_directory() {
+        let dir = dir("systemd");
+        std::fs::write(dir.join(CREDENTIAL_NAME), "from-systemd\n").unwrap();
+        let dir_str = dir.to_str().unwrap();
+        let secret = client_secret(lookup(&[(CREDENTIALS_DIRECTORY, dir_str)])).unwrap();
+        assert_eq!(secret.expose_secret(), "from-systemd");
+        // An explicit variable wins over the credential.
+        let secret = client_secret(lookup(&[
+            (CREDENTIALS_DIRECTORY, dir_str),
+            (CLIENT_SECRET, "x"),
+        ]))
+        .unwrap();
+        assert_eq!(secret.expose_secret(), "x");
+        std::fs::write(dir.join(CREDENTIAL_NAME), " \n").unwrap();
+        let msg = config_error(&[(CREDENTIALS_DIRECTORY, dir_str)]);
+        assert!(
+            msg.contains("CREDENTIALS_DIRECTORY") && msg.contains("empty"),
+            "{msg}"
+        );
+        // A directory without the credential is simply no secret.
+        std::fs::remove_file(dir.join(CREDENTIAL_NAME)).unwrap();
+        let msg = config_error(&[(CREDENTIALS_DIRECTORY, dir_str)]);
+        assert!(msg.contains("no client secret"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn whitespace_is_no_secret() {
+        let msg = config_error(&[(CLIENT_SECRET, " \t ")]);
+        assert!(msg.contains("no client secret"), "{msg}");
+    }
+}

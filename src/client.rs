@@ -122,6 +122,7 @@ pub struct AimClientBuilder {
     pub(crate) root_certificates: Vec<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
     pub(crate) allow_insecure_http: bool,
+    pub(crate) proxy: Option<String>,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) default_lifetime: Option<Duration>,
@@ -243,6 +244,23 @@ impl AimClientBuilder {
     /// instead.
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.danger_accept_invalid_certs = accept;
+        self
+    }
+
+    /// Send every request of this client (token, discovery, registration)
+    /// through this HTTP proxy, e.g. `http://proxy.plant.local:3128` (user
+    /// and password in the URL are sent as proxy credentials, and never
+    /// printed). HTTPS goes through it with `CONNECT`, so the proxy sees the
+    /// host name, never the secret or the token.
+    ///
+    /// Without it, the proxy environment variables apply as reqwest reads
+    /// them: `HTTPS_PROXY` (for https), `HTTP_PROXY` (for http), `ALL_PROXY`
+    /// (both), each also lowercase, and `NO_PROXY`, a comma-separated list
+    /// of hosts, domains (`.plant.local`) and IP ranges that bypass the
+    /// proxy. Windows' and macOS's own proxy settings are not read. A URL
+    /// that is not a proxy URL fails at [`build`](Self::build).
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
         self
     }
 
@@ -494,6 +512,7 @@ impl fmt::Debug for AimClientBuilder {
                 "danger_accept_invalid_certs",
                 &self.danger_accept_invalid_certs,
             )
+            .field("proxy", &self.proxy.as_deref().map(without_userinfo))
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
     }

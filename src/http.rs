@@ -23,6 +23,9 @@ pub(crate) struct HttpConfig {
     pub(crate) danger_accept_invalid_certs: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    /// An explicit proxy URL; without one, reqwest reads the proxy
+    /// environment variables (`HTTPS_PROXY`, `NO_PROXY`, ...).
+    pub(crate) proxy: Option<String>,
 }
 
 /// Builds the client. Bad PEM is a configuration error, found here and not
@@ -50,6 +53,17 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
              trust the PCS root CA with root_certificate_pem / AIM_CA_CERT instead"
         );
     }
+    let proxy = match &config.proxy {
+        Some(url) => Some(proxy(url)?),
+        None => None,
+    };
+    let builder = |config: &HttpConfig| {
+        let builder = builder(config);
+        match &proxy {
+            Some(proxy) => builder.proxy(proxy.clone()),
+            None => builder,
+        }
+    };
     let no_extra_roots = roots.is_empty();
     match builder(config).tls_certs_merge(roots).build() {
         Ok(client) => Ok(client),
@@ -68,6 +82,21 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
         }
         Err(e) => Err(setup_error(e)),
     }
+}
+
+/// A proxy for every request, from an `http://` or `https://` URL.
+fn proxy(url: &str) -> Result<reqwest::Proxy> {
+    let shown = crate::authority::without_userinfo(url);
+    let invalid = |why: &dyn std::fmt::Display| {
+        Error::config(format!(
+            "the proxy `{shown}` is not a proxy URL ({why}): give it as http://HOST:PORT"
+        ))
+    };
+    let parsed = url::Url::parse(url.trim()).map_err(|e| invalid(&e))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(&"it needs http:// or https:// and a host"));
+    }
+    reqwest::Proxy::all(parsed.as_str()).map_err(|e| invalid(&e))
 }
 
 /// Everything but the roots: no redirects (the secret must not follow one
@@ -233,7 +262,28 @@ mod tests {
             danger_accept_invalid_certs: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            proxy: None,
         }
+    }
+
+    #[test]
+    fn a_bad_proxy_url_is_a_config_error_without_its_password() {
+        for url in [
+            "proxy.plant.local:3128",
+            "ftp://proxy",
+            "http://user:hunter2@",
+            "not a url",
+        ] {
+            let mut config = config(Vec::new());
+            config.proxy = Some(url.to_owned());
+            let err = build_client(&config).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            assert!(err.to_string().contains("proxy"), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let mut config = config(Vec::new());
+        config.proxy = Some("http://user:hunter2@127.0.0.1:3128".to_owned());
+        assert!(build_client(&config).is_ok());
     }
 
     #[test]

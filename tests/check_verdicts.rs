@@ -7,6 +7,9 @@
 //! from [`ROWS`] and checked by `readme_table_matches_the_verdicts`
 //! (`AIM_TOKEN_BLESS=1` rewrites it).
 
+#[path = "support/connect_proxy.rs"]
+mod connect_proxy;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -806,4 +809,58 @@ async fn token_reads_the_secret_from_a_file_or_systemd_credentials() {
     let before = emu.counters().token;
     assert_eq!(before, 2, "only the two good secrets reached AIM");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--proxy` and the proxy variables, through a real CONNECT proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_check_go_through_the_proxy_they_are_given() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = temp_file("proxy", &emu.ca_pem().unwrap());
+    let target = format!("127.0.0.1:{}", emu.port());
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut with_var = env.clone();
+    with_var.push(("HTTPS_PROXY", proxy.url.clone()));
+    let out = aim_token(&["token"], &with_var).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        proxy.targets().contains(&target),
+        "HTTPS_PROXY: {:?}",
+        proxy.targets()
+    );
+
+    // NO_PROXY exempts the host.
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut exempt = env.clone();
+    exempt.push(("HTTPS_PROXY", proxy.url.clone()));
+    exempt.push(("NO_PROXY", "127.0.0.1".to_owned()));
+    let out = aim_token(&["token"], &exempt).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        proxy.targets().is_empty(),
+        "NO_PROXY: {:?}",
+        proxy.targets()
+    );
+
+    // check: the direct steps say why they are skipped, the rest pass
+    // through the proxy; its credentials are never printed.
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let with_password = proxy.url.replace("http://", "http://user:hunter2@");
+    let out = aim_token(&["check", "--proxy", &with_password], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let tcp = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("SKIP  tcp"))
+        .unwrap_or_default();
+    assert!(tcp.contains("through the proxy"), "{}", out.stdout);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
 }

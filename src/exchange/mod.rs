@@ -148,6 +148,7 @@ pub(crate) fn http_config(builder: &AimClientBuilder) -> Result<HttpConfig> {
         danger_accept_invalid_certs: builder.danger_accept_invalid_certs,
         connect_timeout,
         request_timeout,
+        proxy: builder.proxy.clone(),
     })
 }
 

@@ -115,88 +115,18 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
         format!("authority {base}, client ID {}", client.client_id()),
     );
 
-    // dns
-    progress(&format!("resolving {host}"));
-    let addrs = match resolve(&host, port, global.timeout()).await {
-        Ok(addrs) => addrs,
-        Err(advice) => {
-            report.fail("dns", advice.code, advice.reason, advice.fix);
-            Vec::new()
-        }
-    };
-    if !report.failed() {
-        let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-        report.pass("dns", format!("{host} -> {}", list.join(", ")));
-    }
-
-    // tcp
-    let tcp = if report.failed() {
-        report.skip("tcp", EARLIER);
-        None
-    } else {
-        progress(&format!("connecting to {host}:{port}"));
-        connect(&mut report, &addrs, port, global.timeout()).await
-    };
-
-    // tls
-    match (tcp, base.scheme()) {
-        (Some(tcp), "https") => {
-            progress("TLS handshake");
-            let pem = global.ca_pem().ok().flatten();
-            match tokio::time::timeout(
-                global.timeout(),
-                crate::tls::probe(tcp, host.trim_matches(['[', ']']), pem.as_deref()),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => {
-                    let what = format!(
-                        "{}; subject {}; issuer {}{}; valid until {}; for {}",
-                        tls.version,
-                        tls.subject,
-                        tls.issuer,
-                        if tls.self_signed {
-                            " (self-signed)"
-                        } else {
-                            ""
-                        },
-                        tls.not_after,
-                        if tls.names.is_empty() {
-                            "(no subject alternative names)".to_owned()
-                        } else {
-                            tls.names.join(", ")
-                        }
-                    );
-                    match tls.trust {
-                        Ok(()) => report.pass("tls", format!("{what}; trusted")),
-                        Err((why, fix)) => {
-                            report.fail("tls", exit::TLS, format!("{what}; {why}"), fix)
-                        }
-                    }
-                }
-                Ok(Err(e)) => report.fail(
-                    "tls",
-                    exit::TLS,
-                    e,
-                    "check that AIM serves https on this port (the IIS binding of the SMS node)",
-                ),
-                // The TCP connection was accepted: a listener that never
-                // answers is a hung server or something holding the
-                // connection, not a certificate problem.
-                Err(_) => report.fail(
-                    "tls",
-                    exit::NETWORK,
-                    format!(
-                        "{host}:{port} accepted the connection but sent no TLS answer within {}",
-                        human(global.timeout())
-                    ),
-                    "the server on that port is hung or something in between (a proxy, a firewall) \
-                     holds the connection: check AIM (IIS) on the SMS node, or allow more time with --timeout SECONDS",
-                ),
+    // dns, tcp, tls: direct connections, which a proxy replaces.
+    match global.proxy_for(base.scheme()) {
+        Some(proxy) => {
+            let why = format!(
+                "requests go through the proxy {}; the discovery and token steps test that way",
+                crate::config::redacted(&proxy)
+            );
+            for step in ["dns", "tcp", "tls"] {
+                report.skip(step, &why);
             }
         }
-        (Some(_), _) => report.skip("tls", "plain http (allowed for loopback only)"),
-        (None, _) => report.skip("tls", EARLIER),
+        None => direct_steps(&mut report, global, &base, &host, port).await,
     }
 
     // discovery (also gives the server's Date for the clock step)
@@ -282,6 +212,100 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     }
 
     report.finish()
+}
+
+/// The steps that connect directly: dns, tcp, tls.
+async fn direct_steps(
+    report: &mut Report,
+    global: &Global,
+    base: &url::Url,
+    host: &str,
+    port: u16,
+) {
+    let host = host.to_owned();
+    // dns
+    progress(&format!("resolving {host}"));
+    let addrs = match resolve(&host, port, global.timeout()).await {
+        Ok(addrs) => addrs,
+        Err(advice) => {
+            report.fail("dns", advice.code, advice.reason, advice.fix);
+            Vec::new()
+        }
+    };
+    if !report.failed() {
+        let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        report.pass("dns", format!("{host} -> {}", list.join(", ")));
+    }
+
+    // tcp
+    let tcp = if report.failed() {
+        report.skip("tcp", EARLIER);
+        None
+    } else {
+        progress(&format!("connecting to {host}:{port}"));
+        connect(report, &addrs, port, global.timeout()).await
+    };
+
+    // tls
+    match (tcp, base.scheme()) {
+        (Some(tcp), "https") => {
+            progress("TLS handshake");
+            let pem = global.ca_pem().ok().flatten();
+            match tokio::time::timeout(
+                    global.timeout(),
+                    crate::tls::probe(tcp, host.trim_matches(['[', ']']), pem.as_deref()),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => {
+                        let what = format!(
+                            "{}; subject {}; issuer {}{}; valid until {}; for {}",
+                            tls.version,
+                            tls.subject,
+                            tls.issuer,
+                            if tls.self_signed {
+                                " (self-signed)"
+                            } else {
+                                ""
+                            },
+                            tls.not_after,
+                            if tls.names.is_empty() {
+                                "(no subject alternative names)".to_owned()
+                            } else {
+                                tls.names.join(", ")
+                            }
+                        );
+                        match tls.trust {
+                            Ok(()) => report.pass("tls", format!("{what}; trusted")),
+                            Err((why, fix)) => {
+                                report.fail("tls", exit::TLS, format!("{what}; {why}"), fix)
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => report.fail(
+                        "tls",
+                        exit::TLS,
+                        e,
+                        "check that AIM serves https on this port (the IIS binding of the SMS node)",
+                    ),
+                    // The TCP connection was accepted: a listener that never
+                    // answers is a hung server or something holding the
+                    // connection, not a certificate problem.
+                    Err(_) => report.fail(
+                        "tls",
+                        exit::NETWORK,
+                        format!(
+                            "{host}:{port} accepted the connection but sent no TLS answer within {}",
+                            human(global.timeout())
+                        ),
+                        "the server on that port is hung or something in between (a proxy, a firewall) \
+                         holds the connection: check AIM (IIS) on the SMS node, or allow more time with --timeout SECONDS",
+                    ),
+                }
+        }
+        (Some(_), _) => report.skip("tls", "plain http (allowed for loopback only)"),
+        (None, _) => report.skip("tls", EARLIER),
+    }
 }
 
 async fn connect(

@@ -50,6 +50,11 @@ pub(crate) struct Global {
     #[arg(long, env = "AIM_CA_CERT", global = true, value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
 
+    /// An HTTP proxy for every request, e.g. http://proxy.plant.local:3128.
+    /// Without it HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY apply.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+
     /// Seconds to wait for each network step.
     #[arg(long, global = true, default_value_t = 15, value_name = "SECONDS")]
     pub(crate) timeout: u64,
@@ -94,6 +99,23 @@ impl Failure {
 }
 
 impl Global {
+    /// The proxy requests to `scheme` URLs go through, if any: `--proxy`,
+    /// else the variables reqwest reads (NO_PROXY may still exempt a host).
+    pub(crate) fn proxy_for(&self, scheme: &str) -> Option<String> {
+        if let Some(proxy) = &self.proxy {
+            return Some(proxy.clone());
+        }
+        let specific = if scheme == "https" {
+            "HTTPS_PROXY"
+        } else {
+            "HTTP_PROXY"
+        };
+        [specific, "ALL_PROXY"]
+            .into_iter()
+            .flat_map(|name| [name.to_owned(), name.to_ascii_lowercase()])
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
     pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout.max(1))
     }
@@ -151,6 +173,9 @@ impl Global {
             .request_timeout(self.timeout())
             .retry_deadline(self.timeout())
             .background_refresh(false);
+        if let Some(proxy) = &self.proxy {
+            builder = builder.proxy(proxy);
+        }
         if let Some(pem) = self.ca_pem()? {
             builder = builder.root_certificate_pem(pem);
         }
@@ -226,6 +251,13 @@ impl Global {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.timeout())
             .timeout(self.timeout());
+        if let Some(url) = &self.proxy {
+            let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| {
+                Failure::usage(format!("--proxy is not a proxy URL: {e}"))
+                    .fix("give the proxy as --proxy http://HOST:PORT")
+            })?;
+            builder = builder.proxy(proxy);
+        }
         if let Some(pem) = self.ca_pem()? {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Failure::usage(format!("the CA certificate is not valid PEM: {e}")))?;
@@ -234,6 +266,19 @@ impl Global {
         builder
             .build()
             .map_err(|e| Failure::usage(format!("cannot set up HTTP: {e}")))
+    }
+}
+
+/// A URL for output: user and password replaced.
+pub(crate) fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("[redacted]");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

@@ -24,9 +24,13 @@ pub(crate) async fn run(global: &Global, _args: Args) -> u8 {
     };
     // A name that does not resolve will not resolve on a retry either: say
     // so now rather than after the retry deadline.
-    config::progress(&format!("resolving {host}"));
-    if let Err(advice) = crate::check::resolve(&host, port, global.timeout()).await {
-        return advice.report();
+    // (Through a proxy, the proxy resolves it.)
+    let scheme = client.authority().split(':').next().unwrap_or("https");
+    if global.proxy_for(scheme).is_none() {
+        config::progress(&format!("resolving {host}"));
+        if let Err(advice) = crate::check::resolve(&host, port, global.timeout()).await {
+            return advice.report();
+        }
     }
     config::progress(&format!("requesting a token from {}", client.authority()));
     match client.token().await {

@@ -132,6 +132,7 @@ mod client;
 mod clock;
 mod credentials;
 mod discovery;
+mod duration_text;
 mod error;
 mod exchange;
 mod http;

@@ -864,3 +864,59 @@ async fn token_and_check_go_through_the_proxy_they_are_given() {
     assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
     assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
 }
+
+/// One wording for AIM_SCOPE everywhere in the help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_says_one_thing_about_aim_scope() {
+    let out = aim_token(&["--help"], &[]).await;
+    assert_eq!(out.code, 0);
+    let help = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!help.contains("space-separated"), "{help}");
+    assert!(
+        help.contains("AIM_SCOPE (separated by spaces or commas)"),
+        "{help}"
+    );
+    assert!(
+        help.contains("AIM_SCOPE separates them with spaces or commas"),
+        "{help}"
+    );
+    assert!(help.contains("AIM_CLIENT_SECRET_FILE"), "{help}");
+}
+
+/// `decode`'s labelled lines line up, and durations read like "1 d".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decode_lines_up_its_columns() {
+    let now = unix_now();
+    let claims = serde_json::json!({"iat": now, "nbf": now, "exp": now + 86_400});
+    let jwt = format!(
+        "{}.{}.sig",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let out = aim_token(&["decode", &jwt], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let labelled: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            [
+                "Signature:",
+                "Issued:",
+                "Not before:",
+                "Expires:",
+                "Lifetime:",
+                "Status:",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert_eq!(labelled.len(), 6, "{}", out.stdout);
+    for line in &labelled {
+        assert!(
+            line.len() > 12 && line.as_bytes()[11] == b' ' && line.as_bytes()[12] != b' ',
+            "{line:?}"
+        );
+    }
+    assert!(out.stdout.contains("Lifetime:   1 d\n"), "{}", out.stdout);
+}

@@ -381,9 +381,9 @@ impl Shared {
                     return Err(error);
                 }
                 return Err(error.context(format_args!(
-                    "gave up after {} attempts in {:?}",
+                    "gave up after {} attempts in {}",
                     retry + 1,
-                    started.elapsed()
+                    crate::duration_text::human(started.elapsed())
                 )));
             }
             tracing::info!(

@@ -28,6 +28,7 @@ impl Advice {
 
     /// Prints the advice on stderr (for `token`) and returns the exit code.
     pub(crate) fn report(self) -> u8 {
+        crate::config::clear_progress();
         eprintln!("error: {}", self.reason);
         eprintln!("fix: {}", self.fix);
         self.code

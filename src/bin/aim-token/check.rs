@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use aim_token::AccessToken;
 
 use crate::advice::{self, Advice};
-use crate::config::{progress, Global};
+use crate::config::{clear_progress, progress, Global};
 use crate::decode::{human, when, Jwt};
 use crate::exit;
 
@@ -40,6 +40,7 @@ struct Report {
 
 impl Report {
     fn pass(&mut self, step: &str, detail: impl AsRef<str>) {
+        clear_progress();
         println!("PASS  {step:<10} {}", detail.as_ref());
     }
 
@@ -50,12 +51,14 @@ impl Report {
         reason: impl AsRef<str>,
         fix: impl AsRef<str>,
     ) {
+        clear_progress();
         println!("FAIL  {step:<10} {}", reason.as_ref());
         println!("      {:<10} fix: {}", "", fix.as_ref());
         self.first_failure.get_or_insert((step, code));
     }
 
     fn skip(&mut self, step: &str, why: &str) {
+        clear_progress();
         println!("SKIP  {step:<10} {why}");
     }
 
@@ -64,6 +67,7 @@ impl Report {
     }
 
     fn finish(self) -> u8 {
+        clear_progress();
         match self.first_failure {
             None => {
                 println!("all checks passed");
@@ -634,7 +638,7 @@ fn clock_verdict(
         // Date has one-second resolution: less than that is noise.
         Ok(format!(
             "this machine's clock is within {} of the server's (Date header)",
-            human(skew.max(Duration::from_secs(1)))
+            human(Duration::from_secs(skew.as_secs().max(1)))
         ))
     }
 }
@@ -728,10 +732,10 @@ mod tests {
     fn clock_verdicts() {
         let now = SystemTime::now();
         let s = |secs| Duration::from_secs(secs);
-        assert!(clock_verdict(now, now, 300).unwrap().contains("within 1s"));
+        assert!(clock_verdict(now, now, 300).unwrap().contains("within 1 s"));
         assert!(clock_verdict(now + s(300), now, 300).is_ok());
         let behind = clock_verdict(now - s(3600), now, 300).unwrap_err();
-        assert!(behind.contains("1h 0m 0s behind"), "{behind}");
+        assert!(behind.contains("1 h behind"), "{behind}");
         let ahead = clock_verdict(now + s(301), now, 300).unwrap_err();
         assert!(ahead.contains("ahead of"), "{ahead}");
     }

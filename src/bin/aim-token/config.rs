@@ -90,6 +90,7 @@ impl Failure {
 
     /// Prints the failure and returns its exit code.
     pub(crate) fn report(self) -> u8 {
+        clear_progress();
         eprintln!("error: {}", self.message);
         if let Some(fix) = &self.fix {
             eprintln!("fix: {fix}");
@@ -282,10 +283,28 @@ pub(crate) fn redacted(url: &str) -> String {
     }
 }
 
-/// Writes progress for a slow step on stderr, when a person is watching.
+/// Whether a progress line is showing (and must be cleared before output).
+static PROGRESS_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Shows progress for a slow step on stderr, when a person is watching: one
+/// line, overwritten by the next step and cleared by [`clear_progress`].
 pub(crate) fn progress(message: &str) {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprintln!("... {message}");
+    use std::io::{IsTerminal, Write};
+    let mut stderr = std::io::stderr();
+    if stderr.is_terminal() {
+        // Carriage return and "erase line": the next message takes its place.
+        let _ = write!(stderr, "\r\x1b[2K... {message}");
+        let _ = stderr.flush();
+        PROGRESS_SHOWN.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Erases the progress line, if one is showing, before real output.
+pub(crate) fn clear_progress() {
+    use std::io::Write;
+    if PROGRESS_SHOWN.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "\r\x1b[2K");
+        let _ = stderr.flush();
     }
 }

@@ -93,22 +93,14 @@ pub(crate) fn when(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
-/// `1d 2h 3m 4s`, leaving out leading zero units.
-pub(crate) fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, hours, minutes, seconds) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let mut out = Vec::new();
-    if days > 0 {
-        out.push(format!("{days}d"));
-    }
-    if hours > 0 || !out.is_empty() {
-        out.push(format!("{hours}h"));
-    }
-    if minutes > 0 || !out.is_empty() {
-        out.push(format!("{minutes}m"));
-    }
-    out.push(format!("{seconds}s"));
-    out.join(" ")
+// The library's formatter, one source for both: "6.8 s", "23 h 59 min".
+#[path = "../../duration_text.rs"]
+mod duration_text;
+pub(crate) use duration_text::human;
+
+/// One labelled line; the values line up under each other.
+fn line(label: &str, value: &str) {
+    println!("{label:<11} {value}");
 }
 
 pub(crate) async fn run(args: Args) -> u8 {
@@ -132,28 +124,31 @@ pub(crate) async fn run(args: Args) -> u8 {
     };
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     let now = SystemTime::now();
-    println!("Signature: NOT verified (this shows what the token claims, not that it is genuine)");
+    line(
+        "Signature:",
+        "NOT verified (this shows what the token claims, not that it is genuine)",
+    );
     println!("Header:\n{}", pretty(&jwt.header));
     println!("Claims:\n{}", pretty(&jwt.claims));
     if let Some(iat) = jwt.time("iat") {
-        println!("Issued:    {}", when(iat, now));
+        line("Issued:", &when(iat, now));
     }
     if let Some(nbf) = jwt.time("nbf") {
-        println!("Not before: {}", when(nbf, now));
+        line("Not before:", &when(nbf, now));
     }
     match jwt.time("exp") {
         Some(exp) => {
-            println!("Expires:   {}", when(exp, now));
+            line("Expires:", &when(exp, now));
             if let Some(lifetime) = jwt.time("iat").and_then(|iat| exp.duration_since(iat).ok()) {
-                println!("Lifetime:  {}", human(lifetime));
+                line("Lifetime:", &human(lifetime));
             }
             if exp <= now {
-                println!("Status:    EXPIRED");
+                line("Status:", "EXPIRED");
             } else {
-                println!("Status:    not expired");
+                line("Status:", "not expired");
             }
         }
-        None => println!("Expires:   no exp claim"),
+        None => line("Expires:", "no exp claim"),
     }
     exit::OK
 }
@@ -187,12 +182,5 @@ mod tests {
         assert!(Jwt::parse(&jwt("{}", "[1]"))
             .unwrap_err()
             .contains("JSON object"));
-    }
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(5)), "5s");
-        assert_eq!(human(Duration::from_secs(86_400)), "1d 0h 0m 0s");
-        assert_eq!(human(Duration::from_secs(3_725)), "1h 2m 5s");
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn for_error(err: &Error) -> u8 {
 
 /// Prints a library error on stderr and returns its exit code.
 pub(crate) fn report(err: &Error) -> u8 {
+    crate::config::clear_progress();
     eprintln!("error: {err}");
     for_error(err)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aim_token::{ClientRegistration, ErrorKind};
 
 use crate::check::scopes_text;
-use crate::config::{progress, Failure, Global};
+use crate::config::{clear_progress, progress, Failure, Global};
 use crate::decode::human;
 use crate::exit;
 
@@ -110,6 +110,7 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     let registered = match reg.register(&connection, iat).await {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Unsupported => {
+            clear_progress();
             eprintln!("error: {e}");
             eprintln!("Run these commands on the AIM server instead:");
             print_powershell(&reg, global, args.host_base.as_deref())?;
@@ -118,6 +119,7 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         Err(e) => return Ok(exit::report(&e)),
     };
 
+    clear_progress();
     println!("AIM_CLIENT_ID={}", registered.client_id());
     if let Some(secret) = registered.client_secret() {
         // Never echo a secret the user typed; print one that is new to them.
@@ -147,7 +149,9 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
 
     if args.verify {
         progress("fetching a token with the new credentials");
-        match registered.verify(connection, &global.scopes()).await {
+        let verified = registered.verify(connection, &global.scopes()).await;
+        clear_progress();
+        match verified {
             Ok(v) => eprintln!(
                 "verified: got a token for {} with lifetime {} and scopes {}",
                 v.client_id,

@@ -42,6 +42,7 @@ pub(crate) async fn run(global: &Global, _args: Args) -> u8 {
             {
                 return advice.report();
             }
+            config::clear_progress();
             println!("{}", token.secret());
             exit::OK
         }

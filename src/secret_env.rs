@@ -49,19 +49,33 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
     }
 }
 
+/// No client secret is this long; a bigger file (or `/dev/zero`) is not one.
+const MAX_SECRET_BYTES: u64 = 4096;
+
 /// Reads a secret file; `what` names where the path came from.
 fn read(path: &Path, what: &str) -> Result<SecretString> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read as _;
+    let unreadable = |e: &dyn std::fmt::Display| {
         Error::config(format!(
             "{what} = {}: cannot read the client secret ({e}); give the path of a readable file holding it",
             path.display()
         ))
-    })?;
+    };
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| unreadable(&e))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(unreadable(&format_args!(
+            "it is larger than {MAX_SECRET_BYTES} bytes, so not a client secret"
+        )));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| unreadable(&"it is not UTF-8 text"))?;
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
     let secret = text
         .strip_suffix('\n')
         .map(|s| s.strip_suffix('\r').unwrap_or(s))
-        .unwrap_or(&text);
+        .unwrap_or(text);
     if secret.trim().is_empty() {
         return Err(Error::config(format!(
             "{what} = {}: the file is empty (or holds only whitespace); put the client secret registered with AIM in it",
@@ -147,6 +161,9 @@ mod tests {
         // A directory cannot be read as a file, whoever runs the test.
         let msg = config_error(&[(CLIENT_SECRET_FILE, dir.to_str().unwrap())]);
         assert!(msg.contains("cannot read"), "{msg}");
+        // Nor is an endless file a secret: bounded, not read forever.
+        let msg = config_error(&[(CLIENT_SECRET_FILE, "/dev/zero")]);
+        assert!(msg.contains("larger than"), "{msg}");
         for blank in ["", "\n", "  \t\r\n"] {
             let path = dir.join("blank");
             std::fs::write(&path, blank).unwrap();

@@ -123,7 +123,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     match global.proxy_for(base.scheme()) {
         Some(proxy) => {
             let why = format!(
-                "requests go through the proxy {}; the discovery and token steps test that way",
+                "a proxy is configured ({}): the discovery and token steps test the way to AIM",
                 crate::config::redacted(&proxy)
             );
             for step in ["dns", "tcp", "tls"] {
@@ -543,7 +543,12 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
 /// MES's stated reason in a `WWW-Authenticate: Bearer error="..",
 /// error_description=".."` challenge (RFC 6750 §3), one line, bounded.
 fn bearer_error(challenge: &str) -> Option<String> {
-    let params = challenge.trim().strip_prefix("Bearer")?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let challenge = challenge.trim();
+    if !challenge.get(..6)?.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let params = &challenge[6..];
     let param = |name: &str| {
         let start = params.find(&format!("{name}=\""))? + name.len() + 2;
         let len = params[start..].find('"')?;
@@ -726,6 +731,24 @@ mod tests {
             .unwrap();
         let err = reqwest::get(emu.authority()).await.unwrap_err();
         assert_eq!(classify_http(&err).0, exit::TLS, "{}", chain(&err));
+    }
+
+    #[test]
+    fn bearer_challenges() {
+        let full = r#"Bearer realm="mes", error="invalid_token", error_description="The audience 'x' is invalid""#;
+        assert_eq!(
+            bearer_error(full).as_deref(),
+            Some("invalid_token (The audience 'x' is invalid)")
+        );
+        assert_eq!(
+            bearer_error(r#"bearer error="invalid_token""#).as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(bearer_error("Basic realm=\"x\""), None);
+        assert_eq!(bearer_error("Bearer"), None);
+        assert_eq!(bearer_error("Bé"), None);
+        let long = format!("Bearer error_description=\"{}\u{7}\"", "x".repeat(1000));
+        assert_eq!(bearer_error(&long).unwrap().len(), 300);
     }
 
     #[test]

@@ -31,7 +31,11 @@ async fn main() -> ExitCode {
     let use_emulator = std::env::args().skip(1).any(|a| a == "--emulator");
     let missing: Vec<&str> = REQUIRED
         .into_iter()
-        .filter(|v| std::env::var(v).map_or(true, |value| value.trim().is_empty()))
+        .filter(|v| {
+            let unset = |name: &str| std::env::var(name).map_or(true, |v| v.trim().is_empty());
+            // The secret may come from a file instead.
+            unset(v) && (*v != "AIM_CLIENT_SECRET" || unset("AIM_CLIENT_SECRET_FILE"))
+        })
         .collect();
     if !use_emulator && !missing.is_empty() {
         eprintln!(

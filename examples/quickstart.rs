@@ -34,9 +34,11 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether a variable is set to something other than blanks.
+/// Whether a variable is set to something other than blanks (the secret
+/// also by AIM_CLIENT_SECRET_FILE, a file holding it).
 fn is_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    set(name) || (name == "AIM_CLIENT_SECRET" && set("AIM_CLIENT_SECRET_FILE"))
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {

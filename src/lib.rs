@@ -35,14 +35,18 @@
 //!
 //! Everything is set on [`AimClientBuilder`]; setters never fail and
 //! [`AimClientBuilder::build`] says what to fix. [`AimClient::from_env`] reads
-//! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, `AIM_SCOPE` and
-//! `AIM_CA_CERT` (a PEM file, e.g. the PCS root CA).
+//! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` (or
+//! `AIM_CLIENT_SECRET_FILE`, or systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`),
+//! `AIM_SCOPE` and `AIM_CA_CERT` (a PEM file, e.g. the PCS root CA).
 //!
 //! - **Authority**: `"sms01"`, `"sms01.plant.local"`, `"https://sms01"` or
 //!   `"https://sms01/identitymanager"` all mean the same AIM. Plain `http` is
 //!   refused except to loopback (or with `allow_insecure_http`).
 //! - **TLS**: the operating system's trust store plus every
 //!   [`root_certificate_pem`](AimClientBuilder::root_certificate_pem).
+//! - **Proxies**: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+//!   apply as reqwest reads them, or an explicit
+//!   [`proxy`](AimClientBuilder::proxy).
 //! - **Client authentication**: [`ClientAuthMethod::Post`] (default) or
 //!   [`ClientAuthMethod::Basic`], both encoded correctly for any secret.
 //! - **Redundant AIM nodes**: [`fallback_authority`](AimClientBuilder::fallback_authority).

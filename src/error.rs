@@ -1,5 +1,7 @@
 //! The one error type of the crate.
 
+pub(crate) mod answer;
+
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;

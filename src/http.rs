@@ -91,20 +91,36 @@ fn setup_error(e: reqwest::Error) -> Error {
 
 /// Reads the whole body, refusing more than `cap` bytes.
 pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     cap: usize,
     url: &str,
 ) -> Result<Vec<u8>> {
+    read_capped_with(
+        response,
+        cap,
+        url,
+        "that is not a token or discovery answer: check the authority",
+    )
+    .await
+}
+
+/// Reads the whole body, refusing more than `cap` bytes with `advice`.
+pub(crate) async fn read_capped_with(
+    mut response: reqwest::Response,
+    cap: usize,
+    url: &str,
+    advice: &str,
+) -> Result<Vec<u8>> {
     let status = response.status().as_u16();
     if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_large(status, cap, url));
+        return Err(too_large(status, cap, url, advice));
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > cap {
-                    return Err(too_large(status, cap, url));
+                    return Err(too_large(status, cap, url, advice));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -114,10 +130,36 @@ pub(crate) async fn read_capped(
     }
 }
 
-fn too_large(status: u16, cap: usize, url: &str) -> Error {
+/// Reads at most `cap` bytes of the body (an error page: its first part is
+/// all that is needed) and the body's length as far as known: the
+/// `Content-Length`, else what was read.
+pub(crate) async fn read_prefix(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, u64)> {
+    let declared = response.content_length();
+    let url = response.url().to_string();
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let mut seen: u64 = 0;
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                seen = seen.saturating_add(chunk.len() as u64);
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(from_reqwest(e, &url).with_status(status)),
+        }
+    }
+    Ok((body, declared.unwrap_or(seen).max(seen)))
+}
+
+fn too_large(status: u16, cap: usize, url: &str, advice: &str) -> Error {
     Error::new(
         ErrorKind::InvalidResponse,
-        format!("{url} answered more than {cap} bytes (HTTP {status}); that is not a token or discovery answer: check the authority"),
+        format!("{url} answered more than {cap} bytes (HTTP {status}); {advice}"),
     )
     .with_status(status)
 }

@@ -149,6 +149,7 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 
+pub use bearer::check_token_destination;
 pub use cache::Stats;
 pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};

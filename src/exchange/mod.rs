@@ -309,10 +309,10 @@ impl Exchanger {
             .post(endpoint.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(body.as_bytes().to_vec());
+            .body(zeroized_on_drop(body));
         if creds.method == ClientAuthMethod::Basic {
-            let header = creds.basic_authorization();
-            let mut value = HeaderValue::from_str(&header).map_err(|_| {
+            let header = zeroized_on_drop(creds.basic_authorization());
+            let mut value = HeaderValue::from_maybe_shared(header).map_err(|_| {
                 Error::config("the client ID or secret cannot be put in an Authorization header")
             })?;
             value.set_sensitive(true);
@@ -324,6 +324,7 @@ impl Exchanger {
         tracing::Span::current().record("status", status);
         let now = self.config.clock.now();
         let (retry_after, location) = retry_after_and_location(response.headers(), now);
+        let content_type = response::content_type(response.headers());
         let body = read_capped(response, MAX_BODY_BYTES, url)
             .await
             .map_err(|e| e.with_retry_after(retry_after))?;
@@ -331,7 +332,9 @@ impl Exchanger {
             status,
             retry_after,
             location,
+            content_type,
             body: &body,
+            body_len: None,
         };
         let ctx = TokenContext {
             now,
@@ -342,6 +345,14 @@ impl Exchanger {
         };
         parse_token_answer(&answer, &ctx, &self.scrubber)
     }
+}
+
+/// The bytes of a buffer that holds the secret, for reqwest to send:
+/// moved (not copied) into `Bytes` that zeroize the buffer when the
+/// request is done with it.
+fn zeroized_on_drop(mut secret: zeroize::Zeroizing<String>) -> bytes::Bytes {
+    let owned = zeroize::Zeroizing::new(std::mem::take(&mut *secret).into_bytes());
+    bytes::Bytes::from_owner(owned)
 }
 
 impl fmt::Debug for Exchanger {

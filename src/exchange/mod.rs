@@ -391,6 +391,17 @@ mod tests {
         Exchanger::new(config).unwrap()
     }
 
+    #[test]
+    fn secret_buffers_are_moved_not_copied_into_the_request() {
+        // The bytes reqwest sends are the zeroizing buffer itself: no
+        // plain copy of the form or the Basic header is left behind.
+        let body = zeroize::Zeroizing::new(String::from("client_secret=abc"));
+        let at = body.as_ptr();
+        let bytes = zeroized_on_drop(body);
+        assert_eq!(bytes.as_ptr(), at);
+        assert_eq!(&bytes[..], b"client_secret=abc");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_fetches_share_one_discovery() {
         let emu = AimEmulator::start().await.unwrap();

@@ -186,11 +186,8 @@ fn oauth_error(
     url: &str,
     scrubber: &Scrubber,
 ) -> Option<Error> {
-    if !map
-        .get("error")
-        .and_then(Value::as_str)
-        .is_some_and(|c| !c.trim().is_empty())
-    {
+    let code = map.get("error").and_then(Value::as_str)?;
+    if code.trim().is_empty() {
         return None;
     }
     Facts::of(answer, url, "token request", scrubber).oauth_error()

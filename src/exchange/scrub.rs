@@ -517,6 +517,65 @@ mod tests {
     }
 
     #[test]
+    fn echoes_are_found_after_decoding_in_any_spelling() {
+        let secret = "Kx7&Vb+9 %Wm/\"<'>";
+        let s = Scrubber::for_secrets([secret]);
+        let html = secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+            .replace('+', "&#43;")
+            .replace('/', "&#x2F;");
+        let dotnet = secret
+            .replace('&', "\\u0026")
+            .replace('+', "\\u002B")
+            .replace('<', "\\u003c")
+            .replace('"', "\\\"");
+        let lower: String = secret
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect();
+        let nested = lower.replace('%', "&#37;");
+        for echo in [secret.to_owned(), html, dotnet, lower, nested] {
+            for text in [format!("bad {echo} here"), format!("<p>{echo}</p>")] {
+                for out in [
+                    s.scrub(&text),
+                    s.line(&text, 500),
+                    s.snippet(text.as_bytes()),
+                ] {
+                    assert!(
+                        !out.contains("Kx7") && !out.contains("Wm"),
+                        "{text} -> {out}"
+                    );
+                    assert!(out.contains(REDACTED), "{text} -> {out}");
+                }
+            }
+        }
+        // A hostile body cannot make decoding loop: bounded rounds.
+        let deep = "%25".repeat(10_000);
+        assert!(s.scrub(&deep).len() <= deep.len());
+        // Surrogate pairs and broken escapes do not panic.
+        assert_eq!(
+            s.scrub("\\ud83d\\ude00 \\ud83d \\u12 &#xZZ; &#99999999;"),
+            "😀 \\ud83d \\u12 &#xZZ; &#99999999;"
+        );
+    }
+
+    #[test]
+    fn spellings_are_wiped_when_dropped() {
+        let mut s = Scrubber::for_secrets(["Kx7-secret"]);
+        assert!(!s.spellings.is_empty());
+        s.spellings.zeroize();
+        assert!(s.spellings.is_empty());
+    }
+
+    #[test]
     fn snippet_is_short_printable_and_one_line() {
         let body = format!("line1\r\n\tline2\u{7}\u{0}{}", "x".repeat(1000));
         let out = scrubber().snippet(body.as_bytes());

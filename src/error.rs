@@ -162,6 +162,12 @@ impl Error {
         self
     }
 
+    /// Appends to the message, e.g. where the server says to read more.
+    pub(crate) fn with_suffix(mut self, suffix: impl fmt::Display) -> Self {
+        self.inner.message = format!("{}{suffix}", self.inner.message);
+        self
+    }
+
     /// Prefixes the message with context, e.g. the URL that was being fetched.
     pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
         self.inner.message = format!("{context}: {}", self.inner.message);

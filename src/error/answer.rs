@@ -141,9 +141,14 @@ impl Facts {
         out
     }
 
-    /// What the server said in words, if it did: ` "description" (see URI)`.
+    /// What the server said in words, if it did:
+    /// ` code "description" (see URI)`.
     pub(crate) fn said(&self) -> String {
         let mut out = String::new();
+        if let Some(code) = &self.error {
+            out.push(' ');
+            out.push_str(code);
+        }
         if let Some(d) = &self.description {
             out.push_str(&format!(" \"{d}\""));
         }
@@ -185,16 +190,11 @@ impl Facts {
     /// description and URI, all scrubbed.
     pub(crate) fn oauth_error(&self) -> Option<Error> {
         let code = self.error.as_deref()?;
-        let mut description = self.description.clone();
+        let mut err = Error::oauth(self.status, code, self.description.clone())
+            .with_retry_after(self.retry_after);
         if let Some(uri) = &self.error_uri {
-            let d = description.get_or_insert_with(String::new);
-            if !d.is_empty() {
-                d.push(' ');
-            }
-            d.push_str(&format!("(see {uri})"));
+            err = err.with_suffix(format!(" (see {uri})"));
         }
-        let mut err =
-            Error::oauth(self.status, code, description).with_retry_after(self.retry_after);
         // A server that says "try later" with 429/5xx means it, whatever the code.
         if self.status == 429 || self.status >= 500 {
             err = err.transient(true);
@@ -234,13 +234,11 @@ pub(crate) fn default_verdict(facts: &Facts) -> (ErrorKind, bool, String) {
     )
 }
 
-/// The error of a failed answer from AIM: §5.2 if it is one, else by
-/// [`default_verdict`].
+/// The error of a failed answer from AIM by [`default_verdict`]; a §5.2
+/// code in it is shown, not turned into [`ErrorKind::OAuth`] (that is for
+/// the token endpoint's own answers, see [`Facts::oauth_error`]).
 pub(crate) fn aim_error(answer: &Answer<'_>, url: &str, what: &str, scrubber: &Scrubber) -> Error {
     let facts = Facts::of(answer, url, what, scrubber);
-    if let Some(err) = facts.oauth_error() {
-        return err;
-    }
     let (kind, transient, advice) = default_verdict(&facts);
     facts.error(kind, transient, url, what, &advice)
 }
@@ -283,9 +281,11 @@ mod tests {
         assert!(msg.contains("HTTP 400, application/json  X: y,"), "{msg}");
         assert!(msg.ends_with("; fix it"), "{msg}");
         let oauth = facts.oauth_error().unwrap();
-        assert_eq!(
-            oauth.oauth_description(),
-            Some("bad [redacted]  FORGED (see https://h/x)")
+        assert_eq!(oauth.oauth_description(), Some("bad [redacted]  FORGED"));
+        assert!(oauth.to_string().ends_with(" (see https://h/x)"), "{oauth}");
+        assert!(
+            msg.contains(": invalid_client \"bad [redacted]  FORGED\""),
+            "{msg}"
         );
     }
 

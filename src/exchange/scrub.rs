@@ -54,7 +54,7 @@ pub(crate) fn spellings_of(value: &str) -> Vec<String> {
     if value.is_empty() {
         return Vec::new();
     }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value));
     let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
     vec![
         value.to_owned(),
@@ -197,8 +197,8 @@ impl Scrubber {
 /// One round of decoding: HTML character references, JSON string escapes,
 /// percent-encoding (any case). Invalid sequences stay as they are.
 fn decode_once(text: &str) -> String {
-    let html = decode_html_entities(text);
-    let json = decode_json_escapes(&html);
+    let html = Zeroizing::new(decode_html_entities(text));
+    let json = Zeroizing::new(decode_json_escapes(&html));
     percent_encoding::percent_decode_str(&json)
         .decode_utf8_lossy()
         .into_owned()
@@ -212,8 +212,9 @@ fn decode_html_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at..];
-        let window = &rest[..rest.len().min(12)];
-        let decoded = window.find(';').and_then(|end| {
+        // Bytes, not a str slice: byte 12 may fall inside a character.
+        let semicolon = rest.bytes().take(12).position(|b| b == b';');
+        let decoded = semicolon.and_then(|end| {
             let name = &rest[1..end];
             let c = match name.strip_prefix('#') {
                 Some(num) => match num.strip_prefix(['x', 'X']) {
@@ -560,11 +561,39 @@ mod tests {
         // A hostile body cannot make decoding loop: bounded rounds.
         let deep = "%25".repeat(10_000);
         assert!(s.scrub(&deep).len() <= deep.len());
+        // Multi-byte characters after `&` or `\\` do not panic.
+        for text in ["&ééééééééé;", "&é;", "&#é;", "\\é", "\\uéééé", "%é&", "&"] {
+            let _ = s.scrub(text);
+        }
         // Surrogate pairs and broken escapes do not panic.
         assert_eq!(
             s.scrub("\\ud83d\\ude00 \\ud83d \\u12 &#xZZ; &#99999999;"),
             "😀 \\ud83d \\u12 &#xZZ; &#99999999;"
         );
+    }
+
+    proptest::proptest! {
+        /// Any text around the secret, in any of the echo spellings: no
+        /// panic, and the secret never survives.
+        #[test]
+        fn no_panic_and_no_secret_whatever_surrounds_it(
+            before in "\\PC{0,40}",
+            after in "\\PC{0,40}",
+            spelling in 0usize..4,
+        ) {
+            let secret = "Zq9&+ %Kw/<\"x";
+            let s = Scrubber::for_secrets([secret]);
+            let echo = match spelling {
+                0 => secret.to_owned(),
+                1 => secret.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;"),
+                2 => secret.replace('&', "\\u0026").replace('+', "\\u002b").replace('"', "\\\""),
+                _ => url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>().to_ascii_lowercase(),
+            };
+            let text = format!("{before}{echo}{after}");
+            for out in [s.scrub(&text), s.line(&text, 1000), s.snippet(text.as_bytes())] {
+                proptest::prop_assert!(!out.contains("Zq9"), "{:?} -> {:?}", text, out);
+            }
+        }
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub(crate) fn pinned_endpoint(
     })?;
     if !authority.same_origin(&parsed) {
         return Err(Error::config(format!(
-            "discovery at {discovery_url} advertises the {what} `{shown}`, which is not on the authority's origin {} (scheme, host and port must match), so {} is not sent there. If that endpoint really is the provider's, set it explicitly with {}(\"{shown}\"); otherwise configure the provider's public origin (IIS/ARR: forwarded headers or the IdentityServer issuer URI)",
+            "discovery at {discovery_url} advertises the {what} `{shown}`, which is not on the authority's origin {} (scheme, host and port must match), so {} is not sent there. If that endpoint really is the provider's, set it explicitly with {}(\"{shown}\"); otherwise make the provider advertise its public origin (behind IIS/ARR: forward the Host and X-Forwarded-Proto headers)",
             authority.origin(),
             which.credential(),
             which.setting(),

@@ -18,15 +18,14 @@ use crate::token::AccessToken;
 /// The `Authorization` value for `token`, marked sensitive so that hyper,
 /// reqwest and h2 keep it out of their debug output and HPACK tables.
 pub(crate) fn authorization_value(token: &AccessToken) -> Result<HeaderValue> {
-    let mut value = HeaderValue::try_from(format!("Bearer {}", token.secret())).map_err(|_| {
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.secret()));
+    crate::http::secret_header(text).map_err(|_| {
         // Never echo the token: say only what is wrong with it.
         Error::new(
             ErrorKind::InvalidResponse,
             "the access token from AIM contains characters that are not allowed in an HTTP header",
         )
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
+    })
 }
 
 /// The `Authorization` value of the last token seen, so the steady state

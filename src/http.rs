@@ -89,6 +89,24 @@ fn setup_error(e: reqwest::Error) -> Error {
     .with_source(e)
 }
 
+/// The bytes of a buffer that holds a secret (the token form, a Basic or
+/// Bearer header), for reqwest and hyper to send: moved, not copied, into
+/// `Bytes` that zeroize the buffer when the last user drops it.
+pub(crate) fn zeroized_on_drop(mut secret: zeroize::Zeroizing<String>) -> bytes::Bytes {
+    let owned = zeroize::Zeroizing::new(std::mem::take(&mut *secret).into_bytes());
+    bytes::Bytes::from_owner(owned)
+}
+
+/// A sensitive header value (kept out of debug output and HPACK tables)
+/// whose bytes are zeroized when dropped.
+pub(crate) fn secret_header(
+    value: zeroize::Zeroizing<String>,
+) -> std::result::Result<reqwest::header::HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_maybe_shared(zeroized_on_drop(value))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Reads the whole body, refusing more than `cap` bytes.
 pub(crate) async fn read_capped(
     response: reqwest::Response,
@@ -296,6 +314,29 @@ mod tests {
             );
             assert!(err.to_string().contains("PEM"), "{err}");
         }
+    }
+
+    #[test]
+    fn secret_buffers_are_moved_not_copied_into_the_request() {
+        // The bytes reqwest sends are the zeroizing buffer itself: no
+        // plain copy of the form or the Basic header is left behind.
+        let body = zeroize::Zeroizing::new(String::from("client_secret=abc"));
+        let at = body.as_ptr();
+        let bytes = zeroized_on_drop(body);
+        assert_eq!(bytes.as_ptr(), at);
+        assert_eq!(&bytes[..], b"client_secret=abc");
+    }
+
+    #[test]
+    fn secret_headers_are_sensitive() {
+        let text = zeroize::Zeroizing::new("Bearer abc".to_owned());
+        let at = text.as_ptr();
+        let value = secret_header(text).unwrap();
+        // The header holds the zeroizing buffer itself, not a copy.
+        assert_eq!(value.as_bytes().as_ptr(), at);
+        assert!(value.is_sensitive());
+        assert_eq!(value, "Bearer abc");
+        assert!(secret_header(zeroize::Zeroizing::new("a\nb".to_owned())).is_err());
     }
 
     #[test]

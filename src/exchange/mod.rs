@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use tracing::Instrument as _;
 use url::Url;
@@ -22,8 +22,8 @@ use crate::credentials::{ClientAuthMethod, ClientCredentials};
 use crate::discovery::{DiscoveryCache, DiscoveryRequest, ProviderMetadata};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{
-    build_client, from_reqwest, read_capped, HttpConfig, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
+    build_client, from_reqwest, read_capped, secret_header, zeroized_on_drop, HttpConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
 };
 use crate::token::AccessToken;
 
@@ -311,11 +311,9 @@ impl Exchanger {
             .header(ACCEPT, "application/json")
             .body(zeroized_on_drop(body));
         if creds.method == ClientAuthMethod::Basic {
-            let header = zeroized_on_drop(creds.basic_authorization());
-            let mut value = HeaderValue::from_maybe_shared(header).map_err(|_| {
+            let value = secret_header(creds.basic_authorization()).map_err(|_| {
                 Error::config("the client ID or secret cannot be put in an Authorization header")
             })?;
-            value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
         let url = endpoint.as_str();
@@ -345,14 +343,6 @@ impl Exchanger {
         };
         parse_token_answer(&answer, &ctx, &self.scrubber)
     }
-}
-
-/// The bytes of a buffer that holds the secret, for reqwest to send:
-/// moved (not copied) into `Bytes` that zeroize the buffer when the
-/// request is done with it.
-fn zeroized_on_drop(mut secret: zeroize::Zeroizing<String>) -> bytes::Bytes {
-    let owned = zeroize::Zeroizing::new(std::mem::take(&mut *secret).into_bytes());
-    bytes::Bytes::from_owner(owned)
 }
 
 impl fmt::Debug for Exchanger {
@@ -389,17 +379,6 @@ mod tests {
         let builder = emu.client_builder().scope("mes.api");
         let config = ExchangeConfig::from_builder(&builder, Arc::new(crate::SystemClock)).unwrap();
         Exchanger::new(config).unwrap()
-    }
-
-    #[test]
-    fn secret_buffers_are_moved_not_copied_into_the_request() {
-        // The bytes reqwest sends are the zeroizing buffer itself: no
-        // plain copy of the form or the Basic header is left behind.
-        let body = zeroize::Zeroizing::new(String::from("client_secret=abc"));
-        let at = body.as_ptr();
-        let bytes = zeroized_on_drop(body);
-        assert_eq!(bytes.as_ptr(), at);
-        assert_eq!(&bytes[..], b"client_secret=abc");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

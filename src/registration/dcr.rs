@@ -15,7 +15,7 @@ use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::content_type;
 use crate::exchange::scrub::Scrubber;
-use crate::http::{build_client, from_reqwest, read_capped, MAX_BODY_BYTES};
+use crate::http::{build_client, from_reqwest, read_capped, secret_header, MAX_BODY_BYTES};
 
 use super::Verification;
 
@@ -161,9 +161,17 @@ pub(super) async fn register(
         None => discovered_endpoint(&http, &authority, allow, &scrubber).await?,
     };
 
+    let bearer = secret_header(zeroize::Zeroizing::new(format!(
+        "Bearer {initial_access_token}"
+    )))
+    .map_err(|_| {
+        Error::config(
+            "the initial access token contains characters that are not allowed in an HTTP header",
+        )
+    })?;
     let response = http
         .post(endpoint.clone())
-        .bearer_auth(initial_access_token)
+        .header(reqwest::header::AUTHORIZATION, bearer)
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&request.to_json())
         .send()

@@ -520,7 +520,8 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let (signed, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{signed}.{}", "A".repeat(342));
     assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
-    // Issued by another emulator: same signing key and clock, another issuer.
+    // Issued by another emulator: same clock, but its own signing key (as
+    // every AIM node has), so the signature fails before the issuer is read.
     let other = AimEmulator::builder()
         .clock(clock.clone())
         .start()
@@ -530,7 +531,7 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let resp = mes_get(&aim, "api/v3/entity", Some(&foreign)).await;
     assert_invalid_token(&resp);
     let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
-    assert!(challenge.contains("another authority"), "{challenge}");
+    assert!(challenge.contains("signature is invalid"), "{challenge}");
 
     let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(ok.status(), StatusCode::OK);
@@ -1191,4 +1192,29 @@ async fn date_header_follows_the_emulator_clock() {
             "{url}: Date is {behind:?} behind"
         );
     }
+}
+
+/// Tokens are per AIM node: each emulator has its own signing key, so a
+/// token of emulator A fails B's JWKS (and B's MES), as at a real failover.
+#[tokio::test]
+async fn tokens_of_one_emulator_fail_another_emulators_jwks() {
+    let (a, b) = tokio::join!(AimEmulator::start(), AimEmulator::start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let jwt = token(&a).await;
+    let a_keys: Value = get_json(&jwks_url(&a)).await;
+    let mut b_keys: Value = get_json(&jwks_url(&b)).await;
+    assert!(verify_rs256(&jwt, &a_keys).is_ok());
+    let err = verify_rs256(&jwt, &b_keys).unwrap_err();
+    assert!(err.contains("kid"), "B does not know A's key: {err}");
+    // Even with B's key under A's kid, A's signature does not verify.
+    let kid = a_keys["keys"][0]["kid"].clone();
+    b_keys["keys"][0]["kid"] = kid;
+    assert_eq!(
+        verify_rs256(&jwt, &b_keys).unwrap_err(),
+        "bad signature",
+        "A's signature fails with B's key"
+    );
+    assert!(b.ca_pem().is_none() && a.ca_pem().is_none());
+    let resp = mes_get(&b, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(resp.status(), 401);
 }

@@ -1,5 +1,6 @@
 //! The global flags (mirroring the AIM_* variables) and the client built from them.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use aim_token::{AimClient, AimClientBuilder};
 
 use crate::exit;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub(crate) struct Global {
     /// The AIM server: sms01, sms01.plant.local, https://sms01.plant.local or
     /// https://sms01/identitymanager.
@@ -63,6 +64,27 @@ pub(crate) struct Global {
 /// Where the secret goes, whatever was wrong with it.
 const SECRET_FIX: &str = "set AIM_CLIENT_SECRET to the secret registered with AIM, \
      or AIM_CLIENT_SECRET_FILE to a readable file holding it (not both)";
+
+/// `[redacted]` for a secret that is set: what every secret-holding flag
+/// shows in `Debug`.
+pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "[redacted]")
+}
+
+impl fmt::Debug for Global {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Global")
+            .field("authority", &self.authority)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("scopes", &self.scopes)
+            .field("secret_from_flag", &self.secret_from_flag)
+            .field("ca_cert", &self.ca_cert)
+            .field("proxy", &self.proxy.as_deref().map(redacted_url))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
 
 /// A failure before any network I/O, with its exit code.
 #[derive(Debug)]
@@ -271,7 +293,7 @@ impl Global {
 }
 
 /// A URL for output: user and password replaced.
-pub(crate) fn redacted(url: &str) -> String {
+pub(crate) fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             let _ = parsed.set_username("[redacted]");
@@ -306,5 +328,34 @@ pub(crate) fn clear_progress() {
         let mut stderr = std::io::stderr();
         let _ = write!(stderr, "\r\x1b[2K");
         let _ = stderr.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        global: Global,
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let cli = Cli::parse_from([
+            "aim-token",
+            "--client-id",
+            "svc",
+            "--client-secret",
+            "hunter2-secret",
+        ]);
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("[redacted]") && shown.contains("svc"),
+            "{shown}"
+        );
     }
 }

@@ -920,3 +920,47 @@ async fn decode_lines_up_its_columns() {
     }
     assert!(out.stdout.contains("Lifetime:   1 d\n"), "{}", out.stdout);
 }
+
+/// On a terminal, progress is one line rewritten in place and erased
+/// before each result line (a pty from util-linux `script`, part of every
+/// Debian system).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_overwritten_on_a_terminal() {
+    let emu = AimEmulator::start().await.unwrap();
+    let command = format!(
+        "AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{BIN}' check",
+        emu.authority(),
+        AimEmulator::CLIENT_ID,
+        AimEmulator::CLIENT_SECRET
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .await
+        .expect("util-linux `script` runs the tool on a pty");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    const ERASE: &str = "\r\x1b[2K";
+    assert!(
+        shown.contains(&format!("{ERASE}... resolving 127.0.0.1")),
+        "{shown:?}"
+    );
+    // Every result line starts after an erased progress line or on a fresh
+    // line: never glued to a progress message.
+    for line in shown.split("\r\n") {
+        let visible = line.rsplit(ERASE).next().unwrap_or(line);
+        assert!(
+            !visible.starts_with("..."),
+            "a progress line was left: {line:?}"
+        );
+        if line.contains("... ") {
+            assert!(line.contains(ERASE), "{line:?}");
+        }
+    }
+    assert!(shown.contains("all checks passed"), "{shown}");
+}

@@ -135,7 +135,7 @@ mod discovery;
 mod error;
 mod exchange;
 mod http;
-mod mes;
+pub mod mes;
 mod registration;
 mod token;
 
@@ -154,6 +154,6 @@ pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
-pub use mes::MesClient;
+pub use mes::{MesClient, MesTransaction};
 pub use registration::{ClientRegistration, RegisteredClient, Verification};
 pub use token::AccessToken;

@@ -1,11 +1,13 @@
-//! [`MesClient`]: the AVEVA MES Web API with the AIM token attached.
+//! [`MesClient`]: the AVEVA MES Web API V3 with the AIM token attached,
+//! its typed helpers ([`Entity`], [`Job`], [`MesTransaction`]) and MES's
+//! errors explained.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
@@ -14,29 +16,58 @@ use crate::bearer::{self, Destinations, HeaderCache};
 use crate::client::AimClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::parse_retry_after;
-use crate::exchange::scrub::Scrubber;
 use crate::token::AccessToken;
 
-/// At most this much of an MES error body is kept in an [`Error`].
+mod entities;
+mod errors;
+mod jobs;
+mod models;
+mod transaction;
+
+pub use models::{Entity, Job, JobState};
+pub use transaction::MesTransaction;
+
+/// At most this much of a body that is not the expected JSON is shown.
 const MAX_ERROR_TEXT: usize = 1000;
 
-/// Calls the AVEVA MES Web API (`https://HOST/mesmw/api/...`) with the AIM
-/// token attached.
+/// Calls the AVEVA MES Web API V3 (`https://HOST/mesmw/api/v3/...`) with
+/// the AIM token attached.
 ///
-/// Paths are relative to the MES base, e.g. `api/v3/entity`. A 401 makes the
-/// client invalidate the token and try once more with a fresh one; other
-/// failures become an [`Error`] whose [`kind`](Error::kind) says what
-/// happened and whose message carries the (truncated) MES response text:
+/// Typed helpers call the documented routes: [`entities`](Self::entities),
+/// [`entity_by_key`](Self::entity_by_key), [`entities_where`](Self::entities_where),
+/// [`entity_id`](Self::entity_id), [`job`](Self::job),
+/// [`start_job`](Self::start_job) / [`pause_job`](Self::pause_job) /
+/// [`end_job`](Self::end_job), and [`transaction`](Self::transaction). Any
+/// other endpoint is a path relative to the MES base for
+/// [`get_json`](Self::get_json), [`post_json`](Self::post_json),
+/// [`put_json`](Self::put_json) and [`delete`](Self::delete), e.g.
+/// `api/v3/entity` (endpoint names are case-insensitive in MES; filters go
+/// in the query string as strings).
+///
+/// It trusts what its [`AimClient`] trusts (the OS store plus every
+/// [`root_certificate_pem`](crate::AimClientBuilder::root_certificate_pem):
+/// MES's certificate is usually issued by the same CA as AIM's) and uses
+/// its timeouts, unless given its own client with
+/// [`with_http_client`](Self::with_http_client).
+///
+/// A 401 makes the client invalidate the token and try once more with a
+/// fresh one. Other failures become an [`Error`] whose
+/// [`kind`](Error::kind) says what happened and whose message explains it in
+/// MES's terms (never quoting MES's answer, which may echo the request):
 ///
 /// | MES answer | [`ErrorKind`] | transient |
 /// | --- | --- | --- |
-/// | 400 | `BadRequest` | no |
+/// | 400 (wrong parameter type or range, a business rule) | `BadRequest` | no |
 /// | 401 twice | `Unauthorized` | no |
-/// | 403 | `Forbidden` (explains the Default Background User) | no |
-/// | 404 | `NotFound` | no |
-/// | 500 "token cannot be obtained/verified" | `Server`, "AIM unreachable from MES" | yes |
+/// | 403 | `Forbidden` | no |
+/// | 404 "You do not have the appropriate privileges ..." | `NotFound`, explains the Default Background User (attribute 199, cached up to an hour) | no |
+/// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
+/// | 404 "No HTTP resource was found ..." | `NotFound`, wrong endpoint or missing parameter | no |
+/// | other 404 ("The specified entity does not exist") | `NotFound` | no |
+/// | 405 | `BadRequest`, wrong HTTP method | no |
+/// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |
-/// | 429, 502, 503, 504 | `Server` | yes |
+/// | 408, 429, 502, 503, 504 | `Server` | yes |
 ///
 /// Cheap to clone; clones share the HTTP connection pool and the token cache.
 ///
@@ -46,12 +77,14 @@ const MAX_ERROR_TEXT: usize = 1000;
 ///
 /// let aim = AimClient::from_env()?;
 /// let mes = MesClient::new("https://mes01.plant.local/mesmw/", aim)?;
-/// let entities: serde_json::Value = mes.get_json("api/v3/entity").await?;
-/// let started: serde_json::Value = mes
-///     .with_trans_id("job-start-42")
-///     .put_json("api/v3/Jobs/Start", &serde_json::json!({ "JobId": "J1" }))
-///     .await?;
-/// # let _ = (entities, started);
+/// for entity in mes.entities().await? {
+///     println!("{} {}", entity.ent_id, entity.ent_name);
+/// }
+/// let job = mes.job("WO-1001", "Fill", 0).await?;
+/// let tx = mes.transaction().await?;
+/// let running = tx.mes().start_job(&job.clone().on(job.ent_id)).await?;
+/// tx.commit().await?;
+/// # let _ = running;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -59,6 +92,8 @@ pub struct MesClient {
     inner: Arc<Inner>,
     trans_id: Option<Arc<str>>,
     tz_id: Option<Arc<str>>,
+    max_rows: Option<u32>,
+    timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -72,18 +107,17 @@ impl MesClient {
     /// A client for the MES Web API at `mes_base`, e.g.
     /// `https://mes01.plant.local/mesmw/` (a missing trailing slash is added).
     ///
+    /// It trusts what `aim` trusts and uses its connect and request
+    /// timeouts: one trust setting (`root_certificate_pem` / `AIM_CA_CERT`)
+    /// for both servers. No redirects are followed: the token must not
+    /// follow one to another host.
+    ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
     /// not cross the network in clear text).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
-        let http = reqwest::Client::builder()
-            // The token must not follow a redirect to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::config("cannot build the HTTP client for MES").with_source(e))?;
+        let http = crate::http::build_client(aim.http_config())?;
         Ok(MesClient {
             inner: Arc::new(Inner {
                 base,
@@ -93,11 +127,15 @@ impl MesClient {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         })
     }
 
-    /// Uses this reqwest client, e.g. one that trusts the PCS root CA
-    /// (`reqwest::ClientBuilder::tls_certs_merge`) or has other timeouts.
+    /// Uses this reqwest client instead of one that trusts what the
+    /// [`AimClient`] trusts, e.g. when MES's certificate comes from another
+    /// CA. Disable redirects on it (`reqwest::redirect::Policy::none()`)
+    /// so the token cannot follow one.
     #[must_use]
     pub fn with_http_client(self, http: reqwest::Client) -> Self {
         MesClient {
@@ -111,9 +149,11 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `trans_id` header (MES transaction ID) with
-    /// every request; `self` is unchanged, so this works per call:
-    /// `mes.with_trans_id("T1").put_json(...)`.
+    /// A client that sends the `trans_id` header with every request; `self`
+    /// is unchanged, so this works per call. A `trans_id` is the ID that
+    /// `POST api/v3/transaction` returned, not a label: MES fails a call
+    /// whose transaction it does not know (404). [`transaction`](Self::transaction)
+    /// does this for you.
     #[must_use]
     pub fn with_trans_id(&self, trans_id: impl AsRef<str>) -> Self {
         MesClient {
@@ -122,12 +162,33 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `tz_id` header (the time zone MES uses to
-    /// interpret and report times) with every request.
+    /// A client that sends the `tz_id` header with every request: a
+    /// Microsoft time-zone ID (e.g. `W. Europe Standard Time`) in which MES
+    /// reads the dates of GET parameters that have no UTC suffix.
     #[must_use]
     pub fn with_tz_id(&self, tz_id: impl AsRef<str>) -> Self {
         MesClient {
             tz_id: Some(tz_id.as_ref().into()),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose GETs return at most `max_rows` rows (the `max_rows`
+    /// header MES documents for its GETs).
+    #[must_use]
+    pub fn with_max_rows(&self, max_rows: u32) -> Self {
+        MesClient {
+            max_rows: Some(max_rows),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose requests each time out after `timeout` (default: the
+    /// [`AimClient`]'s request timeout, 30 s unless configured).
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        MesClient {
+            timeout: Some(timeout),
             ..self.clone()
         }
     }
@@ -188,6 +249,9 @@ impl MesClient {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
         let mut builder = self.inner.http.request(method, url);
+        if let Some(timeout) = self.timeout {
+            builder = builder.timeout(timeout);
+        }
         for (name, value) in self.extra_headers()? {
             builder = builder.header(name, value);
         }
@@ -215,20 +279,23 @@ impl MesClient {
         let mut response = send(request, &token)
             .await
             .map_err(|e| e.context(&context))?;
-        let mut retried_with = None;
         if bearer::is_token_rejected(response.status().as_u16()) {
             aim.invalidate(&token);
             if let Some(retry) = replay {
                 let fresh = aim.token().await.map_err(|e| e.context(&context))?;
                 if !fresh.same_as(&token) {
                     response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    retried_with = Some(fresh);
                 }
             }
         }
 
         let status = response.status();
         let retry_after = retry_after(response.headers().get(RETRY_AFTER));
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .bytes()
             .await
@@ -236,10 +303,11 @@ impl MesClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
-        Err(status_error(status, &text)
-            .with_retry_after(retry_after)
-            .context(&context))
+        Err(
+            errors::status_error(status.as_u16(), content_type.as_deref(), &bytes)
+                .with_retry_after(retry_after)
+                .context(&context),
+        )
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -279,6 +347,9 @@ impl MesClient {
 
     fn extra_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let mut headers = Vec::new();
+        if let Some(max_rows) = self.max_rows {
+            headers.push((HeaderName::from_static("max_rows"), HeaderValue::from(max_rows)));
+        }
         for (name, value) in [("trans_id", &self.trans_id), ("tz_id", &self.tz_id)] {
             if let Some(value) = value {
                 let value = HeaderValue::from_str(value).map_err(|_| {
@@ -300,6 +371,8 @@ impl fmt::Debug for MesClient {
             .field("aim", &self.inner.aim)
             .field("trans_id", &self.trans_id)
             .field("tz_id", &self.tz_id)
+            .field("max_rows", &self.max_rows)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -350,85 +423,18 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
     })
 }
 
-/// The error for a non-2xx MES answer, with a hint where the status has a
-/// usual cause.
-fn status_error(status: StatusCode, text: &str) -> Error {
-    let code = status.as_u16();
-    let said = if text.is_empty() {
-        String::from("(empty body)")
-    } else {
-        text.to_owned()
-    };
-    let (kind, transient, message) = match code {
-        400 => (
-            ErrorKind::BadRequest,
-            false,
-            format!("MES rejected the request as malformed (HTTP 400): {said}"),
-        ),
-        401 => (
-            ErrorKind::Unauthorized,
-            false,
-            format!(
-                "MES rejected the access token (HTTP 401), also a freshly fetched one: check that \
-                 MES trusts this AIM (same identity manager, the scope MES expects) and that the \
-                 clocks of MES and AIM agree. MES said: {said}"
-            ),
-        ),
-        403 => (
-            ErrorKind::Forbidden,
-            false,
-            format!(
-                "MES refused the call (HTTP 403). The token is valid, but MES runs \
-                 service-to-service calls as the Default Background User (MES system attribute \
-                 199), and that user may lack the privilege for this operation: grant it in MES, \
-                 or point attribute 199 at a user who has it. MES said: {said}"
-            ),
-        ),
-        404 => (
-            ErrorKind::NotFound,
-            false,
-            format!("MES does not know this resource (HTTP 404): {said}"),
-        ),
-        500 if says_token_unavailable(text) => (
-            ErrorKind::Server,
-            true,
-            format!(
-                "AIM unreachable from MES: MES could not obtain or verify the access token \
-                 (HTTP 500). Check that the MES server can reach AIM and trusts its certificate; \
-                 retrying later may succeed. MES said: {said}"
-            ),
-        ),
-        408 | 429 | 502 | 503 | 504 => (
-            ErrorKind::Server,
-            true,
-            format!("MES is unavailable (HTTP {code}); retry later: {said}"),
-        ),
-        _ => (
-            ErrorKind::Server,
-            false,
-            format!("MES failed (HTTP {code}): {said}"),
-        ),
-    };
-    Error::new(kind, message)
-        .with_status(code)
-        .transient(transient)
-}
-
-/// Whether a 500's text says MES could not get or check the token at AIM.
-fn says_token_unavailable(text: &str) -> bool {
-    let text = text.to_ascii_lowercase();
-    text.contains("token")
-        && ["obtain", "verif", "validat", "retriev", "acquir"]
-            .iter()
-            .any(|verb| text.contains(verb))
-}
-
-/// The MES body as text: truncated, and without our tokens (in case the
-/// server echoed the request) or anything else token-shaped, by the same
-/// [`Scrubber`] that cleans AIM's answers.
-fn error_text<'a>(bytes: &[u8], tokens: impl IntoIterator<Item = &'a AccessToken>) -> String {
-    let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
-    truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
+/// `name=value&...`, form-encoded: parameters of a V3 GET are strings.
+fn query<I, K, V>(params: I) -> String
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        query.append_pair(name.as_ref(), value.as_ref());
+    }
+    query.finish()
 }
 
 fn truncate(text: &str) -> String {
@@ -464,8 +470,10 @@ fn transport(err: reqwest::Error) -> Error {
     }
     if kind == ErrorKind::Tls {
         message.push_str(
-            " (is the MES certificate issued by a CA this machine trusts? pass a reqwest client \
-             that trusts the PCS root CA with MesClient::with_http_client)",
+            " (is the MES certificate issued by a CA this machine trusts? MesClient trusts what \
+             its AimClient trusts: give the CA that issued it, usually the PCS root CA that also \
+             issued AIM's, with AIM_CA_CERT or root_certificate_pem; Get-RootCertificate on the \
+             AIM node shows the certificate AIM uses)",
         );
     }
     Error::new(kind, message)
@@ -476,7 +484,6 @@ fn transport(err: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn client(base: &str) -> Result<MesClient> {
         let aim = AimClient::builder()
@@ -528,6 +535,8 @@ mod tests {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         };
         let ok = |p: &str| mes.resolve(p).unwrap().to_string();
         assert_eq!(ok("api/v3/entity"), "https://mes01/mesmw/api/v3/entity");
@@ -554,45 +563,12 @@ mod tests {
     }
 
     #[test]
-    fn statuses_map_to_kinds() {
-        let cases = [
-            (400, ErrorKind::BadRequest, false),
-            (401, ErrorKind::Unauthorized, false),
-            (403, ErrorKind::Forbidden, false),
-            (404, ErrorKind::NotFound, false),
-            (500, ErrorKind::Server, false),
-            (503, ErrorKind::Server, true),
-            (409, ErrorKind::Server, false),
-        ];
-        for (code, kind, transient) in cases {
-            let err = status_error(StatusCode::from_u16(code).unwrap(), "boom text");
-            assert_eq!(err.kind(), kind, "{code}");
-            assert_eq!(err.status(), Some(code));
-            assert_eq!(err.is_transient(), transient, "{code}");
-            assert!(err.to_string().contains("boom text"), "{err}");
-        }
-        let err = status_error(StatusCode::FORBIDDEN, "");
-        assert!(err.to_string().contains("Default Background User"));
-        assert!(err.to_string().contains("199"));
-        let err = status_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The access token cannot be obtained or verified",
+    fn query_is_form_encoded() {
+        assert_eq!(
+            query([("woId", "WO 1&2"), ("seqNo", "0")]),
+            "woId=WO+1%262&seqNo=0"
         );
-        assert!(err.is_transient());
-        assert!(err.to_string().starts_with("AIM unreachable from MES"));
-    }
-
-    #[test]
-    fn error_text_is_truncated_and_token_free() {
-        let token = AccessToken::new("tok.secret.value", SystemTime::now());
-        let text = error_text(b"echo: Bearer tok.secret.value", &[token]);
-        assert_eq!(text, "echo: Bearer [redacted]");
-        // Tokens that are not ours are not shown either.
-        let text = error_text(b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y", &[]);
-        assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
-        let long = "é".repeat(2000);
-        let t = truncate(&long);
-        assert!(t.len() < 1100 && t.ends_with("(4000 bytes in all)"), "{t}");
+        assert_eq!(query(Vec::<(&str, &str)>::new()), "");
     }
 
     #[test]

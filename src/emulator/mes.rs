@@ -52,6 +52,8 @@ pub(crate) struct Call<'a> {
     query: Vec<(String, String)>,
     trans_id: Option<String>,
     max_rows: Option<usize>,
+    /// Declared `application/json`: ASP.NET binds a model only from such a body.
+    json_body: bool,
     body: Bytes,
 }
 
@@ -182,12 +184,18 @@ async fn answer(st: &State, path: String, req: Request) -> Response<Body> {
             return no_transaction(id);
         }
     }
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     let call = Call {
         st,
         uri,
         query,
         trans_id,
         max_rows,
+        json_body,
         body,
     };
     match route {

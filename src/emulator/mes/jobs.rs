@@ -52,7 +52,8 @@ pub(super) fn by_key(call: &Call<'_>) -> Response<Body> {
 
 /// `PUT api/v3/Jobs/Start|Pause|End` with the Job model as the body.
 pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
-    let model = match model(&call.body) {
+    let body: &[u8] = if call.json_body { &call.body } else { b"" };
+    let model = match model(body) {
         Ok(model) => model,
         Err(why) => return bad_request(&format!("The request is invalid: {why}")),
     };

@@ -29,7 +29,7 @@ use crate::token::AccessToken;
 ///     .authority("sms01.plant.local")
 ///     .client_id("mes-reporting")
 ///     .client_secret("s3cr3t")
-///     .scope("mes.api")
+///     .scope("site.api") // only where the site restricts scopes; none = the client's allowed scopes
 ///     .build()?;
 /// let token = aim.token().await?;
 /// println!("expires at {:?}", token.expires_at());

@@ -14,7 +14,8 @@
 //!     .authority("sms01.plant.local") // = https://sms01.plant.local/identitymanager
 //!     .client_id("mes-reporting")
 //!     .client_secret("s3cr3t")
-//!     .scope("mes.api")
+//!     // No .scope(): AIM grants the client's allowed scopes, as in
+//!     // AVEVA's own sample. Add .scope(..) only if your site restricts them.
 //!     .build()?; // checks the configuration; no network I/O
 //!
 //! let token = aim.token().await?; // fetched once, then served from the cache

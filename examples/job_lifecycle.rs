@@ -34,7 +34,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (_emulator, aim, mes_base, target) = connect().await?;
     let mes = MesClient::new(&mes_base, aim)?;
 
-    let job = mes.job(&target.wo_id, &target.oper_id, target.seq_no).await?;
+    let job = mes
+        .job(&target.wo_id, &target.oper_id, target.seq_no)
+        .await?;
     let run_on = target.run_ent_id.unwrap_or(job.ent_id);
     println!(
         "job {}/{}/{} on entity {}: state {:?}",
@@ -47,7 +49,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("transaction {} opened", tx.id());
     let running = tx.mes().start_job(&job).await?;
     tx.commit().await?;
-    println!("started and committed: state {:?}, job position {:?}", running.state_cd, running.job_pos);
+    println!(
+        "started and committed: state {:?}, job position {:?}",
+        running.state_cd, running.job_pos
+    );
 
     // MES refuses to start a running job; the error says why.
     match mes.start_job(&job).await {
@@ -74,7 +79,10 @@ async fn connect() -> Result<Connection, Box<dyn std::error::Error>> {
         let target = Target {
             wo_id: var("MES_WO_ID")?,
             oper_id: var("MES_OPER_ID")?,
-            seq_no: var("MES_SEQ_NO")?.trim().parse().map_err(|_| "MES_SEQ_NO must be a whole number")?,
+            seq_no: var("MES_SEQ_NO")?
+                .trim()
+                .parse()
+                .map_err(|_| "MES_SEQ_NO must be a whole number")?,
             run_ent_id: Some(
                 var("MES_RUN_ENT_ID")?
                     .trim()

@@ -80,8 +80,13 @@
 //!
 //! ## Attaching tokens
 //!
-//! - [`MesClient`]: `get_json`/`post_json`/`put_json`/`delete` on the MES Web
-//!   API with the token attached and MES's answers turned into typed errors.
+//! - [`MesClient`]: the MES Web API V3 with the token attached — typed
+//!   helpers on the documented routes (entities, jobs, [`MesTransaction`]),
+//!   `get_json`/`post_json`/`put_json`/`delete` for the rest, and MES's
+//!   answers turned into errors that explain them (a 404 for a missing
+//!   privilege names the Default Background User; a 500 "token cannot be
+//!   obtained or verified" is AIM unreachable from MES). It trusts what its
+//!   [`AimClient`] trusts.
 //! - `middleware::BearerAuth` (feature `middleware`): for a
 //!   `reqwest_middleware::ClientWithMiddleware`.
 //! - `layer::BearerAuthLayer` (feature `tower`): for hyper, tonic and other
@@ -94,7 +99,8 @@
 //!
 //! With the `emulator` feature (use it as a dev-dependency feature), the
 //! `emulator::AimEmulator` is a real AIM + MES stand-in on 127.0.0.1: discovery,
-//! RS256 JWT tokens, client registration, MES endpoints that check the token,
+//! RS256 JWT tokens, client registration, the MES Web API V3 as AVEVA
+//! documents it (entities, jobs, transactions) over a small seeded plant,
 //! injected faults (status codes, `Retry-After`, delays, dropped connections,
 //! HTML error pages) and request counters.
 //!
@@ -158,3 +164,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use mes::{MesClient, MesTransaction};
 pub use registration::{ClientRegistration, RegisteredClient, Verification};
 pub use token::AccessToken;
+
+// The README's Rust snippets compile as doctests (its first one requests no scope).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

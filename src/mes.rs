@@ -348,7 +348,10 @@ impl MesClient {
     fn extra_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let mut headers = Vec::new();
         if let Some(max_rows) = self.max_rows {
-            headers.push((HeaderName::from_static("max_rows"), HeaderValue::from(max_rows)));
+            headers.push((
+                HeaderName::from_static("max_rows"),
+                HeaderValue::from(max_rows),
+            ));
         }
         for (name, value) in [("trans_id", &self.trans_id), ("tz_id", &self.tz_id)] {
             if let Some(value) = value {

@@ -314,7 +314,10 @@ async fn jwt_verifies_against_the_jwks() {
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
     let claims = decode::<Value>(&jwt, &key, &validation).unwrap().claims;
     assert_eq!(claims["client_id"], ID);
-    assert_eq!(claims["scope"], serde_json::json!([AimEmulator::DEFAULT_SCOPE]));
+    assert_eq!(
+        claims["scope"],
+        serde_json::json!([AimEmulator::DEFAULT_SCOPE])
+    );
     let (iat, exp) = (
         claims["iat"].as_u64().unwrap(),
         claims["exp"].as_u64().unwrap(),
@@ -348,7 +351,10 @@ async fn audience_and_scope_names_are_settings() {
         .unwrap();
     let claims = jwt_claims(&token(&aim).await);
     assert_eq!(claims["aud"], "site-resource");
-    assert_eq!(claims["scope"], serde_json::json!(["site.api", "site.read"]));
+    assert_eq!(
+        claims["scope"],
+        serde_json::json!(["site.api", "site.read"])
+    );
     let one = [CLIENT_CREDENTIALS.as_slice(), &[("scope", "site.read")]].concat();
     let body: Value = post_token(&aim, &one).await.json().await.unwrap();
     assert_eq!(body["scope"], "site.read");
@@ -583,7 +589,13 @@ async fn mes_jobs_start_binds_the_job_model() {
         .iter()
         .map(|(k, v)| (k.to_uppercase(), v.clone()))
         .collect();
-    let ok = http().put(&url).bearer_auth(&jwt).json(&pascal).send().await.unwrap();
+    let ok = http()
+        .put(&url)
+        .bearer_auth(&jwt)
+        .json(&pascal)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["state_cd"], 3);

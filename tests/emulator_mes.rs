@@ -97,47 +97,163 @@ async fn every_documented_route_verb_and_status() {
         (call(M::GET, "api/v3/entity"), 200, r#""ent_name":"Line1""#),
         (call(M::GET, "API/V3/ENTITY"), 200, r#""ent_name":"Plant1""#),
         (call(M::GET, "api/v3/Entity/"), 200, r#""ent_id":1"#),
-        (call(M::GET, "api/v3/entity/key?entId=4"), 200, r#""ent_name":"Line1""#),
-        (call(M::GET, "api/v3/Entity/Key?ENTID=4"), 200, r#""parent_ent_id":2"#),
-        (call(M::GET, "api/v3/entity/key?entId=99"), 404, "The specified entity does not exist"),
+        (
+            call(M::GET, "api/v3/entity/key?entId=4"),
+            200,
+            r#""ent_name":"Line1""#,
+        ),
+        (
+            call(M::GET, "api/v3/Entity/Key?ENTID=4"),
+            200,
+            r#""parent_ent_id":2"#,
+        ),
+        (
+            call(M::GET, "api/v3/entity/key?entId=99"),
+            404,
+            "The specified entity does not exist",
+        ),
         (call(M::GET, "api/v3/entity/key"), 404, no_resource),
         (call(M::GET, "api/v3/entity/key?entId=four"), 400, "entId"),
-        (call(M::GET, "api/v3/entity/filter?parent_ent_id=2"), 200, r#""ent_name":"Line2""#),
-        (call(M::GET, "api/v3/entity/filter?canRunJobs=0"), 200, r#""ent_name":"Packaging""#),
-        (call(M::GET, "api/v3/entity/filter?can_run_jobs=maybe"), 400, "wrong type"),
-        (call(M::GET, "api/v3/entity/name?entName=Line1&siteName=Plant1"), 200, r#"[{"ent_id":4}]"#),
-        (call(M::GET, "api/v3/entity/name?entName=Line1&siteName"), 200, r#"[{"ent_id":4}]"#),
-        (call(M::GET, "api/v3/entity/name?entName=Line1"), 404, no_resource),
-        (call(M::GET, "api/v3/entity/name?entName=Line9&siteName="), 404, "does not exist"),
-        (call(M::GET, "api/v3/entity?max_rows=2"), 200, r#""ent_id":2"#),
+        (
+            call(M::GET, "api/v3/entity/filter?parent_ent_id=2"),
+            200,
+            r#""ent_name":"Line2""#,
+        ),
+        (
+            call(M::GET, "api/v3/entity/filter?canRunJobs=0"),
+            200,
+            r#""ent_name":"Packaging""#,
+        ),
+        (
+            call(M::GET, "api/v3/entity/filter?can_run_jobs=maybe"),
+            400,
+            "wrong type",
+        ),
+        (
+            call(M::GET, "api/v3/entity/name?entName=Line1&siteName=Plant1"),
+            200,
+            r#"[{"ent_id":4}]"#,
+        ),
+        (
+            call(M::GET, "api/v3/entity/name?entName=Line1&siteName"),
+            200,
+            r#"[{"ent_id":4}]"#,
+        ),
+        (
+            call(M::GET, "api/v3/entity/name?entName=Line1"),
+            404,
+            no_resource,
+        ),
+        (
+            call(M::GET, "api/v3/entity/name?entName=Line9&siteName="),
+            404,
+            "does not exist",
+        ),
+        (
+            call(M::GET, "api/v3/entity?max_rows=2"),
+            200,
+            r#""ent_id":2"#,
+        ),
         (call(M::GET, "api/v3/entity?max_rows=lots"), 400, "max_rows"),
         // Jobs by key, with AVEVA's parameter names.
-        (call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0"), 200, r#""state_cd":2"#),
-        (call(M::GET, "api/v3/jobs/KEY?woid=WO-1001&operid=Mix&seqno=0"), 200, r#""ent_id":6"#),
-        (call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill"), 404, no_resource),
-        (call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=x"), 400, "seqNo"),
-        (call(M::GET, "api/v3/Jobs/key?woId=WO-9&operId=Fill&seqNo=0"), 404, "The specified job does not exist"),
+        (
+            call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0"),
+            200,
+            r#""state_cd":2"#,
+        ),
+        (
+            call(M::GET, "api/v3/jobs/KEY?woid=WO-1001&operid=Mix&seqno=0"),
+            200,
+            r#""ent_id":6"#,
+        ),
+        (
+            call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill"),
+            404,
+            no_resource,
+        ),
+        (
+            call(M::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=x"),
+            400,
+            "seqNo",
+        ),
+        (
+            call(M::GET, "api/v3/Jobs/key?woId=WO-9&operId=Fill&seqNo=0"),
+            404,
+            "The specified job does not exist",
+        ),
         // Job model: every required member, the types.
-        (call(M::PUT, "api/v3/Jobs/Start").json(job_without("ent_id")), 400, "ent_id is required"),
-        (call(M::PUT, "api/v3/Jobs/Start").json(job_without("wo_id")), 400, "wo_id is required"),
-        (call(M::PUT, "api/v3/Jobs/Start").json(job_without("oper_id")), 400, "oper_id is required"),
-        (call(M::PUT, "api/v3/Jobs/Start").json(job_without("seq_no")), 400, "seq_no is required"),
-        (call(M::PUT, "api/v3/Jobs/Start").json(job_without("run_ent_id")), 400, "run_ent_id is required"),
-        (call(M::PUT, "api/v3/Jobs/Start").json(json!([1])), 400, "Job model"),
-        (call(M::PUT, "api/v3/Jobs/Pause").json(fill_job()), 400, "cannot be paused: it is Ready"),
-        (call(M::PUT, "api/v3/Jobs/End").json(fill_job()), 400, "cannot be ended: it is Ready"),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(job_without("ent_id")),
+            400,
+            "ent_id is required",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(job_without("wo_id")),
+            400,
+            "wo_id is required",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(job_without("oper_id")),
+            400,
+            "oper_id is required",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(job_without("seq_no")),
+            400,
+            "seq_no is required",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(job_without("run_ent_id")),
+            400,
+            "run_ent_id is required",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Start").json(json!([1])),
+            400,
+            "Job model",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/Pause").json(fill_job()),
+            400,
+            "cannot be paused: it is Ready",
+        ),
+        (
+            call(M::PUT, "api/v3/Jobs/End").json(fill_job()),
+            400,
+            "cannot be ended: it is Ready",
+        ),
         // Wrong verbs.
-        (call(M::POST, "api/v3/entity"), 405, "does not support http method 'POST'"),
+        (
+            call(M::POST, "api/v3/entity"),
+            405,
+            "does not support http method 'POST'",
+        ),
         (call(M::GET, "api/v3/Jobs/Start"), 405, "'GET'"),
         (call(M::DELETE, "api/v3/transaction"), 405, "'DELETE'"),
         // Unknown endpoints, V1 included (not emulated).
         (call(M::GET, "api/v3/NoSuchThing"), 404, "NoSuchThing"),
         (call(M::GET, "api/Entity"), 404, no_resource),
         // Transactions.
-        (call(M::PUT, "api/v3/transaction?action=commit"), 404, no_resource),
-        (call(M::PUT, "api/v3/transaction?action=commit").header("trans_id", "nope"), 404, "doesn't exist"),
-        (call(M::GET, "api/v3/entity").header("trans_id", "nope"), 404, "The transaction ID 'nope' doesn't exist"),
-        (call(M::GET, "api/v3/entity?trans_id=nope"), 404, "timed out or was not started"),
+        (
+            call(M::PUT, "api/v3/transaction?action=commit"),
+            404,
+            no_resource,
+        ),
+        (
+            call(M::PUT, "api/v3/transaction?action=commit").header("trans_id", "nope"),
+            404,
+            "doesn't exist",
+        ),
+        (
+            call(M::GET, "api/v3/entity").header("trans_id", "nope"),
+            404,
+            "The transaction ID 'nope' doesn't exist",
+        ),
+        (
+            call(M::GET, "api/v3/entity?trans_id=nope"),
+            404,
+            "timed out or was not started",
+        ),
     ];
     for (c, status, needle) in &cases {
         let (got, body) = send(&aim, Some(&jwt), c).await;
@@ -149,7 +265,12 @@ async fn every_documented_route_verb_and_status() {
         }
     }
     // max_rows in the header, as documented beside trans_id.
-    let (_, body) = send(&aim, Some(&jwt), &call(M::GET, "api/v3/entity").header("max_rows", "3")).await;
+    let (_, body) = send(
+        &aim,
+        Some(&jwt),
+        &call(M::GET, "api/v3/entity").header("max_rows", "3"),
+    )
+    .await;
     assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 3);
     let (_, body) = send(&aim, Some(&jwt), &call(M::GET, "api/v3/entity?max_rows=2")).await;
     assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 2);
@@ -194,7 +315,10 @@ async fn job_lifecycle_follows_the_state_rules() {
     let (status, body) = put("api/v3/jobs/start", fill_job()).await;
     assert_eq!(status, 200, "{body}");
     let running: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((running["state_cd"].clone(), running["job_pos"].clone()), (json!(3), json!(0)));
+    assert_eq!(
+        (running["state_cd"].clone(), running["job_pos"].clone()),
+        (json!(3), json!(0))
+    );
 
     let (status, body) = put("api/v3/Jobs/Start", fill_job()).await;
     assert_eq!(status, 400);
@@ -224,17 +348,31 @@ async fn a_put_needs_the_whole_model() {
     // A column the body leaves out becomes null, as at MES.
     let plant = MesPlant::new()
         .entity(json!({"ent_id": 1, "ent_name": "Line", "can_run_jobs": true}))
-        .job(json!({"wo_id": "W", "oper_id": "O", "seq_no": 1, "ent_id": 1, "state_cd": 2,
-                    "status_notes": "keep me"}));
-    let aim = AimEmulator::builder().mes_plant(plant).start().await.unwrap();
+        .job(
+            json!({"wo_id": "W", "oper_id": "O", "seq_no": 1, "ent_id": 1, "state_cd": 2,
+                    "status_notes": "keep me"}),
+        );
+    let aim = AimEmulator::builder()
+        .mes_plant(plant)
+        .start()
+        .await
+        .unwrap();
     let jwt = token(&aim).await;
     let model = json!({"wo_id": "W", "oper_id": "O", "seq_no": 1, "ent_id": 1, "run_ent_id": 1});
-    let (status, body) = send(&aim, Some(&jwt), &call(Method::PUT, "api/v3/Jobs/Start").json(model)).await;
+    let (status, body) = send(
+        &aim,
+        Some(&jwt),
+        &call(Method::PUT, "api/v3/Jobs/Start").json(model),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let job: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(job["status_notes"], Value::Null);
     let (_, body) = send(&aim, Some(&jwt), &call(Method::GET, "api/v3/entity")).await;
-    assert_eq!(body, r#"[{"can_run_jobs":true,"ent_id":1,"ent_name":"Line"}]"#);
+    assert_eq!(
+        body,
+        r#"[{"can_run_jobs":true,"ent_id":1,"ent_name":"Line"}]"#
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -291,7 +429,10 @@ async fn begin(aim: &AimEmulator, jwt: &str) -> String {
 }
 
 async fn state(aim: &AimEmulator, jwt: &str, tx: Option<&str>) -> Value {
-    let mut c = call(Method::GET, "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0");
+    let mut c = call(
+        Method::GET,
+        "api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0",
+    );
     if let Some(tx) = tx {
         c = c.header("trans_id", tx);
     }
@@ -318,20 +459,33 @@ async fn knobs_revoke_a_privilege_and_take_aim_away() {
     let aim = AimEmulator::start().await.unwrap();
     let jwt = token(&aim).await;
     aim.revoke_mes_privilege("Jobs/Start");
-    let (status, body) = send(&aim, Some(&jwt), &call(Method::PUT, "api/v3/JOBS/START").json(fill_job())).await;
+    let (status, body) = send(
+        &aim,
+        Some(&jwt),
+        &call(Method::PUT, "api/v3/JOBS/START").json(fill_job()),
+    )
+    .await;
     assert_eq!(status, 404);
     assert!(body.contains("You do not have the appropriate privileges to access this entity"));
     let (status, _) = send(&aim, Some(&jwt), &call(Method::GET, "api/v3/entity")).await;
     assert_eq!(status, 200, "other endpoints keep their privilege");
     aim.restore_mes_privileges();
-    let (status, _) = send(&aim, Some(&jwt), &call(Method::PUT, "api/v3/Jobs/Start").json(fill_job())).await;
+    let (status, _) = send(
+        &aim,
+        Some(&jwt),
+        &call(Method::PUT, "api/v3/Jobs/Start").json(fill_job()),
+    )
+    .await;
     assert_eq!(status, 200);
 
     aim.set_mes_aim_offline(true);
     for jwt in [Some(jwt.as_str()), None] {
         let (status, body) = send(&aim, jwt, &call(Method::GET, "api/v3/entity")).await;
         assert_eq!(status, 500);
-        assert!(body.contains("token cannot be obtained or verified"), "{body}");
+        assert!(
+            body.contains("token cannot be obtained or verified"),
+            "{body}"
+        );
     }
     aim.set_mes_aim_offline(false);
     let (status, _) = send(&aim, Some(&jwt), &call(Method::GET, "api/v3/entity")).await;

@@ -129,7 +129,10 @@ async fn status_400_is_bad_request_explained_without_the_mes_text() {
     let text = err.to_string();
     assert!(text.contains("wrong type or is out of range"), "{text}");
     assert!(text.contains("PUT /mesmw/api/v3/Jobs/Start"), "{text}");
-    assert!(!text.contains("is required"), "no MES body in errors: {text}");
+    assert!(
+        !text.contains("is required"),
+        "no MES body in errors: {text}"
+    );
 }
 
 #[tokio::test]
@@ -204,12 +207,29 @@ async fn status_404_is_not_found() {
     let err = mes.entity_by_key(99).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(err.status(), Some(404));
-    assert!(err.to_string().contains("does not have the requested object"), "{err}");
-    let err = mes.get_json::<Value>("api/v3/entity/Line9").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not have the requested object"),
+        "{err}"
+    );
+    let err = mes
+        .get_json::<Value>("api/v3/entity/Line9")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(err.to_string().contains("endpoint name is wrong or a required parameter is missing"), "{err}");
-    let err = mes.get_json::<Value>("api/v3/entity/key").await.unwrap_err();
-    assert!(err.to_string().contains("required parameter is missing"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("endpoint name is wrong or a required parameter is missing"),
+        "{err}"
+    );
+    let err = mes
+        .get_json::<Value>("api/v3/entity/key")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("required parameter is missing"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -368,7 +388,10 @@ async fn job_lifecycle_start_refused_again_pause_end() {
     assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert_eq!(err.status(), Some(400));
     let text = err.to_string();
-    assert!(text.starts_with("MES refused to start job WO-1001/Fill/0"), "{text}");
+    assert!(
+        text.starts_with("MES refused to start job WO-1001/Fill/0"),
+        "{text}"
+    );
     assert!(text.contains("Running, Complete or Canceled"), "{text}");
 
     let paused = mes.pause_job(&running).await.unwrap();
@@ -383,7 +406,10 @@ async fn job_lifecycle_start_refused_again_pause_end() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
     // run_ent_id is required: refused before anything is sent.
-    let err = mes.start_job(&Job::new(4, "WO-1001", "Pack", 0)).await.unwrap_err();
+    let err = mes
+        .start_job(&Job::new(4, "WO-1001", "Pack", 0))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("run_ent_id"), "{err}");
 }
@@ -420,7 +446,11 @@ async fn an_aborted_transaction_leaves_nothing() {
     // Its ID is gone: a late call with it is refused and explained.
     let err = mes.with_trans_id(&id).entities().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(err.to_string().contains("transaction timed out or was never started"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("transaction timed out or was never started"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -432,7 +462,11 @@ async fn an_expired_transaction_is_a_404_explained() {
     emu.expire_mes_transactions();
     let err = tx.mes().pause_job(&job).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(err.to_string().contains("does not know this transaction ID"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not know this transaction ID"),
+        "{err}"
+    );
     let err = tx.commit().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("its changes are gone"), "{err}");

@@ -151,11 +151,18 @@ async fn answer(st: &State, path: String, req: Request) -> Response<Body> {
     let query: Vec<(String, String)> = req
         .uri()
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let headers = req.headers().clone();
     let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_BODY).await else {
-        return message(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.");
+        return message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        );
     };
     // Header first, then the URL: AVEVA's precedence for trans_id and max_rows.
     let common = |name: &str| {
@@ -175,7 +182,9 @@ async fn answer(st: &State, path: String, req: Request) -> Response<Body> {
     let max_rows = match common("max_rows").map(|v| v.trim().parse::<usize>()) {
         None => None,
         Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return bad_request("The request is invalid: max_rows must be a whole number."),
+        Some(Err(_)) => {
+            return bad_request("The request is invalid: max_rows must be a whole number.")
+        }
     };
     let now = st.now_millis();
     let starts_transaction = matches!(route, Route::Transaction) && method == Method::POST;
@@ -242,7 +251,11 @@ fn end_transaction(call: &Call<'_>) -> Response<Body> {
         _ => return bad_request("The request is invalid: action must be commit or abort."),
     };
     match call.st.mes.end(id, commit, call.st.now_millis()) {
-        Ok(()) => respond(StatusCode::NO_CONTENT, "application/json; charset=utf-8", ""),
+        Ok(()) => respond(
+            StatusCode::NO_CONTENT,
+            "application/json; charset=utf-8",
+            "",
+        ),
         Err(transactions::NoSuchTransaction) => no_transaction(id),
     }
 }
@@ -304,7 +317,11 @@ fn method_not_allowed(method: &Method, allowed: &[Method]) -> Response<Body> {
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("The requested resource does not support http method '{method}'."),
     );
-    let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let allow = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     if let Ok(v) = HeaderValue::from_str(&allow) {
         resp.headers_mut().insert(header::ALLOW, v);
     }
@@ -314,7 +331,11 @@ fn method_not_allowed(method: &Method, allowed: &[Method]) -> Response<Body> {
 /// What a path outside the MES Web API gets: a plain 404, no MES body and
 /// no token check (the bearer token is MES's business only under `api/`).
 fn plain_not_found() -> Response<Body> {
-    respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not Found")
+    respond(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        "Not Found",
+    )
 }
 
 /// The rows of a GET, at most `max_rows` of them.
@@ -322,7 +343,10 @@ fn rows(mut rows: Vec<Map<String, Value>>, max_rows: Option<usize>) -> Response<
     if let Some(max) = max_rows {
         rows.truncate(max);
     }
-    json(StatusCode::OK, &Value::Array(rows.into_iter().map(Value::Object).collect()))
+    json(
+        StatusCode::OK,
+        &Value::Array(rows.into_iter().map(Value::Object).collect()),
+    )
 }
 
 fn json_row(row: Map<String, Value>) -> Response<Body> {
@@ -380,7 +404,10 @@ mod tests {
 
     #[test]
     fn routes_ignore_case_and_a_trailing_slash() {
-        assert!(matches!(Route::of("api/v3/jobs/start/"), Some(Route::Job(_))));
+        assert!(matches!(
+            Route::of("api/v3/jobs/start/"),
+            Some(Route::Job(_))
+        ));
         assert!(matches!(Route::of("api/v3/entity"), Some(Route::Entities)));
         assert!(Route::of("api/v3/entities").is_none());
         assert!(Route::of("api/entity").is_none(), "V1 is not emulated");

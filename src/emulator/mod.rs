@@ -585,10 +585,9 @@ impl AimEmulator {
     /// The plant as committed now (changes of open transactions excluded).
     pub fn mes_plant(&self) -> MesPlant {
         let rows = self.state.mes.committed();
-        let plant = rows
-            .entities
-            .into_iter()
-            .fold(MesPlant::new(), |p, e| p.entity(serde_json::Value::Object(e)));
+        let plant = rows.entities.into_iter().fold(MesPlant::new(), |p, e| {
+            p.entity(serde_json::Value::Object(e))
+        });
         rows.jobs
             .into_iter()
             .fold(plant, |p, j| p.job(serde_json::Value::Object(j)))

@@ -204,7 +204,9 @@ impl Endpoint {
             };
         }
         // MES matches its paths case-insensitively.
-        let mes = path.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("/mesmw"));
+        let mes = path
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/mesmw"));
         if mes && (path.len() == 6 || path.as_bytes().get(6) == Some(&b'/')) {
             return Some(Endpoint::Mes);
         }

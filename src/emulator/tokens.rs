@@ -168,7 +168,10 @@ mod tests {
 
         let claims = validate(&st, &jwt).unwrap();
         assert_eq!(claims["client_id"], "c");
-        assert_eq!(claims["aud"], "http://127.0.0.1:1/identitymanager/resources");
+        assert_eq!(
+            claims["aud"],
+            "http://127.0.0.1:1/identitymanager/resources"
+        );
 
         // Same key, another issuer.
         let other = state("http://127.0.0.1:2", clock.clone());

@@ -17,9 +17,13 @@ impl MesClient {
     /// entity is [`ErrorKind::NotFound`] (MES: 404 "The specified entity
     /// does not exist").
     pub async fn entity_by_key(&self, ent_id: i64) -> Result<Entity> {
-        let path = format!("api/v3/entity/key?{}", query([("entId", ent_id.to_string())]));
+        let path = format!(
+            "api/v3/entity/key?{}",
+            query([("entId", ent_id.to_string())])
+        );
         let rows: Rows<Entity> = self.get_json(&path).await?;
-        rows.first().ok_or_else(|| no_entity(&format!("with ID {ent_id}")))
+        rows.first()
+            .ok_or_else(|| no_entity(&format!("with ID {ent_id}")))
     }
 
     /// The entities matching every filter: `GET api/v3/entity/filter?name=value&...`

@@ -119,7 +119,12 @@ pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8])
     let mut message = format!("{explanation} [HTTP {status}");
     if let Some(ct) = content_type.filter(|ct| !ct.is_empty()) {
         message.push_str(", ");
-        message.push_str(&ct.chars().filter(|c| !c.is_control()).take(100).collect::<String>());
+        message.push_str(
+            &ct.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>(),
+        );
     }
     message.push_str(&format!(", {} bytes]", body.len()));
     Error::new(kind, message)
@@ -164,7 +169,13 @@ mod tests {
             assert!(!err.is_transient());
             let text = err.to_string();
             assert!(text.contains(phrase), "{text}");
-            assert!(text.ends_with(&format!("[HTTP 404, application/json, {} bytes]", body.len())), "{text}");
+            assert!(
+                text.ends_with(&format!(
+                    "[HTTP 404, application/json, {} bytes]",
+                    body.len()
+                )),
+                "{text}"
+            );
         }
         let privilege = status_error(404, None, cases[0].0.as_bytes()).to_string();
         for needle in ["attribute 199", "restart", "hour"] {
@@ -197,7 +208,9 @@ mod tests {
         let err = status_error(403, None, b"");
         assert!(err.to_string().contains("Default Background User"));
         assert!(err.to_string().contains("405") || !err.to_string().is_empty());
-        assert!(status_error(405, None, b"").to_string().contains("HTTP 405"));
+        assert!(status_error(405, None, b"")
+            .to_string()
+            .contains("HTTP 405"));
     }
 
     #[test]
@@ -209,7 +222,11 @@ mod tests {
         );
         assert!(err.is_transient());
         assert!(err.to_string().starts_with("AIM unreachable from MES"));
-        let other = status_error(500, None, b"Object reference not set to an instance of an object.");
+        let other = status_error(
+            500,
+            None,
+            b"Object reference not set to an instance of an object.",
+        );
         assert!(!other.is_transient(), "MES business errors are not retried");
     }
 }

@@ -52,8 +52,13 @@ impl MesClient {
 
     /// Ends a running or suspended `job`: `PUT api/v3/Jobs/End` (state 4, Complete).
     pub async fn end_job(&self, job: &Job) -> Result<Job> {
-        self.change_job(job, "End", "end", "only a Running or Suspended job can be ended")
-            .await
+        self.change_job(
+            job,
+            "End",
+            "end",
+            "only a Running or Suspended job can be ended",
+        )
+        .await
     }
 
     async fn change_job(&self, job: &Job, endpoint: &str, verb: &str, rule: &str) -> Result<Job> {

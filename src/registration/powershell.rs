@@ -183,7 +183,10 @@ mod tests {
             assert!(FOLLOW_UP.contains(needle), "{needle}");
         }
         // Pasted into the shell with the commands: comments only.
-        assert!(FOLLOW_UP.lines().all(|l| l.starts_with("# ")), "{FOLLOW_UP}");
+        assert!(
+            FOLLOW_UP.lines().all(|l| l.starts_with("# ")),
+            "{FOLLOW_UP}"
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub(super) fn by_key(call: &Call<'_>) -> Response<Body> {
         seq_no,
     };
     let tx = call.trans_id.as_deref();
-    match call.st.mes.view(tx, |plant| (plant.job(&key).cloned(), None)) {
+    match call
+        .st
+        .mes
+        .view(tx, |plant| (plant.job(&key).cloned(), None))
+    {
         Some(job) => rows(vec![job], call.max_rows),
         None => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
     }
@@ -58,10 +62,13 @@ pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
         Err(why) => return bad_request(&format!("The request is invalid: {why}")),
     };
     let tx = call.trans_id.as_deref();
-    let outcome = call.st.mes.view(tx, |plant| match apply(plant, &model, action) {
-        Ok(job) => (Ok(job.clone()), Some(job)),
-        Err(e) => (Err(e), None),
-    });
+    let outcome = call
+        .st
+        .mes
+        .view(tx, |plant| match apply(plant, &model, action) {
+            Ok(job) => (Ok(job.clone()), Some(job)),
+            Err(e) => (Err(e), None),
+        });
     match outcome {
         Ok(job) => super::json_row(job),
         Err(Refused::NoJob) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
@@ -92,7 +99,10 @@ fn model(body: &[u8]) -> Result<Model, String> {
         match fields.get(name) {
             None | Some(Value::Null) => Err(format!("{name} is required.")),
             Some(Value::Number(n)) => n.as_i64().ok_or(format!("{name} must be an integer.")),
-            Some(Value::String(s)) => s.trim().parse().map_err(|_| format!("{name} must be an integer.")),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name} must be an integer.")),
             Some(_) => Err(format!("{name} must be an integer.")),
         }
     };
@@ -171,7 +181,10 @@ fn apply(plant: &Rows, model: &Model, action: Action) -> Result<Map<String, Valu
             if state != RUNNING {
                 return Err(refuse("paused"));
             }
-            job.insert("job_pos".into(), stored.get("job_pos").cloned().unwrap_or(Value::Null));
+            job.insert(
+                "job_pos".into(),
+                stored.get("job_pos").cloned().unwrap_or(Value::Null),
+            );
             match model.fields.get("state_cd").and_then(Value::as_i64) {
                 Some(ON_HOLD) => ON_HOLD,
                 _ => SUSPENDED,
@@ -206,9 +219,11 @@ fn job_position(plant: &Rows, model: &Model) -> Result<i64, Refused> {
     if scheduled_to != Some(model.ent_id) {
         return Err(no_position("the job is not scheduled to that entity"));
     }
-    let runs_jobs = plant
-        .entity(model.run_ent_id)
-        .map(|e| e.get("can_run_jobs").and_then(Value::as_bool).unwrap_or(true));
+    let runs_jobs = plant.entity(model.run_ent_id).map(|e| {
+        e.get("can_run_jobs")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    });
     match runs_jobs {
         None => return Err(no_position("no such entity")),
         Some(false) => return Err(no_position("the entity cannot run jobs")),

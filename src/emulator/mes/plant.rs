@@ -133,7 +133,11 @@ impl MesPlant {
                 return Err(bad("job", i, "is not a JSON object"));
             };
             if JobKey::of(&row).is_none() {
-                return Err(bad("job", i, "needs string wo_id and oper_id and an integer seq_no"));
+                return Err(bad(
+                    "job",
+                    i,
+                    "needs string wo_id and oper_id and an integer seq_no",
+                ));
             }
             if row.get("ent_id").and_then(Value::as_i64).is_none() {
                 return Err(bad("job", i, "needs an integer ent_id"));
@@ -187,7 +191,9 @@ impl Rows {
     }
 
     pub(crate) fn job(&self, key: &JobKey) -> Option<&Map<String, Value>> {
-        self.jobs.iter().find(|j| JobKey::of(j).as_ref() == Some(key))
+        self.jobs
+            .iter()
+            .find(|j| JobKey::of(j).as_ref() == Some(key))
     }
 
     /// The top-level entity above `ent_id` (its site), following parents.

@@ -175,7 +175,10 @@ fn normalize(endpoint: &str) -> String {
 }
 
 fn put(jobs: &mut Vec<Map<String, Value>>, key: &JobKey, row: Map<String, Value>) {
-    match jobs.iter_mut().find(|j| JobKey::of(j).as_ref() == Some(key)) {
+    match jobs
+        .iter_mut()
+        .find(|j| JobKey::of(j).as_ref() == Some(key))
+    {
         Some(slot) => *slot = row,
         None => jobs.push(row),
     }
@@ -207,12 +210,17 @@ mod tests {
     }
 
     fn state(mes: &Mes, tx: Option<&str>) -> Value {
-        mes.view(tx, |rows| (rows.job(&fill()).unwrap()["state_cd"].clone(), None))
+        mes.view(tx, |rows| {
+            (rows.job(&fill()).unwrap()["state_cd"].clone(), None)
+        })
     }
 
     #[test]
     fn changes_are_private_until_commit_and_dropped_on_abort_or_timeout() {
-        let mes = Mes::new(MesPlant::seeded().checked().unwrap(), Duration::from_secs(60));
+        let mes = Mes::new(
+            MesPlant::seeded().checked().unwrap(),
+            Duration::from_secs(60),
+        );
         mes.begin("t1".into(), 0);
         set_state(&mes, Some("t1"), 3);
         assert_eq!(state(&mes, Some("t1")), 3);

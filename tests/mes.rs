@@ -513,6 +513,49 @@ fn a_transaction_dropped_without_a_runtime_does_not_panic() {
     drop(emu);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    let id = tx.id().to_owned();
+    tx.mes().start_job(&job).await.unwrap();
+    // MES hangs on the commit; the caller stops waiting after a second.
+    emu.inject(Endpoint::Mes, Fault::Delay(Duration::from_secs(30)));
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), tx.commit()).await;
+    assert!(gave_up.is_err(), "the commit did not finish");
+    // The dropped transaction is aborted in the background.
+    let mut aborted = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if mes.with_trans_id(&id).entities().await.is_err() {
+            aborted = true;
+            break;
+        }
+    }
+    assert!(aborted, "the transaction is gone");
+    tokio::time::sleep(Duration::from_secs(60)).await; // the hung commit ends too
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready),
+        "nothing half-done: the start was never committed"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_id_that_cannot_be_a_header_is_refused() {
+    let (emu, mes) = mes().await;
+    for body in [
+        r#"{"trans_id":"a\u0001b"}"#,
+        r#"{"trans_id":""}"#,
+        r#"{"id":"x"}"#,
+    ] {
+        emu.inject(Endpoint::Mes, status(200, body));
+        let err = mes.transaction().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_privilege_is_explained_with_the_default_background_user() {
     let (emu, mes) = mes().await;

@@ -133,7 +133,7 @@ async fn answer(st: &State, path: String, req: Request) -> Response<Body> {
     if st.mes_forbidden.load(Ordering::Relaxed) {
         return message(
             StatusCode::FORBIDDEN,
-            "Authorization has been denied for this request.",
+            "You do not have permission to make this request.",
         );
     }
     let uri = req.uri().to_string();

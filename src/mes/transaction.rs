@@ -48,10 +48,14 @@ impl MesClient {
         };
         let answer = plain.execute(Method::POST, path, None).await?;
         let model: TransactionModel = super::decode(path, answer.as_ref())?;
-        if model.trans_id.is_empty() {
+        // It goes into a header on every call of the transaction.
+        let usable = !model.trans_id.is_empty()
+            && reqwest::header::HeaderValue::from_str(&model.trans_id).is_ok();
+        if !usable {
             return Err(Error::new(
                 ErrorKind::InvalidResponse,
-                "MES answered POST api/v3/transaction without a trans_id",
+                "MES answered POST api/v3/transaction without a usable trans_id \
+                 (empty, or characters that cannot go into an HTTP header)",
             ));
         }
         Ok(MesTransaction {

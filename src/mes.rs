@@ -42,7 +42,10 @@ const MAX_ERROR_TEXT: usize = 1000;
 /// [`get_json`](Self::get_json), [`post_json`](Self::post_json),
 /// [`put_json`](Self::put_json) and [`delete`](Self::delete), e.g.
 /// `api/v3/entity` (endpoint names are case-insensitive in MES; filters go
-/// in the query string as strings).
+/// in the query string as strings, datetimes in ISO 8601, booleans as
+/// `true`/`false` or `0`/`1`). The older V1 endpoints (`api/<Name>`, with
+/// camelCase models) still exist beside V3 and work through the generic
+/// calls too; the typed helpers speak V3.
 ///
 /// It trusts what its [`AimClient`] trusts (the OS store plus every
 /// [`root_certificate_pem`](crate::AimClientBuilder::root_certificate_pem):

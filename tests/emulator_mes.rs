@@ -478,6 +478,12 @@ async fn knobs_revoke_a_privilege_and_take_aim_away() {
     .await;
     assert_eq!(status, 200);
 
+    aim.set_mes_forbidden(true);
+    let (status, body) = send(&aim, Some(&jwt), &call(Method::GET, "api/v3/entity")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("permission"), "{body}");
+    aim.set_mes_forbidden(false);
+
     aim.set_mes_aim_offline(true);
     for jwt in [Some(jwt.as_str()), None] {
         let (status, body) = send(&aim, jwt, &call(Method::GET, "api/v3/entity")).await;

@@ -40,23 +40,23 @@ impl NotFound {
     fn explain(self) -> &'static str {
         match self {
             NotFound::Privilege => {
-                "MES refused the call for lack of a privilege (HTTP 404, \"You do not have the \
-                 appropriate privileges\"). Service-to-service calls run as the Default Background \
+                "MES refused the call for lack of a privilege (\"You do not have the appropriate \
+                 privileges\"). Service-to-service calls run as the Default Background \
                  User (MES system attribute 199): grant that user the privilege in MES Client, or \
                  point attribute 199 at a user who has it. MES caches this user: the change applies \
                  after a restart of the MES middleware, or within an hour"
             }
             NotFound::Transaction => {
-                "MES does not know this transaction ID (HTTP 404): the transaction timed out or was \
+                "MES does not know this transaction ID: the transaction timed out or was \
                  never started, so its changes are gone. Start a new one (POST api/v3/transaction) \
                  and finish its calls before MES's transaction timeout"
             }
             NotFound::NoEndpoint => {
-                "MES has no endpoint for this URL (HTTP 404): the endpoint name is wrong or a \
+                "MES has no endpoint for this URL: the endpoint name is wrong or a \
                  required parameter is missing (parameter names as in AVEVA's MES Web API V3 \
                  reference; V3 paths start with api/v3/)"
             }
-            NotFound::Object => "MES does not have the requested object (HTTP 404)",
+            NotFound::Object => "MES does not have the requested object",
         }
     }
 }
@@ -77,20 +77,20 @@ pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8])
         400 => (
             ErrorKind::BadRequest,
             false,
-            "MES rejected the request (HTTP 400): a parameter has the wrong type or is out of \
+            "MES rejected the request: a parameter has the wrong type or is out of \
              range, a required member of the model is missing, or MES's business logic refused it",
         ),
         401 => (
             ErrorKind::Unauthorized,
             false,
-            "MES rejected the access token (HTTP 401), also a freshly fetched one: check that MES \
+            "MES rejected the access token, also a freshly fetched one: check that MES \
              uses this AIM (the same System Management Server) and that the clocks of MES and AIM \
              agree",
         ),
         403 => (
             ErrorKind::Forbidden,
             false,
-            "MES refused the call (HTTP 403): the token is valid, but the caller has no permission \
+            "MES refused the call: the token is valid, but the caller has no permission \
              for this request. Service-to-service calls run as the Default Background User (MES \
              system attribute 199): grant it the permission in MES Client",
         ),
@@ -98,22 +98,18 @@ pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8])
         405 => (
             ErrorKind::BadRequest,
             false,
-            "MES does not allow this HTTP method on this endpoint (HTTP 405), e.g. a PUT on an \
+            "MES does not allow this HTTP method on this endpoint, e.g. a PUT on an \
              endpoint that only has a GET",
         ),
         500 if says_token_unavailable(&text) => (
             ErrorKind::Server,
             true,
-            "AIM unreachable from MES: MES could not obtain or verify the access token (HTTP 500), \
-             as when the System Management Server running AVEVA Identity Manager is offline. Check \
+            "AIM unreachable from MES: MES could not obtain or verify the access token, as \
+             when the System Management Server running AVEVA Identity Manager is offline. Check \
              that the MES server can reach AIM and trusts its certificate; retrying later may \
              succeed",
         ),
-        408 | 429 | 502 | 503 | 504 => (
-            ErrorKind::Server,
-            true,
-            "MES is unavailable; retry later",
-        ),
+        408 | 429 | 502 | 503 | 504 => (ErrorKind::Server, true, "MES is unavailable; retry later"),
         _ => (ErrorKind::Server, false, "MES failed"),
     };
     let mut message = format!("{explanation} [HTTP {status}");

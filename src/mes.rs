@@ -241,6 +241,18 @@ impl MesClient {
         self.execute(Method::DELETE, path, None).await.map(drop)
     }
 
+    /// [`execute`](Self::execute) and decode the JSON answer (an empty
+    /// answer as `null`).
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let answer = self.execute(method, path, body).await?;
+        decode(path, answer.as_ref())
+    }
+
     /// Sends one call, retrying once with a fresh token after a 401, and
     /// returns the body of a 2xx answer.
     async fn execute(

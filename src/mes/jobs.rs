@@ -1,8 +1,6 @@
 //! Jobs: `GET api/v3/Jobs/key` and `PUT api/v3/Jobs/Start|Pause|End` with
 //! the Job model.
 
-use reqwest::Method;
-
 use super::models::{Job, Rows};
 use super::{query, MesClient};
 use crate::error::{Error, ErrorKind, Result};
@@ -69,10 +67,8 @@ impl MesClient {
                 job.label()
             )));
         }
-        let body = super::encode(job)?;
         let path = format!("api/v3/Jobs/{endpoint}");
-        let answer = self
-            .execute(Method::PUT, &path, Some(body))
+        self.put_json(&path, job)
             .await
             .map_err(|e| match e.status() {
                 // A refusal by MES's job rules, explained by the rule.
@@ -81,7 +77,6 @@ impl MesClient {
                     job.label()
                 )),
                 _ => e,
-            })?;
-        super::decode(&path, answer.as_ref())
+            })
     }
 }

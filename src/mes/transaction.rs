@@ -46,8 +46,8 @@ impl MesClient {
             trans_id: None,
             ..self.clone()
         };
-        let answer = plain.execute(Method::POST, path, None).await?;
-        let model: TransactionModel = super::decode(path, answer.as_ref())?;
+        // POST without a body: AVEVA documents none for this call.
+        let model: TransactionModel = plain.call_json(Method::POST, path, None).await?;
         // It goes into a header on every call of the transaction.
         let usable = !model.trans_id.is_empty()
             && reqwest::header::HeaderValue::from_str(&model.trans_id).is_ok();
@@ -102,7 +102,9 @@ impl MesTransaction {
 
 async fn end(mes: &MesClient, action: &str) -> Result<()> {
     let path = format!("api/v3/transaction?action={action}");
-    mes.execute(Method::PUT, &path, None).await.map(drop)
+    mes.call_json::<serde::de::IgnoredAny>(Method::PUT, &path, None)
+        .await
+        .map(drop)
 }
 
 impl Drop for MesTransaction {

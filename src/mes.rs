@@ -12,10 +12,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::bearer::{self, Destinations, HeaderCache};
+use crate::bearer::{self, HeaderCache};
 use crate::client::AimClient;
+use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::response::parse_retry_after;
+use crate::exchange::response::{content_type, parse_retry_after};
+use crate::exchange::scrub::Scrubber;
+use crate::http::{read_capped_with, read_prefix};
 use crate::token::AccessToken;
 
 mod entities;
@@ -27,8 +30,11 @@ mod transaction;
 pub use models::{Entity, Job, JobState};
 pub use transaction::MesTransaction;
 
-/// At most this much of a body that is not the expected JSON is shown.
-const MAX_ERROR_TEXT: usize = 1000;
+/// The largest 2xx MES answer read (an entity list of a big site fits).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How much of an MES error answer is read: enough for its `Message`.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Calls the AVEVA MES Web API V3 (`https://HOST/mesmw/api/v3/...`) with
 /// the AIM token attached.
@@ -208,8 +214,7 @@ impl MesClient {
 
     /// `GET path` and decode the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let body = self.execute(Method::GET, path, None).await?;
-        decode(path, body.as_ref())
+        self.execute(Method::GET, path, None).await?.json(path)
     }
 
     /// `POST path` with `body` as JSON and decode the JSON answer (an empty
@@ -219,10 +224,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self
-            .execute(Method::POST, path, Some(encode(body)?))
-            .await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::POST, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `PUT path` with `body` as JSON and decode the JSON answer (an empty
@@ -232,8 +236,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self.execute(Method::PUT, path, Some(encode(body)?)).await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::PUT, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `DELETE path`; any answer body is ignored.
@@ -249,21 +254,15 @@ impl MesClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T> {
-        let answer = self.execute(method, path, body).await?;
-        decode(path, answer.as_ref())
+        self.execute(method, path, body).await?.json(path)
     }
 
     /// Sends one call, retrying once with a fresh token after a 401, and
-    /// returns the body of a 2xx answer.
-    async fn execute(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<impl AsRef<[u8]>> {
+    /// returns the body of a 2xx answer (read with a cap).
+    async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
-        let mut builder = self.inner.http.request(method, url);
+        let mut builder = self.inner.http.request(method, url.clone());
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
         }
@@ -294,35 +293,47 @@ impl MesClient {
         let mut response = send(request, &token)
             .await
             .map_err(|e| e.context(&context))?;
+        let mut tokens = vec![token.clone()];
         if bearer::is_token_rejected(response.status().as_u16()) {
             aim.invalidate(&token);
             if let Some(retry) = replay {
                 let fresh = aim.token().await.map_err(|e| e.context(&context))?;
                 if !fresh.same_as(&token) {
                     response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                    tokens.push(fresh);
                 }
             }
         }
 
-        let status = response.status();
+        let status = response.status().as_u16();
         let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(e).context(&context))?;
-        if status.is_success() {
-            return Ok(bytes);
+        let content_type = content_type(response.headers());
+        if (200..300).contains(&status) {
+            let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
+                .await
+                .map_err(|e| e.context(&context))?;
+            return Ok(Reply {
+                body,
+                content_type,
+                url,
+                tokens,
+            });
         }
-        Err(
-            errors::status_error(status.as_u16(), content_type.as_deref(), &bytes)
-                .with_retry_after(retry_after)
-                .context(&context),
-        )
+        // An error page is read only as far as its fields can be: a 20 MiB
+        // IIS page must not fill memory, and its status is the news.
+        let (body, body_len) = read_prefix(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .map_err(|e| e.context(&context))?;
+        let answer = Answer {
+            status,
+            retry_after,
+            location: None,
+            content_type,
+            body: &body,
+            body_len: Some(body_len),
+        };
+        let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
+        Err(errors::mes_error(&facts, &body).context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -406,8 +417,9 @@ fn parse_base(mes_base: &str) -> Result<Url> {
             "MES base {mes_base:?} must not carry credentials, a query or a fragment"
         )));
     }
-    Destinations::default()
-        .check(Some(base.scheme()), base.host_str())
+    // The base's origin is the only destination: `resolve` keeps every
+    // call under it, so this one check covers them all.
+    crate::bearer::check_token_destination(base.as_str())
         .map_err(|e| Error::config(format!("MES base {mes_base:?}: {e}")))?;
     if !base.path().ends_with('/') {
         let path = format!("{}/", base.path());
@@ -422,22 +434,64 @@ fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
     })
 }
 
-fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
+/// A 2xx MES answer, read.
+struct Reply {
+    body: Vec<u8>,
+    content_type: Option<String>,
+    url: Url,
+    /// The tokens sent, to scrub them from a decode error.
+    tokens: Vec<AccessToken>,
+}
+
+impl Reply {
+    /// The body as JSON (an empty body as `null`); a decode error says
+    /// where and what shape, never the text (serde's messages quote values).
+    fn json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(path, &self.body).map_err(|e| {
+            let answer = Answer {
+                status: 200,
+                retry_after: None,
+                location: None,
+                content_type: self.content_type.clone(),
+                body: &self.body,
+                body_len: None,
+            };
+            Facts::of(
+                &answer,
+                self.url.as_str(),
+                WHAT,
+                &scrubber_for(&self.tokens),
+            )
+            .error(
+                ErrorKind::InvalidResponse,
+                false,
+                self.url.as_str(),
+                WHAT,
+                &e,
+            )
+        })
+    }
+}
+
+/// `body` as JSON (an empty body as `null`), or why not, in words that
+/// quote nothing of the body.
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> std::result::Result<T, String> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"null"[..]
     } else {
-        body
+        without_bom(body)
     };
     serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(body);
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!(
-                "MES answered {path} with a body that is not the expected JSON ({e}): {}",
-                truncate(&text)
-            ),
+        let problem = match e.classify() {
+            serde_json::error::Category::Data => "JSON of another shape than expected",
+            serde_json::error::Category::Eof => "truncated JSON",
+            _ => "a body that is not JSON",
+        };
+        format!(
+            "MES answered {path} with {problem} (at line {}, column {}): check the path and the type it is decoded into",
+            e.line(),
+            e.column()
         )
-        .with_source(e)
     })
 }
 
@@ -455,15 +509,16 @@ where
     query.finish()
 }
 
-fn truncate(text: &str) -> String {
-    if text.len() <= MAX_ERROR_TEXT {
-        return text.to_owned();
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &text[..end], text.len())
+/// What MES calls are called in messages.
+const WHAT: &str = "MES call";
+
+/// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.
+const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";
+
+/// Scrubs the tokens that were sent (and anything token-shaped) with the
+/// same [`Scrubber`] that cleans AIM's answers.
+fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
+    Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
@@ -594,8 +649,12 @@ mod tests {
         decode::<()>("p", b"").unwrap();
         let none: Option<u32> = decode("p", b" \n").unwrap();
         assert_eq!(none, None);
-        let err = decode::<u32>("p", b"<html>").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        let why = decode::<u32>("p", b"<html>").unwrap_err();
+        assert!(why.contains("not JSON"), "{why}");
+        // serde would quote the value; the message does not.
+        let why = decode::<u32>("p", br#""tok.secret.value""#).unwrap_err();
+        assert!(!why.contains("tok.secret"), "{why}");
+        assert!(why.contains("another shape"), "{why}");
     }
 
     #[test]

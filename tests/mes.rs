@@ -11,11 +11,13 @@ use aim_token::{ErrorKind, MesClient};
 use attach_support::{emulator, wrong_secret_client, Recorder, Rule};
 use serde_json::{json, Value};
 
-fn status(status: u16, body: &str) -> Fault {
+/// MES's error shape (ASP.NET Web API): `{"Message": ...}`. Only that
+/// field reaches an error; a plain-text body is never shown.
+fn status(status: u16, message: &str) -> Fault {
     Fault::Status {
         status,
         retry_after: None,
-        body: Some(body.to_owned()),
+        body: Some(json!({ "Message": message }).to_string()),
     }
 }
 
@@ -129,9 +131,10 @@ async fn status_400_is_bad_request_explained_without_the_mes_text() {
     let text = err.to_string();
     assert!(text.contains("wrong type or is out of range"), "{text}");
     assert!(text.contains("PUT /mesmw/api/v3/Jobs/Start"), "{text}");
+    // MES's own words, scrubbed and quoted after the facts; never the raw body.
     assert!(
-        !text.contains("is required"),
-        "no MES body in errors: {text}"
+        text.contains(r#""The request is invalid: ent_id is required.""#),
+        "{text}"
     );
 }
 
@@ -174,7 +177,7 @@ async fn two_401s_are_unauthorized() {
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     assert_eq!(err.status(), Some(401));
     assert!(!err.is_transient());
-    assert!(!err.to_string().contains("token rejected"), "{err}");
+    assert!(err.to_string().contains("\"token rejected\""), "{err}");
     assert!(err.to_string().contains("clocks of MES and AIM"), "{err}");
     assert_eq!(emu.token_requests(), 2);
     assert_eq!(emu.counters().mes, 2, "one retry, no loop");
@@ -243,7 +246,10 @@ async fn status_500_is_a_server_error_with_the_mes_text() {
     assert_eq!(err.kind(), ErrorKind::Server);
     assert_eq!(err.status(), Some(500));
     assert!(!err.is_transient(), "MES reports application errors as 500");
-    assert!(!err.to_string().contains("Object reference"), "{err}");
+    assert!(
+        err.to_string().contains("\"Object reference not set"),
+        "{err}"
+    );
     assert!(err.to_string().contains("HTTP 500"), "{err}");
 }
 
@@ -311,6 +317,7 @@ async fn errors_never_contain_the_token() {
     let token = aim.token().await.unwrap();
     assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert!(!err.to_string().contains("Bearer"), "{err}");
+    assert!(err.to_string().contains("HTTP 400"), "{err}");
     assert!(!err.to_string().contains(token.secret()));
     assert!(!format!("{err:?}").contains(token.secret()));
     assert!(!format!("{mes:?}").contains(token.secret()));

@@ -1,9 +1,11 @@
 //! What a non-2xx MES answer means, in MES's own terms (AVEVA's "Error
 //! Handling" for the Web API V3): the status, and for the 404s and the 500
-//! the documented phrases of the body. The body itself never goes into the
-//! error — servers echo requests and secrets in it — only a fixed
-//! explanation, the status, the content type and the length.
+//! the documented phrases of MES's `Message`. Built from the crate's one
+//! answer path ([`Facts`]: status, content type, length, the scrubbed
+//! one-line `Message`), never from the raw body: servers echo requests and
+//! secrets in it.
 
+use crate::error::answer::Facts;
 use crate::error::{Error, ErrorKind};
 
 /// Why MES answered 404: AVEVA documents four causes.
@@ -70,9 +72,14 @@ fn says_token_unavailable(body: &str) -> bool {
             .any(|verb| text.contains(verb))
 }
 
-/// The error for a non-2xx MES answer with `body` (read, never copied).
-pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8]) -> Error {
-    let text = String::from_utf8_lossy(body);
+/// The error for a non-2xx MES answer: a fixed explanation, then the
+/// answer's facts and MES's own (scrubbed) words. `body` (as far as it was
+/// read) is only searched for the documented phrases, never quoted: MES
+/// answers JSON with a `Message`, but a proxy or IIS may not.
+pub(crate) fn mes_error(facts: &Facts, body: &[u8]) -> Error {
+    let status = facts.status;
+    let lossy = String::from_utf8_lossy(body);
+    let text = facts.description.as_deref().unwrap_or(&lossy);
     let (kind, transient, explanation): (ErrorKind, bool, &str) = match status {
         400 => (
             ErrorKind::BadRequest,
@@ -94,14 +101,14 @@ pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8])
              for this request. Service-to-service calls run as the Default Background User (MES \
              system attribute 199): grant it the permission in MES Client",
         ),
-        404 => (ErrorKind::NotFound, false, NotFound::of(&text).explain()),
+        404 => (ErrorKind::NotFound, false, NotFound::of(text).explain()),
         405 => (
             ErrorKind::BadRequest,
             false,
             "MES does not allow this HTTP method on this endpoint, e.g. a PUT on an \
              endpoint that only has a GET",
         ),
-        500 if says_token_unavailable(&text) => (
+        500 if says_token_unavailable(text) => (
             ErrorKind::Server,
             true,
             "AIM unreachable from MES: MES could not obtain or verify the access token, as \
@@ -112,25 +119,30 @@ pub(crate) fn status_error(status: u16, content_type: Option<&str>, body: &[u8])
         408 | 429 | 502 | 503 | 504 => (ErrorKind::Server, true, "MES is unavailable; retry later"),
         _ => (ErrorKind::Server, false, "MES failed"),
     };
-    let mut message = format!("{explanation} [HTTP {status}");
-    if let Some(ct) = content_type.filter(|ct| !ct.is_empty()) {
-        message.push_str(", ");
-        message.push_str(
-            &ct.chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect::<String>(),
-        );
-    }
-    message.push_str(&format!(", {} bytes]", body.len()));
+    let message = format!("{explanation} [{}]{}", facts.summary(), facts.said());
     Error::new(kind, message)
         .with_status(status)
+        .with_retry_after(facts.retry_after)
         .transient(transient)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::answer::Answer;
+    use crate::exchange::scrub::Scrubber;
+
+    fn status_error(status: u16, content_type: Option<&str>, body: &[u8]) -> Error {
+        let mut answer = Answer::new(status, body);
+        answer.content_type = content_type.map(str::to_owned);
+        let facts = Facts::of(
+            &answer,
+            "https://mes01/mesmw/api/v3/x",
+            "MES call",
+            &Scrubber::default(),
+        );
+        mes_error(&facts, body)
+    }
 
     #[test]
     fn the_four_404s_are_told_apart_by_their_documented_bodies() {
@@ -165,13 +177,10 @@ mod tests {
             assert!(!err.is_transient());
             let text = err.to_string();
             assert!(text.contains(phrase), "{text}");
-            assert!(
-                text.ends_with(&format!(
-                    "[HTTP 404, application/json, {} bytes]",
-                    body.len()
-                )),
-                "{text}"
-            );
+            if !body.is_empty() {
+                let facts = format!("[HTTP 404, application/json, {} bytes]", body.len());
+                assert!(text.contains(&facts), "{text}");
+            }
         }
         let privilege = status_error(404, None, cases[0].0.as_bytes()).to_string();
         for needle in ["attribute 199", "restart", "hour"] {

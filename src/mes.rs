@@ -62,7 +62,9 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// A 401 makes the client invalidate the token and try once more with a
 /// fresh one. Other failures become an [`Error`] whose
 /// [`kind`](Error::kind) says what happened and whose message explains it in
-/// MES's terms (never quoting MES's answer, which may echo the request):
+/// MES's terms, followed by the status, content type and length and MES's
+/// own `Message`, scrubbed of tokens and made one line (never the raw body,
+/// which may echo the request):
 ///
 /// | MES answer | [`ErrorKind`] | transient |
 /// | --- | --- | --- |

@@ -58,7 +58,10 @@ async fn sends_json_and_the_optional_headers() {
     let _: Value = mes
         .with_trans_id("T-42")
         .with_tz_id("W. Europe Standard Time")
-        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json(
+            "api/v3/Jobs/Start",
+            &json!({ "ent_id": 4, "wo_id": "W1", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4 }),
+        )
         .await
         .unwrap();
     mes.delete("/api/v3/Jobs/J1").await.unwrap();
@@ -72,7 +75,10 @@ async fn sends_json_and_the_optional_headers() {
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].method, "PUT");
     assert_eq!(seen[0].path, "/mesmw/api/v3/Jobs/Start");
-    assert_eq!(seen[0].body, r#"{"JobId":"J1"}"#);
+    assert_eq!(
+        seen[0].body,
+        r#"{"ent_id":4,"oper_id":"Fill","run_ent_id":4,"seq_no":0,"wo_id":"W1"}"#
+    );
     assert_eq!(seen[0].trans_id.as_deref(), Some("T-42"));
     assert_eq!(seen[0].tz_id.as_deref(), Some("W. Europe Standard Time"));
     assert_eq!(
@@ -155,7 +161,10 @@ async fn the_retry_after_a_401_resends_body_and_headers() {
     let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
     let _: Value = mes
         .with_trans_id("T-7")
-        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json(
+            "api/v3/Jobs/Start",
+            &json!({ "ent_id": 4, "wo_id": "W1", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4 }),
+        )
         .await
         .unwrap();
     let seen = rec.seen();
@@ -163,7 +172,10 @@ async fn the_retry_after_a_401_resends_body_and_headers() {
     assert_ne!(seen[0].authorization, seen[1].authorization);
     for s in &seen {
         assert_eq!(s.method, "PUT");
-        assert_eq!(s.body, r#"{"JobId":"J1"}"#);
+        assert_eq!(
+            s.body,
+            r#"{"ent_id":4,"oper_id":"Fill","run_ent_id":4,"seq_no":0,"wo_id":"W1"}"#
+        );
         assert_eq!(s.trans_id.as_deref(), Some("T-7"));
         assert_eq!(s.authorization.len(), 1);
     }

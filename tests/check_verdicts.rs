@@ -98,6 +98,14 @@ const ROWS: &[Row] = &[
         fix: "check the path given with --ca-cert / AIM_CA_CERT and that this user may read the file",
     },
     Row {
+        symptom: "the CA file looks like PEM but holds no certificate",
+        command: "check",
+        step: "config",
+        code: 2,
+        says: "holds no usable certificate",
+        fix: "export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT",
+    },
+    Row {
         symptom: "the client secret is only whitespace",
         command: "check",
         step: "config",
@@ -517,6 +525,20 @@ async fn an_unreadable_ca_file_says_check_the_path() {
     .await;
     assert_verdict(row("the CA file cannot be read"), &out);
     assert!(out.stdout.contains("/no/such/dir/pcs-root-ca.pem"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_without_a_usable_certificate_says_export_it_again() {
+    let bad = temp_file(
+        "bad-pem",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let env = emulator_env("sms01.plant.invalid");
+    let out = aim_token(&["check", "--ca-cert", bad.to_str().unwrap()], &env).await;
+    assert_verdict(
+        row("the CA file looks like PEM but holds no certificate"),
+        &out,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,7 +164,7 @@ pub(crate) fn oauth_fix(error: Option<&str>) -> &'static str {
 
 /// The innermost cause: what actually went wrong (the library's own text
 /// around it names library settings).
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut last: &(dyn std::error::Error + 'static) = err;
     // Bounded, in case of a cyclic chain.
     for _ in 0..32 {

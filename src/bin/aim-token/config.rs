@@ -190,6 +190,15 @@ impl Global {
 
     /// A builder with the authority, trust and timeouts (no credentials).
     pub(crate) fn connection(&self) -> Result<AimClientBuilder, Failure> {
+        let builder = self.connection_without_ca()?;
+        Ok(match self.ca_pem()? {
+            Some(pem) => builder.root_certificate_pem(pem),
+            None => builder,
+        })
+    }
+
+    /// [`connection`](Self::connection) without `--ca-cert`.
+    fn connection_without_ca(&self) -> Result<AimClientBuilder, Failure> {
         let mut builder = AimClient::builder()
             .authority(self.authority()?)
             .connect_timeout(self.timeout())
@@ -198,9 +207,6 @@ impl Global {
             .background_refresh(false);
         if let Some(proxy) = &self.proxy {
             builder = builder.proxy(proxy);
-        }
-        if let Some(pem) = self.ca_pem()? {
-            builder = builder.root_certificate_pem(pem);
         }
         Ok(builder)
     }
@@ -248,6 +254,28 @@ impl Global {
     fn build_failure(&self, err: aim_token::Error) -> Failure {
         // Plain http to a remote host: the library's rule, asked by building
         // again with http allowed rather than copied here.
+        let probe = |builder: Result<AimClientBuilder, Failure>| {
+            builder.is_ok_and(|b| {
+                b.client_id("probe")
+                    .client_secret("probe")
+                    .allow_insecure_http(true)
+                    .build()
+                    .is_ok()
+            })
+        };
+        // A CA file that looks like PEM but holds no usable certificate.
+        if let Some(path) = self
+            .ca_cert
+            .as_ref()
+            .filter(|_| !probe(self.connection()) && probe(self.connection_without_ca()))
+        {
+            return Failure::usage(format!(
+                "the CA file {} holds no usable certificate: {}",
+                path.display(),
+                crate::advice::root_cause(&err)
+            ))
+            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT");
+        }
         let builds = |allow_http: bool| {
             self.connection().is_ok_and(|b| {
                 b.client_id("probe")
@@ -266,6 +294,7 @@ impl Global {
             .fix("give AIM's https address in --authority / AIM_AUTHORITY (just the host name means https://HOST/identitymanager)");
         }
         Failure::usage(err.to_string())
+            .fix("correct the setting the reason names: its flag or AIM_* variable (see aim-token --help)")
     }
 
     /// An HTTP client for the doctor's own requests: same trust, no redirects.

@@ -119,6 +119,7 @@
 //! | `middleware` | `middleware::BearerAuth` for reqwest-middleware |
 //! | `tower` | `layer::BearerAuthLayer` and its service |
 //! | `emulator` | `emulator::AimEmulator`, the AIM + MES stand-in server |
+//! | `redis` | `store::RedisStore`: one token shared by many hosts through Redis or Valkey |
 //! | `cli` | the `aim-token` command-line tool (`token`, `check`, `register`, `decode`) |
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -137,6 +138,7 @@ mod exchange;
 mod http;
 mod mes;
 mod registration;
+pub mod store;
 mod token;
 
 #[cfg(feature = "emulator")]

@@ -433,11 +433,13 @@ impl AimClientBuilder {
         let client_id = config.credentials.client_id.clone();
         let mut cache_config = self.cache;
         if let Some(store) = self.token_store {
-            // Longer than one acquisition may take, so a live leaseholder
-            // never loses its lease to a waiter.
+            // Longer than one acquisition may take (the last pass starts
+            // before the deadline and may try every node), so a live
+            // leaseholder never loses its lease to a waiter.
+            let nodes = u32::try_from(config.authorities.len()).unwrap_or(u32::MAX);
             let lease_ttl = cache_config
                 .retry_deadline
-                .saturating_add(config.http.request_timeout)
+                .saturating_add(config.http.request_timeout.saturating_mul(nodes))
                 .saturating_add(Duration::from_secs(1));
             let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
             cache_config.store = Some(Arc::new(Attached::new(store, &config, lease_ttl, timeout)));

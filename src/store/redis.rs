@@ -237,6 +237,23 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_needs_rediss_and_pem() {
+        let err = RedisStore::new("redis://u:hunter2@h")
+            .unwrap()
+            .root_certificate_pem("not pem")
+            .unwrap_err();
+        assert!(
+            err.is_config() && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
+        let err = RedisStore::new("rediss://h")
+            .unwrap()
+            .root_certificate_pem("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("PEM"), "{err}");
+    }
+
+    #[test]
     fn keys_carry_the_prefix() {
         let store = RedisStore::new("redis://h").unwrap().key_prefix("p1:");
         assert_eq!(store.token_key("k"), "p1:token:k");

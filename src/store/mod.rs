@@ -334,6 +334,30 @@ mod tests {
     }
 
     #[test]
+    fn from_env_reads_aim_token_store() {
+        let vars = |store: &'static str| {
+            move |name: &str| {
+                let value = match name {
+                    "AIM_AUTHORITY" => "sms01",
+                    "AIM_CLIENT_ID" => "mes-reporting",
+                    "AIM_CLIENT_SECRET" => "s3cr3t",
+                    "AIM_TOKEN_STORE" => store,
+                    _ => return None,
+                };
+                Some(value.to_owned())
+            }
+        };
+        let builder = crate::AimClientBuilder::from_lookup(vars("file:/var/cache/x")).unwrap();
+        assert!(format!("{:?}", builder.token_store).contains("/var/cache/x"));
+        let builder = crate::AimClientBuilder::from_lookup(vars("none")).unwrap();
+        assert!(builder.token_store.is_none());
+        let builder = crate::AimClientBuilder::from_lookup(vars("")).unwrap();
+        assert!(builder.token_store.is_none());
+        let err = crate::AimClientBuilder::from_lookup(vars("tmp/x")).unwrap_err();
+        assert!(err.is_config() && err.to_string().contains("AIM_TOKEN_STORE"), "{err}");
+    }
+
+    #[test]
     fn owners_are_random_hex() {
         let (a, b) = (Lease::random_owner(), Lease::random_owner());
         assert_eq!(a.len(), 32);

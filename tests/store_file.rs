@@ -280,7 +280,7 @@ async fn a_failing_or_hanging_store_costs_at_most_its_timeout_and_never_an_error
         let token = client.token().await.unwrap();
         let elapsed = started.elapsed();
         // One bounded read (250 ms), then AIM directly: no lease, no write.
-        assert!(elapsed < Duration::from_millis(250 + 750), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(250 + 1750), "{elapsed:?}");
         if hang {
             assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
         }

@@ -77,6 +77,17 @@ impl Redis {
         self.port
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: connected, silent.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Kills the server (SIGKILL) and waits until its port is closed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -89,6 +89,16 @@
 //! All three send the token only over https (or to loopback), fail closed when
 //! no token can be had, and on a 401 drop the token and retry once.
 //!
+//! ## Many processes, many hosts
+//!
+//! Processes that share a client ID (scheduled jobs, a fleet of service
+//! instances) share one token through a [`store`]:
+//! [`AimClientBuilder::token_store`] with a [`store::FileStore`] (one host)
+//! or `store::RedisStore` (feature `redis`, many hosts), or
+//! `AIM_TOKEN_STORE` for [`AimClient::from_env`]. One token request for all
+//! of them, values sealed with a key derived from the client secret, and a
+//! failing store costs at most its timeout, never an error.
+//!
 //! ## Testing your own application with the emulator
 //!
 //! With the `emulator` feature (use it as a dev-dependency feature), the

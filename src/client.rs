@@ -441,8 +441,12 @@ impl AimClientBuilder {
                 .retry_deadline
                 .saturating_add(config.http.request_timeout.saturating_mul(nodes))
                 .saturating_add(Duration::from_secs(1));
+            // Zero (one attempt, no retries) still waits one request's time.
+            let wait_limit = cache_config.retry_deadline.max(config.http.request_timeout);
             let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
-            cache_config.store = Some(Arc::new(Attached::new(store, &config, lease_ttl, timeout)));
+            cache_config.store = Some(Arc::new(Attached::new(
+                store, &config, lease_ttl, wait_limit, timeout,
+            )));
         }
         let exchanger = Arc::new(Exchanger::new(config)?);
         let authority = exchanger.primary_label().to_owned();

@@ -372,3 +372,57 @@ impl TokenStore for Counting {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// A store where another process always holds the lease and never writes.
+#[derive(Debug, Default)]
+struct LeasedForever {
+    puts: AtomicU64,
+}
+
+impl TokenStore for LeasedForever {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn put<'a>(&'a self, _: &'a str, _: &'a [u8], _: Duration) -> BoxFuture<'a, io::Result<()>> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+    fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn try_lease<'a>(
+        &'a self,
+        _: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn release(&self, _: Lease) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_asks_aim_itself_after_its_retry_deadline() {
+    let aim = AimEmulator::start().await.unwrap();
+    let store = Arc::new(LeasedForever::default());
+    let client = aim
+        .client_builder()
+        .retry_deadline(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.token().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(client.stats().lease_waits, 1);
+    assert_eq!(aim.token_requests(), 1);
+    assert_eq!(
+        store.puts.load(Ordering::Relaxed),
+        1,
+        "stored for the others"
+    );
+}

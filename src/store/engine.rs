@@ -43,6 +43,8 @@ pub(crate) struct Attached {
     sealer: Sealer,
     op_timeout: Duration,
     lease_ttl: Duration,
+    /// How long to wait for another process's token (the retry deadline).
+    wait_limit: Duration,
     writer: String,
     /// Skip the store until then (it failed recently).
     retry_at: Mutex<Option<Instant>>,
@@ -82,11 +84,13 @@ enum Op<T> {
 
 impl Attached {
     /// `store` for the token `config` asks for. `lease_ttl` must exceed
-    /// one acquisition's deadline, so a live holder never loses its lease.
+    /// one acquisition's deadline, so a live holder never loses its lease;
+    /// a waiter waits at most `wait_limit` (its retry deadline) for it.
     pub(crate) fn new(
         store: Arc<dyn TokenStore>,
         config: &ExchangeConfig,
         lease_ttl: Duration,
+        wait_limit: Duration,
         op_timeout: Duration,
     ) -> Attached {
         let key = key::derive(config);
@@ -100,6 +104,7 @@ impl Attached {
             sealer,
             op_timeout,
             lease_ttl,
+            wait_limit,
             writer: format!("{host}/{}", std::process::id()),
             retry_at: Mutex::new(None),
             degraded: AtomicBool::new(false),
@@ -128,8 +133,9 @@ impl Attached {
 
     /// One acquisition through the store: a stored token that `accept`s,
     /// else under the lease a re-read, then `fetch` (AIM) and a write. While
-    /// another process holds the lease, wait for its token (at most one
-    /// lease time, then take over). Any store failure: `fetch` directly.
+    /// another process holds the lease, wait for its token, taking the lease
+    /// over if it expires (its holder died); after `wait_limit`, `fetch`
+    /// without it. Any store failure: `fetch` directly, no more store calls.
     pub(crate) async fn acquire<F, Fut>(
         &self,
         now_ms: u64,
@@ -170,13 +176,17 @@ impl Attached {
                 bump(&self.lease_waits);
                 tracing::debug!(target: TARGET, "another process is fetching the token; waiting for it");
             }
-            if started.elapsed() >= self.lease_ttl {
+            if started.elapsed() >= self.wait_limit {
                 tracing::warn!(
                     target: TARGET,
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    "the process holding the store's lease did not write a token in time; asking AIM directly"
+                    waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "the process holding the store's lease did not write a token within the retry deadline; asking AIM directly"
                 );
-                return Obtained::Fetched(fetch().await);
+                let outcome = fetch().await;
+                if let Ok(token) = &outcome {
+                    self.write(token, now_ms).await;
+                }
+                return Obtained::Fetched(outcome);
             }
             tokio::time::sleep(POLL).await;
         }

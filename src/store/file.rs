@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 /// inherit the per-user ACL of the profile directory). Leases are OS file
 /// locks, released by the OS when their holder dies.
 ///
-/// Neither constructor touches the file system; the directory is created
-/// on the first write.
+/// Use a local directory: file locks over NFS or SMB shares are not
+/// reliable. Neither constructor touches the file system; the directory is
+/// created on the first write.
 ///
 /// ```no_run
 /// # fn run() -> Result<(), aim_token::Error> {

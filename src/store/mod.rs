@@ -354,7 +354,10 @@ mod tests {
         let builder = crate::AimClientBuilder::from_lookup(vars("")).unwrap();
         assert!(builder.token_store.is_none());
         let err = crate::AimClientBuilder::from_lookup(vars("tmp/x")).unwrap_err();
-        assert!(err.is_config() && err.to_string().contains("AIM_TOKEN_STORE"), "{err}");
+        assert!(
+            err.is_config() && err.to_string().contains("AIM_TOKEN_STORE"),
+            "{err}"
+        );
     }
 
     #[test]

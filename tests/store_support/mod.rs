@@ -216,7 +216,8 @@ pub fn report(child: Child) -> Report {
 /// The child: `TASKS` tasks (default 50) ask one client built by
 /// `AimClientBuilder::from_env` (so `AIM_TOKEN_STORE` picks the store) for
 /// a token at once; prints the tokens, the stats and the time taken.
-/// `DEADLINE_MS` sets the retry deadline and request timeout.
+/// `DEADLINE_MS` sets the retry deadline and request timeout,
+/// `RETRY_DEADLINE_MS` the retry deadline alone.
 pub fn child_main() {
     let tasks: usize = std::env::var("TASKS").map_or(50, |t| t.parse().expect("TASKS"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -229,6 +230,10 @@ pub fn child_main() {
         if let Ok(ms) = std::env::var("DEADLINE_MS") {
             let d = Duration::from_millis(ms.parse().expect("DEADLINE_MS"));
             builder = builder.retry_deadline(d).request_timeout(d);
+        }
+        if let Ok(ms) = std::env::var("RETRY_DEADLINE_MS") {
+            let d = Duration::from_millis(ms.parse().expect("RETRY_DEADLINE_MS"));
+            builder = builder.retry_deadline(d);
         }
         let client = builder.build().expect("build client");
         let started = Instant::now();

@@ -98,7 +98,7 @@ fn print_token(token: &AccessToken) {
     println!("  scopes    : {}", token.scopes().join(" "));
     println!("  expires   : {expires} (local time)");
     println!("  lifetime  : {}", human(token.lifetime()));
-    println!("  token     : {} (token.secret() gives the value)", token);
+    println!("  token     : [redacted] (token.secret() gives the value)");
 }
 
 fn human(d: Duration) -> String {

@@ -86,8 +86,14 @@
 //! - `layer::BearerAuthLayer` (feature `tower`): for hyper, tonic and other
 //!   tower-based clients.
 //!
-//! All three send the token only over https (or to loopback), fail closed when
-//! no token can be had, and on a 401 drop the token and retry once.
+//! All three send the token only over https (or to loopback) and only where
+//! you said — `MesClient` under its base URL, the middleware and the layer
+//! to the hosts given to `allow_host` (or every https host after an explicit
+//! `allow_any_https_host()`; with neither they refuse every request) — fail
+//! closed when no token can be had, and on a 401 drop the token and retry
+//! once. [`check_token_destination`] is that rule for code that sends the
+//! token itself. What the crate protects, and against what, is in
+//! `SECURITY.md`.
 //!
 //! ## Many processes, many hosts
 //!
@@ -161,6 +167,7 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 
+pub use bearer::check_token_destination;
 pub use cache::Stats;
 pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -5,20 +5,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::bearer::{self, Destinations, HeaderCache};
+use crate::bearer::{self, HeaderCache};
 use crate::client::AimClient;
+use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::response::parse_retry_after;
+use crate::exchange::response::{content_type, parse_retry_after};
 use crate::exchange::scrub::Scrubber;
+use crate::http::{read_capped_with, read_prefix};
 use crate::token::AccessToken;
 
-/// At most this much of an MES error body is kept in an [`Error`].
-const MAX_ERROR_TEXT: usize = 1000;
+/// The largest 2xx MES answer read (an entity list of a big site fits).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How much of an MES error answer is read: enough for its `Message`.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Calls the AVEVA MES Web API (`https://HOST/mesmw/api/...`) with the AIM
 /// token attached.
@@ -26,7 +31,8 @@ const MAX_ERROR_TEXT: usize = 1000;
 /// Paths are relative to the MES base, e.g. `api/v3/entity`. A 401 makes the
 /// client invalidate the token and try once more with a fresh one; other
 /// failures become an [`Error`] whose [`kind`](Error::kind) says what
-/// happened and whose message carries the (truncated) MES response text:
+/// happened and whose message carries the status, content type, length and
+/// MES's own `Message` (scrubbed of the token, one line; never the raw body):
 ///
 /// | MES answer | [`ErrorKind`] | transient |
 /// | --- | --- | --- |
@@ -144,8 +150,7 @@ impl MesClient {
 
     /// `GET path` and decode the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let body = self.execute(Method::GET, path, None).await?;
-        decode(path, body.as_ref())
+        self.execute(Method::GET, path, None).await?.json(path)
     }
 
     /// `POST path` with `body` as JSON and decode the JSON answer (an empty
@@ -155,10 +160,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self
-            .execute(Method::POST, path, Some(encode(body)?))
-            .await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::POST, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `PUT path` with `body` as JSON and decode the JSON answer (an empty
@@ -168,8 +172,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self.execute(Method::PUT, path, Some(encode(body)?)).await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::PUT, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `DELETE path`; any answer body is ignored.
@@ -178,16 +183,11 @@ impl MesClient {
     }
 
     /// Sends one call, retrying once with a fresh token after a 401, and
-    /// returns the body of a 2xx answer.
-    async fn execute(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<impl AsRef<[u8]>> {
+    /// returns the body of a 2xx answer (read with a cap).
+    async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
-        let mut builder = self.inner.http.request(method, url);
+        let mut builder = self.inner.http.request(method, url.clone());
         for (name, value) in self.extra_headers()? {
             builder = builder.header(name, value);
         }
@@ -215,31 +215,47 @@ impl MesClient {
         let mut response = send(request, &token)
             .await
             .map_err(|e| e.context(&context))?;
-        let mut retried_with = None;
+        let mut tokens = vec![token.clone()];
         if bearer::is_token_rejected(response.status().as_u16()) {
             aim.invalidate(&token);
             if let Some(retry) = replay {
                 let fresh = aim.token().await.map_err(|e| e.context(&context))?;
                 if !fresh.same_as(&token) {
                     response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    retried_with = Some(fresh);
+                    tokens.push(fresh);
                 }
             }
         }
 
-        let status = response.status();
+        let status = response.status().as_u16();
         let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(e).context(&context))?;
-        if status.is_success() {
-            return Ok(bytes);
+        let content_type = content_type(response.headers());
+        if (200..300).contains(&status) {
+            let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
+                .await
+                .map_err(|e| e.context(&context))?;
+            return Ok(Reply {
+                body,
+                content_type,
+                url,
+                tokens,
+            });
         }
-        let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
-        Err(status_error(status, &text)
-            .with_retry_after(retry_after)
-            .context(&context))
+        // An error page is read only as far as its fields can be: a 20 MiB
+        // IIS page must not fill memory, and its status is the news.
+        let (body, body_len) = read_prefix(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .map_err(|e| e.context(&context))?;
+        let answer = Answer {
+            status,
+            retry_after,
+            location: None,
+            content_type,
+            body: &body,
+            body_len: Some(body_len),
+        };
+        let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
+        Err(mes_error(&facts).context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -315,8 +331,9 @@ fn parse_base(mes_base: &str) -> Result<Url> {
             "MES base {mes_base:?} must not carry credentials, a query or a fragment"
         )));
     }
-    Destinations::default()
-        .check(Some(base.scheme()), base.host_str())
+    // The base's origin is the only destination: `resolve` keeps every
+    // call under it, so this one check covers them all.
+    crate::bearer::check_token_destination(base.as_str())
         .map_err(|e| Error::config(format!("MES base {mes_base:?}: {e}")))?;
     if !base.path().ends_with('/') {
         let path = format!("{}/", base.path());
@@ -331,34 +348,89 @@ fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
     })
 }
 
-fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
+/// A 2xx MES answer, read.
+struct Reply {
+    body: Vec<u8>,
+    content_type: Option<String>,
+    url: Url,
+    /// The tokens sent, to scrub them from a decode error.
+    tokens: Vec<AccessToken>,
+}
+
+impl Reply {
+    /// The body as JSON (an empty body as `null`); a decode error says
+    /// where and what shape, never the text (serde's messages quote values).
+    fn json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(path, &self.body).map_err(|e| {
+            let answer = Answer {
+                status: 200,
+                retry_after: None,
+                location: None,
+                content_type: self.content_type.clone(),
+                body: &self.body,
+                body_len: None,
+            };
+            Facts::of(
+                &answer,
+                self.url.as_str(),
+                WHAT,
+                &scrubber_for(&self.tokens),
+            )
+            .error(
+                ErrorKind::InvalidResponse,
+                false,
+                self.url.as_str(),
+                WHAT,
+                &e,
+            )
+        })
+    }
+}
+
+/// `body` as JSON (an empty body as `null`), or why not, in words that
+/// quote nothing of the body.
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> std::result::Result<T, String> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"null"[..]
     } else {
-        body
+        without_bom(body)
     };
     serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(body);
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!(
-                "MES answered {path} with a body that is not the expected JSON ({e}): {}",
-                truncate(&text)
-            ),
+        let problem = match e.classify() {
+            serde_json::error::Category::Data => "JSON of another shape than expected",
+            serde_json::error::Category::Eof => "truncated JSON",
+            _ => "a body that is not JSON",
+        };
+        format!(
+            "MES answered {path} with {problem} (at line {}, column {}): check the path and the type it is decoded into",
+            e.line(),
+            e.column()
         )
-        .with_source(e)
     })
 }
 
+/// What MES calls are called in messages.
+const WHAT: &str = "MES call";
+
+/// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.
+const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";
+
+/// Scrubs the tokens that were sent (and anything token-shaped) with the
+/// same [`Scrubber`] that cleans AIM's answers.
+fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
+    Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
+}
+
 /// The error for a non-2xx MES answer, with a hint where the status has a
-/// usual cause.
-fn status_error(status: StatusCode, text: &str) -> Error {
-    let code = status.as_u16();
-    let said = if text.is_empty() {
-        String::from("(empty body)")
-    } else {
-        text.to_owned()
+/// usual cause. Built from [`Facts`] only (status, content type, length,
+/// MES's `Message`), never from the raw body.
+pub(crate) fn mes_error(facts: &Facts) -> Error {
+    let code = facts.status;
+    let said = match &facts.description {
+        Some(d) => format!("\"{d}\" ({})", facts.summary()),
+        None => format!("({})", facts.summary()),
     };
+    let text = facts.description.as_deref().unwrap_or_default();
     let (kind, transient, message) = match code {
         400 => (
             ErrorKind::BadRequest,
@@ -411,6 +483,7 @@ fn status_error(status: StatusCode, text: &str) -> Error {
     };
     Error::new(kind, message)
         .with_status(code)
+        .with_retry_after(facts.retry_after)
         .transient(transient)
 }
 
@@ -421,25 +494,6 @@ fn says_token_unavailable(text: &str) -> bool {
         && ["obtain", "verif", "validat", "retriev", "acquir"]
             .iter()
             .any(|verb| text.contains(verb))
-}
-
-/// The MES body as text: truncated, and without our tokens (in case the
-/// server echoed the request) or anything else token-shaped, by the same
-/// [`Scrubber`] that cleans AIM's answers.
-fn error_text<'a>(bytes: &[u8], tokens: impl IntoIterator<Item = &'a AccessToken>) -> String {
-    let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
-    truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
-}
-
-fn truncate(text: &str) -> String {
-    if text.len() <= MAX_ERROR_TEXT {
-        return text.to_owned();
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
@@ -553,6 +607,18 @@ mod tests {
         }
     }
 
+    fn facts(status: u16, message: &str) -> Facts {
+        let body = serde_json::json!({ "Message": message }).to_string();
+        let mut answer = Answer::new(status, body.as_bytes());
+        answer.content_type = Some("application/json".into());
+        Facts::of(
+            &answer,
+            "https://mes01/mesmw/api/v3/entity",
+            WHAT,
+            &Scrubber::default(),
+        )
+    }
+
     #[test]
     fn statuses_map_to_kinds() {
         let cases = [
@@ -565,34 +631,52 @@ mod tests {
             (409, ErrorKind::Server, false),
         ];
         for (code, kind, transient) in cases {
-            let err = status_error(StatusCode::from_u16(code).unwrap(), "boom text");
+            let err = mes_error(&facts(code, "boom text"));
             assert_eq!(err.kind(), kind, "{code}");
             assert_eq!(err.status(), Some(code));
             assert_eq!(err.is_transient(), transient, "{code}");
-            assert!(err.to_string().contains("boom text"), "{err}");
+            assert!(err.to_string().contains("\"boom text\""), "{err}");
+            assert!(err.to_string().contains("application/json"), "{err}");
         }
-        let err = status_error(StatusCode::FORBIDDEN, "");
+        let err = mes_error(&facts(403, ""));
         assert!(err.to_string().contains("Default Background User"));
         assert!(err.to_string().contains("199"));
-        let err = status_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        let err = mes_error(&facts(
+            500,
             "The access token cannot be obtained or verified",
-        );
+        ));
         assert!(err.is_transient());
         assert!(err.to_string().starts_with("AIM unreachable from MES"));
     }
 
     #[test]
-    fn error_text_is_truncated_and_token_free() {
+    fn error_text_is_token_free_one_line_and_bounded() {
         let token = AccessToken::new("tok.secret.value", SystemTime::now());
-        let text = error_text(b"echo: Bearer tok.secret.value", &[token]);
-        assert_eq!(text, "echo: Bearer [redacted]");
-        // Tokens that are not ours are not shown either.
-        let text = error_text(b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y", &[]);
+        let body = br#"{"Message":"echo: Bearer tok.secret.value\r\nFORGED"}"#;
+        let answer = Answer::new(500, body);
+        let facts = Facts::of(&answer, "u", WHAT, &scrubber_for(&[token]));
+        assert_eq!(
+            facts.description.as_deref(),
+            Some("echo: Bearer [redacted]  FORGED")
+        );
+        // Tokens that are not ours are not shown either, nor non-JSON bodies.
+        let body = b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y";
+        let err = mes_error(&Facts::of(
+            &Answer::new(500, body),
+            "u",
+            WHAT,
+            &scrubber_for(&[]),
+        ));
+        let text = err.to_string();
         assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
-        let long = "é".repeat(2000);
-        let t = truncate(&long);
-        assert!(t.len() < 1100 && t.ends_with("(4000 bytes in all)"), "{t}");
+        let long = serde_json::json!({ "Message": "é".repeat(5000) }).to_string();
+        let err = mes_error(&Facts::of(
+            &Answer::new(500, long.as_bytes()),
+            "u",
+            WHAT,
+            &scrubber_for(&[]),
+        ));
+        assert!(err.to_string().len() < 1500, "{}", err.to_string().len());
     }
 
     #[test]
@@ -600,8 +684,12 @@ mod tests {
         decode::<()>("p", b"").unwrap();
         let none: Option<u32> = decode("p", b" \n").unwrap();
         assert_eq!(none, None);
-        let err = decode::<u32>("p", b"<html>").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        let why = decode::<u32>("p", b"<html>").unwrap_err();
+        assert!(why.contains("not JSON"), "{why}");
+        // serde would quote the value; the message does not.
+        let why = decode::<u32>("p", br#""tok.secret.value""#).unwrap_err();
+        assert!(!why.contains("tok.secret"), "{why}");
+        assert!(why.contains("another shape"), "{why}");
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub struct ClientRegistration {
     grant_types: Vec<String>,
     lifetime: Duration,
     enabled: bool,
+    registration_endpoint: Option<String>,
 }
 
 #[derive(Clone)]
@@ -94,6 +95,7 @@ impl ClientRegistration {
             grant_types: vec![CLIENT_CREDENTIALS.to_owned()],
             lifetime: Duration::from_secs(24 * 3600),
             enabled: true,
+            registration_endpoint: None,
         }
     }
 
@@ -154,6 +156,18 @@ impl ClientRegistration {
     /// Whether the client is enabled. Default true.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
+        self
+    }
+
+    /// The RFC 7591 endpoint that [`register`](Self::register) posts to,
+    /// instead of the `registration_endpoint` of the provider's discovery
+    /// document. Discovery's endpoint is used only when it is on the
+    /// authority's origin (scheme, host and port), so that a discovery
+    /// document cannot send the initial access token elsewhere; set the
+    /// endpoint here when the provider really registers clients at another
+    /// origin. Checked like the authority (https, or http to loopback).
+    pub fn registration_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.registration_endpoint = Some(url.into());
         self
     }
 
@@ -352,7 +366,13 @@ impl ClientRegistration {
             scope: (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             access_token_lifetime: lifetime_secs(self.lifetime)?,
         };
-        dcr::register(aim, initial_access_token, &request).await
+        dcr::register(
+            aim,
+            initial_access_token,
+            &request,
+            self.registration_endpoint.as_deref(),
+        )
+        .await
     }
 
     /// Fetches a token with this registration's client ID and secret through
@@ -382,6 +402,7 @@ impl fmt::Debug for ClientRegistration {
             .field("grant_types", &self.grant_types)
             .field("access_token_lifetime", &self.lifetime)
             .field("enabled", &self.enabled)
+            .field("registration_endpoint", &self.registration_endpoint)
             .finish()
     }
 }

@@ -482,7 +482,8 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let (signed, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{signed}.{}", "A".repeat(342));
     assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
-    // Issued by another emulator: same signing key and clock, another issuer.
+    // Issued by another emulator: same clock, but its own signing key (as
+    // every AIM node has), so the signature fails before the issuer is read.
     let other = AimEmulator::builder()
         .clock(clock.clone())
         .start()
@@ -492,7 +493,7 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let resp = mes_get(&aim, "api/v3/entity", Some(&foreign)).await;
     assert_invalid_token(&resp);
     let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
-    assert!(challenge.contains("another authority"), "{challenge}");
+    assert!(challenge.contains("signature is invalid"), "{challenge}");
 
     let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(ok.status(), StatusCode::OK);
@@ -1125,4 +1126,32 @@ async fn emulator_and_its_futures_are_send_and_sync() {
         async move { cc(&aim).await.unwrap().status() }
     });
     assert_eq!(task.await.unwrap(), StatusCode::OK);
+}
+
+/// Tokens are per AIM node: each emulator has its own signing key, so a
+/// token of emulator A fails B's JWKS (and B's MES), as at a real failover.
+#[tokio::test]
+async fn tokens_of_one_emulator_fail_another_emulators_jwks() {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+    let (a, b) = tokio::join!(AimEmulator::start(), AimEmulator::start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let jwt = token(&a).await;
+    let kid = decode_header(&jwt).unwrap().kid.unwrap();
+    let a_keys: JwkSet = get_json(&jwks_url(&a)).await;
+    let b_keys: JwkSet = get_json(&jwks_url(&b)).await;
+    assert!(a_keys.find(&kid).is_some());
+    assert!(b_keys.find(&kid).is_none(), "B does not know A's key");
+    let b_key = DecodingKey::from_jwk(&b_keys.keys[0]).unwrap();
+    let mut strict = Validation::new(Algorithm::RS256);
+    strict.validate_aud = false;
+    strict.set_issuer(&[a.authority()]);
+    assert!(
+        decode::<Value>(&jwt, &b_key, &strict).is_err(),
+        "A's signature fails with B's key"
+    );
+    assert!(b.ca_pem().is_none() && a.ca_pem().is_none());
+    let resp = mes_get(&b, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(resp.status(), 401);
 }

@@ -343,12 +343,17 @@ impl AimEmulatorBuilder {
     /// Fails when the port cannot be bound, or (never in practice) when key
     /// or certificate generation fails.
     pub async fn start(self) -> Result<AimEmulator> {
-        let key = keys::signing_key()?;
-        let tls = if self.https {
-            Some(tls::generate()?)
-        } else {
-            None
-        };
+        // Key and certificate generation is CPU work of up to a few hundred
+        // milliseconds: off the executor, so other tasks keep running.
+        let https = self.https;
+        let (key, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let tls = if https { Some(tls::generate()?) } else { None };
+            Ok((Arc::new(keys::generate()?), tls))
+        })
+        .await
+        .map_err(|e| {
+            crate::Error::config(format!("emulator: key generation did not finish: {e}"))
+        })??;
         let listener = server::bind(self.port)?;
         let port = listener
             .local_addr()

@@ -17,7 +17,8 @@ pub(crate) struct State {
     pub(crate) base_url: String,
     /// `{base_url}/identitymanager`
     pub(crate) issuer: String,
-    pub(crate) key: &'static SigningKey,
+    /// This emulator's own key (per node, as in AIM).
+    pub(crate) key: Arc<SigningKey>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) expires_in_format: ExpiresInFormat,
     pub(crate) discovery: bool,
@@ -42,7 +43,7 @@ pub(crate) struct Settings {
 }
 
 impl State {
-    pub(crate) fn new(base_url: String, key: &'static SigningKey, settings: Settings) -> Self {
+    pub(crate) fn new(base_url: String, key: Arc<SigningKey>, settings: Settings) -> Self {
         let clients = settings
             .clients
             .into_iter()

@@ -145,6 +145,18 @@ mod tests {
     }
 
     fn state(base_url: &str, clock: Arc<SetClock>) -> State {
+        state_with_key(
+            base_url,
+            clock,
+            Arc::new(crate::emulator::keys::generate().unwrap()),
+        )
+    }
+
+    fn state_with_key(
+        base_url: &str,
+        clock: Arc<SetClock>,
+        key: Arc<crate::emulator::keys::SigningKey>,
+    ) -> State {
         let settings = Settings {
             clients: Vec::new(),
             lifetime: Duration::from_secs(60),
@@ -153,11 +165,7 @@ mod tests {
             clock,
             initial_access_token: None,
         };
-        State::new(
-            base_url.to_owned(),
-            crate::emulator::keys::signing_key().unwrap(),
-            settings,
-        )
+        State::new(base_url.to_owned(), key, settings)
     }
 
     #[test]
@@ -175,8 +183,11 @@ mod tests {
         assert_eq!(claims["aud"], MES_AUDIENCE);
 
         // Same key, another issuer.
-        let other = state("http://127.0.0.1:2", clock.clone());
+        let other = state_with_key("http://127.0.0.1:2", clock.clone(), st.key.clone());
         assert_eq!(validate(&other, &jwt).unwrap_err(), Invalid::Issuer);
+        // Another node has its own key: its signature check fails first.
+        let node = state("http://127.0.0.1:1", clock.clone());
+        assert_eq!(validate(&node, &jwt).unwrap_err(), Invalid::Malformed);
 
         // The clock went back before the token's nbf.
         clock.set(1_700_000_000 - 1);

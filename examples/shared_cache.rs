@@ -24,9 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let copies: usize = std::env::args().nth(1).map_or(Ok(8), |n| n.parse())?;
     let emulator = AimEmulator::start().await?;
-    emulator.set_outage(Endpoint::Token, Some(Fault::Delay(Duration::from_millis(500))));
+    emulator.set_outage(
+        Endpoint::Token,
+        Some(Fault::Delay(Duration::from_millis(500))),
+    );
     let store = std::env::var("AIM_TOKEN_STORE").unwrap_or_else(|_| {
-        let dir = std::env::temp_dir().join(format!("aim-token-shared-cache-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("aim-token-shared-cache-{}", std::process::id()));
         format!("file:{}", dir.display())
     });
     println!("{copies} processes sharing {}", redact(&store));
@@ -82,7 +86,9 @@ async fn copy() -> Result<(), Box<dyn std::error::Error>> {
 /// The store without a password.
 fn redact(store: &str) -> String {
     match (store.find("://"), store.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &store[..scheme], &store[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…{}", &store[..scheme], &store[at..])
+        }
         _ => store.to_owned(),
     }
 }

@@ -284,3 +284,36 @@ async fn a_frozen_redis_costs_one_store_timeout_then_is_skipped() {
     assert_eq!(a.stats().store_errors, 1, "{:?}", a.stats());
     assert_eq!(aim.token_requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_a_store_error() {
+    let Some((redis, ca)) = Redis::start_tls() else {
+        return;
+    };
+    let aim = AimEmulator::start().await.unwrap();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"));
+    let trusted = || {
+        RedisStore::new(&url)
+            .unwrap()
+            .root_certificate_pem(&ca)
+            .unwrap()
+    };
+    let first = aim.client_builder().token_store(trusted()).build().unwrap();
+    let token = first.token().await.unwrap();
+    assert_eq!(first.stats().store_errors, 0, "{:?}", first.stats());
+    let second = aim.client_builder().token_store(trusted()).build().unwrap();
+    assert_eq!(second.token().await.unwrap().secret(), token.secret());
+    assert_eq!(second.stats().store_hits, 1);
+    assert_eq!(aim.token_requests(), 1);
+
+    // Without the CA the handshake fails: a store error, the token from AIM.
+    let untrusted = aim
+        .client_builder()
+        .token_store(RedisStore::new(&url).unwrap())
+        .build()
+        .unwrap();
+    untrusted.token().await.unwrap();
+    assert_eq!(untrusted.stats().store_errors, 1, "{:?}", untrusted.stats());
+    assert_eq!(aim.token_requests(), 2);
+}

@@ -38,12 +38,31 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub struct Redis {
     port: u16,
     child: Option<Child>,
+    /// `--tls-port` with this certificate and key instead of `--port`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     /// Starts one, or `None` (after saying why) when `redis-server` is not
     /// installed and `CI` is not set. Under `CI=true` a missing server panics.
     pub fn start() -> Option<Redis> {
+        Self::start_with(None)
+    }
+
+    /// Like [`start`](Self::start), serving only TLS (`rediss://`) with a
+    /// fresh self-signed certificate for 127.0.0.1; returns its PEM too.
+    pub fn start_tls() -> Option<(Redis, String)> {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+        let dir = temp_dir("redis-tls");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let pem = certified.cert.pem();
+        std::fs::write(&cert, &pem).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        Self::start_with(Some((cert, key))).map(|r| (r, pem))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Option<Redis> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -62,6 +81,7 @@ impl Redis {
         let mut redis = Redis {
             port: free_port(),
             child: None,
+            tls,
         };
         redis.restart();
         Some(redis)
@@ -69,7 +89,12 @@ impl Redis {
 
     /// The URL of this server, database 0.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The port it listens on.
@@ -99,17 +124,32 @@ impl Redis {
     /// (Re)starts the server on the same port and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
+            .stderr(Stdio::null());
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(cert)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        self.child = Some(command.spawn().expect("start redis-server"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            let ready = match self.tls {
+                None => self.ping(),
+                // Listening is enough; the TLS handshake is the test's business.
+                Some(_) => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -433,6 +433,7 @@ impl AimClientBuilder {
         let client_id = config.credentials.client_id.clone();
         let mut cache_config = self.cache;
         if let Some(store) = self.token_store {
+            store.trust_roots(&self.root_certificates);
             // Longer than one acquisition may take (the last pass starts
             // before the deadline and may try every node), so a live
             // leaseholder never loses its lease to a waiter.

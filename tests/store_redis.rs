@@ -307,6 +307,16 @@ async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_a_store_erro
     assert_eq!(second.stats().store_hits, 1);
     assert_eq!(aim.token_requests(), 1);
 
+    // The AIM client's own CA certificates are the store's trust too.
+    let same_trust = aim
+        .client_builder()
+        .root_certificate_pem(&ca)
+        .token_store(RedisStore::new(&url).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(same_trust.token().await.unwrap().secret(), token.secret());
+    assert_eq!(same_trust.stats().store_hits, 1, "{:?}", same_trust.stats());
+
     // Without the CA the handshake fails: a store error, the token from AIM.
     let untrusted = aim
         .client_builder()

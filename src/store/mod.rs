@@ -161,6 +161,14 @@ pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
     /// Ends `lease` if it is still held by its owner (never someone else's
     /// lease that took over after it expired).
     fn release(&self, lease: Lease) -> BoxFuture<'_, io::Result<()>>;
+
+    /// Called once by [`AimClientBuilder::build`](crate::AimClientBuilder::build)
+    /// with the client's extra trust anchors (`root_certificate_pem`,
+    /// `AIM_CA_CERT`), so a backend that speaks TLS can trust what the AIM
+    /// client trusts. The default ignores them.
+    fn trust_roots(&self, pems: &[Vec<u8>]) {
+        let _ = pems;
+    }
 }
 
 /// A lease taken by [`TokenStore::try_lease`]: the key, a random owner ID
@@ -244,6 +252,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn release(&self, lease: Lease) -> BoxFuture<'_, io::Result<()>> {
         (**self).release(lease)
+    }
+    fn trust_roots(&self, pems: &[Vec<u8>]) {
+        (**self).trust_roots(pems)
     }
 }
 

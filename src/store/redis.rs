@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -27,8 +27,11 @@ return 0
 /// remaining lifetime, leases `SET … NX PX` with a random owner, released by
 /// a compare-and-delete script.
 ///
-/// `redis://` or `rediss://` (TLS, checked against the OS trust store and
-/// any [`root_certificate_pem`](Self::root_certificate_pem)); ACL user and
+/// `redis://` or `rediss://` (TLS, checked against the CA certificates the
+/// AIM client trusts beyond the OS store — `root_certificate_pem`,
+/// `AIM_CA_CERT` — or this store's own
+/// [`root_certificate_pem`](Self::root_certificate_pem), else the OS trust
+/// store); ACL user and
 /// password in the URL (`redis://user:password@host:6379/0`), or a password
 /// alone (`redis://:password@host`). Keys start with `aim-token:` unless
 /// [`key_prefix`](Self::key_prefix) says otherwise.
@@ -43,7 +46,11 @@ return 0
 /// ```
 pub struct RedisStore {
     url: String,
-    client: redis::Client,
+    /// Replaced (before the first connection) when the AIM client hands
+    /// over its trust anchors.
+    client: Mutex<redis::Client>,
+    /// `root_certificate_pem` was called: the AIM client's anchors do not replace it.
+    own_ca: bool,
     prefix: String,
     /// Created on first use, inside the caller's runtime (no I/O before).
     connection: OnceLock<ConnectionManager>,
@@ -67,7 +74,8 @@ impl RedisStore {
         })?;
         Ok(RedisStore {
             url: shown,
-            client,
+            client: Mutex::new(client),
+            own_ca: false,
             prefix: "aim-token:".to_owned(),
             connection: OnceLock::new(),
         })
@@ -85,21 +93,34 @@ impl RedisStore {
     /// instead of the OS trust store. Fails if the URL is not a `rediss://`
     /// one or `pem` is not PEM.
     pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Result<Self> {
-        let info = self.client.get_connection_info().clone();
-        self.client = redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.as_ref().to_vec()),
-            },
-        )
-        .map_err(|e| {
+        let client = self.with_roots(pem.as_ref().to_vec()).map_err(|e| {
             Error::config(format!(
                 "the CA certificate for the Redis store {} is not usable ({e}): give a PEM file and a rediss:// URL",
                 self.url
             ))
         })?;
+        self.client = Mutex::new(client);
+        self.own_ca = true;
         Ok(self)
+    }
+
+    fn client(&self) -> redis::Client {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// This store's client trusting only `pems` (PEM, one or more CAs).
+    fn with_roots(&self, pems: Vec<u8>) -> redis::RedisResult<redis::Client> {
+        let info = self.client().get_connection_info().clone();
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pems),
+            },
+        )
     }
 
     fn connection(&self) -> io::Result<ConnectionManager> {
@@ -112,7 +133,7 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(self.client(), config)
             .map_err(io::Error::other)?;
         Ok(self.connection.get_or_init(|| manager).clone())
     }
@@ -191,6 +212,28 @@ impl TokenStore for RedisStore {
         })
     }
 
+    /// `rediss://` trusts the AIM client's CA certificates (`AIM_CA_CERT`,
+    /// `root_certificate_pem`) when it has any and this store was given none
+    /// of its own; otherwise the OS trust store.
+    fn trust_roots(&self, pems: &[Vec<u8>]) {
+        if self.own_ca || pems.is_empty() || !self.url.starts_with("rediss://") {
+            return;
+        }
+        let bundle: Vec<u8> = pems
+            .iter()
+            .flat_map(|p| p.iter().copied().chain([b'\n']))
+            .collect();
+        match self.with_roots(bundle) {
+            Ok(client) => *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client,
+            Err(e) => tracing::warn!(
+                target: "aim_token::store",
+                store = %self.url,
+                error = %e,
+                "cannot use the AIM client's CA certificates for the Redis store; using the OS trust store"
+            ),
+        }
+    }
+
     fn release(&self, lease: Lease) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
             let mut c = self.connection()?;
@@ -224,7 +267,8 @@ mod tests {
         let shown = format!("{store:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("127.0.0.1:1"));
-        let info = store.client.get_connection_info();
+        let client = store.client();
+        let info = client.get_connection_info();
         assert_eq!(info.redis_settings().db(), 3);
         assert_eq!(info.redis_settings().username(), Some("reporter"));
         RedisStore::new("rediss://cache01.plant.local:6380/0").unwrap();

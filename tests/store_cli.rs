@@ -87,6 +87,10 @@ async fn no_cache_or_store_none_asks_aim_every_time() {
     let b = token(&aim, &home, &[], &[("AIM_TOKEN_STORE", &spec)]).await;
     assert_eq!(a, b);
     assert_eq!(aim.token_requests(), 34);
+    // --no-cache wins over a store in the environment (a scheduled job's
+    // environment may set one; the flag is the caller's explicit wish).
+    token(&aim, &home, &["--no-cache"], &[("AIM_TOKEN_STORE", &spec)]).await;
+    assert_eq!(aim.token_requests(), 35);
     std::fs::remove_dir_all(home).unwrap();
     std::fs::remove_dir_all(shared).unwrap();
 }

@@ -19,8 +19,9 @@ AIM_TOKEN_STORE=none ask AIM every time.";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Ask AIM for a new token every time instead of using the cached one.
-    #[arg(long, conflicts_with = "store")]
+    /// Ask AIM for a new token every time instead of using the cached one
+    /// (wins over --store and AIM_TOKEN_STORE).
+    #[arg(long)]
     no_cache: bool,
 
     /// Where to keep the token: file:DIR, redis://HOST:PORT/DB, rediss://... or

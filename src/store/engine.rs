@@ -168,6 +168,7 @@ impl Attached {
                 let held = Held {
                     store: &self.store,
                     lease: Some(lease),
+                    timeout: self.op_timeout,
                 };
                 return self.as_leaseholder(held, now_ms, accept, fetch).await;
             }
@@ -194,7 +195,7 @@ impl Attached {
 
     async fn as_leaseholder<F, Fut>(
         &self,
-        mut held: Held<'_>,
+        held: Held<'_>,
         now_ms: u64,
         accept: &(dyn Fn(&AccessToken) -> bool + Sync),
         fetch: F,
@@ -203,23 +204,20 @@ impl Attached {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken>>,
     {
+        // Released when this returns, in the background: the caller does
+        // not wait for it, and a failing store costs no further timeout.
+        let _held = held;
         // Another process may have written between the read and the lease.
-        if let Op::Ok(Some(token)) = self.read(accept).await {
-            self.release(&mut held).await;
-            return Obtained::Stored(token);
+        match self.read(accept).await {
+            Op::Ok(Some(token)) => return Obtained::Stored(token),
+            Op::Ok(None) => {}
+            Op::Failed => return Obtained::Fetched(fetch().await),
         }
         let outcome = fetch().await;
         if let Ok(token) = &outcome {
             self.write(token, now_ms).await;
         }
-        self.release(&mut held).await;
         Obtained::Fetched(outcome)
-    }
-
-    async fn release(&self, held: &mut Held<'_>) {
-        if let Some(lease) = held.lease.take() {
-            let _ = self.bounded(self.store.release(lease)).await;
-        }
     }
 
     /// The stored token, if it opens and `accept`s. A refused token still in
@@ -328,11 +326,13 @@ impl Attached {
     }
 }
 
-/// A held lease; released explicitly, or in the background if the
-/// acquisition is cancelled (so others need not wait for its expiry).
+/// A held lease, released in the background when dropped: at the end of
+/// the acquisition, or when it is cancelled (so others need not wait for
+/// its expiry).
 struct Held<'a> {
     store: &'a Arc<dyn TokenStore>,
     lease: Option<Lease>,
+    timeout: Duration,
 }
 
 impl Drop for Held<'_> {
@@ -342,8 +342,9 @@ impl Drop for Held<'_> {
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let store = self.store.clone();
+            let timeout = self.timeout;
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(DEFAULT_OP_TIMEOUT, store.release(lease)).await;
+                let _ = tokio::time::timeout(timeout, store.release(lease)).await;
             });
         }
     }

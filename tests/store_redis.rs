@@ -112,11 +112,19 @@ async fn redis_values_are_sealed_and_foreign_or_tampered_ones_are_misses() {
     let token = first.token().await.unwrap();
 
     let mut c = raw(&redis).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    // The lease is released in the background right after the write.
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        keys = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !keys.iter().any(|k| k.contains("lease")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let token_keys: Vec<&String> = keys
         .iter()
         .filter(|k| k.starts_with("aim-token:token:"))

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeConfig, Exchanger};
+use crate::http::HttpConfig;
 use crate::store::{Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
 
@@ -29,7 +30,7 @@ use crate::token::AccessToken;
 ///     .authority("sms01.plant.local")
 ///     .client_id("mes-reporting")
 ///     .client_secret("s3cr3t")
-///     .scope("mes.api")
+///     .scope("site.api") // only where the site restricts scopes; none = the client's allowed scopes
 ///     .build()?;
 /// let token = aim.token().await?;
 /// println!("expires at {:?}", token.expires_at());
@@ -44,6 +45,8 @@ struct ClientInner {
     cache: Cache,
     client_id: String,
     authority: String,
+    /// What AIM's HTTP client trusts, for the MES client to trust too.
+    http: HttpConfig,
 }
 
 impl AimClient {
@@ -96,6 +99,11 @@ impl AimClient {
     /// The primary authority's base URL, e.g. `https://sms01/identitymanager`.
     pub fn authority(&self) -> &str {
         &self.inner.authority
+    }
+
+    /// Trust anchors, TLS switches and timeouts of the requests to AIM.
+    pub(crate) fn http_config(&self) -> &HttpConfig {
+        &self.inner.http
     }
 }
 
@@ -449,6 +457,7 @@ impl AimClientBuilder {
                 store, &config, lease_ttl, wait_limit, timeout,
             )));
         }
+        let http = config.http.clone();
         let exchanger = Arc::new(Exchanger::new(config)?);
         let authority = exchanger.primary_label().to_owned();
         // `self.clock` (not `clock`): without an injected clock the cache
@@ -459,6 +468,7 @@ impl AimClientBuilder {
                 cache,
                 client_id,
                 authority,
+                http,
             }),
         })
     }

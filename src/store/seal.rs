@@ -17,6 +17,9 @@ use crate::token::AccessToken;
 /// Format tag at the start of every value; anything else is a miss.
 const MAGIC: &[u8; 4] = b"AIT1";
 const SALT: &[u8] = b"aim-token/store-seal/v1";
+/// Larger values are not this crate's (a token record is a few KiB): a
+/// miss, without decrypting or parsing them.
+const MAX_VALUE: usize = 256 * 1024;
 
 /// Seals and opens the values of one entry.
 pub(crate) struct Sealer {
@@ -101,6 +104,9 @@ impl Sealer {
     /// The token in `value`, if it is this crate's format, sealed with this
     /// secret for this entry, and intact.
     pub(crate) fn open(&self, value: &[u8]) -> Result<AccessToken, Unreadable> {
+        if value.len() > MAX_VALUE {
+            return Err(Unreadable::Format);
+        }
         let rest = value.strip_prefix(MAGIC).ok_or(Unreadable::Format)?;
         if rest.len() < NONCE_LEN {
             return Err(Unreadable::Format);
@@ -207,6 +213,12 @@ mod tests {
         ] {
             assert!(sealer("s3cr3t").open(garbage).is_err());
         }
+        let mut huge = value.clone();
+        huge.resize(MAX_VALUE + 1, 0);
+        assert_eq!(
+            sealer("s3cr3t").open(&huge).unwrap_err(),
+            Unreadable::Format
+        );
         let mut v2 = value.clone();
         v2[3] = b'2';
         assert_eq!(sealer("s3cr3t").open(&v2).unwrap_err(), Unreadable::Format);

@@ -195,6 +195,9 @@ async fn aim_token(args: &[&str], env: &[(&'static str, String)]) -> Output {
         cmd.env_remove(name);
     }
     cmd.env_remove("CREDENTIALS_DIRECTORY");
+    // No token cache between runs (the tests count token requests), and
+    // none in the real user's cache directory.
+    cmd.env("AIM_TOKEN_STORE", "none");
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let started = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -951,7 +954,7 @@ async fn decode_lines_up_its_columns() {
 async fn progress_is_overwritten_on_a_terminal() {
     let emu = AimEmulator::start().await.unwrap();
     let command = format!(
-        "AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{BIN}' check",
+        "AIM_TOKEN_STORE=none AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{BIN}' check",
         emu.authority(),
         AimEmulator::CLIENT_ID,
         AimEmulator::CLIENT_SECRET

@@ -224,6 +224,13 @@ impl Global {
 
     /// A token client from the flags.
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
+        self.client_builder()?
+            .build()
+            .map_err(|e| self.build_failure(e))
+    }
+
+    /// The builder of [`client`](Self::client), to refine before building.
+    pub(crate) fn client_builder(&self) -> Result<AimClientBuilder, Failure> {
         let connection = self.connection()?;
         let client_id = self.client_id()?;
         let connection = connection.client_id(client_id);
@@ -243,15 +250,12 @@ impl Global {
                 .client_secret_from_env()
                 .map_err(|e| Failure::usage(e.to_string()).fix(SECRET_FIX))?,
         };
-        connection
-            .scopes(self.scopes())
-            .build()
-            .map_err(|e| self.build_failure(e))
+        Ok(connection.scopes(self.scopes()))
     }
 
     /// A build error in the tool's terms where it has its own (the
     /// library's text names builder methods).
-    fn build_failure(&self, err: aim_token::Error) -> Failure {
+    pub(crate) fn build_failure(&self, err: aim_token::Error) -> Failure {
         // Plain http to a remote host: the library's rule, asked by building
         // again with http allowed rather than copied here.
         let probe = |builder: Result<AimClientBuilder, Failure>| {

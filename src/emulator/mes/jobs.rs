@@ -7,7 +7,8 @@ use axum::http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::plant::{JobKey, Rows};
-use super::{bad_request, json_object, message, no_resource, rows, Call};
+use super::transactions::NoSuchTransaction;
+use super::{bad_request, json_object, message, no_resource, no_transaction, rows, Call};
 
 const RUNNING: i64 = 3;
 const COMPLETE: i64 = 4;
@@ -44,13 +45,12 @@ pub(super) fn by_key(call: &Call<'_>) -> Response<Body> {
         seq_no,
     };
     let tx = call.trans_id.as_deref();
-    match call
-        .st
-        .mes
-        .view(tx, |plant| (plant.job(&key).cloned(), None))
-    {
-        Some(job) => rows(vec![job], call.max_rows),
-        None => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
+    match call.st.mes.view(tx, call.st.now_millis(), |plant| {
+        (plant.job(&key).cloned(), None)
+    }) {
+        Ok(Some(job)) => rows(vec![job], call.max_rows),
+        Ok(None) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
+        Err(NoSuchTransaction) => no_transaction(tx.unwrap_or_default()),
     }
 }
 
@@ -62,13 +62,15 @@ pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
         Err(why) => return bad_request(&format!("The request is invalid: {why}")),
     };
     let tx = call.trans_id.as_deref();
-    let outcome = call
-        .st
-        .mes
-        .view(tx, |plant| match apply(plant, &model, action) {
+    let outcome = call.st.mes.view(tx, call.st.now_millis(), |plant| {
+        match apply(plant, &model, action) {
             Ok(job) => (Ok(job.clone()), Some(job)),
             Err(e) => (Err(e), None),
-        });
+        }
+    });
+    let Ok(outcome) = outcome else {
+        return no_transaction(tx.unwrap_or_default());
+    };
     match outcome {
         Ok(job) => super::json_row(job),
         Err(Refused::NoJob) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),

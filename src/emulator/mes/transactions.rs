@@ -33,6 +33,20 @@ struct Transaction {
     jobs: HashMap<JobKey, Map<String, Value>>,
 }
 
+impl Data {
+    /// Whether `id` is open at `now_ms`; a timed-out one is dropped here.
+    fn live(&mut self, id: &str, now_ms: u64, timeout_ms: u64) -> bool {
+        let expired = match self.open.get(id) {
+            None => return false,
+            Some(t) => now_ms.saturating_sub(t.started_ms) >= timeout_ms,
+        };
+        if expired {
+            self.open.remove(id);
+        }
+        !expired
+    }
+}
+
 /// Why a transaction call failed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct NoSuchTransaction;
@@ -70,16 +84,7 @@ impl Mes {
     /// Whether `id` is open at `now_ms`; a timed-out one is dropped here.
     pub(crate) fn is_open(&self, id: &str, now_ms: u64) -> bool {
         let timeout = self.timeout_ms.load(Ordering::Relaxed);
-        self.with(|d| {
-            let expired = match d.open.get(id) {
-                None => return false,
-                Some(t) => now_ms.saturating_sub(t.started_ms) >= timeout,
-            };
-            if expired {
-                d.open.remove(id);
-            }
-            !expired
-        })
+        self.with(|d| d.live(id, now_ms, timeout))
     }
 
     /// Ends `id`: its changes become everyone's (`commit`) or are dropped.
@@ -109,16 +114,25 @@ impl Mes {
 
     /// Runs `f` on the rows as transaction `tx` sees them (its own changes
     /// over the committed rows); what `f` returns as a changed job is
-    /// stored in `tx`, or committed at once without one.
+    /// stored in `tx`, or committed at once without one. Fails when `tx`
+    /// is not open at `now_ms`: checked under the same lock as the change,
+    /// so a transaction that ends meanwhile (an abort from another task, a
+    /// timeout) cannot turn its late change into a committed one.
     pub(crate) fn view<T>(
         &self,
         tx: Option<&str>,
+        now_ms: u64,
         f: impl FnOnce(&Rows) -> (T, Option<Map<String, Value>>),
-    ) -> T {
+    ) -> Result<T, NoSuchTransaction> {
+        let timeout = self.timeout_ms.load(Ordering::Relaxed);
         self.with(|d| {
+            if let Some(id) = tx {
+                if !d.live(id, now_ms, timeout) {
+                    return Err(NoSuchTransaction);
+                }
+            }
             let mut seen = d.rows.clone();
-            let overlay = tx.and_then(|id| d.open.get(id));
-            if let Some(t) = overlay {
+            if let Some(t) = tx.and_then(|id| d.open.get(id)) {
                 for (key, row) in &t.jobs {
                     put(&mut seen.jobs, key, row.clone());
                 }
@@ -134,7 +148,7 @@ impl Mes {
                     }
                 }
             }
-            out
+            Ok(out)
         })
     }
 
@@ -202,17 +216,19 @@ mod tests {
     }
 
     fn set_state(mes: &Mes, tx: Option<&str>, state: i64) {
-        mes.view(tx, |rows| {
+        mes.view(tx, 0, |rows| {
             let mut job = rows.job(&fill()).unwrap().clone();
             job.insert("state_cd".into(), state.into());
             ((), Some(job))
-        });
+        })
+        .unwrap();
     }
 
     fn state(mes: &Mes, tx: Option<&str>) -> Value {
-        mes.view(tx, |rows| {
+        mes.view(tx, 0, |rows| {
             (rows.job(&fill()).unwrap()["state_cd"].clone(), None)
         })
+        .unwrap()
     }
 
     #[test]
@@ -244,6 +260,31 @@ mod tests {
         mes.begin("t4".into(), 0);
         mes.expire_all();
         assert!(!mes.is_open("t4", 0));
+    }
+
+    /// A call checked its transaction, then the transaction ended (an
+    /// abort, a timeout) before the call's change was stored: the change
+    /// must not land in the committed rows.
+    #[test]
+    fn a_change_in_a_transaction_that_ended_meanwhile_is_not_committed() {
+        let mes = Mes::new(
+            MesPlant::seeded().checked().unwrap(),
+            Duration::from_secs(60),
+        );
+        mes.begin("t1".into(), 0);
+        assert!(mes.is_open("t1", 0));
+        mes.end("t1", false, 0).unwrap(); // aborted by another task
+        let stored = mes.view(Some("t1"), 0, |rows| {
+            let mut job = rows.job(&fill()).unwrap().clone();
+            job.insert("state_cd".into(), 3.into());
+            ((), Some(job))
+        });
+        assert_eq!(stored, Err(NoSuchTransaction));
+        assert_eq!(state(&mes, None), 2, "nothing committed");
+
+        mes.begin("t2".into(), 0);
+        let late = mes.view(Some("t2"), 60_000, |_| ((), None));
+        assert_eq!(late, Err(NoSuchTransaction), "timed out by then");
     }
 
     #[test]

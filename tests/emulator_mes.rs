@@ -414,10 +414,55 @@ async fn transactions_commit_abort_and_time_out() {
     // Committed: now everyone's.
     let t = begin(aim, jwt).await;
     assert_eq!(start_in(aim, jwt, &t).await.0, 200);
-    let (status, body) = end(aim, jwt, &t, "bogus").await;
-    assert_eq!(status, 400, "{body}");
     assert_eq!(end(aim, jwt, &t, "COMMIT").await.0, 204);
     assert_eq!(state(aim, jwt, None).await, 3);
+}
+
+/// V3_Transaction_Put: `commit` commits; "any string entry other than
+/// commit (e.g., rollback or cancel)" rolls back, and the trans_id may
+/// come as a URL parameter instead of the header.
+#[tokio::test]
+async fn any_action_but_commit_rolls_back() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let (aim, jwt) = (&aim, jwt.as_str());
+    for action in ["rollback", "cancel", "abort", "bogus"] {
+        let t = begin(aim, jwt).await;
+        assert_eq!(start_in(aim, jwt, &t).await.0, 200);
+        let (status, body) = end(aim, jwt, &t, action).await;
+        assert_eq!(status, 204, "{action}: {body}");
+        assert_eq!(state(aim, jwt, None).await, 2, "{action} rolled back");
+        assert_eq!(end(aim, jwt, &t, "commit").await.0, 404, "{action}: gone");
+    }
+    let t = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &t).await.0, 200);
+    let path = format!("api/v3/transaction?action=commit&trans_id={t}");
+    let (status, body) = send(aim, Some(jwt), &call(Method::PUT, &path)).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(state(aim, jwt, None).await, 3);
+}
+
+/// V3_Jobs_End: "the specified job must be in the Running, Suspended, or On
+/// Hold state"; V3_Jobs_Pause: `state_cd` 5 or 6.
+#[tokio::test]
+async fn a_job_on_hold_can_be_ended() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let put = |endpoint: &'static str, body: Value| {
+        let c = call(Method::PUT, endpoint).json(body);
+        let (aim, jwt) = (&aim, jwt.clone());
+        async move { send(aim, Some(&jwt), &c).await }
+    };
+    let (status, body) = put("api/v3/Jobs/Start", fill_job()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut running: Value = serde_json::from_str(&body).unwrap();
+    running["state_cd"] = json!(6);
+    let (status, body) = put("api/v3/Jobs/Pause", running.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":6"#), "{body}");
+    let (status, body) = put("api/v3/Jobs/End", running).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":4"#), "{body}");
 }
 
 async fn begin(aim: &AimEmulator, jwt: &str) -> String {

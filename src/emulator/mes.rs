@@ -241,15 +241,13 @@ fn begin_transaction(call: &Call<'_>) -> Response<Body> {
 }
 
 /// `PUT api/v3/transaction?action=commit|abort` with the `trans_id`.
+/// V3_Transaction_Put: `commit` commits, "any string entry other than
+/// commit" rolls back.
 fn end_transaction(call: &Call<'_>) -> Response<Body> {
     let (Some(action), Some(id)) = (call.param("action"), call.trans_id.as_deref()) else {
         return no_resource(call);
     };
-    let commit = match action.to_ascii_lowercase().as_str() {
-        "commit" => true,
-        "abort" => false,
-        _ => return bad_request("The request is invalid: action must be commit or abort."),
-    };
+    let commit = action.trim().eq_ignore_ascii_case("commit");
     match call.st.mes.end(id, commit, call.st.now_millis()) {
         Ok(()) => respond(
             StatusCode::NO_CONTENT,

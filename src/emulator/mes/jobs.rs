@@ -193,7 +193,8 @@ fn apply(plant: &Rows, model: &Model, action: Action) -> Result<Map<String, Valu
             }
         }
         Action::End => {
-            if !matches!(state, RUNNING | SUSPENDED) {
+            // V3_Jobs_End: Running, Suspended or On Hold.
+            if !matches!(state, RUNNING | SUSPENDED | ON_HOLD) {
                 return Err(refuse("ended"));
             }
             job.insert("job_pos".into(), Value::Null);

@@ -564,15 +564,69 @@ async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
 #[tokio::test]
 async fn a_transaction_id_that_cannot_be_a_header_is_refused() {
     let (emu, mes) = mes().await;
+    // The MesTransaction model as MES would send it, not wrapped in a
+    // {"Message": ..} error body: only the trans_id is wrong.
     for body in [
-        r#"{"trans_id":"a\u0001b"}"#,
+        r#"{"trans_id":"a\u0001b","trans_start_utc":"2026-12-01T09:00:00Z"}"#,
+        r#"{"trans_id":"a\r\nX-Injected: 1"}"#,
+        r#"{"trans_id":"a\nb"}"#,
         r#"{"trans_id":""}"#,
         r#"{"id":"x"}"#,
     ] {
-        emu.inject(Endpoint::Mes, status(200, body));
+        emu.inject(Endpoint::Mes, raw(200, body));
         let err = mes.transaction().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}: {err}");
+        if body.contains("trans_id") {
+            assert!(err.to_string().contains("usable trans_id"), "{body}: {err}");
+        }
     }
+    // A user-given trans_id with CR/LF never becomes a header either.
+    let err = mes
+        .with_trans_id("t\r\nAuthorization: x")
+        .entities()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+/// `body` exactly as given, with `status`.
+fn raw(status: u16, body: &str) -> Fault {
+    Fault::Status {
+        status,
+        retry_after: None,
+        body: Some(body.to_owned()),
+    }
+}
+
+/// AVEVA: "204 The call was successful but no content was returned". A GET
+/// that finds nothing may answer so: no rows, not a decoding error.
+#[tokio::test]
+async fn a_204_is_no_rows() {
+    let (emu, mes) = mes().await;
+    let no_content = || Fault::Status {
+        status: 204,
+        retry_after: None,
+        body: None,
+    };
+    emu.inject(Endpoint::Mes, no_content());
+    assert!(mes.entities().await.unwrap().is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let none = mes.entities_where([("entName", "x")]).await.unwrap();
+    assert!(none.is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_by_key(99).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_id("Nope", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.job("WO-9", "X", 0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // An HTML page with 200 (a proxy's login page) is still not rows.
+    emu.inject(Endpoint::Mes, raw(200, "<html><body>Sign in</body></html>"));
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(!err.to_string().contains("Sign in"), "{err}");
 }
 
 #[tokio::test]

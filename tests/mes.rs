@@ -629,6 +629,57 @@ async fn a_204_is_no_rows() {
     assert!(!err.to_string().contains("Sign in"), "{err}");
 }
 
+/// A commit that MES answers with a failure other than "no such
+/// transaction" leaves the transaction open there: it is aborted, and the
+/// caller is told the changes did not happen.
+#[tokio::test]
+async fn a_failed_commit_is_aborted_not_left_open() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    let id = tx.id().to_owned();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(
+        Endpoint::Mes,
+        status(500, "Transaction (Process ID 61) was deadlocked"),
+    );
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Server, "{err}");
+    let mut gone = false;
+    for _ in 0..200 {
+        if mes.with_trans_id(&id).entities().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        gone,
+        "the transaction was aborted, not left open until MES's timeout"
+    );
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+}
+
+/// A commit whose answer never arrives: MES may or may not have committed.
+/// The error says so; it is not "transient" (the transaction cannot be
+/// committed again: it is aborted).
+#[tokio::test]
+async fn a_commit_without_an_answer_says_the_outcome_is_unknown() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(Endpoint::Mes, Fault::DropConnection);
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(!err.is_transient(), "retrying cannot commit it: {err}");
+    let text = err.to_string();
+    assert!(text.contains("may or may not have committed"), "{text}");
+}
+
 #[tokio::test]
 async fn a_revoked_privilege_is_explained_with_the_default_background_user() {
     let (emu, mes) = mes().await;

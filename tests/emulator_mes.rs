@@ -553,3 +553,48 @@ async fn a_plant_with_bad_rows_does_not_start() {
     assert_eq!(err.kind(), aim_token::ErrorKind::Config);
     assert!(err.to_string().contains("job row #1"), "{err}");
 }
+
+/// Two open transactions, each starting a job on Line1 (one job position):
+/// each sees only the committed rows, so without locks both starts pass and
+/// both commits leave two jobs running on one position. MES's database
+/// holds the first one's locks until it ends; the emulator refuses the
+/// second writer at once (500, MES passes the database's error on when the
+/// caller controls the transaction).
+#[tokio::test]
+async fn concurrent_transactions_cannot_both_take_one_job_position() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let (aim, jwt) = (&aim, jwt.as_str());
+    let a = begin(aim, jwt).await;
+    let b = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &a).await.0, 200);
+    // The same job, and another job on the same entity, from b and from
+    // a call outside any transaction.
+    let mut pack = MesPlant::seeded().jobs()[2].clone();
+    pack["ent_id"] = json!(5);
+    pack["run_ent_id"] = json!(4);
+    let same = call(Method::PUT, "api/v3/Jobs/Start").json(fill_job());
+    let other = call(Method::PUT, "api/v3/Jobs/Start").json(pack);
+    for c in [
+        same.header("trans_id", b.clone()),
+        other.header("trans_id", b.clone()),
+    ] {
+        let (status, body) = send(aim, Some(jwt), &c).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("locked"), "{body}");
+    }
+    let (status, body) = send(
+        aim,
+        Some(jwt),
+        &call(Method::PUT, "api/v3/Jobs/Start").json(fill_job()),
+    )
+    .await;
+    assert_eq!(status, 500, "outside any transaction too: {body}");
+    assert_eq!(end(aim, jwt, &b, "commit").await.0, 204);
+    assert_eq!(end(aim, jwt, &a, "commit").await.0, 204);
+    assert_eq!(state(aim, jwt, None).await, 3);
+    // Once a has ended, its rows are free again: Fill is Running now, so a
+    // new start is refused by the rules (400), not by a lock.
+    let c = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &c).await.0, 400);
+}

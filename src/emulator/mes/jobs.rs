@@ -7,7 +7,7 @@ use axum::http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::plant::{JobKey, Rows};
-use super::transactions::NoSuchTransaction;
+use super::transactions::Refusal as Stored;
 use super::{bad_request, json_object, message, no_resource, no_transaction, rows, Call};
 
 const RUNNING: i64 = 3;
@@ -50,7 +50,8 @@ pub(super) fn by_key(call: &Call<'_>) -> Response<Body> {
     }) {
         Ok(Some(job)) => rows(vec![job], call.max_rows),
         Ok(None) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
-        Err(NoSuchTransaction) => no_transaction(tx.unwrap_or_default()),
+        // A read changes nothing, so no lock refuses it.
+        Err(_) => no_transaction(tx.unwrap_or_default()),
     }
 }
 
@@ -68,8 +69,22 @@ pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
             Err(e) => (Err(e), None),
         }
     });
-    let Ok(outcome) = outcome else {
-        return no_transaction(tx.unwrap_or_default());
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(Stored::NoSuchTransaction) => return no_transaction(tx.unwrap_or_default()),
+        // MES waits for the lock and, with the caller controlling the
+        // transaction, passes the database's error on; the emulator does
+        // not wait.
+        Err(Stored::Locked) => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!(
+                    "Job {} or its entity is locked by another open transaction \
+                     (Lock request time out period exceeded).",
+                    model.key
+                ),
+            )
+        }
     };
     match outcome {
         Ok(job) => super::json_row(job),

@@ -34,6 +34,27 @@ struct Transaction {
 }
 
 impl Data {
+    /// Whether a live transaction other than `tx` holds a change to job
+    /// `key` or to a job on `row`'s run entity (its job position).
+    fn locked_by_another(
+        &self,
+        tx: Option<&str>,
+        key: &JobKey,
+        row: &Map<String, Value>,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> bool {
+        let run_ent = |job: &Map<String, Value>| job.get("run_ent_id").and_then(Value::as_i64);
+        let entity = run_ent(row);
+        self.open.iter().any(|(id, t)| {
+            Some(id.as_str()) != tx
+                && now_ms.saturating_sub(t.started_ms) < timeout_ms
+                && t.jobs
+                    .iter()
+                    .any(|(k, job)| k == key || (entity.is_some() && run_ent(job) == entity))
+        })
+    }
+
     /// Whether `id` is open at `now_ms`; a timed-out one is dropped here.
     fn live(&mut self, id: &str, now_ms: u64, timeout_ms: u64) -> bool {
         let expired = match self.open.get(id) {
@@ -45,6 +66,16 @@ impl Data {
         }
         !expired
     }
+}
+
+/// Why [`Mes::view`] stored nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The call's transaction is not open (never was, ended, timed out).
+    NoSuchTransaction,
+    /// Another open transaction changed the same job, or a job on the same
+    /// entity: the database would hold its locks until it ends.
+    Locked,
 }
 
 /// Why a transaction call failed.
@@ -123,12 +154,12 @@ impl Mes {
         tx: Option<&str>,
         now_ms: u64,
         f: impl FnOnce(&Rows) -> (T, Option<Map<String, Value>>),
-    ) -> Result<T, NoSuchTransaction> {
+    ) -> Result<T, Refusal> {
         let timeout = self.timeout_ms.load(Ordering::Relaxed);
         self.with(|d| {
             if let Some(id) = tx {
                 if !d.live(id, now_ms, timeout) {
-                    return Err(NoSuchTransaction);
+                    return Err(Refusal::NoSuchTransaction);
                 }
             }
             let mut seen = d.rows.clone();
@@ -140,6 +171,9 @@ impl Mes {
             let (out, changed) = f(&seen);
             if let Some(row) = changed {
                 if let Some(key) = JobKey::of(&row) {
+                    if d.locked_by_another(tx, &key, &row, now_ms, timeout) {
+                        return Err(Refusal::Locked);
+                    }
                     match tx.and_then(|id| d.open.get_mut(id)) {
                         Some(t) => {
                             t.jobs.insert(key, row);
@@ -279,12 +313,12 @@ mod tests {
             job.insert("state_cd".into(), 3.into());
             ((), Some(job))
         });
-        assert_eq!(stored, Err(NoSuchTransaction));
+        assert_eq!(stored, Err(Refusal::NoSuchTransaction));
         assert_eq!(state(&mes, None), 2, "nothing committed");
 
         mes.begin("t2".into(), 0);
         let late = mes.view(Some("t2"), 60_000, |_| ((), None));
-        assert_eq!(late, Err(NoSuchTransaction), "timed out by then");
+        assert_eq!(late, Err(Refusal::NoSuchTransaction), "timed out by then");
     }
 
     #[test]

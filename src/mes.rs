@@ -125,7 +125,8 @@ impl MesClient {
     ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
-    /// not cross the network in clear text).
+    /// not cross the network in clear text), or ends in the API's folder
+    /// (`.../mesmw/api/v3/`: give `.../mesmw/`).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
         let http = crate::http::build_client(aim.http_config())?;
@@ -427,7 +428,35 @@ fn parse_base(mes_base: &str) -> Result<Url> {
         let path = format!("{}/", base.path());
         base.set_path(&path);
     }
+    // Paths (and the helpers' api/v3/...) are relative to the Web API's
+    // base: one that already ends in api/ or api/vN/ would double it.
+    if let Some(web_api_base) = before_api_folder(base.path()) {
+        let mut suggestion = base.clone();
+        suggestion.set_path(web_api_base);
+        return Err(Error::config(format!(
+            "MES base {mes_base:?} ends in the API's folder: give the Web API's base, e.g. \
+             {suggestion} (calls add api/v3/...)"
+        )));
+    }
     Ok(base)
+}
+
+/// `/mesmw/` for a path ending in `/api/` or `/api/vN/` (any case).
+fn before_api_folder(path: &str) -> Option<&str> {
+    let (head, last) = path.trim_end_matches('/').rsplit_once('/')?;
+    let is_version = last
+        .strip_prefix(['v', 'V'])
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let head = if is_version {
+        let (above, api) = head.rsplit_once('/')?;
+        api.eq_ignore_ascii_case("api").then_some(above)?
+    } else if last.eq_ignore_ascii_case("api") {
+        head
+    } else {
+        return None;
+    };
+    // `head` is a prefix of `path`; keep its trailing slash.
+    path.get(..=head.len())
 }
 
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
@@ -592,6 +621,19 @@ mod tests {
             "https://mes01/mesmw/"
         );
         assert_eq!(base("https://mes01").unwrap().as_str(), "https://mes01/");
+        // The Web API's base, not its api/v3 folder: the helpers add that,
+        // and a base ending in it doubles it (404 on every call).
+        for wrong in [
+            "https://mes01/mesmw/api/v3",
+            "https://mes01/mesmw/api/v3/",
+            "https://mes01/mesmw/API/",
+            "https://mes01/mesmw/api/V1",
+        ] {
+            let err = base(wrong).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{wrong}");
+            assert!(err.to_string().contains("https://mes01/mesmw/"), "{err}");
+        }
+        assert!(base("https://mes01/apiserver/mesmw/").is_ok());
     }
 
     #[test]

@@ -598,3 +598,32 @@ async fn concurrent_transactions_cannot_both_take_one_job_position() {
     let c = begin(aim, jwt).await;
     assert_eq!(start_in(aim, jwt, &c).await.0, 400);
 }
+
+/// V3_Jobs_Pause and V3_Jobs_End identify the entity by `run_ent_id` (no
+/// `ent_id` needed) and need the job running there; Pause with `state_cd`
+/// 1 or 2 puts a job started by mistake back to New or Ready.
+#[tokio::test]
+async fn pause_and_end_go_by_the_run_entity() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let put = |endpoint: &'static str, body: Value| {
+        let c = call(Method::PUT, endpoint).json(body);
+        let (aim, jwt) = (&aim, jwt.clone());
+        async move { send(aim, Some(&jwt), &c).await }
+    };
+    let (status, body) = put("api/v3/Jobs/Start", fill_job()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut elsewhere = job_without("ent_id");
+    elsewhere["run_ent_id"] = json!(5);
+    let (status, body) = put("api/v3/Jobs/Pause", elsewhere).await;
+    assert_eq!(status, 400, "not running on entity 5: {body}");
+    let mut back = job_without("ent_id");
+    back["state_cd"] = json!(2);
+    let (status, body) = put("api/v3/Jobs/Pause", back).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":2"#), "back to Ready: {body}");
+    assert_eq!(put("api/v3/Jobs/Start", fill_job()).await.0, 200);
+    let (status, body) = put("api/v3/Jobs/End", job_without("ent_id")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":4"#), "{body}");
+}

@@ -43,7 +43,8 @@ impl MesClient {
     }
 
     /// Pauses a running `job`: `PUT api/v3/Jobs/Pause` (state 5, Suspended;
-    /// 6, On Hold, when `job.state_cd` says so).
+    /// what `job.state_cd` says when it is 6, On Hold, or 1 New / 2 Ready to
+    /// undo a start made by mistake). MES finds the job on `run_ent_id`.
     pub async fn pause_job(&self, job: &Job) -> Result<Job> {
         self.change_job(job, "Pause", "pause", "only a Running job can be paused")
             .await

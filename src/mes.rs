@@ -186,7 +186,8 @@ impl MesClient {
     }
 
     /// A client whose GETs return at most `max_rows` rows (the `max_rows`
-    /// header MES documents for its GETs).
+    /// header MES documents for its GETs). It is sent as given, also `0`,
+    /// whose meaning AVEVA does not document (the emulator answers no rows).
     #[must_use]
     pub fn with_max_rows(&self, max_rows: u32) -> Self {
         MesClient {

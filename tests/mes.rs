@@ -532,6 +532,34 @@ fn a_transaction_dropped_without_a_runtime_does_not_panic() {
     drop(emu);
 }
 
+/// A task holding an open transaction is dropped by its runtime's
+/// shutdown: Drop runs while the runtime goes away; it must not panic (the
+/// abort cannot run any more; MES's timeout drops the changes).
+#[test]
+fn a_transaction_dropped_during_runtime_shutdown_does_not_panic() {
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        let emu = runtime.block_on(async {
+            let (emu, mes) = mes().await;
+            let tx = mes.transaction().await.unwrap();
+            tokio::spawn(async move {
+                let _held = tx;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+            emu
+        });
+        drop(runtime);
+        drop(emu);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
     let (emu, mes) = mes().await;

@@ -75,6 +75,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
 /// | 404 "No HTTP resource was found ..." | `NotFound`, wrong endpoint or missing parameter | no |
 /// | other 404 ("The specified entity does not exist") | `NotFound` | no |
+/// | 404 that is not MES's JSON (a web server's HTML page) | `NotFound`, check the MES base URL | no |
 /// | 405 | `BadRequest`, wrong HTTP method | no |
 /// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |

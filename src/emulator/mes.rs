@@ -4,7 +4,8 @@
 //! AIM reachable (else 500), bearer token (else 401), permission (403),
 //! endpoint and method (404, 405), privilege of the Default Background User
 //! (404), transaction (404), parameters (404 missing, 400 wrong type).
-//! Errors have ASP.NET Web API's `{"Message": ..}` shape.
+//! Errors have ASP.NET Web API's `{"Message": ..}` shape. Only V3 is
+//! emulated: a V1 path (`api/<Name>`) gets the 404 of an unknown endpoint.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

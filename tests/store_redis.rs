@@ -197,11 +197,19 @@ async fn redis_values_are_sealed_and_foreign_or_tampered_ones_are_misses() {
         .unwrap();
     prefixed.token().await.unwrap();
     assert_eq!(aim.token_requests(), 4);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("plant2:*")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    // The lease is released in the background: wait for it (bounded), as above.
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..500 {
+        keys = redis::cmd("KEYS")
+            .arg("plant2:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !keys.iter().any(|k| k.contains("lease")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(keys.len(), 1, "{keys:?}");
 }
 

@@ -67,7 +67,9 @@ impl AimClient {
         self.inner.cache.token().await
     }
 
-    /// Forces a new token from AIM, shared with any refresh already under way.
+    /// Forces a new token from AIM, shared with any refresh already under
+    /// way; a token fetched less than `min_refresh_interval` ago counts as
+    /// new (so a crowd calling `refresh()` makes one request).
     pub async fn refresh(&self) -> Result<AccessToken> {
         self.inner.cache.refresh().await
     }
@@ -75,9 +77,23 @@ impl AimClient {
     /// Drops `token` from the cache if it is still the current one, e.g.
     /// after a resource server answered 401 for it. The next
     /// [`token`](Self::token) fetches a new one; a thousand callers
-    /// invalidating the same token cause one refresh.
+    /// invalidating the same token cause one refresh, and a token fetched
+    /// less than `min_refresh_interval` ago is kept (no request storms).
     pub fn invalidate(&self, token: &AccessToken) {
         self.inner.cache.invalidate(token)
+    }
+
+    /// After a 401 for `refused`: the fresh token to retry with, or the
+    /// `Unauthorized` error to return (the one renewal policy, see
+    /// `cache::rejection`; every attachment calls it).
+    pub(crate) async fn renew_refused(&self, refused: &AccessToken) -> Result<AccessToken> {
+        self.inner.cache.renew_refused(refused).await
+    }
+
+    /// The retry with the fresh token was refused too: starts the cool-down
+    /// and returns the error to report.
+    pub(crate) fn fresh_refused(&self, fresh: &AccessToken) -> Error {
+        self.inner.cache.fresh_refused(fresh)
     }
 
     /// A snapshot of the cache's counters.
@@ -319,6 +335,16 @@ impl AimClientBuilder {
     /// returned without asking AIM again. Default 10 s.
     pub fn error_cooldown(mut self, cooldown: Duration) -> Self {
         self.cache.error_cooldown = cooldown;
+        self
+    }
+
+    /// After a resource server (MES) refused a freshly fetched token too,
+    /// the attachments (`MesClient`, `BearerAuth`, `BearerAuthLayer`) stop
+    /// renewing tokens after a 401 for this long and answer `Unauthorized`:
+    /// such a server does not trust this AIM or expects another audience,
+    /// and asking AIM again would only cost token requests. Default 30 s.
+    pub fn unauthorized_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cache.unauthorized_cooldown = cooldown;
         self
     }
 

@@ -24,7 +24,8 @@ const MAX_ERROR_TEXT: usize = 1000;
 /// token attached.
 ///
 /// Paths are relative to the MES base, e.g. `api/v3/entity`. A 401 makes the
-/// client invalidate the token and try once more with a fresh one; other
+/// client renew the token and try once more with a fresh one (rate-limited:
+/// see [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown)); other
 /// failures become an [`Error`] whose [`kind`](Error::kind) says what
 /// happened and whose message carries the (truncated) MES response text:
 ///
@@ -217,13 +218,15 @@ impl MesClient {
             .map_err(|e| e.context(&context))?;
         let mut retried_with = None;
         if bearer::is_token_rejected(response.status().as_u16()) {
-            aim.invalidate(&token);
             if let Some(retry) = replay {
-                let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-                if !fresh.same_as(&token) {
-                    response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    retried_with = Some(fresh);
-                }
+                let fresh = aim
+                    .renew_refused(&token)
+                    .await
+                    .map_err(|e| e.context(&context))?;
+                response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                retried_with = Some(fresh);
+            } else {
+                aim.invalidate(&token);
             }
         }
 
@@ -237,9 +240,13 @@ impl MesClient {
             return Ok(bytes);
         }
         let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
-        Err(status_error(status, &text)
-            .with_retry_after(retry_after)
-            .context(&context))
+        let mut err = status_error(status, &text).with_retry_after(retry_after);
+        if let Some(fresh) = retried_with.as_ref() {
+            if bearer::is_token_rejected(status.as_u16()) {
+                err = err.context(aim.fresh_refused(fresh));
+            }
+        }
+        Err(err.context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an

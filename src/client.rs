@@ -8,10 +8,11 @@ use secrecy::SecretString;
 
 use crate::authority::without_userinfo;
 use crate::cache::{Cache, CacheConfig, Stats};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
+use crate::config::ClientConfig;
 use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeConfig, Exchanger};
+use crate::exchange::Exchanger;
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -130,6 +131,7 @@ pub struct AimClientBuilder {
     pub(crate) authority: Option<String>,
     pub(crate) fallback_authorities: Vec<String>,
     pub(crate) token_endpoint: Option<String>,
+    pub(crate) expected_issuer: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<SecretString>,
     pub(crate) scopes: Vec<String>,
@@ -158,8 +160,21 @@ impl AimClientBuilder {
         self
     }
 
-    /// A redundant AIM node to fail over to when the primary is unreachable
-    /// or failing (repeatable, tried in order). Tokens are per node.
+    /// The issuer AIM's discovery document reports, when it is not the
+    /// authority's own base URL (AIM installed under another name). Every
+    /// node may report it; fallback nodes also accept the primary's issuer
+    /// without it, since a Redundant SSO node issues tokens "as if sent from
+    /// the System Management Server".
+    pub fn expected_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.expected_issuer = Some(issuer.into());
+        self
+    }
+
+    /// A redundant AIM node to fail over to when the primary cannot answer
+    /// (unreachable, TLS failure, timeouts, 5xx, an answer that is not
+    /// OAuth such as an HTML page or a 404); repeatable, tried in order.
+    /// An OAuth refusal from a fallback node does not cool the primary down.
+    /// Tokens are per node.
     pub fn fallback_authority(mut self, authority: impl Into<String>) -> Self {
         self.fallback_authorities.push(authority.into());
         self
@@ -355,7 +370,7 @@ impl AimClientBuilder {
         self
     }
 
-    /// The wall clock used for expiry. Default [`SystemClock`]; tests use
+    /// The wall clock used for expiry. Default [`SystemClock`](crate::SystemClock); tests use
     /// [`TokioClock`](crate::TokioClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -429,14 +444,11 @@ impl AimClientBuilder {
     /// a remote host, no client ID or secret, a root certificate that is not
     /// PEM, a reserved `form_param`, nonsensical cache knobs.
     pub fn build(self) -> Result<AimClient> {
-        let clock: Arc<dyn Clock> = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let config = ExchangeConfig::from_builder(&self, clock.clone())?;
-        let client_id = config.credentials.client_id.clone();
-        let exchanger = Arc::new(Exchanger::new(config)?);
+        let config = ClientConfig::from_builder(&self)?;
+        let client_id = config.exchange.credentials.client_id.clone();
+        let exchanger = Arc::new(Exchanger::new(config.exchange)?);
         let authority = exchanger.primary_label().to_owned();
-        // `self.clock` (not `clock`): without an injected clock the cache
-        // reads the coarse system clock inline on its hot path.
-        let cache = Cache::new(exchanger, self.cache, self.clock, &client_id)?;
+        let cache = Cache::new(exchanger, config.cache, config.clock, &client_id)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,
@@ -487,6 +499,10 @@ impl fmt::Debug for AimClientBuilder {
                 "token_endpoint",
                 &self.token_endpoint.as_deref().map(without_userinfo),
             )
+            .field(
+                "expected_issuer",
+                &self.expected_issuer.as_deref().map(without_userinfo),
+            )
             .field("form_params", &self.form_params)
             .field("root_certificates", &self.root_certificates.len())
             .field(
@@ -509,8 +525,8 @@ mod tests {
 
     /// The token exchange `builder.build()` puts behind its cache.
     fn exchanger(builder: &AimClientBuilder) -> Exchanger {
-        let config = ExchangeConfig::from_builder(builder, Arc::new(SystemClock)).unwrap();
-        Exchanger::new(config).unwrap()
+        let config = ClientConfig::from_builder(builder).unwrap();
+        Exchanger::new(config.exchange).unwrap()
     }
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -84,6 +84,11 @@ pub(crate) struct DiscoveryRequest<'a> {
     pub(crate) allow_insecure_http: bool,
     pub(crate) scrubber: &'a Scrubber,
     pub(crate) now: SystemTime,
+    /// Another issuer this authority may report besides its own: a
+    /// Redundant SSO node issues tokens "as if sent from the System
+    /// Management Server", so its discovery may carry the primary's issuer
+    /// (or the one set with `expected_issuer`).
+    pub(crate) also_issuer: Option<&'a Authority>,
 }
 
 impl DiscoveryCache {
@@ -180,7 +185,11 @@ fn parse_metadata(
     };
     metadata.discovered = true;
     let authority = req.authority;
-    if !authority.matches_issuer(&metadata.issuer) {
+    let accepted = authority.matches_issuer(&metadata.issuer)
+        || req
+            .also_issuer
+            .is_some_and(|other| other.matches_issuer(&metadata.issuer));
+    if !accepted {
         let issuer = req.scrubber.snippet(metadata.issuer.as_bytes());
         return Err(Error::new(
             ErrorKind::InvalidResponse,
@@ -219,6 +228,7 @@ mod tests {
             allow_insecure_http: false,
             scrubber: &scrubber,
             now: SystemTime::now(),
+            also_issuer: None,
         };
         let answer = Answer {
             status: 200,

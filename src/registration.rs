@@ -352,7 +352,8 @@ impl ClientRegistration {
             scope: (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             access_token_lifetime: lifetime_secs(self.lifetime)?,
         };
-        dcr::register(aim, initial_access_token, &request).await
+        let connection = crate::config::ConnectionConfig::from_builder(aim)?;
+        dcr::register(&connection, initial_access_token, &request).await
     }
 
     /// Fetches a token with this registration's client ID and secret through

@@ -261,3 +261,169 @@ async fn mes_refusing_every_token_costs_at_most_three_token_requests_for_50_call
     assert!(aim.token_requests() <= 3, "{:?}", aim.counters());
     assert!(fresh_refused > 0);
 }
+
+// ------------------------------------------------ failover on what another node can fix
+
+async fn https_node() -> AimEmulator {
+    AimEmulator::builder().https(true).start().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_primary_with_an_untrusted_certificate_fails_over_to_the_secondary() {
+    let primary = https_node().await; // its CA is not given to the client
+    let secondary = https_node().await;
+    let client = secondary
+        .client_builder() // trusts the secondary's CA only
+        .authority(primary.authority())
+        .fallback_authority(secondary.authority())
+        .build()
+        .unwrap();
+    let token = client.token().await.unwrap();
+    assert_eq!(token.authority(), secondary.authority());
+    assert_eq!(client.stats().failovers, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_html_404_from_the_primary_fails_over() {
+    let clock = Arc::new(TokioClock::new());
+    let primary = emulator(&clock, HOUR).await;
+    let secondary = emulator(&clock, HOUR).await;
+    primary.set_outage(
+        Endpoint::Token,
+        Some(Fault::Status {
+            status: 404,
+            retry_after: None,
+            body: Some("<html><body>404 - File or directory not found.</body></html>".into()),
+        }),
+    );
+    let client = primary
+        .client_builder()
+        .clock(clock.clone())
+        .fallback_authority(secondary.authority())
+        .build()
+        .unwrap();
+    let token = client.token().await.unwrap();
+    assert_eq!(token.authority(), secondary.authority());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_from_a_fallback_does_not_cool_down_the_primary() {
+    let clock = Arc::new(TokioClock::new());
+    let primary = emulator(&clock, HOUR).await;
+    let secondary = emulator(&clock, HOUR).await;
+    primary.set_outage(
+        Endpoint::Token,
+        Some(Fault::Status {
+            status: 503,
+            retry_after: None,
+            body: None,
+        }),
+    );
+    secondary.set_outage(
+        Endpoint::Token,
+        Some(Fault::OAuth {
+            status: 400,
+            error: "invalid_client".into(),
+        }),
+    );
+    let client = primary
+        .client_builder()
+        .clock(clock.clone())
+        .fallback_authority(secondary.authority())
+        .retry_deadline(2 * SEC)
+        .build()
+        .unwrap();
+    client.token().await.unwrap_err();
+    // The primary is back: the fallback's refusal is not remembered.
+    primary.set_outage(Endpoint::Token, None);
+    let token = client.token().await.unwrap();
+    assert_eq!(token.authority(), primary.authority());
+    assert_eq!(client.stats().cooldown_rejections, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_discovery_falls_back_to_the_fixed_token_route() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = emulator(&clock, HOUR).await;
+    aim.set_outage(
+        Endpoint::Discovery,
+        Some(Fault::Status {
+            status: 500,
+            retry_after: None,
+            body: Some("<html>Server Error</html>".into()),
+        }),
+    );
+    let client = aim.client_builder().clock(clock.clone()).build().unwrap();
+    client.token().await.unwrap();
+    assert_eq!(aim.token_requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_token_failures_keep_the_discovery_cache() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = emulator(&clock, HOUR).await;
+    aim.inject_times(
+        Endpoint::Token,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+            body: None,
+        },
+        3,
+    );
+    let client = aim.client_builder().clock(clock.clone()).build().unwrap();
+    client.token().await.unwrap();
+    let c = aim.counters();
+    assert_eq!((c.discovery, c.token), (1, 4), "{c:?}");
+}
+
+// ------------------------------------------------ redundant AIM nodes
+
+#[tokio::test]
+async fn a_fallback_node_reporting_the_primarys_issuer_is_accepted() {
+    let primary = AimEmulator::start().await.unwrap();
+    let rsso = AimEmulator::builder()
+        .issuer(primary.authority())
+        .start()
+        .await
+        .unwrap();
+    primary.suspend().await;
+    let client = primary
+        .client_builder()
+        .fallback_authority(rsso.authority())
+        .build()
+        .unwrap();
+    let token = client.token().await.unwrap();
+    assert_eq!(token.authority(), rsso.authority());
+}
+
+#[tokio::test]
+async fn expected_issuer_accepts_an_aim_installed_under_another_name() {
+    let name = "https://sms01.plant.local/identitymanager";
+    let aim = AimEmulator::builder().issuer(name).start().await.unwrap();
+    let err = aim
+        .client_builder()
+        .build()
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("issuer"), "{err}");
+    let client = aim.client_builder().expected_issuer(name).build().unwrap();
+    client.token().await.unwrap();
+}
+
+// ------------------------------------------------ expiry from before the request
+
+#[tokio::test(start_paused = true)]
+async fn the_lifetime_counts_from_before_the_request_was_sent() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = emulator(&clock, 60 * SEC).await;
+    aim.inject(Endpoint::Token, Fault::Delay(5 * SEC));
+    let client = aim.client_builder().clock(clock.clone()).build().unwrap();
+    let before = clock.now();
+    let token = client.token().await.unwrap();
+    let expires_after = token.expires_at().duration_since(before).unwrap();
+    assert!(expires_after <= 60 * SEC, "{expires_after:?}");
+    assert!(token.issued_at() < before + SEC);
+}

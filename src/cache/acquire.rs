@@ -168,19 +168,15 @@ impl Shared {
                 return Err(error);
             };
             let now = Instant::now();
-            if now >= deadline_at {
-                return Err(deadline_error(error, deadline, retry));
-            }
             let delay = self.backoff.delay(retry, error.retry_after());
-            if now + delay >= deadline_at {
-                if retry == 0 {
+            let no_time = now >= deadline_at;
+            if no_time || now.checked_add(delay).is_none_or(|at| at >= deadline_at) {
+                if retry == 0 && !no_time {
+                    // One attempt, and the server's Retry-After (or the
+                    // backoff) lies past the deadline: its answer as is.
                     return Err(error);
                 }
-                return Err(error.context(format_args!(
-                    "gave up after {} attempts in {:?}",
-                    retry + 1,
-                    started.elapsed()
-                )));
+                return Err(deadline_error(error, deadline, retry, started.elapsed()));
             }
             tracing::info!(
                 target: TARGET,
@@ -328,18 +324,19 @@ fn can_fail_over(error: &Error) -> bool {
 }
 
 /// The deadline ran out: a `Timeout` whose cause is the last attempt's error.
-fn deadline_error(error: Error, deadline: Duration, retry: u32) -> Error {
-    if error.kind() == ErrorKind::Timeout {
+fn deadline_error(error: Error, deadline: Duration, retry: u32, elapsed: Duration) -> Error {
+    if error.kind() == ErrorKind::Timeout && retry == 0 {
         return error;
     }
     Error::new(
         ErrorKind::Timeout,
         format!(
-            "no token within the retry deadline ({deadline:?}, {} attempts): {error}",
+            "no token within the retry deadline ({deadline:?}): gave up after {} attempts in {elapsed:?}; the last one: {error}",
             retry + 1
         ),
     )
     .transient(true)
+    .with_retry_after(error.retry_after())
     .with_source(error)
 }
 

@@ -257,6 +257,7 @@ pub struct AimEmulatorBuilder {
     discovery: bool,
     clock: Arc<dyn Clock>,
     initial_access_token: Option<String>,
+    issuer: Option<String>,
     port: u16,
 }
 
@@ -273,6 +274,7 @@ impl Default for AimEmulatorBuilder {
             discovery: true,
             clock: Arc::new(SystemClock),
             initial_access_token: None,
+            issuer: None,
             port: 0,
         }
     }
@@ -291,12 +293,21 @@ impl fmt::Debug for AimEmulatorBuilder {
                 "initial_access_token",
                 &self.initial_access_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("issuer", &self.issuer)
             .field("port", &self.port)
             .finish()
     }
 }
 
 impl AimEmulatorBuilder {
+    /// Report (and sign tokens with) this issuer instead of the emulator's
+    /// own authority, like a Redundant SSO node that issues tokens "as if
+    /// sent from the System Management Server". Endpoints stay on the emulator.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
     /// Serve https with a freshly generated CA (see [`AimEmulator::ca_pem`]).
     pub fn https(mut self, https: bool) -> Self {
         self.https = https;
@@ -363,6 +374,7 @@ impl AimEmulatorBuilder {
             discovery: self.discovery,
             clock: self.clock,
             initial_access_token: self.initial_access_token,
+            issuer: self.issuer,
         };
         let state = Arc::new(State::new(base_url, key, settings));
         let (acceptor, ca_pem) = match tls {
@@ -417,11 +429,11 @@ impl AimEmulator {
     }
     /// `http(s)://127.0.0.1:PORT/identitymanager`, for [`AimClientBuilder::authority`](crate::AimClientBuilder::authority).
     pub fn authority(&self) -> String {
-        self.state.issuer.clone()
+        self.state.authority.clone()
     }
     /// The token endpoint URL.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/connect/token", self.state.issuer)
+        format!("{}/connect/token", self.state.authority)
     }
     /// `http(s)://127.0.0.1:PORT/mesmw/`, for [`MesClient::new`](crate::MesClient).
     pub fn mes_base(&self) -> String {

@@ -15,7 +15,10 @@ use crate::clock::{unix_millis, Clock};
 pub(crate) struct State {
     /// `http(s)://127.0.0.1:PORT`
     pub(crate) base_url: String,
-    /// `{base_url}/identitymanager`
+    /// `{base_url}/identitymanager`: where its endpoints are.
+    pub(crate) authority: String,
+    /// The issuer it reports and signs: its authority, or another one (a
+    /// Redundant SSO node reporting the primary's).
     pub(crate) issuer: String,
     pub(crate) key: &'static SigningKey,
     pub(crate) clock: Arc<dyn Clock>,
@@ -39,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) discovery: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) initial_access_token: Option<String>,
+    pub(crate) issuer: Option<String>,
 }
 
 impl State {
@@ -48,8 +52,10 @@ impl State {
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();
+        let authority = format!("{base_url}/identitymanager");
         State {
-            issuer: format!("{base_url}/identitymanager"),
+            issuer: settings.issuer.unwrap_or_else(|| authority.clone()),
+            authority,
             base_url,
             key,
             clock: settings.clock,

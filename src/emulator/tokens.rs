@@ -152,6 +152,7 @@ mod tests {
             discovery: true,
             clock,
             initial_access_token: None,
+            issuer: None,
         };
         State::new(
             base_url.to_owned(),

@@ -17,7 +17,7 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// What parsing a success answer needs to know besides the answer.
 #[derive(Debug)]
 pub(crate) struct TokenContext<'a> {
-    /// When the answer arrived (wall clock): `issued_at`.
+    /// When the request was sent (wall clock): `issued_at`.
     pub(crate) now: SystemTime,
     /// Scopes asked for; the granted ones when the answer has no `scope`.
     pub(crate) requested_scopes: &'a [String],

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::authority::parse_endpoint;
 use crate::client::AimClientBuilder;
+use crate::config::ConnectionConfig;
 use crate::discovery::{DiscoveryCache, DiscoveryRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::scrub::Scrubber;
@@ -138,15 +139,15 @@ impl fmt::Debug for RegisteredClient {
 }
 
 pub(super) async fn register(
-    aim: &AimClientBuilder,
+    aim: &ConnectionConfig,
     initial_access_token: &str,
     request: &RegistrationRequest<'_>,
 ) -> Result<RegisteredClient> {
     let allow = aim.allow_insecure_http;
-    let authority = crate::exchange::primary_authority(aim)?;
+    let authority = &aim.authority;
     // Same trust, timeouts and no-redirect policy as the token client: the
     // initial access token must never follow a redirect elsewhere.
-    let http = build_client(&crate::exchange::http_config(aim)?)?;
+    let http = build_client(&aim.http)?;
     let scrubber = Scrubber::new(
         [
             initial_access_token,
@@ -158,10 +159,11 @@ pub(super) async fn register(
     let metadata = DiscoveryCache::default()
         .get(&DiscoveryRequest {
             http: &http,
-            authority: &authority,
+            authority,
             allow_insecure_http: allow,
             scrubber: &scrubber,
             now: SystemTime::now(),
+            also_issuer: None,
         })
         .await?;
     let Some(endpoint) = metadata.registration_endpoint.as_deref() else {

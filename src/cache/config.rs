@@ -31,6 +31,9 @@ pub(crate) struct CacheConfig {
     pub(crate) background_refresh: bool,
     /// The refresher wakes at least this often to check the wall clock. Default 30 s.
     pub(crate) wall_clock_check: Duration,
+    /// Seeds the jitter, so that a simulated run can be replayed.
+    #[cfg(test)]
+    pub(crate) jitter_seed: Option<u64>,
 }
 
 impl Default for CacheConfig {
@@ -47,6 +50,8 @@ impl Default for CacheConfig {
             unauthorized_cooldown: Duration::from_secs(30),
             background_refresh: true,
             wall_clock_check: Duration::from_secs(30),
+            #[cfg(test)]
+            jitter_seed: None,
         }
     }
 }

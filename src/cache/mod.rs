@@ -32,6 +32,8 @@ mod rejection;
 mod stats;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod week;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -125,6 +127,11 @@ impl Cache {
     ) -> Result<Self> {
         config.validate()?;
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        #[cfg(test)]
+        let backoff = match config.jitter_seed {
+            Some(seed) => Backoff::seeded(config.backoff_min, config.backoff_max, seed),
+            None => backoff,
+        };
         Ok(Cache {
             shared: Arc::new(Shared {
                 source,

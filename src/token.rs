@@ -162,10 +162,10 @@ impl AccessToken {
         self.inner.id == other.inner.id
     }
 
-    /// The identity shared by every copy of this token.
-    #[inline]
-    pub(crate) fn id(&self) -> u64 {
-        self.inner.id
+    /// How many handles share this copy (tests: who still holds a token).
+    #[cfg(test)]
+    pub(crate) fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// The same token (same id) behind its own reference count, so that one

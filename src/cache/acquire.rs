@@ -311,6 +311,7 @@ impl Shared {
             hot_until_ms: AtomicU64::new(schedule.refresh_at_ms),
             next_attempt_ms: AtomicU64::new(schedule.refresh_at_ms),
             proactive_failures: AtomicU32::new(0),
+            copies: super::local::Copies::default(),
         })));
         bump(&self.counters.refreshes);
         self.wake.notify_one();

@@ -55,6 +55,7 @@ use crate::token::AccessToken;
 
 pub(crate) use self::acquire::Need;
 pub(crate) use self::config::CacheConfig;
+pub(crate) use self::stats::{stripe, STRIPES};
 pub use self::stats::Stats;
 
 /// A boxed future, as the token source returns it.
@@ -241,11 +242,7 @@ impl Shared {
         let entry = current.as_ref()?;
         if self.clock.now_ms() < entry.hot_until_ms.load(Ordering::Relaxed) {
             self.counters.cache_hits.incr();
-            // The address tells this client's cache apart from others'.
-            Some(local::token(
-                std::ptr::from_ref(self) as usize,
-                &entry.token,
-            ))
+            Some(entry.copies.token(&entry.token))
         } else {
             None
         }

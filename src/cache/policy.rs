@@ -51,6 +51,8 @@ pub(crate) struct Entry {
     pub(crate) next_attempt_ms: AtomicU64,
     /// Failed proactive refreshes of this token (the backoff exponent).
     pub(crate) proactive_failures: AtomicU32,
+    /// The copies the hot path hands out, one per stripe of threads.
+    pub(crate) copies: super::local::Copies,
 }
 
 /// The schedule of one token.

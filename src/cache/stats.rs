@@ -59,7 +59,8 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-const STRIPES: usize = 16;
+/// Stripes of threads: counters and token copies are split over this many.
+pub(crate) const STRIPES: usize = 16;
 
 /// A counter split over cache lines, one per thread (modulo 16), so that
 /// threads counting cache hits at once do not fight over one line.
@@ -80,8 +81,9 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// This thread's stripe: threads take the next one as they first ask.
 #[inline]
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     STRIPE
         .try_with(|s| {
             let mut i = s.get();

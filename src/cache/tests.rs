@@ -750,3 +750,41 @@ fn stats_start_at_zero() {
     let cache = Cache::new(source, CacheConfig::default(), None, "c").unwrap();
     assert_eq!(cache.stats(), Stats::default());
 }
+
+// ---------------------------------------------------------------- token copies
+
+#[tokio::test(start_paused = true)]
+async fn many_clients_used_in_turn_on_one_thread_keep_their_copies() {
+    let fakes: Vec<_> = (0..20).map(|_| Fake::new(1, HOUR)).collect();
+    let caches: Vec<_> = fakes.iter().map(|f| cache(f, no_jitter())).collect();
+    for cache in &caches {
+        cache.token().await.unwrap(); // fetched: the original, not a copy
+    }
+    let mut first = Vec::new();
+    for cache in &caches {
+        first.push(cache.token().await.unwrap()); // this thread's copy
+    }
+    for _ in 0..3 {
+        for (cache, first) in caches.iter().zip(&first) {
+            let again = cache.token().await.unwrap();
+            // The same copy, not a new one per call.
+            assert_eq!(again.secret().as_ptr(), first.secret().as_ptr());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_copy_of_a_token_stays_behind_after_a_refresh_or_the_client() {
+    let fake = Fake::new(1, HOUR);
+    let cache = cache(&fake, no_jitter());
+    cache.token().await.unwrap();
+    let old = cache.token().await.unwrap(); // served by the hot path: a copy
+    sleep(2 * SEC).await;
+    let new = cache.refresh().await.unwrap();
+    assert!(!new.same_as(&old));
+    assert_eq!(old.ref_count(), 1, "the old token is held by nobody else");
+    let new = cache.token().await.unwrap();
+    drop(cache);
+    settle().await;
+    assert_eq!(new.ref_count(), 1, "the dropped client keeps no copy");
+}

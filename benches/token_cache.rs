@@ -173,7 +173,11 @@ fn attach(c: &mut Criterion, aim: &AimClient, token: &AccessToken) {
     let fixed = HeaderValue::try_from(format!("Bearer {}", token.secret())).unwrap();
     let swap = ArcSwap::from_pointee(token.clone());
     let shared_header = fixed.clone();
-    let request = || Request::get("https://mes01.plant.local/mesmw/api/v3/entity").body(String::new()).unwrap();
+    let request = || {
+        Request::get("https://mes01.plant.local/mesmw/api/v3/entity")
+            .body(String::new())
+            .unwrap()
+    };
 
     let via_layer = || {
         let mut svc = layered.clone();
@@ -200,14 +204,17 @@ fn attach(c: &mut Criterion, aim: &AimClient, token: &AccessToken) {
         if token.secret().is_empty() {
             return;
         }
-        req.headers_mut().insert(AUTHORIZATION, shared_header.clone());
+        req.headers_mut()
+            .insert(AUTHORIZATION, shared_header.clone());
         drop(black_box(svc.call(req).now_or_never()));
     };
 
     let mut group = c.benchmark_group("attach/1_thread");
     group.bench_function("bearer_auth_layer", |b| b.iter(via_layer));
     group.bench_function("fixed_header", |b| b.iter(fixed_header));
-    group.bench_function("shared_token_and_header", |b| b.iter(shared_token_and_header));
+    group.bench_function("shared_token_and_header", |b| {
+        b.iter(shared_token_and_header)
+    });
     group.finish();
 
     let mut group = c.benchmark_group("attach/2_threads");

@@ -113,6 +113,25 @@ async fn retry_deadline_bounds_a_hanging_aim_with_one_and_three_authorities() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_hanging_primary_leaves_the_secondary_its_share_of_the_deadline() {
+    let clock = Arc::new(TokioClock::new());
+    let primary = emulator(&clock, HOUR).await;
+    primary.set_outage(Endpoint::Token, Some(hang()));
+    let secondary = emulator(&clock, HOUR).await;
+    let client = primary
+        .client_builder()
+        .clock(clock.clone())
+        .fallback_authority(secondary.authority())
+        .retry_deadline(3 * SEC)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let token = client.token().await.unwrap();
+    assert!(started.elapsed() <= 3 * SEC, "{:?}", started.elapsed());
+    assert_eq!(token.authority(), secondary.authority());
+}
+
 // ------------------------------------------------ absurd server numbers
 
 #[tokio::test(start_paused = true)]
@@ -233,6 +252,39 @@ fn a_refresher_that_died_with_its_runtime_is_replaced_at_half_life() {
             sleep(Duration::from_millis(20)).await;
         }
     });
+    assert_eq!(aim.token_requests(), 2);
+}
+
+#[test]
+fn a_refresher_on_a_current_thread_runtime_between_block_on_calls_is_covered_by_callers() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let aim = server
+        .block_on(AimEmulator::builder().token_lifetime(HOUR).start())
+        .unwrap();
+    let clock = Arc::new(HandClock(Mutex::new(SystemTime::now())));
+    let client = aim
+        .client_builder()
+        .clock(clock.clone())
+        .refresh_jitter(0.0)
+        .build()
+        .unwrap();
+    // One current-thread runtime that lives on but runs only inside short
+    // `block_on` calls: the refresher spawned there is alive but idle.
+    let app = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = app.block_on(client.token()).unwrap();
+    clock.advance(31 * 60 * SEC);
+    let started = std::time::Instant::now();
+    loop {
+        let token = app.block_on(client.token()).unwrap();
+        if !token.same_as(&first) {
+            break;
+        }
+        assert!(started.elapsed() < 5 * SEC, "no refresh at 31 min of 60");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(aim.token_requests(), 2);
 }
 

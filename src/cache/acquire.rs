@@ -202,7 +202,15 @@ impl Shared {
         let count = self.source.authority_count().max(1);
         let mut primary_error: Option<Error> = None;
         for index in 0..count {
-            let error = match self.fetch_one(index, retry, deadline_at, last).await {
+            // A node that hangs gets its share of what remains, so the
+            // nodes after it still get a chance within the deadline.
+            let share = deadline_at.map(|at| {
+                let now = Instant::now();
+                let left = at.saturating_duration_since(now);
+                let nodes_left = u32::try_from(count - index).unwrap_or(u32::MAX);
+                now + left / nodes_left
+            });
+            let error = match self.fetch_one(index, retry, share, last).await {
                 Ok(token) => {
                     self.install(token.clone(), index);
                     return Ok(token);
@@ -241,7 +249,7 @@ impl Shared {
         Err(Error::config("no authority is configured"))
     }
 
-    /// One token request, cut off at the deadline. Its span adds the attempt
+    /// One token request, cut off at `deadline_at`. Its span adds the attempt
     /// number to the exchange's own span (authority, client ID, status,
     /// outcome, latency). `last` keeps the last error an attempt returned.
     async fn fetch_one(
@@ -346,14 +354,14 @@ fn no_time_left(label: &str, last: Option<Error>) -> Error {
     let cause = last.unwrap_or_else(|| {
         Error::new(
             ErrorKind::Timeout,
-            format!("{label} accepted the token request but did not answer"),
+            format!("{label} accepted the token request but did not answer in time"),
         )
         .transient(true)
     });
     Error::new(
         ErrorKind::Timeout,
         format!(
-            "no token from {label} within the retry deadline: {cause}; check that AIM is up (its IIS app pool may be starting) or raise retry_deadline"
+            "no token from {label} within (its share of) the retry deadline: {cause}; check that AIM is up (its IIS app pool may be starting) or raise retry_deadline"
         ),
     )
     .transient(true)

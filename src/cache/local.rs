@@ -16,7 +16,7 @@
 
 use std::sync::OnceLock;
 
-use super::stats::{stripe, STRIPES};
+use super::stats::STRIPES;
 use crate::token::AccessToken;
 
 /// The per-stripe copies of one entry's token.
@@ -33,9 +33,18 @@ struct Slot(OnceLock<AccessToken>);
 
 impl Copies {
     /// A clone of `token` whose reference count only this stripe's threads touch.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn token(&self, token: &AccessToken) -> AccessToken {
-        self.slots[stripe()].0.get_or_init(|| token.private_copy()).clone()
+        self.token_at(super::stats::stripe(), token)
+    }
+
+    /// As [`token`](Self::token) for the stripe the caller already looked up.
+    #[inline]
+    pub(crate) fn token_at(&self, stripe: usize, token: &AccessToken) -> AccessToken {
+        self.slots[stripe % STRIPES]
+            .0
+            .get_or_init(|| token.private_copy())
+            .clone()
     }
 }
 

@@ -55,8 +55,8 @@ use crate::token::AccessToken;
 
 pub(crate) use self::acquire::Need;
 pub(crate) use self::config::CacheConfig;
-pub(crate) use self::stats::{stripe, STRIPES};
 pub use self::stats::Stats;
+pub(crate) use self::stats::{stripe, STRIPES};
 
 /// A boxed future, as the token source returns it.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -241,8 +241,9 @@ impl Shared {
         let current = self.current.load();
         let entry = current.as_ref()?;
         if self.clock.now_ms() < entry.hot_until_ms.load(Ordering::Relaxed) {
-            self.counters.cache_hits.incr();
-            Some(entry.copies.token(&entry.token))
+            let stripe = stripe();
+            self.counters.cache_hits.incr_at(stripe);
+            Some(entry.copies.token_at(stripe, &entry.token))
         } else {
             None
         }

@@ -1,6 +1,7 @@
 //! Refreshing ahead of expiry: the background task, and a caller's own
 //! refresh when no live task takes care of it.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,10 +33,17 @@ const CALLER_WAIT: Duration = Duration::from_secs(2);
 /// It sleeps until the next refresh is due but never longer than
 /// `wall_clock_check`: a monotonic timer does not count the hours a PC
 /// slept, so the wall clock is re-read at least that often.
-pub(super) async fn run(cache: Weak<Shared>, wake: Arc<Notify>) {
-    // Dropped with the task, also when its runtime shuts down: callers then
-    // know that nobody refreshes in the background any more.
-    let _alive = Alive(cache.clone());
+pub(super) fn run(cache: Weak<Shared>, wake: Arc<Notify>) -> impl Future<Output = ()> {
+    // Dropped with the task, also when its runtime shuts down before it
+    // ever ran: callers then know that nobody refreshes in the background.
+    let alive = Alive(cache.clone());
+    async move {
+        let _alive = alive;
+        rounds(cache, wake).await;
+    }
+}
+
+async fn rounds(cache: Weak<Shared>, wake: Arc<Notify>) {
     loop {
         let pause = match cache.upgrade() {
             Some(shared) => shared.refresher_round().await,
@@ -85,6 +93,12 @@ impl Shared {
             authority = self.source.authority_label(seen.authority),
             "refreshing the token ahead of expiry"
         );
+        // While it runs, callers are served from the hot path (up to the
+        // deadline; a failure then pushes the next attempt back).
+        let now = self.clock.now_ms();
+        let busy_until = now.saturating_add(millis(self.config.retry_deadline));
+        seen.hot_until_ms
+            .fetch_max(busy_until.min(seen.usable_until_ms), Ordering::AcqRel);
         let outcome = self.acquire(Need::Newer(Some(seen.clone()))).await;
         if let Err(error) = &outcome {
             let floor = self.cooldown_remaining(self.clock.now_ms());

@@ -99,7 +99,15 @@ pub(crate) fn stripe() -> usize {
 impl StripedCounter {
     #[inline]
     pub(crate) fn incr(&self) {
-        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        self.incr_at(stripe());
+    }
+
+    /// As [`incr`](Self::incr) for a stripe the caller already looked up.
+    #[inline]
+    pub(crate) fn incr_at(&self, stripe: usize) {
+        self.stripes[stripe % STRIPES]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn sum(&self) -> u64 {

@@ -13,6 +13,7 @@ use crate::config::ClientConfig;
 use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::Exchanger;
+use crate::http::HttpConfig;
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -29,7 +30,7 @@ use crate::token::AccessToken;
 ///     .authority("sms01.plant.local")
 ///     .client_id("mes-reporting")
 ///     .client_secret("s3cr3t")
-///     .scope("mes.api")
+///     .scope("site.api") // only where the site restricts scopes; none = the client's allowed scopes
 ///     .build()?;
 /// let token = aim.token().await?;
 /// println!("expires at {:?}", token.expires_at());
@@ -44,6 +45,8 @@ struct ClientInner {
     cache: Cache,
     client_id: String,
     authority: String,
+    /// What AIM's HTTP client trusts, for the MES client to trust too.
+    http: HttpConfig,
 }
 
 impl AimClient {
@@ -110,6 +113,11 @@ impl AimClient {
     /// The primary authority's base URL, e.g. `https://sms01/identitymanager`.
     pub fn authority(&self) -> &str {
         &self.inner.authority
+    }
+
+    /// Trust anchors, TLS switches and timeouts of the requests to AIM.
+    pub(crate) fn http_config(&self) -> &HttpConfig {
+        &self.inner.http
     }
 }
 
@@ -446,6 +454,7 @@ impl AimClientBuilder {
     pub fn build(self) -> Result<AimClient> {
         let config = ClientConfig::from_builder(&self)?;
         let client_id = config.exchange.credentials.client_id.clone();
+        let http = config.exchange.http.clone();
         let exchanger = Arc::new(Exchanger::new(config.exchange)?);
         let authority = exchanger.primary_label().to_owned();
         let cache = Cache::new(exchanger, config.cache, config.clock, &client_id)?;
@@ -454,6 +463,7 @@ impl AimClientBuilder {
                 cache,
                 client_id,
                 authority,
+                http,
             }),
         })
     }

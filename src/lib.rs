@@ -14,7 +14,8 @@
 //!     .authority("sms01.plant.local") // = https://sms01.plant.local/identitymanager
 //!     .client_id("mes-reporting")
 //!     .client_secret("s3cr3t")
-//!     .scope("mes.api")
+//!     // No .scope(): AIM grants the client's allowed scopes, as in
+//!     // AVEVA's own sample. Add .scope(..) only if your site restricts them.
 //!     .build()?; // checks the configuration; no network I/O
 //!
 //! let token = aim.token().await?; // fetched once, then served from the cache
@@ -79,20 +80,31 @@
 //!
 //! ## Attaching tokens
 //!
-//! - [`MesClient`]: `get_json`/`post_json`/`put_json`/`delete` on the MES Web
-//!   API with the token attached and MES's answers turned into typed errors.
+//! - [`MesClient`]: the MES Web API V3 with the token attached — typed
+//!   helpers on the documented routes (entities, jobs, [`MesTransaction`]),
+//!   `get_json`/`post_json`/`put_json`/`delete` for the rest, and MES's
+//!   answers turned into errors that explain them (a 404 for a missing
+//!   privilege names the Default Background User; a 500 "token cannot be
+//!   obtained or verified" is AIM unreachable from MES). It trusts what its
+//!   [`AimClient`] trusts.
 //! - `middleware::BearerAuth` (feature `middleware`): for a
 //!   `reqwest_middleware::ClientWithMiddleware`.
 //! - `layer::BearerAuthLayer` (feature `tower`): for hyper, tonic and other
 //!   tower-based clients.
 //!
-//! All three send the token only over https (or to loopback), fail closed when
-//! no token can be had, and on a 401 drop the token and retry once. That
-//! renewal is rate-limited: a token younger than
+//! All three send the token only over https (or to loopback) and only where
+//! you said — `MesClient` under its base URL, the middleware and the layer
+//! to the hosts given to `allow_host` (or every https host after an explicit
+//! `allow_any_https_host()`; with neither they refuse every request) — fail
+//! closed when no token can be had, and on a 401 drop the token and retry
+//! once. That renewal is rate-limited: a token younger than
 //! [`min_refresh_interval`](AimClientBuilder::min_refresh_interval) is not
 //! renewed, and when the fresh token is refused too (MES does not trust this
 //! AIM, or expects another audience) they answer `Unauthorized` without
 //! asking AIM for [`unauthorized_cooldown`](AimClientBuilder::unauthorized_cooldown).
+//! [`check_token_destination`] is that rule for code that sends the
+//! token itself. What the crate protects, and against what, is in
+//! `SECURITY.md`.
 //!
 //! ## Timeouts, runtimes and the background refresh
 //!
@@ -126,7 +138,8 @@
 //!
 //! With the `emulator` feature (use it as a dev-dependency feature), the
 //! `emulator::AimEmulator` is a real AIM + MES stand-in on 127.0.0.1: discovery,
-//! RS256 JWT tokens, client registration, MES endpoints that check the token,
+//! RS256 JWT tokens, client registration, the MES Web API V3 as AVEVA
+//! documents it (entities, jobs, transactions) over a small seeded plant,
 //! injected faults (status codes, `Retry-After`, delays, dropped connections,
 //! HTML error pages) and request counters.
 //!
@@ -169,7 +182,7 @@ mod discovery;
 mod error;
 mod exchange;
 mod http;
-mod mes;
+pub mod mes;
 mod registration;
 mod token;
 
@@ -183,11 +196,17 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 
+pub use bearer::check_token_destination;
 pub use cache::Stats;
 pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
-pub use mes::MesClient;
+pub use mes::{MesClient, MesTransaction};
 pub use registration::{ClientRegistration, RegisteredClient, Verification};
 pub use token::AccessToken;
+
+// The README's Rust snippets compile as doctests (its first one requests no scope).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

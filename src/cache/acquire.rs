@@ -41,11 +41,11 @@ impl Shared {
     /// it; outside one (no timers, nowhere to spawn) the caller runs it.
     pub(super) async fn acquire(self: &Arc<Self>, need: Need) -> Outcome {
         loop {
-            let waiter = match self.flight.join(|| self.answer_without_request(&need)) {
+            let (waiter, led) = match self.flight.join(|| self.answer_without_request(&need)) {
                 Join::Done(outcome) => return outcome,
-                Join::Wait(waiter) => waiter,
+                Join::Wait(waiter) => (waiter, false),
                 Join::Lead(leader) => match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => self.spawn_acquisition(&runtime, leader),
+                    Ok(runtime) => (self.spawn_acquisition(&runtime, leader), true),
                     Err(_) => {
                         let outcome = self.acquisition(false).await;
                         self.flight.finish(leader, &outcome);
@@ -56,7 +56,15 @@ impl Shared {
             if let Some(outcome) = waiter.outcome().await {
                 return outcome;
             }
-            // Its task was dropped with its runtime: join again, perhaps as leader.
+            if led {
+                // The task we spawned was dropped unfinished: our own
+                // runtime is shutting down, and trying again would spin.
+                return Err(Error::new(
+                    ErrorKind::Transport,
+                    "the tokio runtime is shutting down, so no token request can run: call token() from a running runtime",
+                ));
+            }
+            // Another runtime's acquisition went with it: join again, perhaps as leader.
         }
     }
 

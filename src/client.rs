@@ -14,6 +14,7 @@ use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::Exchanger;
 use crate::http::HttpConfig;
+use crate::store::{Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -57,7 +58,9 @@ impl AimClient {
 
     /// A client configured from the environment: `AIM_AUTHORITY`,
     /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE` (separated
-    /// by spaces or commas) and `AIM_CA_CERT` (path of a PEM file to trust).
+    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM file to trust) and
+    /// `AIM_TOKEN_STORE` (`file:DIR`, `redis://…`, `rediss://…` or `none`:
+    /// see [`store::from_spec`](crate::store::from_spec)).
     /// See [`AimClientBuilder::from_env`] to refine the configuration further.
     pub fn from_env() -> Result<Self> {
         AimClientBuilder::from_env()?.build()
@@ -153,6 +156,8 @@ pub struct AimClientBuilder {
     pub(crate) default_lifetime: Option<Duration>,
     pub(crate) cache: CacheConfig,
     pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) token_store: Option<Arc<dyn TokenStore>>,
+    pub(crate) token_store_timeout: Option<Duration>,
 }
 
 impl AimClientBuilder {
@@ -378,6 +383,23 @@ impl AimClientBuilder {
         self
     }
 
+    /// Shares tokens with other processes and hosts through `store`
+    /// ([`FileStore`](crate::store::FileStore), `RedisStore` with the feature
+    /// `redis`, or your own [`TokenStore`]): one token request for the whole
+    /// fleet, values sealed with a key derived from the client secret. The
+    /// in-memory cache stays in front; see [`store`](crate::store).
+    pub fn token_store(mut self, store: impl TokenStore) -> Self {
+        self.token_store = Some(Arc::new(store));
+        self
+    }
+
+    /// The bound of every token store operation. Default 250 ms: a slow or
+    /// failing store costs at most this before the client asks AIM directly.
+    pub fn token_store_timeout(mut self, timeout: Duration) -> Self {
+        self.token_store_timeout = Some(timeout);
+        self
+    }
+
     /// The wall clock used for expiry. Default [`SystemClock`](crate::SystemClock); tests use
     /// [`TokioClock`](crate::TokioClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -442,6 +464,9 @@ impl AimClientBuilder {
             })?;
             builder = builder.root_certificate_pem(pem);
         }
+        if let Some(spec) = get(crate::store::ENV) {
+            builder.token_store = crate::store::from_spec(&spec)?;
+        }
         Ok(builder)
     }
 
@@ -452,8 +477,30 @@ impl AimClientBuilder {
     /// a remote host, no client ID or secret, a root certificate that is not
     /// PEM, a reserved `form_param`, nonsensical cache knobs.
     pub fn build(self) -> Result<AimClient> {
-        let config = ClientConfig::from_builder(&self)?;
+        let mut config = ClientConfig::from_builder(&self)?;
         let client_id = config.exchange.credentials.client_id.clone();
+        if let Some(store) = self.token_store {
+            store.trust_roots(&self.root_certificates);
+            // Longer than one acquisition may take (the last pass starts
+            // before the deadline and may try every node), so a live
+            // leaseholder never loses its lease to a waiter.
+            let exchange = &config.exchange;
+            let nodes = u32::try_from(exchange.authorities.len()).unwrap_or(u32::MAX);
+            let lease_ttl = config
+                .cache
+                .retry_deadline
+                .saturating_add(exchange.http.request_timeout.saturating_mul(nodes))
+                .saturating_add(Duration::from_secs(1));
+            // Zero (one attempt, no retries) still waits one request's time.
+            let wait_limit = config
+                .cache
+                .retry_deadline
+                .max(exchange.http.request_timeout);
+            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
+            config.cache.store = Some(Arc::new(Attached::new(
+                store, exchange, lease_ttl, wait_limit, timeout,
+            )));
+        }
         let http = config.exchange.http.clone();
         let exchanger = Arc::new(Exchanger::new(config.exchange)?);
         let authority = exchanger.primary_label().to_owned();
@@ -520,6 +567,7 @@ impl fmt::Debug for AimClientBuilder {
                 &self.danger_accept_invalid_certs,
             )
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("token_store", &self.token_store)
             .finish_non_exhaustive()
     }
 }

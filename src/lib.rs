@@ -134,6 +134,16 @@
 //!   honoured up to 1 h and never past the deadline; `expires_in` and a JWT
 //!   `exp` are clamped to between 1 s and 7 days.
 //!
+//! ## Many processes, many hosts
+//!
+//! Processes that share a client ID (scheduled jobs, a fleet of service
+//! instances) share one token through a [`store`]:
+//! [`AimClientBuilder::token_store`] with a [`store::FileStore`] (one host)
+//! or `store::RedisStore` (feature `redis`, many hosts), or
+//! `AIM_TOKEN_STORE` for [`AimClient::from_env`]. One token request for all
+//! of them, values sealed with a key derived from the client secret, and a
+//! failing store costs at most its timeout, never an error.
+//!
 //! ## Testing your own application with the emulator
 //!
 //! With the `emulator` feature (use it as a dev-dependency feature), the
@@ -165,6 +175,7 @@
 //! | `middleware` | `middleware::BearerAuth` for reqwest-middleware |
 //! | `tower` | `layer::BearerAuthLayer` and its service |
 //! | `emulator` | `emulator::AimEmulator`, the AIM + MES stand-in server |
+//! | `redis` | `store::RedisStore`: one token shared by many hosts through Redis or Valkey |
 //! | `cli` | the `aim-token` command-line tool (`token`, `check`, `register`, `decode`) |
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -184,6 +195,7 @@ mod exchange;
 mod http;
 pub mod mes;
 mod registration;
+pub mod store;
 mod token;
 
 #[cfg(feature = "emulator")]

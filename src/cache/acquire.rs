@@ -1,7 +1,9 @@
 //! The one acquisition: a task the cache owns, with one retry policy for
-//! every caller, the refresher and `refresh()`. This is the seam a shared
-//! token store wraps ("from the store, else from AIM"): [`Shared::acquisition`].
+//! every caller, the refresher and `refresh()`, run through the shared token
+//! store when there is one ([`Shared::through_store`] around
+//! [`Shared::acquisition`]: "from the store, else from AIM").
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use super::policy::{self, Entry};
 use super::stats::bump;
 use super::{lock, millis, Cooldown, Shared, TARGET};
 use crate::error::{Error, ErrorKind};
+use crate::store::{self, Obtained};
 use crate::token::AccessToken;
 
 /// OAuth errors that no retry can fix; remembered for `error_cooldown`.
@@ -25,6 +28,7 @@ pub(super) const PERMANENT_OAUTH_ERRORS: [&str; 4] = [
 ];
 
 /// What an acquisition must produce.
+#[derive(Clone)]
 pub(crate) enum Need {
     /// Any usable token (a cached one, if another caller just got it).
     Usable,
@@ -45,9 +49,9 @@ impl Shared {
                 Join::Done(outcome) => return outcome,
                 Join::Wait(waiter) => (waiter, false),
                 Join::Lead(leader) => match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => (self.spawn_acquisition(&runtime, leader), true),
+                    Ok(runtime) => (self.spawn_acquisition(&runtime, leader, need.clone()), true),
                     Err(_) => {
-                        let outcome = self.acquisition(false).await;
+                        let outcome = self.through_store(&need, || self.acquisition(false)).await;
                         self.flight.finish(leader, &outcome);
                         return outcome;
                     }
@@ -72,11 +76,14 @@ impl Shared {
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         leader: Leader,
+        need: Need,
     ) -> super::flight::Waiter {
         let waiter = leader.waiter();
         let shared = self.clone();
         let task = runtime.spawn(async move {
-            let outcome = shared.acquisition(true).await;
+            let outcome = shared
+                .through_store(&need, || shared.acquisition(true))
+                .await;
             shared.flight.finish(leader, &outcome);
         });
         *lock(&self.acquisition) = Some(task.abort_handle());
@@ -308,9 +315,56 @@ impl Shared {
         result
     }
 
+    /// THE seam to the shared store: the acquisition runs through the store
+    /// (lease, re-read, `fetch`, write) when there is one. A token another
+    /// process stored is installed here; `fetch` installs its own.
+    async fn through_store<F: Future<Output = Outcome>>(
+        &self,
+        need: &Need,
+        fetch: impl FnOnce() -> F,
+    ) -> Outcome {
+        let Some(store) = &self.config.store else {
+            return fetch().await;
+        };
+        let accept = |token: &AccessToken| self.adoptable(need, token);
+        match store.acquire(self.clock.now_ms(), &accept, fetch).await {
+            Obtained::Stored(token) => {
+                let count = self.source.authority_count();
+                let index = (0..count)
+                    .find(|&i| self.source.authority_label(i) == token.authority())
+                    .unwrap_or(0);
+                self.install(token.clone(), index);
+                Ok(token)
+            }
+            Obtained::Fetched(outcome) => outcome,
+        }
+    }
+
+    /// Whether a token from the store answers `need`: usable; for a refresh
+    /// also another token than the one seen, and not itself due.
+    fn adoptable(&self, need: &Need, token: &AccessToken) -> bool {
+        let schedule = policy::schedule(token, &self.config, store::shared_jitter_unit(token));
+        let now = self.clock.now_ms();
+        match need {
+            Need::Usable => now < schedule.usable_until_ms,
+            Need::Newer(seen) => {
+                now < schedule.refresh_at_ms
+                    && seen
+                        .as_ref()
+                        .is_none_or(|seen| seen.token.secret() != token.secret())
+            }
+        }
+    }
+
     /// Makes `token` the current one and schedules its refresh.
     fn install(&self, token: AccessToken, authority: usize) {
-        let schedule = policy::schedule(&token, &self.config, self.backoff.unit());
+        // With a shared store every process derives the same jitter from
+        // the token, hence the same refresh instant.
+        let jitter = match &self.config.store {
+            Some(_) => store::shared_jitter_unit(&token),
+            None => self.backoff.unit(),
+        };
+        let schedule = policy::schedule(&token, &self.config, jitter);
         let now = self.clock.now_ms();
         tracing::info!(
             target: TARGET,

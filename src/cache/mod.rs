@@ -193,7 +193,11 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        let mut stats = self.shared.counters.snapshot();
+        if let Some(store) = &self.shared.config.store {
+            store.fill(&mut stats);
+        }
+        stats
     }
 
     /// Starts the background refresher in the caller's tokio runtime, once,
@@ -302,6 +306,10 @@ impl Shared {
                 "not invalidating a token issued less than min_refresh_interval ago"
             );
             return;
+        }
+        // The seam to the shared store: compare-and-delete there too.
+        if let Some(store) = &self.config.store {
+            store.reject(token);
         }
         let previous = self.current.compare_and_swap(&current, None);
         let swapped = previous.as_ref().map(Arc::as_ptr) == Some(Arc::as_ptr(entry));

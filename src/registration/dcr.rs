@@ -158,7 +158,7 @@ pub(super) async fn register(
     ]);
     let endpoint = match explicit_endpoint {
         Some(url) => parse_endpoint(url, "registration endpoint", allow)?,
-        None => discovered_endpoint(&http, &authority, allow, &scrubber).await?,
+        None => discovered_endpoint(&http, &authority, &scrubber).await?,
     };
 
     let bearer = secret_header(zeroize::Zeroizing::new(format!(
@@ -214,14 +214,12 @@ pub(super) async fn register(
 async fn discovered_endpoint(
     http: &reqwest::Client,
     authority: &Authority,
-    allow: bool,
     scrubber: &Scrubber,
 ) -> Result<Url> {
     let metadata = DiscoveryCache::default()
         .get(&DiscoveryRequest {
             http,
             authority,
-            allow_insecure_http: allow,
             scrubber,
             now: SystemTime::now(),
         })
@@ -242,7 +240,6 @@ async fn discovered_endpoint(
         Pinned::RegistrationEndpoint,
         &authority.discovery_url(),
         scrubber,
-        allow,
     )
 }
 

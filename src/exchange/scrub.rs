@@ -17,6 +17,11 @@ const SNIPPET_CHARS: usize = 200;
 
 const REDACTED: &str = "[redacted]";
 
+/// Stands for a redaction until the text is done: a private-use character
+/// no spelling contains, so a secret or token that is part of "[redacted]"
+/// (`d`, `acte`) cannot match an earlier redaction and grow the text.
+const MARK: char = '\u{e000}';
+
 /// Decoding rounds: enough for an HTML page showing a percent-encoded,
 /// JSON-escaped echo; bounded so a hostile body cannot make it loop.
 const DECODE_ROUNDS: usize = 4;
@@ -114,7 +119,7 @@ impl Scrubber {
             out = decoded;
         }
         self.redact_spellings(&mut out);
-        let mut result = out.to_string();
+        let mut result = out.replace(MARK, REDACTED);
         for field in SECRET_FIELDS {
             result = redact_json_member(&result, field);
             result = redact_form_field(&result, field);
@@ -134,7 +139,7 @@ impl Scrubber {
             let mut last = 0;
             for (at, _) in lower.match_indices(spelling.as_str()) {
                 out.push_str(&text[last..at]);
-                out.push_str(REDACTED);
+                out.push(MARK);
                 last = at + spelling.len();
             }
             out.push_str(&text[last..]);
@@ -594,6 +599,23 @@ mod tests {
                 proptest::prop_assert!(!out.contains("Zq9"), "{:?} -> {:?}", text, out);
             }
         }
+    }
+
+    #[test]
+    fn redactions_are_not_redacted_again() {
+        // A secret or token that is part of "[redacted]" must not match the
+        // redaction itself: the text would grow with every round.
+        let s = Scrubber::for_secrets(["acte"]);
+        assert_eq!(s.scrub("x acte y"), "x [redacted] y");
+        let s = Scrubber::for_secrets(["d"]);
+        let text = format!("{}%2525252541", "d".repeat(1000));
+        let out = s.scrub(&text);
+        assert!(
+            out.len() <= 10 * text.len(),
+            "{} -> {}",
+            text.len(),
+            out.len()
+        );
     }
 
     #[test]

@@ -110,13 +110,20 @@ impl Scrubber {
     /// `text` decoded, without the secret, JSON token members and JWT-looking runs.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = Zeroizing::new(text.to_owned());
+        let mut settled = false;
         for _ in 0..DECODE_ROUNDS {
             self.redact_spellings(&mut out);
             let decoded = Zeroizing::new(decode_once(&out));
             if *decoded == *out {
+                settled = true;
                 break;
             }
             out = decoded;
+        }
+        // Still encoded after the last round: what is left may spell the
+        // secret once more decoded, so none of it is shown.
+        if !settled && *Zeroizing::new(decode_once(&out)) != *out {
+            return REDACTED.to_owned();
         }
         self.redact_spellings(&mut out);
         let mut result = out.replace(MARK, REDACTED);
@@ -616,6 +623,17 @@ mod tests {
             text.len(),
             out.len()
         );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_rounds_shows_nothing() {
+        // Whatever is still encoded after the last round may spell the secret.
+        let s = Scrubber::for_secrets(["Kx7&secret"]);
+        let deep = format!("Kx7&{}secret", "amp;".repeat(DECODE_ROUNDS + 1));
+        let out = s.line(&deep, 300);
+        assert!(!out.contains("secret"), "{deep} -> {out}");
+        // Nesting within the rounds is decoded and shown.
+        assert_eq!(s.line("a &amp;amp;amp; b", 300), "a & b");
     }
 
     #[test]

@@ -224,21 +224,7 @@ fn decode_html_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at..];
-        // Bytes, not a str slice: byte 12 may fall inside a character.
-        let semicolon = rest.bytes().take(12).position(|b| b == b';');
-        let decoded = semicolon.and_then(|end| {
-            let name = &rest[1..end];
-            let c = match name.strip_prefix('#') {
-                Some(num) => match num.strip_prefix(['x', 'X']) {
-                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                    None => num.parse().ok(),
-                }
-                .and_then(char::from_u32),
-                None => named_entity(name),
-            }?;
-            Some((c, end + 1))
-        });
-        match decoded {
+        match html_reference(rest) {
             Some((c, len)) => {
                 out.push(c);
                 rest = &rest[len..];
@@ -251,6 +237,47 @@ fn decode_html_entities(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The character of the reference at the start of `text` (at its `&`) and
+/// the reference's length: a numeric one as browsers read it (any leading
+/// zeros, `;` optional), a UTF-16 surrogate pair written as two of them,
+/// or a named one.
+fn html_reference(text: &str) -> Option<(char, usize)> {
+    let Some((code, len)) = numeric_reference(text) else {
+        // Bytes, not a str slice: byte 12 may fall inside a character.
+        let end = text.bytes().take(12).position(|b| b == b';')?;
+        return Some((named_entity(&text[1..end])?, end + 1));
+    };
+    if (0xD800..=0xDBFF).contains(&code) {
+        let (low, low_len) =
+            numeric_reference(&text[len..]).filter(|(low, _)| (0xDC00..=0xDFFF).contains(low))?;
+        let c = char::from_u32(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))?;
+        return Some((c, len + low_len));
+    }
+    Some((char::from_u32(code)?, len))
+}
+
+/// `&#NN` or `&#xHH`, with or without `;`: the code point and the length.
+fn numeric_reference(text: &str) -> Option<(u32, usize)> {
+    let (digits_at, radix) = match text.as_bytes() {
+        [b'&', b'#', b'x' | b'X', ..] => (3, 16),
+        [b'&', b'#', ..] => (2, 10),
+        _ => return None,
+    };
+    let digits = text.as_bytes()[digits_at..]
+        .iter()
+        .take_while(|b| char::from(**b).is_digit(radix))
+        .count();
+    if digits == 0 {
+        return None;
+    }
+    let code = u32::from_str_radix(&text[digits_at..digits_at + digits], radix).ok()?;
+    let end = digits_at + digits;
+    Some((
+        code,
+        end + usize::from(text.as_bytes().get(end) == Some(&b';')),
+    ))
 }
 
 fn named_entity(name: &str) -> Option<char> {
@@ -634,6 +661,30 @@ mod tests {
         assert!(!out.contains("secret"), "{deep} -> {out}");
         // Nesting within the rounds is decoded and shown.
         assert_eq!(s.line("a &amp;amp;amp; b", 300), "a & b");
+    }
+
+    #[test]
+    fn numeric_references_in_every_form_browsers_read() {
+        let s = Scrubber::for_secrets(["Kx7&secret"]);
+        for text in [
+            "Kx7&#x26secret",
+            "Kx7&#38secret",
+            "Kx7&#X26;secret",
+            "Kx7&#0000000038;secret",
+            "&#x000000004b;x7&amp;secret",
+        ] {
+            let out = s.line(text, 300);
+            assert!(!out.contains("secret"), "{text} -> {out}");
+        }
+        // UTF-16 surrogates written as two references (naive encoders).
+        let s = Scrubber::for_secrets(["\u{1F600}pass"]);
+        for text in ["&#xD83D;&#xDE00;pass", "&#55357;&#56832;pass"] {
+            assert_eq!(s.line(text, 300), REDACTED, "{text}");
+        }
+        assert_eq!(
+            s.line("&#xD83D;x &#56832; &#x;", 300),
+            "&#xD83D;x &#56832; &#x;"
+        );
     }
 
     #[test]

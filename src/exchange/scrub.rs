@@ -158,18 +158,27 @@ impl Scrubber {
     /// a message: decoded, secret-free, control and invisible characters as
     /// spaces (so CR/LF cannot forge a log line), at most `max` characters.
     pub(crate) fn line(&self, text: &str, max: usize) -> String {
-        let scrubbed = self.scrub(text);
+        let scrubbed = Zeroizing::new(self.scrub(text));
         let flat: String = scrubbed
             .chars()
             .map(|c| {
-                if c.is_control() || is_invisible(c) {
+                if c.is_control() || c.is_whitespace() || is_invisible(c) {
                     ' '
                 } else {
                     c
                 }
             })
             .collect();
-        truncate_chars(flat.trim(), max)
+        truncate_chars(self.rescrub(flat).trim(), max)
+    }
+
+    /// `text` after flattening, scrubbed once more: a newline, a no-break
+    /// space or a tag inside an echoed secret with a space in it became
+    /// that space, and so the secret itself.
+    fn rescrub(&self, text: String) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(text);
+        self.redact_spellings(&mut text);
+        Zeroizing::new(text.replace(MARK, REDACTED))
     }
 
     /// A short, printable, secret-free excerpt of a body: for TRACE events
@@ -202,7 +211,7 @@ impl Scrubber {
                 last_space = false;
             }
         }
-        truncate_chars(flat.trim(), SNIPPET_CHARS)
+        truncate_chars(self.rescrub(flat).trim(), SNIPPET_CHARS)
     }
 }
 
@@ -685,6 +694,32 @@ mod tests {
             s.line("&#xD83D;x &#56832; &#x;", 300),
             "&#xD83D;x &#56832; &#x;"
         );
+    }
+
+    #[test]
+    fn flattening_cannot_reassemble_the_secret() {
+        // Scrubbing runs before a line or snippet is flattened: a newline,
+        // a no-break space or a tag inside a secret with a space must not
+        // become that secret afterwards.
+        let s = Scrubber::for_secrets(["P@ss w0rd"]);
+        for text in [
+            "bad P@ss\nw0rd",
+            "bad P@ss\tw0rd",
+            "bad P@ss&#160;w0rd",
+            "bad P@ss\u{a0}w0rd",
+            "bad P@ss\u{2028}w0rd",
+            "bad P@ss\u{200b}w0rd",
+        ] {
+            for out in [s.line(text, 300), s.snippet(text.as_bytes())] {
+                assert!(!out.contains("w0rd"), "{text:?} -> {out:?}");
+                assert!(out.contains(REDACTED), "{text:?} -> {out:?}");
+            }
+        }
+        // Snippets strip tags (lines keep them, so nothing is joined there).
+        let out = s.snippet(b"<p>bad P@ss<br>w0rd</p>");
+        assert_eq!(out, "bad [redacted]");
+        // A line separator is a line break to some log viewers.
+        assert_eq!(s.line("a\u{2028}b\u{2029}c", 10), "a b c");
     }
 
     #[test]

@@ -27,7 +27,14 @@ const MARK: char = '\u{e000}';
 const DECODE_ROUNDS: usize = 4;
 
 /// JSON members whose values are never shown, even cut off.
-const SECRET_FIELDS: [&str; 4] = ["access_token", "refresh_token", "id_token", "client_secret"];
+const SECRET_FIELDS: [&str; 5] = [
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    // RFC 7591: the credential for managing a registered client.
+    "registration_access_token",
+];
 
 /// Removes the client secret (in every spelling it was sent in) and
 /// token-looking values from text.
@@ -720,6 +727,20 @@ mod tests {
         assert_eq!(out, "bad [redacted]");
         // A line separator is a line break to some log viewers.
         assert_eq!(s.line("a\u{2028}b\u{2029}c", 10), "a b c");
+    }
+
+    #[test]
+    fn what_registration_issues_is_never_shown() {
+        // A broken (cut) RFC 7591 answer carries a new secret and the
+        // credential that manages the client.
+        let cut = br#"{"client_id":"svc","registration_access_token":"rat-value-123","client_secret":"cs-value-456"#;
+        let out = Scrubber::default().snippet(cut);
+        assert!(
+            !out.contains("rat-value") && !out.contains("cs-value"),
+            "{out}"
+        );
+        let s = Scrubber::default().with_tokens_of(cut);
+        assert_eq!(s.line("issued rat-value-123", 100), "issued [redacted]");
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub(super) async fn register(
         body_len: None,
     };
     let url = endpoint.as_str();
+    // What a (broken) answer issues is scrubbed as well as what was sent.
+    let scrubber = scrubber.with_tokens_of(&body);
     let facts = || Facts::of(&answer, url, WHAT, &scrubber);
     if !(200..300).contains(&status) {
         return Err(registration_error(&facts(), url));

@@ -188,6 +188,15 @@ impl Scrubber {
         Zeroizing::new(text.replace(MARK, REDACTED))
     }
 
+    /// `body` read only up to a cap, without the bytes at the cut that may
+    /// hold the start of a spelling (in the widest encoding the decoder
+    /// undoes, `&#x0041;`, 8 bytes a character): the rest was never read,
+    /// so a partial secret there could not be recognised.
+    pub(crate) fn without_cut_tail<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+        let longest = self.spellings.first().map_or(0, String::len);
+        &body[..body.len().saturating_sub(longest.saturating_mul(8))]
+    }
+
     /// A short, printable, secret-free excerpt of a body: for TRACE events
     /// only, never for an error message.
     pub(crate) fn snippet(&self, body: &[u8]) -> String {
@@ -741,6 +750,15 @@ mod tests {
         );
         let s = Scrubber::default().with_tokens_of(cut);
         assert_eq!(s.line("issued rat-value-123", 100), "issued [redacted]");
+    }
+
+    #[test]
+    fn a_body_cut_at_a_cap_loses_the_tail_that_may_start_a_secret() {
+        let s = Scrubber::for_secrets(["opaque-token-value"]);
+        let page = format!("<html>{}<p>token opaque-tok", "<br>".repeat(100));
+        let shown = s.snippet(s.without_cut_tail(page.as_bytes()));
+        assert!(!shown.contains("opaque"), "{shown}");
+        assert!(Scrubber::default().without_cut_tail(b"abc") == b"abc");
     }
 
     #[test]

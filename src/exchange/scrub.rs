@@ -114,8 +114,16 @@ impl Scrubber {
         Scrubber::new(spellings)
     }
 
-    /// `text` decoded, without the secret, JSON token members and JWT-looking runs.
+    /// `text` decoded, without the secret, JSON token members and JWT-looking
+    /// runs (what [`line`](Self::line) and [`snippet`](Self::snippet) build on).
+    #[cfg(test)]
     pub(crate) fn scrub(&self, text: &str) -> String {
+        self.scrub_marked(text).replace(MARK, REDACTED)
+    }
+
+    /// [`scrub`](Self::scrub) with each redaction still a [`MARK`], for
+    /// whatever flattens and scrubs the text once more.
+    fn scrub_marked(&self, text: &str) -> Zeroizing<String> {
         let mut out = Zeroizing::new(text.to_owned());
         let mut settled = false;
         for _ in 0..DECODE_ROUNDS {
@@ -130,15 +138,14 @@ impl Scrubber {
         // Still encoded after the last round: what is left may spell the
         // secret once more decoded, so none of it is shown.
         if !settled && *Zeroizing::new(decode_once(&out)) != *out {
-            return REDACTED.to_owned();
+            return Zeroizing::new(MARK.to_string());
         }
         self.redact_spellings(&mut out);
-        let mut result = out.replace(MARK, REDACTED);
         for field in SECRET_FIELDS {
-            result = redact_json_member(&result, field);
-            result = redact_form_field(&result, field);
+            out = Zeroizing::new(redact_json_member(&out, field));
+            out = Zeroizing::new(redact_form_field(&out, field));
         }
-        redact_jwts(&result)
+        Zeroizing::new(redact_jwts(&out))
     }
 
     /// Replaces every (ASCII case-insensitive) occurrence of a spelling.
@@ -165,7 +172,7 @@ impl Scrubber {
     /// a message: decoded, secret-free, control and invisible characters as
     /// spaces (so CR/LF cannot forge a log line), at most `max` characters.
     pub(crate) fn line(&self, text: &str, max: usize) -> String {
-        let scrubbed = Zeroizing::new(self.scrub(text));
+        let scrubbed = self.scrub_marked(text);
         let flat: String = scrubbed
             .chars()
             .map(|c| {
@@ -202,7 +209,7 @@ impl Scrubber {
     pub(crate) fn snippet(&self, body: &[u8]) -> String {
         // Scrubbed before the markup goes: a secret with `<` in it must
         // not be cut in two by the tag stripper.
-        let text = Zeroizing::new(self.scrub(&String::from_utf8_lossy(body)));
+        let text = self.scrub_marked(&String::from_utf8_lossy(body));
         let text = if looks_like_html(&text) {
             Zeroizing::new(strip_tags(&text))
         } else {
@@ -482,7 +489,7 @@ fn redact_json_member(text: &str, field: &str) -> String {
         out.push_str(&after_key[..consumed_prefix]);
         if let Some(string_body) = value.strip_prefix('"') {
             out.push('"');
-            out.push_str(REDACTED);
+            out.push(MARK);
             match string_body.find('"') {
                 Some(end) => rest = &string_body[end..],
                 None => rest = "",
@@ -490,7 +497,7 @@ fn redact_json_member(text: &str, field: &str) -> String {
         } else {
             // A non-string value: redact up to the next delimiter.
             let end = value.find([',', '}', ' ']).unwrap_or(value.len());
-            out.push_str(REDACTED);
+            out.push(MARK);
             rest = &value[end..];
         }
     }
@@ -524,7 +531,7 @@ fn redact_form_field(text: &str, field: &str) -> String {
             .find(|c: char| c == '&' || c.is_whitespace())
             .unwrap_or(value.len());
         if end > 0 {
-            out.push_str(REDACTED);
+            out.push(MARK);
         }
         rest = &value[end..];
     }
@@ -543,7 +550,7 @@ fn redact_jwts(text: &str) -> String {
             .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')))
             .unwrap_or(run.len());
         if len >= 10 {
-            out.push_str(REDACTED);
+            out.push(MARK);
         } else {
             out.push_str(&run[..len]);
         }
@@ -666,6 +673,9 @@ mod tests {
         // redaction itself: the text would grow with every round.
         let s = Scrubber::for_secrets(["acte"]);
         assert_eq!(s.scrub("x acte y"), "x [redacted] y");
+        let s = Scrubber::for_secrets(["d"]);
+        assert_eq!(s.line("x d y", 100), "x [redacted] y");
+        assert_eq!(s.snippet(b"x d y"), "x [redacted] y");
         let s = Scrubber::for_secrets(["d"]);
         let text = format!("{}%2525252541", "d".repeat(1000));
         let out = s.scrub(&text);

@@ -40,7 +40,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .authority(emulator.authority())
             .client_id(AimEmulator::CLIENT_ID)
             .client_secret(AimEmulator::CLIENT_SECRET)
-            .scope("mes.api")
             // Trust the emulator's CA, as you would trust the PCS root CA.
             .root_certificate_pem(&ca_pem)
             .build()?;

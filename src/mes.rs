@@ -1,4 +1,6 @@
-//! [`MesClient`]: the AVEVA MES Web API with the AIM token attached.
+//! [`MesClient`]: the AVEVA MES Web API V3 with the AIM token attached,
+//! its typed helpers ([`Entity`], [`Job`], [`MesTransaction`]) and MES's
+//! errors explained.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,30 +21,64 @@ use crate::exchange::scrub::Scrubber;
 use crate::http::{read_capped_with, read_prefix};
 use crate::token::AccessToken;
 
+mod entities;
+mod errors;
+mod jobs;
+mod models;
+mod transaction;
+
+pub use models::{Entity, Job, JobState};
+pub use transaction::MesTransaction;
+
 /// The largest 2xx MES answer read (an entity list of a big site fits).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// How much of an MES error answer is read: enough for its `Message`.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
-/// Calls the AVEVA MES Web API (`https://HOST/mesmw/api/...`) with the AIM
-/// token attached.
+/// Calls the AVEVA MES Web API V3 (`https://HOST/mesmw/api/v3/...`) with
+/// the AIM token attached.
 ///
-/// Paths are relative to the MES base, e.g. `api/v3/entity`. A 401 makes the
-/// client invalidate the token and try once more with a fresh one; other
-/// failures become an [`Error`] whose [`kind`](Error::kind) says what
-/// happened and whose message carries the status, content type, length and
-/// MES's own `Message` (scrubbed of the token, one line; never the raw body):
+/// Typed helpers call the documented routes: [`entities`](Self::entities),
+/// [`entity_by_key`](Self::entity_by_key), [`entities_where`](Self::entities_where),
+/// [`entity_id`](Self::entity_id), [`job`](Self::job),
+/// [`start_job`](Self::start_job) / [`pause_job`](Self::pause_job) /
+/// [`end_job`](Self::end_job), and [`transaction`](Self::transaction). Any
+/// other endpoint is a path relative to the MES base for
+/// [`get_json`](Self::get_json), [`post_json`](Self::post_json),
+/// [`put_json`](Self::put_json) and [`delete`](Self::delete), e.g.
+/// `api/v3/entity` (endpoint names are case-insensitive in MES; filters go
+/// in the query string as strings, datetimes in ISO 8601, booleans as
+/// `true`/`false` or `0`/`1`). The older V1 endpoints (`api/<Name>`, with
+/// camelCase models) still exist beside V3 and work through the generic
+/// calls too; the typed helpers speak V3.
+///
+/// It trusts what its [`AimClient`] trusts (the OS store plus every
+/// [`root_certificate_pem`](crate::AimClientBuilder::root_certificate_pem):
+/// MES's certificate is usually issued by the same CA as AIM's) and uses
+/// its timeouts, unless given its own client with
+/// [`with_http_client`](Self::with_http_client).
+///
+/// A 401 makes the client invalidate the token and try once more with a
+/// fresh one. Other failures become an [`Error`] whose
+/// [`kind`](Error::kind) says what happened and whose message explains it in
+/// MES's terms, followed by the status, content type and length and MES's
+/// own `Message`, scrubbed of tokens and made one line (never the raw body,
+/// which may echo the request):
 ///
 /// | MES answer | [`ErrorKind`] | transient |
 /// | --- | --- | --- |
-/// | 400 | `BadRequest` | no |
+/// | 400 (wrong parameter type or range, a business rule) | `BadRequest` | no |
 /// | 401 twice | `Unauthorized` | no |
-/// | 403 | `Forbidden` (explains the Default Background User) | no |
-/// | 404 | `NotFound` | no |
-/// | 500 "token cannot be obtained/verified" | `Server`, "AIM unreachable from MES" | yes |
+/// | 403 | `Forbidden` | no |
+/// | 404 "You do not have the appropriate privileges ..." | `NotFound`, explains the Default Background User (attribute 199, cached up to an hour) | no |
+/// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
+/// | 404 "No HTTP resource was found ..." | `NotFound`, wrong endpoint or missing parameter | no |
+/// | other 404 ("The specified entity does not exist") | `NotFound` | no |
+/// | 405 | `BadRequest`, wrong HTTP method | no |
+/// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |
-/// | 429, 502, 503, 504 | `Server` | yes |
+/// | 408, 429, 502, 503, 504 | `Server` | yes |
 ///
 /// Cheap to clone; clones share the HTTP connection pool and the token cache.
 ///
@@ -52,12 +88,14 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 ///
 /// let aim = AimClient::from_env()?;
 /// let mes = MesClient::new("https://mes01.plant.local/mesmw/", aim)?;
-/// let entities: serde_json::Value = mes.get_json("api/v3/entity").await?;
-/// let started: serde_json::Value = mes
-///     .with_trans_id("job-start-42")
-///     .put_json("api/v3/Jobs/Start", &serde_json::json!({ "JobId": "J1" }))
-///     .await?;
-/// # let _ = (entities, started);
+/// for entity in mes.entities().await? {
+///     println!("{} {}", entity.ent_id, entity.ent_name);
+/// }
+/// let job = mes.job("WO-1001", "Fill", 0).await?;
+/// let tx = mes.transaction().await?;
+/// let running = tx.mes().start_job(&job.clone().on(job.ent_id)).await?;
+/// tx.commit().await?;
+/// # let _ = running;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -65,6 +103,8 @@ pub struct MesClient {
     inner: Arc<Inner>,
     trans_id: Option<Arc<str>>,
     tz_id: Option<Arc<str>>,
+    max_rows: Option<u32>,
+    timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -78,18 +118,17 @@ impl MesClient {
     /// A client for the MES Web API at `mes_base`, e.g.
     /// `https://mes01.plant.local/mesmw/` (a missing trailing slash is added).
     ///
+    /// It trusts what `aim` trusts and uses its connect and request
+    /// timeouts: one trust setting (`root_certificate_pem` / `AIM_CA_CERT`)
+    /// for both servers. No redirects are followed: the token must not
+    /// follow one to another host.
+    ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
     /// not cross the network in clear text).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
-        let http = reqwest::Client::builder()
-            // The token must not follow a redirect to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::config("cannot build the HTTP client for MES").with_source(e))?;
+        let http = crate::http::build_client(aim.http_config())?;
         Ok(MesClient {
             inner: Arc::new(Inner {
                 base,
@@ -99,11 +138,15 @@ impl MesClient {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         })
     }
 
-    /// Uses this reqwest client, e.g. one that trusts the PCS root CA
-    /// (`reqwest::ClientBuilder::tls_certs_merge`) or has other timeouts.
+    /// Uses this reqwest client instead of one that trusts what the
+    /// [`AimClient`] trusts, e.g. when MES's certificate comes from another
+    /// CA. Disable redirects on it (`reqwest::redirect::Policy::none()`)
+    /// so the token cannot follow one.
     #[must_use]
     pub fn with_http_client(self, http: reqwest::Client) -> Self {
         MesClient {
@@ -117,9 +160,11 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `trans_id` header (MES transaction ID) with
-    /// every request; `self` is unchanged, so this works per call:
-    /// `mes.with_trans_id("T1").put_json(...)`.
+    /// A client that sends the `trans_id` header with every request; `self`
+    /// is unchanged, so this works per call. A `trans_id` is the ID that
+    /// `POST api/v3/transaction` returned, not a label: MES fails a call
+    /// whose transaction it does not know (404). [`transaction`](Self::transaction)
+    /// does this for you.
     #[must_use]
     pub fn with_trans_id(&self, trans_id: impl AsRef<str>) -> Self {
         MesClient {
@@ -128,12 +173,33 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `tz_id` header (the time zone MES uses to
-    /// interpret and report times) with every request.
+    /// A client that sends the `tz_id` header with every request: a
+    /// Microsoft time-zone ID (e.g. `W. Europe Standard Time`) in which MES
+    /// reads the dates of GET parameters that have no UTC suffix.
     #[must_use]
     pub fn with_tz_id(&self, tz_id: impl AsRef<str>) -> Self {
         MesClient {
             tz_id: Some(tz_id.as_ref().into()),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose GETs return at most `max_rows` rows (the `max_rows`
+    /// header MES documents for its GETs).
+    #[must_use]
+    pub fn with_max_rows(&self, max_rows: u32) -> Self {
+        MesClient {
+            max_rows: Some(max_rows),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose requests each time out after `timeout` (default: the
+    /// [`AimClient`]'s request timeout, 30 s unless configured).
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        MesClient {
+            timeout: Some(timeout),
             ..self.clone()
         }
     }
@@ -182,12 +248,26 @@ impl MesClient {
         self.execute(Method::DELETE, path, None).await.map(drop)
     }
 
+    /// [`execute`](Self::execute) and decode the JSON answer (an empty
+    /// answer as `null`).
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        self.execute(method, path, body).await?.json(path)
+    }
+
     /// Sends one call, retrying once with a fresh token after a 401, and
     /// returns the body of a 2xx answer (read with a cap).
     async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
         let mut builder = self.inner.http.request(method, url.clone());
+        if let Some(timeout) = self.timeout {
+            builder = builder.timeout(timeout);
+        }
         for (name, value) in self.extra_headers()? {
             builder = builder.header(name, value);
         }
@@ -255,7 +335,7 @@ impl MesClient {
             body_len: Some(body_len),
         };
         let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
-        Err(mes_error(&facts).context(&context))
+        Err(errors::mes_error(&facts, &body).context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -295,6 +375,12 @@ impl MesClient {
 
     fn extra_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let mut headers = Vec::new();
+        if let Some(max_rows) = self.max_rows {
+            headers.push((
+                HeaderName::from_static("max_rows"),
+                HeaderValue::from(max_rows),
+            ));
+        }
         for (name, value) in [("trans_id", &self.trans_id), ("tz_id", &self.tz_id)] {
             if let Some(value) = value {
                 let value = HeaderValue::from_str(value).map_err(|_| {
@@ -316,6 +402,8 @@ impl fmt::Debug for MesClient {
             .field("aim", &self.inner.aim)
             .field("trans_id", &self.trans_id)
             .field("tz_id", &self.tz_id)
+            .field("max_rows", &self.max_rows)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -409,6 +497,20 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> std::result::Result<T
     })
 }
 
+/// `name=value&...`, form-encoded: parameters of a V3 GET are strings.
+fn query<I, K, V>(params: I) -> String
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        query.append_pair(name.as_ref(), value.as_ref());
+    }
+    query.finish()
+}
+
 /// What MES calls are called in messages.
 const WHAT: &str = "MES call";
 
@@ -419,81 +521,6 @@ const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";
 /// same [`Scrubber`] that cleans AIM's answers.
 fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
     Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
-}
-
-/// The error for a non-2xx MES answer, with a hint where the status has a
-/// usual cause. Built from [`Facts`] only (status, content type, length,
-/// MES's `Message`), never from the raw body.
-pub(crate) fn mes_error(facts: &Facts) -> Error {
-    let code = facts.status;
-    let said = match &facts.description {
-        Some(d) => format!("\"{d}\" ({})", facts.summary()),
-        None => format!("({})", facts.summary()),
-    };
-    let text = facts.description.as_deref().unwrap_or_default();
-    let (kind, transient, message) = match code {
-        400 => (
-            ErrorKind::BadRequest,
-            false,
-            format!("MES rejected the request as malformed (HTTP 400): {said}"),
-        ),
-        401 => (
-            ErrorKind::Unauthorized,
-            false,
-            format!(
-                "MES rejected the access token (HTTP 401), also a freshly fetched one: check that \
-                 MES trusts this AIM (same identity manager, the scope MES expects) and that the \
-                 clocks of MES and AIM agree. MES said: {said}"
-            ),
-        ),
-        403 => (
-            ErrorKind::Forbidden,
-            false,
-            format!(
-                "MES refused the call (HTTP 403). The token is valid, but MES runs \
-                 service-to-service calls as the Default Background User (MES system attribute \
-                 199), and that user may lack the privilege for this operation: grant it in MES, \
-                 or point attribute 199 at a user who has it. MES said: {said}"
-            ),
-        ),
-        404 => (
-            ErrorKind::NotFound,
-            false,
-            format!("MES does not know this resource (HTTP 404): {said}"),
-        ),
-        500 if says_token_unavailable(text) => (
-            ErrorKind::Server,
-            true,
-            format!(
-                "AIM unreachable from MES: MES could not obtain or verify the access token \
-                 (HTTP 500). Check that the MES server can reach AIM and trusts its certificate; \
-                 retrying later may succeed. MES said: {said}"
-            ),
-        ),
-        408 | 429 | 502 | 503 | 504 => (
-            ErrorKind::Server,
-            true,
-            format!("MES is unavailable (HTTP {code}); retry later: {said}"),
-        ),
-        _ => (
-            ErrorKind::Server,
-            false,
-            format!("MES failed (HTTP {code}): {said}"),
-        ),
-    };
-    Error::new(kind, message)
-        .with_status(code)
-        .with_retry_after(facts.retry_after)
-        .transient(transient)
-}
-
-/// Whether a 500's text says MES could not get or check the token at AIM.
-fn says_token_unavailable(text: &str) -> bool {
-    let text = text.to_ascii_lowercase();
-    text.contains("token")
-        && ["obtain", "verif", "validat", "retriev", "acquir"]
-            .iter()
-            .any(|verb| text.contains(verb))
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
@@ -518,8 +545,10 @@ fn transport(err: reqwest::Error) -> Error {
     }
     if kind == ErrorKind::Tls {
         message.push_str(
-            " (is the MES certificate issued by a CA this machine trusts? pass a reqwest client \
-             that trusts the PCS root CA with MesClient::with_http_client)",
+            " (is the MES certificate issued by a CA this machine trusts? MesClient trusts what \
+             its AimClient trusts: give the CA that issued it, usually the PCS root CA that also \
+             issued AIM's, with AIM_CA_CERT or root_certificate_pem; Get-RootCertificate on the \
+             AIM node shows the certificate AIM uses)",
         );
     }
     Error::new(kind, message)
@@ -530,7 +559,6 @@ fn transport(err: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn client(base: &str) -> Result<MesClient> {
         let aim = AimClient::builder()
@@ -582,6 +610,8 @@ mod tests {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         };
         let ok = |p: &str| mes.resolve(p).unwrap().to_string();
         assert_eq!(ok("api/v3/entity"), "https://mes01/mesmw/api/v3/entity");
@@ -607,76 +637,13 @@ mod tests {
         }
     }
 
-    fn facts(status: u16, message: &str) -> Facts {
-        let body = serde_json::json!({ "Message": message }).to_string();
-        let mut answer = Answer::new(status, body.as_bytes());
-        answer.content_type = Some("application/json".into());
-        Facts::of(
-            &answer,
-            "https://mes01/mesmw/api/v3/entity",
-            WHAT,
-            &Scrubber::default(),
-        )
-    }
-
     #[test]
-    fn statuses_map_to_kinds() {
-        let cases = [
-            (400, ErrorKind::BadRequest, false),
-            (401, ErrorKind::Unauthorized, false),
-            (403, ErrorKind::Forbidden, false),
-            (404, ErrorKind::NotFound, false),
-            (500, ErrorKind::Server, false),
-            (503, ErrorKind::Server, true),
-            (409, ErrorKind::Server, false),
-        ];
-        for (code, kind, transient) in cases {
-            let err = mes_error(&facts(code, "boom text"));
-            assert_eq!(err.kind(), kind, "{code}");
-            assert_eq!(err.status(), Some(code));
-            assert_eq!(err.is_transient(), transient, "{code}");
-            assert!(err.to_string().contains("\"boom text\""), "{err}");
-            assert!(err.to_string().contains("application/json"), "{err}");
-        }
-        let err = mes_error(&facts(403, ""));
-        assert!(err.to_string().contains("Default Background User"));
-        assert!(err.to_string().contains("199"));
-        let err = mes_error(&facts(
-            500,
-            "The access token cannot be obtained or verified",
-        ));
-        assert!(err.is_transient());
-        assert!(err.to_string().starts_with("AIM unreachable from MES"));
-    }
-
-    #[test]
-    fn error_text_is_token_free_one_line_and_bounded() {
-        let token = AccessToken::new("tok.secret.value", SystemTime::now());
-        let body = br#"{"Message":"echo: Bearer tok.secret.value\r\nFORGED"}"#;
-        let answer = Answer::new(500, body);
-        let facts = Facts::of(&answer, "u", WHAT, &scrubber_for(&[token]));
+    fn query_is_form_encoded() {
         assert_eq!(
-            facts.description.as_deref(),
-            Some("echo: Bearer [redacted]  FORGED")
+            query([("woId", "WO 1&2"), ("seqNo", "0")]),
+            "woId=WO+1%262&seqNo=0"
         );
-        // Tokens that are not ours are not shown either, nor non-JSON bodies.
-        let body = b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y";
-        let err = mes_error(&Facts::of(
-            &Answer::new(500, body),
-            "u",
-            WHAT,
-            &scrubber_for(&[]),
-        ));
-        let text = err.to_string();
-        assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
-        let long = serde_json::json!({ "Message": "é".repeat(5000) }).to_string();
-        let err = mes_error(&Facts::of(
-            &Answer::new(500, long.as_bytes()),
-            "u",
-            WHAT,
-            &scrubber_for(&[]),
-        ));
-        assert!(err.to_string().len() < 1500, "{}", err.to_string().len());
+        assert_eq!(query(Vec::<(&str, &str)>::new()), "");
     }
 
     #[test]

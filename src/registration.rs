@@ -54,7 +54,7 @@ const CLIENT_CREDENTIALS: &str = "client_credentials";
 /// let reg = ClientRegistration::new("mes-reporting")
 ///     .name("MES reporting service")
 ///     .generate_secret()
-///     .scopes(["mes.api"])
+///     .scopes(["site.api"])
 ///     .access_token_lifetime(Duration::from_secs(8 * 3600));
 /// let commands = reg.to_powershell("https://sms01.plant.local")?;
 /// assert!(commands.starts_with("Add-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting'"));
@@ -264,12 +264,12 @@ impl ClientRegistration {
     /// let ps = ClientRegistration::new("mes-reporting")
     ///     .name("O'Brien's $(calc) `n")
     ///     .secret("s3cr3t")
-    ///     .scopes(["mes.api"])
+    ///     .scopes(["site.api"])
     ///     .to_powershell("sms01.plant.local")?;
     /// assert_eq!(ps.lines().next().unwrap(),
     ///     "Add-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting' \
     ///      -Name 'O''Brien''s $(calc) `n' -Secret 's3cr3t' -Enabled 1 \
-    ///      -AllowedGrantTypes ClientCredentials -ScopeRestrictions 'mes.api' -AccessTokenLifetime 86400");
+    ///      -AllowedGrantTypes ClientCredentials -ScopeRestrictions 'site.api' -AccessTokenLifetime 86400");
     /// # Ok::<(), aim_token::Error>(())
     /// ```
     pub fn to_powershell(&self, host_base: &str) -> Result<String> {
@@ -310,6 +310,15 @@ impl ClientRegistration {
         Ok(format!("{add}\n{get}"))
     }
 
+    /// PowerShell comment lines to print after [`to_powershell`](Self::to_powershell):
+    /// how to change the client later (`Update-IdentityManagerClient`), the
+    /// restart of the AVEVA Identity Manager service that some registrations
+    /// need, and `Get-RootCertificate`, the certificate AIM uses (the fix for
+    /// an app that reports an untrusted certificate).
+    pub fn powershell_follow_up() -> &'static str {
+        powershell::FOLLOW_UP
+    }
+
     /// Registers the client by RFC 7591 dynamic registration at the
     /// `registration_endpoint` that the provider's discovery document names,
     /// authorized by `initial_access_token` (`Authorization: Bearer`).
@@ -340,7 +349,7 @@ impl ClientRegistration {
     /// let ca = std::fs::read("pcs-root-ca.pem").unwrap_or_default();
     /// let aim = AimClient::builder().authority("sms01.plant.local").root_certificate_pem(ca);
     /// let registered = ClientRegistration::new("mes-reporting")
-    ///     .scopes(["mes.api"])
+    ///     .scopes(["site.api"])
     ///     .register(&aim, "initial-access-token")
     ///     .await?;
     /// println!("client ID {}", registered.client_id());

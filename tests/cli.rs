@@ -28,6 +28,8 @@ async fn aim_token(args: &[&str], env: &[(&str, &str)]) -> Output {
     ] {
         cmd.env_remove(var);
     }
+    // No token cache in the user's home from tests (tests/store_cli.rs covers it).
+    cmd.env("AIM_TOKEN_STORE", "none");
     for (k, v) in env {
         cmd.env(k, v);
     }

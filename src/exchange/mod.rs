@@ -375,7 +375,7 @@ mod tests {
     use crate::emulator::AimEmulator;
 
     fn exchanger(emu: &AimEmulator) -> Exchanger {
-        let builder = emu.client_builder().scope("mes.api");
+        let builder = emu.client_builder().scope(AimEmulator::DEFAULT_SCOPE);
         let config = ExchangeConfig::from_builder(&builder, Arc::new(crate::SystemClock)).unwrap();
         Exchanger::new(config).unwrap()
     }
@@ -393,7 +393,7 @@ mod tests {
         for t in tasks {
             let token = t.await.unwrap().unwrap();
             assert_eq!(token.authority(), emu.authority());
-            assert_eq!(token.scopes(), ["mes.api"]);
+            assert_eq!(token.scopes(), [AimEmulator::DEFAULT_SCOPE]);
         }
         let c = emu.counters();
         assert_eq!(

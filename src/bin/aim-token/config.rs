@@ -161,6 +161,13 @@ impl Global {
 
     /// A token client from the flags.
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
+        self.client_builder()?
+            .build()
+            .map_err(|e| Failure::usage(e.to_string()))
+    }
+
+    /// The builder of [`client`](Self::client), to refine before building.
+    pub(crate) fn client_builder(&self) -> Result<AimClientBuilder, Failure> {
         let connection = self.connection()?;
         let client_id = self.client_id()?;
         let secret = self
@@ -168,12 +175,10 @@ impl Global {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Failure::usage("no client secret: set AIM_CLIENT_SECRET"))?;
-        connection
+        Ok(connection
             .client_id(client_id)
             .client_secret(secret)
-            .scopes(self.scopes())
-            .build()
-            .map_err(|e| Failure::usage(e.to_string()))
+            .scopes(self.scopes()))
     }
 
     /// An HTTP client for the doctor's own requests: same trust, no redirects.

@@ -23,7 +23,7 @@ or provider-issued one is printed once on stdout: store it now.
 Scopes are the global --scope / AIM_SCOPE.
 
 Examples:
-  aim-token --authority sms01.plant.local register --powershell --id mes-reporting --scope mes.api
+  aim-token --authority sms01.plant.local register --powershell --id mes-reporting
   AIM_INITIAL_ACCESS_TOKEN=... aim-token --authority https://idp.example register --id svc --verify";
 
 #[derive(clap::Args)]
@@ -195,5 +195,6 @@ fn print_powershell(
         println!("# The -Secret is newly generated: give it to the app as AIM_CLIENT_SECRET.");
     }
     println!("{commands}");
+    println!("{}", ClientRegistration::powershell_follow_up());
     Ok(())
 }

@@ -59,8 +59,10 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// its timeouts, unless given its own client with
 /// [`with_http_client`](Self::with_http_client).
 ///
-/// A 401 makes the client invalidate the token and try once more with a
-/// fresh one. Other failures become an [`Error`] whose
+/// A 401 makes the client renew the token and try once more with a fresh
+/// one (rate-limited: see
+/// [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown)).
+/// Other failures become an [`Error`] whose
 /// [`kind`](Error::kind) says what happened and whose message explains it in
 /// MES's terms, followed by the status, content type and length and MES's
 /// own `Message`, scrubbed of tokens and made one line (never the raw body,
@@ -300,13 +302,15 @@ impl MesClient {
             .map_err(|e| e.context(&context))?;
         let mut tokens = vec![token.clone()];
         if bearer::is_token_rejected(response.status().as_u16()) {
-            aim.invalidate(&token);
             if let Some(retry) = replay {
-                let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-                if !fresh.same_as(&token) {
-                    response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    tokens.push(fresh);
-                }
+                let fresh = aim
+                    .renew_refused(&token)
+                    .await
+                    .map_err(|e| e.context(&context))?;
+                response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                tokens.push(fresh);
+            } else {
+                aim.invalidate(&token);
             }
         }
 
@@ -338,7 +342,14 @@ impl MesClient {
             body_len: Some(body_len),
         };
         let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
-        Err(errors::mes_error(&facts, &body).context(&context))
+        let mut err = errors::mes_error(&facts, &body);
+        if let Some(fresh) = tokens.get(1) {
+            if bearer::is_token_rejected(status) {
+                // The renewed token was refused too: no renewals for a while.
+                err = err.context(aim.fresh_refused(fresh));
+            }
+        }
+        Err(err.context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -486,8 +497,10 @@ impl Reply {
                 retry_after: None,
                 location: None,
                 content_type: self.content_type.clone(),
-                body: &self.body,
-                body_len: None,
+                // As much as an error page: parsing and scrubbing up to
+                // 32 MiB again would only multiply the memory a wrong type costs.
+                body: &self.body[..self.body.len().min(MAX_ERROR_BODY_BYTES)],
+                body_len: Some(self.body.len() as u64),
             };
             Facts::of(
                 &answer,
@@ -598,6 +611,23 @@ mod tests {
             .client_secret("secret")
             .build()?;
         MesClient::new(base, aim)
+    }
+
+    #[test]
+    fn a_decode_error_reads_only_a_prefix_of_a_large_answer() {
+        let mut body = br#"{"pad":""#.to_vec();
+        body.resize(MAX_ERROR_BODY_BYTES + 10, b'x');
+        body.extend_from_slice(br#"","Message":"far away"}"#);
+        let len = body.len();
+        let reply = Reply {
+            body,
+            content_type: None,
+            url: Url::parse("https://mes01/mesmw/x").unwrap(),
+            tokens: Vec::new(),
+        };
+        let msg = reply.json::<Vec<u8>>("x").unwrap_err().to_string();
+        assert!(!msg.contains("far away"), "{msg}");
+        assert!(msg.contains(&format!("{len} bytes")), "{msg}");
     }
 
     #[test]

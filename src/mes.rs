@@ -497,8 +497,10 @@ impl Reply {
                 retry_after: None,
                 location: None,
                 content_type: self.content_type.clone(),
-                body: &self.body,
-                body_len: None,
+                // As much as an error page: parsing and scrubbing up to
+                // 32 MiB again would only multiply the memory a wrong type costs.
+                body: &self.body[..self.body.len().min(MAX_ERROR_BODY_BYTES)],
+                body_len: Some(self.body.len() as u64),
             };
             Facts::of(
                 &answer,
@@ -609,6 +611,23 @@ mod tests {
             .client_secret("secret")
             .build()?;
         MesClient::new(base, aim)
+    }
+
+    #[test]
+    fn a_decode_error_reads_only_a_prefix_of_a_large_answer() {
+        let mut body = br#"{"pad":""#.to_vec();
+        body.resize(MAX_ERROR_BODY_BYTES + 10, b'x');
+        body.extend_from_slice(br#"","Message":"far away"}"#);
+        let len = body.len();
+        let reply = Reply {
+            body,
+            content_type: None,
+            url: Url::parse("https://mes01/mesmw/x").unwrap(),
+            tokens: Vec::new(),
+        };
+        let msg = reply.json::<Vec<u8>>("x").unwrap_err().to_string();
+        assert!(!msg.contains("far away"), "{msg}");
+        assert!(msg.contains(&format!("{len} bytes")), "{msg}");
     }
 
     #[test]

@@ -197,12 +197,22 @@ async fn redis_values_are_sealed_and_foreign_or_tampered_ones_are_misses() {
         .unwrap();
     prefixed.token().await.unwrap();
     assert_eq!(aim.token_requests(), 4);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("plant2:*")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    // The caller may get its token while the acquisition still writes the
+    // entry and releases its lease: wait (bounded) for the lease to go.
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        keys = redis::cmd("KEYS")
+            .arg("plant2:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if keys.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(keys.len(), 1, "one entry, no lingering lease: {keys:?}");
+    assert!(keys[0].starts_with("plant2:token:"), "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,7 +107,6 @@ impl Exchanger {
         let req = DiscoveryRequest {
             http: &self.http,
             authority,
-            allow_insecure_http: self.config.allow_insecure_http,
             scrubber: &self.scrubber,
             now: self.config.clock.now(),
             also_issuer: self

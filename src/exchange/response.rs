@@ -58,6 +58,9 @@ pub(crate) fn parse_token_answer(
     ctx: &TokenContext<'_>,
     scrubber: &Scrubber,
 ) -> Result<AccessToken> {
+    // Every path below (a §5.2 error, a status error, a broken answer, a
+    // wrong token_type) scrubs the tokens this answer carries too.
+    let scrubber = &scrubber.with_tokens_of(answer.body);
     let json = serde_json::from_slice::<Value>(without_bom(answer.body));
     // A §5.2 error body wins whatever the status (AIM: 400; others: 401, even 200).
     if let Ok(Value::Object(map)) = &json {
@@ -205,8 +208,7 @@ pub(crate) fn status_error(
 
 /// A 2xx answer that is not a usable token answer.
 fn invalid(answer: &Answer<'_>, url: &str, scrubber: &Scrubber, problem: &str) -> Error {
-    let scrubber = scrubber.with_tokens_of(answer.body);
-    Facts::of(answer, url, "token request", &scrubber).error(
+    Facts::of(answer, url, "token request", scrubber).error(
         ErrorKind::InvalidResponse,
         false,
         url,
@@ -401,6 +403,34 @@ mod tests {
     fn a_byte_order_mark_is_tolerated() {
         let t = parse(200, "\u{feff}{\"access_token\":\"a\",\"expires_in\":60}").unwrap();
         assert_eq!(t.lifetime(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_answers_own_token_never_reaches_any_error() {
+        // Whichever path the answer takes, a token it carries is not shown.
+        let token = "opaque-token-9f8e7d";
+        for (status, body) in [
+            (
+                400,
+                format!(
+                    r#"{{"error":"invalid_request","error_description":"already issued {token}","access_token":"{token}"}}"#
+                ),
+            ),
+            (
+                200,
+                format!(r#"{{"access_token":"{token}","token_type":"MAC {token}"}}"#),
+            ),
+            (
+                500,
+                format!(
+                    r#"{{"error":"server_error","error_uri":"https://h/?t={token}","access_token":"{token}"}}"#
+                ),
+            ),
+        ] {
+            let err = parse(status, &body).unwrap_err();
+            let shown = format!("{err} {err:?} {:?}", err.oauth_description());
+            assert!(!shown.contains("9f8e7d"), "{body} -> {shown}");
+        }
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub(super) async fn register(
     ]);
     let endpoint = match explicit_endpoint {
         Some(url) => parse_endpoint(url, "registration endpoint", allow)?,
-        None => discovered_endpoint(&http, authority, allow, &scrubber).await?,
+        None => discovered_endpoint(&http, authority, &scrubber).await?,
     };
 
     let bearer = secret_header(zeroize::Zeroizing::new(format!(
@@ -190,6 +190,8 @@ pub(super) async fn register(
         body_len: None,
     };
     let url = endpoint.as_str();
+    // What a (broken) answer issues is scrubbed as well as what was sent.
+    let scrubber = scrubber.with_tokens_of(&body);
     let facts = || Facts::of(&answer, url, WHAT, &scrubber);
     if !(200..300).contains(&status) {
         return Err(registration_error(&facts(), url));
@@ -215,14 +217,12 @@ pub(super) async fn register(
 async fn discovered_endpoint(
     http: &reqwest::Client,
     authority: &Authority,
-    allow: bool,
     scrubber: &Scrubber,
 ) -> Result<Url> {
     let metadata = DiscoveryCache::default()
         .get(&DiscoveryRequest {
             http,
             authority,
-            allow_insecure_http: allow,
             scrubber,
             now: SystemTime::now(),
             also_issuer: None,
@@ -244,7 +244,6 @@ async fn discovered_endpoint(
         Pinned::RegistrationEndpoint,
         &authority.discovery_url(),
         scrubber,
-        allow,
     )
 }
 

@@ -84,13 +84,18 @@ impl Shared {
     ) -> super::flight::Waiter {
         let waiter = leader.waiter();
         let shared = self.clone();
+        // Held across the spawn: on a multi-thread runtime this task can
+        // finish and a newer flight record its handle before we would, and
+        // we must not overwrite the newer one (dropping the client would
+        // then abort a finished task and leave the newer one running).
+        let mut slot = lock(&self.acquisition);
         let task = runtime.spawn(async move {
             let outcome = shared
                 .through_store(&need, || shared.acquisition(true))
                 .await;
             shared.flight.finish(leader, &outcome);
         });
-        *lock(&self.acquisition) = Some(task.abort_handle());
+        *slot = Some(task.abort_handle());
         waiter
     }
 

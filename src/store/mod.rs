@@ -131,7 +131,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 /// ```
 pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
-    /// The value stored under `key`, or `None`.
+    /// The value stored under `key`, or `None`. A value longer than 256 KiB
+    /// is a miss, so a backend need read no more than 256 KiB + 1 bytes.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>>;
 
     /// Stores `value` under `key`, replacing any value atomically (a reader

@@ -9,6 +9,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 
+use super::seal::MAX_VALUE;
 use super::{BoxFuture, Lease, TokenStore};
 use crate::authority::without_userinfo;
 use crate::error::{Error, Result};
@@ -155,7 +156,16 @@ impl TokenStore for RedisStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
         Box::pin(async move {
             let mut c = self.connection()?;
-            c.get(self.token_key(key)).await.map_err(io::Error::other)
+            // At most one byte past the largest value the crate opens (a
+            // value can be 512 MB); a missing key reads as empty.
+            let value: Vec<u8> = redis::cmd("GETRANGE")
+                .arg(self.token_key(key))
+                .arg(0)
+                .arg(MAX_VALUE)
+                .query_async(&mut c)
+                .await
+                .map_err(io::Error::other)?;
+            Ok((!value.is_empty()).then_some(value))
         })
     }
 

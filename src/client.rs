@@ -13,7 +13,7 @@ use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeConfig, Exchanger};
 use crate::http::HttpConfig;
-use crate::store::{Attached, TokenStore, DEFAULT_OP_TIMEOUT};
+use crate::store::{lease_time, Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -442,17 +442,15 @@ impl AimClientBuilder {
         let mut cache_config = self.cache;
         if let Some(store) = self.token_store {
             store.trust_roots(&self.root_certificates);
-            // Longer than one acquisition may take (the last pass starts
-            // before the deadline and may try every node), so a live
-            // leaseholder never loses its lease to a waiter.
-            let nodes = u32::try_from(config.authorities.len()).unwrap_or(u32::MAX);
-            let lease_ttl = cache_config
-                .retry_deadline
-                .saturating_add(config.http.request_timeout.saturating_mul(nodes))
-                .saturating_add(Duration::from_secs(1));
+            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
+            let lease_ttl = lease_time(
+                cache_config.retry_deadline,
+                config.http.request_timeout,
+                config.authorities.len(),
+                timeout,
+            );
             // Zero (one attempt, no retries) still waits one request's time.
             let wait_limit = cache_config.retry_deadline.max(config.http.request_timeout);
-            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
             cache_config.store = Some(Arc::new(Attached::new(
                 store, &config, lease_ttl, wait_limit, timeout,
             )));

@@ -54,7 +54,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use self::engine::{shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT};
+pub(crate) use self::engine::{
+    lease_time, shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT,
+};
 pub use self::file::FileStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;

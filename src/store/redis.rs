@@ -290,6 +290,27 @@ mod tests {
         assert!(RedisStore::new("redis://h:notaport").is_err());
     }
 
+    /// Generated passwords (base64) hold `/`, `+` and `=`: typed into the
+    /// URL unencoded they must not reach an error message or Debug.
+    #[test]
+    fn a_password_with_a_slash_is_not_printed() {
+        for url in [
+            "redis://reporter:hun/ter2@cache01:6379/0",
+            "redis://:hun/ter2+x=@cache01",
+            "rediss://reporter:12/hunter2@cache01",
+            "redis://u:hun@ter/2@cache01/0",
+        ] {
+            let shown = match RedisStore::new(url) {
+                Ok(store) => format!("{store:?}"),
+                Err(err) => format!("{err} {err:?}"),
+            };
+            assert!(!shown.contains("hun") && !shown.contains("ter2"), "{shown}");
+            assert!(shown.contains("cache01"), "{shown}");
+        }
+        let err = super::super::from_spec("memcached://u:hun/ter2@cache01").unwrap_err();
+        assert!(!err.to_string().contains("ter2"), "{err}");
+    }
+
     #[test]
     fn a_ca_needs_rediss_and_pem() {
         let err = RedisStore::new("redis://u:hunter2@h")

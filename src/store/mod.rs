@@ -299,6 +299,13 @@ pub fn from_spec(spec: &str) -> Result<Option<Arc<dyn TokenStore>>> {
                 "{ENV}=file: needs a directory, e.g. {ENV}=file:/var/cache/mes-reporting"
             )));
         }
+        // `~` is not expanded here, and a relative directory differs with
+        // each process's working directory: the processes would not share.
+        if !std::path::Path::new(dir).has_root() {
+            return Err(Error::config(format!(
+                "{ENV}=file:{dir} needs the directory's full path (no ~, not relative), e.g. {ENV}=file:/var/cache/mes-reporting"
+            )));
+        }
         return Ok(Some(Arc::new(FileStore::new(dir))));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
@@ -345,6 +352,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("feature"));
+    }
+
+    /// `~` is not expanded in service definitions, and a relative directory
+    /// depends on each process's working directory: no sharing, silently.
+    #[test]
+    fn a_file_store_needs_a_directory_from_the_root() {
+        for spec in ["file:~/.cache/aim-token", "file:cache", "file:./x"] {
+            let err = from_spec(spec).expect_err(spec);
+            assert!(
+                err.is_config() && err.to_string().contains("full path"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! - `cached/2_threads`: the same on two threads at once (both cores of the
 //!   bench machine), time per call per thread. Contended locks park
 //!   (`blocking_lock`/`blocking_read`), as they would under load.
+//! - `attach/1_thread`, `attach/2_threads` (with `--features tower`): the
+//!   attachment path, i.e. `BearerAuthLayer` around a service that does
+//!   nothing, against the same service behind a step that inserts a fixed
+//!   `Authorization` value (`fixed_header`, one shared `HeaderValue`) and
+//!   one that loads a shared `ArcSwap<AccessToken>` and inserts one shared
+//!   `HeaderValue` (`shared_token_and_header`: the cache without its
+//!   per-stripe copies, and no expiry check).
 //! - `cold_callers`: a fresh client, then 10,000 tasks calling `token()` at
 //!   once, against the emulator (asserting exactly one token request); one
 //!   `token()` call alone; and 10,000 tasks doing nothing, the cost of the
@@ -137,6 +144,9 @@ fn cached(c: &mut Criterion) {
     });
     group.finish();
 
+    #[cfg(feature = "tower")]
+    attach(c, &aim, &token);
+
     let stats = aim.stats();
     assert_eq!(
         stats.token_requests, 1,
@@ -144,6 +154,83 @@ fn cached(c: &mut Criterion) {
     );
     drop(aim);
     drop(runtime);
+}
+
+/// The attachment path, see the module docs.
+#[cfg(feature = "tower")]
+fn attach(c: &mut Criterion, aim: &AimClient, token: &AccessToken) {
+    use aim_token::layer::BearerAuthLayer;
+    use http::header::AUTHORIZATION;
+    use http::{HeaderValue, Request, Response};
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+
+    type Req = Request<String>;
+    let nothing = tower::service_fn(|req: Req| async move {
+        black_box(req);
+        Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+    });
+    let layered = BearerAuthLayer::new(aim.clone())
+        .allow_host("mes01.plant.local")
+        .layer(nothing);
+    let fixed = HeaderValue::try_from(format!("Bearer {}", token.secret())).unwrap();
+    let swap = ArcSwap::from_pointee(token.clone());
+    let shared_header = fixed.clone();
+    let request = || {
+        Request::get("https://mes01.plant.local/mesmw/api/v3/entity")
+            .body(String::new())
+            .unwrap()
+    };
+
+    let via_layer = || {
+        let mut svc = layered.clone();
+        let response = svc
+            .ready()
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .call(request())
+            .now_or_never()
+            .expect("the cached path never waits")
+            .expect("the token is attached");
+        drop(black_box(response));
+    };
+    let fixed_header = || {
+        let mut svc = nothing;
+        let mut req = request();
+        req.headers_mut().insert(AUTHORIZATION, fixed.clone());
+        drop(black_box(svc.call(req).now_or_never()));
+    };
+    let shared_token_and_header = || {
+        let mut svc = nothing;
+        let mut req = request();
+        let token = swap.load_full();
+        if token.secret().is_empty() {
+            return;
+        }
+        req.headers_mut()
+            .insert(AUTHORIZATION, shared_header.clone());
+        drop(black_box(svc.call(req).now_or_never()));
+    };
+
+    let mut group = c.benchmark_group("attach/1_thread");
+    group.bench_function("bearer_auth_layer", |b| b.iter(via_layer));
+    group.bench_function("fixed_header", |b| b.iter(fixed_header));
+    group.bench_function("shared_token_and_header", |b| {
+        b.iter(shared_token_and_header)
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("attach/2_threads");
+    group.bench_function("bearer_auth_layer", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, via_layer))
+    });
+    group.bench_function("fixed_header", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, fixed_header))
+    });
+    group.bench_function("shared_token_and_header", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, shared_token_and_header))
+    });
+    group.finish();
 }
 
 /// Runs `op` `iters` times on each of two threads started together; the

@@ -143,6 +143,18 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
         )));
     }
     let shown = printable(trimmed);
+    // `https:/sms01` or `https:sms01` is not a scheme-less host: read as one,
+    // its host would be `https` (and the secret would go there).
+    let head = trimmed.split(':').next().unwrap_or_default();
+    if !trimmed.contains("://")
+        && trimmed.contains(':')
+        && (head.eq_ignore_ascii_case("https") || head.eq_ignore_ascii_case("http"))
+    {
+        return Err(Error::config(format!(
+            "the {what} `{shown}` lacks the `//` after `{}:`: write it as `https://HOST/...`",
+            printable(head)
+        )));
+    }
     let with_scheme = match trimmed.find("://") {
         Some(_) => trimmed.to_owned(),
         // A bare IPv6 literal has colons that would read as a port.
@@ -381,6 +393,14 @@ mod tests {
         assert!(config_error("https://sms01/identitymanager?x=1").contains("query"));
         assert!(config_error("https://sms01/identitymanager#top").contains("fragment"));
         assert!(config_error("https://").contains("no host"));
+        // Not host `https`: the `//` is missing.
+        for input in [
+            "https:/sms01/identitymanager",
+            "HTTP:sms01",
+            "https:\\\\sms01",
+        ] {
+            assert!(config_error(input).contains("lacks the `//`"), "{input}");
+        }
         assert!(config_error("https:///identitymanager").contains("no host"));
     }
 
@@ -419,6 +439,7 @@ mod tests {
             "ftp://x/t",
             "https://u:p@x/t",
             "https://x/t#f",
+            "https:/x/t",
             "",
         ] {
             let err = parse_endpoint(bad, "token endpoint", false).expect_err(bad);

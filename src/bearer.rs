@@ -12,6 +12,7 @@ use reqwest::header::HeaderValue;
 use url::Host;
 
 use crate::authority;
+use crate::cache::{stripe, STRIPES};
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::AccessToken;
 
@@ -31,22 +32,29 @@ pub(crate) fn authorization_value(token: &AccessToken) -> Result<HeaderValue> {
 /// The `Authorization` value of the last token seen, so the steady state
 /// (one token, thousands of requests) neither formats nor re-validates a
 /// JWT of a kilobyte per request: a pointer comparison and a refcount.
+/// One value per stripe of threads (as the cache's token copies), so that
+/// threads attaching at once do not all bump the reference count of one
+/// shared buffer.
 #[derive(Default)]
 pub(crate) struct HeaderCache {
-    last: ArcSwapOption<(AccessToken, HeaderValue)>,
+    stripes: [HeaderSlot; STRIPES],
 }
 
+#[derive(Default)]
+#[repr(align(128))]
+struct HeaderSlot(ArcSwapOption<(AccessToken, HeaderValue)>);
+
 impl HeaderCache {
-    /// The header value for `token`, built once per token.
+    /// The header value for `token`, built once per token and stripe.
     pub(crate) fn value(&self, token: &AccessToken) -> Result<HeaderValue> {
-        if let Some(last) = self.last.load().as_deref() {
+        let slot = &self.stripes[stripe()].0;
+        if let Some(last) = slot.load().as_deref() {
             if last.0.same_as(token) {
                 return Ok(last.1.clone());
             }
         }
         let value = authorization_value(token)?;
-        self.last
-            .store(Some(Arc::new((token.clone(), value.clone()))));
+        slot.store(Some(Arc::new((token.clone(), value.clone()))));
         Ok(value)
     }
 }
@@ -425,6 +433,25 @@ mod tests {
         assert_eq!(cache.value(&a2).unwrap(), "Bearer aaa");
         assert!(cache.value(&AccessToken::new("x\ny", exp)).is_err());
         assert_eq!(format!("{cache:?}"), "HeaderCache");
+    }
+
+    #[test]
+    fn header_cache_gives_each_stripe_its_own_buffer() {
+        let exp = SystemTime::now() + Duration::from_secs(60);
+        let cache = HeaderCache::default();
+        let token = AccessToken::new("aaa", exp);
+        let here = cache.value(&token).unwrap().as_bytes().as_ptr() as usize;
+        assert_eq!(
+            cache.value(&token).unwrap().as_bytes().as_ptr() as usize,
+            here
+        );
+        let there = std::thread::scope(|s| {
+            s.spawn(|| cache.value(&token).unwrap().as_bytes().as_ptr() as usize)
+                .join()
+                .unwrap()
+        });
+        // Another thread (the next stripe) does not share this buffer's count.
+        assert_ne!(here, there);
     }
 
     #[test]

@@ -8,10 +8,11 @@ use secrecy::SecretString;
 
 use crate::authority::without_userinfo;
 use crate::cache::{Cache, CacheConfig, Stats};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
+use crate::config::ClientConfig;
 use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
-use crate::exchange::{ExchangeConfig, Exchanger};
+use crate::exchange::Exchanger;
 use crate::http::HttpConfig;
 use crate::store::{lease_time, Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
@@ -73,7 +74,9 @@ impl AimClient {
         self.inner.cache.token().await
     }
 
-    /// Forces a new token from AIM, shared with any refresh already under way.
+    /// Forces a new token from AIM, shared with any refresh already under
+    /// way; a token fetched less than `min_refresh_interval` ago counts as
+    /// new (so a crowd calling `refresh()` makes one request).
     pub async fn refresh(&self) -> Result<AccessToken> {
         self.inner.cache.refresh().await
     }
@@ -81,9 +84,23 @@ impl AimClient {
     /// Drops `token` from the cache if it is still the current one, e.g.
     /// after a resource server answered 401 for it. The next
     /// [`token`](Self::token) fetches a new one; a thousand callers
-    /// invalidating the same token cause one refresh.
+    /// invalidating the same token cause one refresh, and a token fetched
+    /// less than `min_refresh_interval` ago is kept (no request storms).
     pub fn invalidate(&self, token: &AccessToken) {
         self.inner.cache.invalidate(token)
+    }
+
+    /// After a 401 for `refused`: the fresh token to retry with, or the
+    /// `Unauthorized` error to return (the one renewal policy, see
+    /// `cache::rejection`; every attachment calls it).
+    pub(crate) async fn renew_refused(&self, refused: &AccessToken) -> Result<AccessToken> {
+        self.inner.cache.renew_refused(refused).await
+    }
+
+    /// The retry with the fresh token was refused too: starts the cool-down
+    /// and returns the error to report.
+    pub(crate) fn fresh_refused(&self, fresh: &AccessToken) -> Error {
+        self.inner.cache.fresh_refused(fresh)
     }
 
     /// A snapshot of the cache's counters.
@@ -125,6 +142,7 @@ pub struct AimClientBuilder {
     pub(crate) authority: Option<String>,
     pub(crate) fallback_authorities: Vec<String>,
     pub(crate) token_endpoint: Option<String>,
+    pub(crate) expected_issuer: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<SecretString>,
     pub(crate) scopes: Vec<String>,
@@ -155,8 +173,21 @@ impl AimClientBuilder {
         self
     }
 
-    /// A redundant AIM node to fail over to when the primary is unreachable
-    /// or failing (repeatable, tried in order). Tokens are per node.
+    /// The issuer AIM's discovery document reports, when it is not the
+    /// authority's own base URL (AIM installed under another name). Every
+    /// node may report it; fallback nodes also accept the primary's issuer
+    /// without it, since a Redundant SSO node issues tokens "as if sent from
+    /// the System Management Server".
+    pub fn expected_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.expected_issuer = Some(issuer.into());
+        self
+    }
+
+    /// A redundant AIM node to fail over to when the primary cannot answer
+    /// (unreachable, TLS failure, timeouts, 5xx, an answer that is not
+    /// OAuth such as an HTML page or a 404); repeatable, tried in order.
+    /// An OAuth refusal from a fallback node does not cool the primary down.
+    /// Tokens are per node.
     pub fn fallback_authority(mut self, authority: impl Into<String>) -> Self {
         self.fallback_authorities.push(authority.into());
         self
@@ -335,6 +366,16 @@ impl AimClientBuilder {
         self
     }
 
+    /// After a resource server (MES) refused a freshly fetched token too,
+    /// the attachments (`MesClient`, `BearerAuth`, `BearerAuthLayer`) stop
+    /// renewing tokens after a 401 for this long and answer `Unauthorized`:
+    /// such a server does not trust this AIM or expects another audience,
+    /// and asking AIM again would only cost token requests. Default 30 s.
+    pub fn unauthorized_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cache.unauthorized_cooldown = cooldown;
+        self
+    }
+
     /// Whether a background task refreshes the token ahead of expiry.
     /// Default true.
     pub fn background_refresh(mut self, enabled: bool) -> Self {
@@ -359,7 +400,7 @@ impl AimClientBuilder {
         self
     }
 
-    /// The wall clock used for expiry. Default [`SystemClock`]; tests use
+    /// The wall clock used for expiry. Default [`SystemClock`](crate::SystemClock); tests use
     /// [`TokioClock`](crate::TokioClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -436,31 +477,31 @@ impl AimClientBuilder {
     /// a remote host, no client ID or secret, a root certificate that is not
     /// PEM, a reserved `form_param`, nonsensical cache knobs.
     pub fn build(self) -> Result<AimClient> {
-        let clock: Arc<dyn Clock> = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let config = ExchangeConfig::from_builder(&self, clock.clone())?;
-        let client_id = config.credentials.client_id.clone();
-        let mut cache_config = self.cache;
+        let mut config = ClientConfig::from_builder(&self)?;
+        let client_id = config.exchange.credentials.client_id.clone();
         if let Some(store) = self.token_store {
             store.trust_roots(&self.root_certificates);
+            let exchange = &config.exchange;
             let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
             let lease_ttl = lease_time(
-                cache_config.retry_deadline,
-                config.http.request_timeout,
-                config.authorities.len(),
+                config.cache.retry_deadline,
+                exchange.http.request_timeout,
+                exchange.authorities.len(),
                 timeout,
             );
             // Zero (one attempt, no retries) still waits one request's time.
-            let wait_limit = cache_config.retry_deadline.max(config.http.request_timeout);
-            cache_config.store = Some(Arc::new(Attached::new(
-                store, &config, lease_ttl, wait_limit, timeout,
+            let wait_limit = config
+                .cache
+                .retry_deadline
+                .max(exchange.http.request_timeout);
+            config.cache.store = Some(Arc::new(Attached::new(
+                store, exchange, lease_ttl, wait_limit, timeout,
             )));
         }
-        let http = config.http.clone();
-        let exchanger = Arc::new(Exchanger::new(config)?);
+        let http = config.exchange.http.clone();
+        let exchanger = Arc::new(Exchanger::new(config.exchange)?);
         let authority = exchanger.primary_label().to_owned();
-        // `self.clock` (not `clock`): without an injected clock the cache
-        // reads the coarse system clock inline on its hot path.
-        let cache = Cache::new(exchanger, cache_config, self.clock, &client_id)?;
+        let cache = Cache::new(exchanger, config.cache, config.clock, &client_id)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,
@@ -512,6 +553,10 @@ impl fmt::Debug for AimClientBuilder {
                 "token_endpoint",
                 &self.token_endpoint.as_deref().map(without_userinfo),
             )
+            .field(
+                "expected_issuer",
+                &self.expected_issuer.as_deref().map(without_userinfo),
+            )
             .field("form_params", &self.form_params)
             .field("root_certificates", &self.root_certificates.len())
             .field(
@@ -535,8 +580,8 @@ mod tests {
 
     /// The token exchange `builder.build()` puts behind its cache.
     fn exchanger(builder: &AimClientBuilder) -> Exchanger {
-        let config = ExchangeConfig::from_builder(builder, Arc::new(SystemClock)).unwrap();
-        Exchanger::new(config).unwrap()
+        let config = ClientConfig::from_builder(builder).unwrap();
+        Exchanger::new(config.exchange).unwrap()
     }
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -83,9 +83,13 @@ struct Cached {
 pub(crate) struct DiscoveryRequest<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) authority: &'a Authority,
-    pub(crate) allow_insecure_http: bool,
     pub(crate) scrubber: &'a Scrubber,
     pub(crate) now: SystemTime,
+    /// Another issuer this authority may report besides its own: a
+    /// Redundant SSO node issues tokens "as if sent from the System
+    /// Management Server", so its discovery may carry the primary's issuer
+    /// (or the one set with `expected_issuer`).
+    pub(crate) also_issuer: Option<&'a Authority>,
 }
 
 impl DiscoveryCache {
@@ -185,7 +189,11 @@ fn parse_metadata(
     };
     metadata.discovered = true;
     let authority = req.authority;
-    if !authority.matches_issuer(&metadata.issuer) {
+    let accepted = authority.matches_issuer(&metadata.issuer)
+        || req
+            .also_issuer
+            .is_some_and(|other| other.matches_issuer(&metadata.issuer));
+    if !accepted {
         let issuer = req.scrubber.line(&metadata.issuer, 200);
         return Err(Error::new(
             ErrorKind::InvalidResponse,
@@ -195,15 +203,16 @@ fn parse_metadata(
         )
         .with_status(answer.status));
     }
-    pinned_endpoint(
+    // The checked URL, not the advertised text: the exchange parses this.
+    metadata.token_endpoint = pinned_endpoint(
         authority,
         &metadata.token_endpoint,
         Pinned::TokenEndpoint,
         url,
         req.scrubber,
-        req.allow_insecure_http,
     )
-    .map_err(|e| e.with_status(answer.status))?;
+    .map_err(|e| e.with_status(answer.status))?
+    .into();
     Ok(metadata)
 }
 
@@ -251,14 +260,17 @@ pub(crate) fn pinned_endpoint(
     which: Pinned,
     discovery_url: &str,
     scrubber: &Scrubber,
-    allow_insecure_http: bool,
 ) -> Result<Url> {
     let shown = scrubber.line(advertised, 200);
     let what = which.what();
-    let parsed = Url::parse(advertised.trim()).map_err(|e| {
+    // Parsed once, by the endpoint rules, and that URL is checked and
+    // returned: two parsers can read one string as two hosts (`https:/h/x`
+    // is `h` to the URL parser and `https` to the endpoint rules). The
+    // origin check implies the http rule, which the authority passed.
+    let parsed = parse_endpoint(advertised, what, true).map_err(|e| {
         Error::new(
             ErrorKind::InvalidResponse,
-            format!("discovery at {discovery_url} advertises an unusable {what} `{shown}` ({e}); check that the authority points to AIM"),
+            format!("discovery at {discovery_url} advertises an unusable {what}: {e}; check that the authority points to AIM"),
         )
     })?;
     if !authority.same_origin(&parsed) {
@@ -269,12 +281,7 @@ pub(crate) fn pinned_endpoint(
             which.setting(),
         )));
     }
-    parse_endpoint(advertised, what, allow_insecure_http).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!("discovery at {discovery_url} advertises an unusable {e}"),
-        )
-    })
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -288,9 +295,9 @@ mod tests {
         let req = DiscoveryRequest {
             http: &http,
             authority: &authority,
-            allow_insecure_http: false,
             scrubber: &scrubber,
             now: SystemTime::now(),
+            also_issuer: None,
         };
         let answer = Answer::new(200, body.as_bytes());
         parse_metadata(&answer, &req, "https://x/.well-known/openid-configuration")
@@ -378,7 +385,8 @@ mod tests {
             assert!(msg.contains("https://sms01.plant.local"), "{msg}");
             assert!(!err.is_transient());
         }
-        // The same origin after normalisation is accepted, path as given.
+        // The same origin after normalisation is accepted, path as given
+        // (kept normalised, as checked).
         for same in [
             "https://sms01.plant.local/identitymanager/connect/token",
             "https://SMS01.Plant.Local:443/IdentityManager/connect/token",
@@ -386,10 +394,47 @@ mod tests {
         ] {
             let m =
                 parse("sms01.plant.local", &doc(same)).unwrap_or_else(|e| panic!("{same}: {e}"));
-            assert_eq!(m.token_endpoint, same);
+            assert_eq!(Url::parse(&m.token_endpoint), Url::parse(same));
         }
         let err = parse("sms01.plant.local", &doc("not a url")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+    }
+
+    #[test]
+    fn the_url_returned_is_the_url_checked() {
+        // `https:/host/..` (one slash) is the authority's host to the URL
+        // parser, but a scheme-less input to the endpoint rules, which
+        // read host `https`: the pinned URL must be the one that was checked.
+        let authority = Authority::parse("sms01.plant.local", false).unwrap();
+        for advertised in [
+            "https:/sms01.plant.local/identitymanager/connect/register",
+            "HTTPS:/sms01.plant.local/identitymanager/connect/register",
+            "https:sms01.plant.local/identitymanager/connect/register",
+        ] {
+            for which in [Pinned::TokenEndpoint, Pinned::RegistrationEndpoint] {
+                match pinned_endpoint(
+                    &authority,
+                    advertised,
+                    which,
+                    "https://x/.well-known/openid-configuration",
+                    &Scrubber::default(),
+                ) {
+                    Ok(url) => assert!(authority.same_origin(&url), "{advertised} -> {url}"),
+                    Err(e) => assert!(!e.is_transient(), "{advertised}: {e}"),
+                }
+            }
+        }
+        // The token endpoint kept in the metadata is the checked URL, so the
+        // exchange cannot read it differently.
+        let m = parse(
+            "sms01.plant.local",
+            r#"{"issuer":"https://sms01.plant.local/identitymanager","token_endpoint":"https://SMS01.plant.local:443/identitymanager/connect/token"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.token_endpoint,
+            "https://sms01.plant.local/identitymanager/connect/token"
+        );
     }
 
     #[test]

@@ -29,9 +29,12 @@
 //! ([`allow_host`](BearerAuthLayer::allow_host), or every https host after
 //! [`allow_any_https_host`](BearerAuthLayer::allow_any_https_host); with
 //! neither, requests fail with an error naming both); when no token can be had
-//! the request is not sent ([`BearerError::Auth`]); a 401 invalidates the
+//! the request is not sent ([`BearerError::Auth`]); a 401 renews the
 //! token and the request is retried once with a fresh one **if its body can
-//! be replayed**, and a second 401 is returned as is.
+//! be replayed**. When the fresh token is refused too, the call fails with
+//! an `Unauthorized` [`BearerError::Auth`] and 401 renewals stop for
+//! [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown);
+//! a token younger than `min_refresh_interval` is not renewed either.
 //!
 //! # Which bodies are replayed
 //!
@@ -348,19 +351,22 @@ where
                 if !bearer::is_token_rejected(response.status().as_u16()) {
                     return Ok(response);
                 }
-                aim.invalidate(&token);
                 let Some(mut retry) = replay else {
+                    aim.invalidate(&token);
                     return Ok(response);
                 };
-                let fresh = attach(&aim, &header, &mut retry).await?;
-                if fresh.same_as(&token) {
-                    return Ok(response);
-                }
+                let fresh = aim.renew_refused(&token).await.map_err(BearerError::Auth)?;
+                let value = header.value(&fresh).map_err(BearerError::Auth)?;
+                retry.headers_mut().insert(AUTHORIZATION, value);
                 drop(response);
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(BearerError::Service)?;
-                inner.call(retry).await.map_err(BearerError::Service)
+                let response = inner.call(retry).await.map_err(BearerError::Service)?;
+                if bearer::is_token_rejected(response.status().as_u16()) {
+                    return Err(BearerError::Auth(aim.fresh_refused(&fresh)));
+                }
+                Ok(response)
             }),
         }
     }

@@ -97,9 +97,42 @@
 //! to the hosts given to `allow_host` (or every https host after an explicit
 //! `allow_any_https_host()`; with neither they refuse every request) — fail
 //! closed when no token can be had, and on a 401 drop the token and retry
-//! once. [`check_token_destination`] is that rule for code that sends the
+//! once. That renewal is rate-limited: a token younger than
+//! [`min_refresh_interval`](AimClientBuilder::min_refresh_interval) is not
+//! renewed, and when the fresh token is refused too (MES does not trust this
+//! AIM, or expects another audience) they answer `Unauthorized` without
+//! asking AIM for [`unauthorized_cooldown`](AimClientBuilder::unauthorized_cooldown).
+//! [`check_token_destination`] is that rule for code that sends the
 //! token itself. What the crate protects, and against what, is in
 //! `SECURITY.md`.
+//!
+//! ## Timeouts, runtimes and the background refresh
+//!
+//! - **Your timeouts are safe.** The token request runs in a task the client
+//!   spawns on your tokio runtime; `token()` only awaits its outcome. Wrap it
+//!   in `tokio::time::timeout` or a tower `Timeout` as you like: giving up
+//!   cancels nothing, and the next call joins the same request.
+//! - **[`retry_deadline`](AimClientBuilder::retry_deadline) is a deadline**
+//!   (default 60 s): it bounds every attempt on every node, and when it runs
+//!   out `token()` fails with [`ErrorKind::Timeout`] whose `source()` is the
+//!   last attempt's error.
+//! - **The refresher lives in the runtime that first needed a token.** If
+//!   that runtime goes away (a set-up runtime, a test fixture,
+//!   `Runtime::new().block_on(..)` per call), the first call after the
+//!   refresh instant notices, restarts the refresher on its own runtime and
+//!   refreshes itself, waiting at most about 2 s before it goes on with the
+//!   still-valid token.
+//! - **A current-thread runtime driven by short `block_on` calls** runs the
+//!   refresher only while some `block_on` is running. That works: a refresh
+//!   that falls due between calls happens inside the next call that sees it
+//!   due (up to about 2 s late). If that is not acceptable, keep a runtime
+//!   alive for the client (a multi-thread runtime, or a thread blocked in
+//!   `block_on` on a long-lived future), or turn
+//!   [`background_refresh`](AimClientBuilder::background_refresh) off: then
+//!   callers always refresh themselves when due.
+//! - **No server number can panic or park the client**: `Retry-After` is
+//!   honoured up to 1 h and never past the deadline; `expires_in` and a JWT
+//!   `exp` are clamped to between 1 s and 7 days.
 //!
 //! ## Many processes, many hosts
 //!
@@ -154,6 +187,7 @@ mod bearer;
 mod cache;
 mod client;
 mod clock;
+mod config;
 mod credentials;
 mod discovery;
 mod error;

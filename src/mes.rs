@@ -59,8 +59,10 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// its timeouts, unless given its own client with
 /// [`with_http_client`](Self::with_http_client).
 ///
-/// A 401 makes the client invalidate the token and try once more with a
-/// fresh one. Other failures become an [`Error`] whose
+/// A 401 makes the client renew the token and try once more with a fresh
+/// one (rate-limited: see
+/// [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown)).
+/// Other failures become an [`Error`] whose
 /// [`kind`](Error::kind) says what happened and whose message explains it in
 /// MES's terms, followed by the status, content type and length and MES's
 /// own `Message`, scrubbed of tokens and made one line (never the raw body,
@@ -75,6 +77,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
 /// | 404 "No HTTP resource was found ..." | `NotFound`, wrong endpoint or missing parameter | no |
 /// | other 404 ("The specified entity does not exist") | `NotFound` | no |
+/// | 404 that is not MES's JSON (a web server's HTML page) | `NotFound`, check the MES base URL | no |
 /// | 405 | `BadRequest`, wrong HTTP method | no |
 /// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |
@@ -125,7 +128,8 @@ impl MesClient {
     ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
-    /// not cross the network in clear text).
+    /// not cross the network in clear text), or ends in the API's folder
+    /// (`.../mesmw/api/v3/`: give `.../mesmw/`).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
         let http = crate::http::build_client(aim.http_config())?;
@@ -185,7 +189,8 @@ impl MesClient {
     }
 
     /// A client whose GETs return at most `max_rows` rows (the `max_rows`
-    /// header MES documents for its GETs).
+    /// header MES documents for its GETs). It is sent as given, also `0`,
+    /// whose meaning AVEVA does not document (the emulator answers no rows).
     #[must_use]
     pub fn with_max_rows(&self, max_rows: u32) -> Self {
         MesClient {
@@ -297,13 +302,15 @@ impl MesClient {
             .map_err(|e| e.context(&context))?;
         let mut tokens = vec![token.clone()];
         if bearer::is_token_rejected(response.status().as_u16()) {
-            aim.invalidate(&token);
             if let Some(retry) = replay {
-                let fresh = aim.token().await.map_err(|e| e.context(&context))?;
-                if !fresh.same_as(&token) {
-                    response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    tokens.push(fresh);
-                }
+                let fresh = aim
+                    .renew_refused(&token)
+                    .await
+                    .map_err(|e| e.context(&context))?;
+                response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
+                tokens.push(fresh);
+            } else {
+                aim.invalidate(&token);
             }
         }
 
@@ -335,7 +342,14 @@ impl MesClient {
             body_len: Some(body_len),
         };
         let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
-        Err(errors::mes_error(&facts, &body).context(&context))
+        let mut err = errors::mes_error(&facts, &body);
+        if let Some(fresh) = tokens.get(1) {
+            if bearer::is_token_rejected(status) {
+                // The renewed token was refused too: no renewals for a while.
+                err = err.context(aim.fresh_refused(fresh));
+            }
+        }
+        Err(err.context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -427,7 +441,35 @@ fn parse_base(mes_base: &str) -> Result<Url> {
         let path = format!("{}/", base.path());
         base.set_path(&path);
     }
+    // Paths (and the helpers' api/v3/...) are relative to the Web API's
+    // base: one that already ends in api/ or api/vN/ would double it.
+    if let Some(web_api_base) = before_api_folder(base.path()) {
+        let mut suggestion = base.clone();
+        suggestion.set_path(web_api_base);
+        return Err(Error::config(format!(
+            "MES base {mes_base:?} ends in the API's folder: give the Web API's base, e.g. \
+             {suggestion} (calls add api/v3/...)"
+        )));
+    }
     Ok(base)
+}
+
+/// `/mesmw/` for a path ending in `/api/` or `/api/vN/` (any case).
+fn before_api_folder(path: &str) -> Option<&str> {
+    let (head, last) = path.trim_end_matches('/').rsplit_once('/')?;
+    let is_version = last
+        .strip_prefix(['v', 'V'])
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let head = if is_version {
+        let (above, api) = head.rsplit_once('/')?;
+        api.eq_ignore_ascii_case("api").then_some(above)?
+    } else if last.eq_ignore_ascii_case("api") {
+        head
+    } else {
+        return None;
+    };
+    // `head` is a prefix of `path`; keep its trailing slash.
+    path.get(..=head.len())
 }
 
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
@@ -455,8 +497,10 @@ impl Reply {
                 retry_after: None,
                 location: None,
                 content_type: self.content_type.clone(),
-                body: &self.body,
-                body_len: None,
+                // As much as an error page: parsing and scrubbing up to
+                // 32 MiB again would only multiply the memory a wrong type costs.
+                body: &self.body[..self.body.len().min(MAX_ERROR_BODY_BYTES)],
+                body_len: Some(self.body.len() as u64),
             };
             Facts::of(
                 &answer,
@@ -570,6 +614,23 @@ mod tests {
     }
 
     #[test]
+    fn a_decode_error_reads_only_a_prefix_of_a_large_answer() {
+        let mut body = br#"{"pad":""#.to_vec();
+        body.resize(MAX_ERROR_BODY_BYTES + 10, b'x');
+        body.extend_from_slice(br#"","Message":"far away"}"#);
+        let len = body.len();
+        let reply = Reply {
+            body,
+            content_type: None,
+            url: Url::parse("https://mes01/mesmw/x").unwrap(),
+            tokens: Vec::new(),
+        };
+        let msg = reply.json::<Vec<u8>>("x").unwrap_err().to_string();
+        assert!(!msg.contains("far away"), "{msg}");
+        assert!(msg.contains(&format!("{len} bytes")), "{msg}");
+    }
+
+    #[test]
     fn base_gets_a_trailing_slash() {
         let mes = client("https://mes01.plant.local/mesmw").unwrap();
         assert_eq!(mes.base_url(), "https://mes01.plant.local/mesmw/");
@@ -592,6 +653,19 @@ mod tests {
             "https://mes01/mesmw/"
         );
         assert_eq!(base("https://mes01").unwrap().as_str(), "https://mes01/");
+        // The Web API's base, not its api/v3 folder: the helpers add that,
+        // and a base ending in it doubles it (404 on every call).
+        for wrong in [
+            "https://mes01/mesmw/api/v3",
+            "https://mes01/mesmw/api/v3/",
+            "https://mes01/mesmw/API/",
+            "https://mes01/mesmw/api/V1",
+        ] {
+            let err = base(wrong).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{wrong}");
+            assert!(err.to_string().contains("https://mes01/mesmw/"), "{err}");
+        }
+        assert!(base("https://mes01/apiserver/mesmw/").is_ok());
     }
 
     #[test]

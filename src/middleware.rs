@@ -34,10 +34,14 @@
 //!   error is `reqwest_middleware::Error::Middleware` wrapping an
 //!   [`aim_token::Error`](crate::Error) that says why (get it back with
 //!   `anyhow::Error::downcast_ref`).
-//! - On a 401 the token is invalidated (many requests rejecting the same
-//!   token cause one refresh) and the request is retried once with a fresh
+//! - On a 401 the token is renewed (many requests rejecting the same
+//!   token cause one refresh; a token younger than `min_refresh_interval`
+//!   is not renewed) and the request is retried once with a fresh
 //!   token when its body can be replayed ([`reqwest::Request::try_clone`]);
-//!   a second 401 is returned as is. If no fresh token can be had for the
+//!   when the fresh token is refused too, the call fails with an
+//!   `Unauthorized` error and 401 renewals stop for
+//!   [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown).
+//!   If no fresh token can be had for the
 //!   retry, the call fails with that error rather than resending a token
 //!   that was just rejected.
 
@@ -112,12 +116,17 @@ impl BearerAuth {
             .token()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
+        self.attach(req, &token)?;
+        Ok(token)
+    }
+
+    fn attach(&self, req: &mut Request, token: &AccessToken) -> reqwest_middleware::Result<()> {
         let value = self
             .header
-            .value(&token)
+            .value(token)
             .map_err(reqwest_middleware::Error::middleware)?;
         req.headers_mut().insert(AUTHORIZATION, value);
-        Ok(token)
+        Ok(())
     }
 }
 
@@ -157,20 +166,27 @@ impl Middleware for BearerAuth {
             return Ok(response);
         }
 
-        self.aim.invalidate(&token);
         let Some(mut retry) = replay else {
+            self.aim.invalidate(&token);
             tracing::debug!(
                 "resource server rejected the token (401); body not replayable, not retrying"
             );
             return Ok(response);
         };
-        let fresh = self.bearer(&mut retry).await?;
-        if fresh.same_as(&token) {
-            // The cache had nothing newer: the same token would only be rejected again.
-            return Ok(response);
-        }
+        let fresh = self
+            .aim
+            .renew_refused(&token)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        self.attach(&mut retry, &fresh)?;
         tracing::debug!("resource server rejected the token (401); retrying once with a fresh one");
         drop(response);
-        next.run(retry, extensions).await
+        let response = next.run(retry, extensions).await?;
+        if bearer::is_token_rejected(response.status().as_u16()) {
+            return Err(reqwest_middleware::Error::middleware(
+                self.aim.fresh_refused(&fresh),
+            ));
+        }
+        Ok(response)
     }
 }

@@ -375,8 +375,9 @@ impl ClientRegistration {
             scope: (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             access_token_lifetime: lifetime_secs(self.lifetime)?,
         };
+        let connection = crate::config::ConnectionConfig::from_builder(aim)?;
         dcr::register(
-            aim,
+            &connection,
             initial_access_token,
             &request,
             self.registration_endpoint.as_deref(),
@@ -411,7 +412,13 @@ impl fmt::Debug for ClientRegistration {
             .field("grant_types", &self.grant_types)
             .field("access_token_lifetime", &self.lifetime)
             .field("enabled", &self.enabled)
-            .field("registration_endpoint", &self.registration_endpoint)
+            .field(
+                "registration_endpoint",
+                &self
+                    .registration_endpoint
+                    .as_deref()
+                    .map(crate::authority::without_userinfo),
+            )
             .finish()
     }
 }
@@ -644,6 +651,10 @@ mod tests {
     fn debug_is_redacted() {
         let given = ClientRegistration::new("x").secret("hunter2-secret");
         assert!(!format!("{given:?}").contains("hunter2"));
+        // A password typed into the endpoint is refused when used, and not shown.
+        let endpoint = ClientRegistration::new("x")
+            .registration_endpoint("https://admin:hunter2@sms01/identitymanager/connect/register");
+        assert!(!format!("{endpoint:?}").contains("hunter2"), "{endpoint:?}");
         let generated = ClientRegistration::new("x").generate_secret();
         let dbg = format!("{generated:?}");
         assert!(!dbg.contains(generated.client_secret().unwrap()));

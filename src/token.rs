@@ -174,10 +174,10 @@ impl AccessToken {
         self.inner.id == other.inner.id
     }
 
-    /// The identity shared by every copy of this token.
-    #[inline]
-    pub(crate) fn id(&self) -> u64 {
-        self.inner.id
+    /// How many handles share this copy (tests: who still holds a token).
+    #[cfg(test)]
+    pub(crate) fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// The same token (same id) behind its own reference count, so that one
@@ -201,8 +201,28 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// The longest lifetime believed, whether from `expires_in` or a JWT `exp`:
+/// a week (AIM issues 24 h by default). Longer claims would switch refresh
+/// ahead of expiry off for the token's life.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest lifetime: a token is never already expired on arrival.
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A server-supplied lifetime, clamped to [`MIN_LIFETIME`, `MAX_LIFETIME`].
+pub(crate) fn clamp_lifetime(lifetime: Duration) -> Duration {
+    lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME)
+}
+
+/// The expiry of a token issued at `issued_at` with `lifetime`, clamped.
+pub(crate) fn expiry_after(issued_at: SystemTime, lifetime: Duration) -> SystemTime {
+    let lifetime = clamp_lifetime(lifetime);
+    issued_at.checked_add(lifetime).unwrap_or(issued_at)
+}
+
 /// The `exp` claim of a JWT, read without verifying the signature: used only
-/// to learn the lifetime when the server sent no `expires_in`.
+/// to learn the lifetime when the server sent no `expires_in`. Any instant
+/// (even past what `SystemTime` holds) maps to one: callers clamp it.
 pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -213,7 +233,12 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
     let secs = exp
         .as_u64()
         .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    // Beyond SystemTime's range: a year 10,000 and more is "far", which
+    // the lifetime clamp turns into the longest lifetime believed.
+    const FAR_SECS: u64 = 253_402_300_800; // 10000-01-01
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .or_else(|| UNIX_EPOCH.checked_add(Duration::from_secs(FAR_SECS)))
 }
 
 #[cfg(test)]

@@ -281,6 +281,11 @@ async fn zero_retry_deadline_means_one_attempt() {
 async fn a_thousand_concurrent_invalidations_of_one_token_cause_one_refresh() {
     let Setup { aim, client, .. } = setup(24 * HOUR).await;
     let rejected = client.token().await.unwrap();
+    // A token younger than min_refresh_interval (1 s) is kept: no request.
+    client.invalidate(&rejected);
+    assert!(client.token().await.unwrap().same_as(&rejected));
+    assert_eq!(aim.token_requests(), 1);
+    sleep(2 * SEC).await;
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let client = client.clone();
@@ -304,6 +309,9 @@ async fn a_thousand_concurrent_invalidations_of_one_token_cause_one_refresh() {
 async fn refresh_forces_one_shared_request() {
     let Setup { aim, client, .. } = setup(24 * HOUR).await;
     let old = client.token().await.unwrap();
+    // Joins the one just fetched (younger than min_refresh_interval).
+    assert!(client.refresh().await.unwrap().same_as(&old));
+    sleep(2 * SEC).await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();

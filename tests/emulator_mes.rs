@@ -414,10 +414,55 @@ async fn transactions_commit_abort_and_time_out() {
     // Committed: now everyone's.
     let t = begin(aim, jwt).await;
     assert_eq!(start_in(aim, jwt, &t).await.0, 200);
-    let (status, body) = end(aim, jwt, &t, "bogus").await;
-    assert_eq!(status, 400, "{body}");
     assert_eq!(end(aim, jwt, &t, "COMMIT").await.0, 204);
     assert_eq!(state(aim, jwt, None).await, 3);
+}
+
+/// V3_Transaction_Put: `commit` commits; "any string entry other than
+/// commit (e.g., rollback or cancel)" rolls back, and the trans_id may
+/// come as a URL parameter instead of the header.
+#[tokio::test]
+async fn any_action_but_commit_rolls_back() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let (aim, jwt) = (&aim, jwt.as_str());
+    for action in ["rollback", "cancel", "abort", "bogus"] {
+        let t = begin(aim, jwt).await;
+        assert_eq!(start_in(aim, jwt, &t).await.0, 200);
+        let (status, body) = end(aim, jwt, &t, action).await;
+        assert_eq!(status, 204, "{action}: {body}");
+        assert_eq!(state(aim, jwt, None).await, 2, "{action} rolled back");
+        assert_eq!(end(aim, jwt, &t, "commit").await.0, 404, "{action}: gone");
+    }
+    let t = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &t).await.0, 200);
+    let path = format!("api/v3/transaction?action=commit&trans_id={t}");
+    let (status, body) = send(aim, Some(jwt), &call(Method::PUT, &path)).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(state(aim, jwt, None).await, 3);
+}
+
+/// V3_Jobs_End: "the specified job must be in the Running, Suspended, or On
+/// Hold state"; V3_Jobs_Pause: `state_cd` 5 or 6.
+#[tokio::test]
+async fn a_job_on_hold_can_be_ended() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let put = |endpoint: &'static str, body: Value| {
+        let c = call(Method::PUT, endpoint).json(body);
+        let (aim, jwt) = (&aim, jwt.clone());
+        async move { send(aim, Some(&jwt), &c).await }
+    };
+    let (status, body) = put("api/v3/Jobs/Start", fill_job()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut running: Value = serde_json::from_str(&body).unwrap();
+    running["state_cd"] = json!(6);
+    let (status, body) = put("api/v3/Jobs/Pause", running.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":6"#), "{body}");
+    let (status, body) = put("api/v3/Jobs/End", running).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":4"#), "{body}");
 }
 
 async fn begin(aim: &AimEmulator, jwt: &str) -> String {
@@ -507,4 +552,78 @@ async fn a_plant_with_bad_rows_does_not_start() {
         .unwrap_err();
     assert_eq!(err.kind(), aim_token::ErrorKind::Config);
     assert!(err.to_string().contains("job row #1"), "{err}");
+}
+
+/// Two open transactions, each starting a job on Line1 (one job position):
+/// each sees only the committed rows, so without locks both starts pass and
+/// both commits leave two jobs running on one position. MES's database
+/// holds the first one's locks until it ends; the emulator refuses the
+/// second writer at once (500, MES passes the database's error on when the
+/// caller controls the transaction).
+#[tokio::test]
+async fn concurrent_transactions_cannot_both_take_one_job_position() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let (aim, jwt) = (&aim, jwt.as_str());
+    let a = begin(aim, jwt).await;
+    let b = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &a).await.0, 200);
+    // The same job, and another job on the same entity, from b and from
+    // a call outside any transaction.
+    let mut pack = MesPlant::seeded().jobs()[2].clone();
+    pack["ent_id"] = json!(5);
+    pack["run_ent_id"] = json!(4);
+    let same = call(Method::PUT, "api/v3/Jobs/Start").json(fill_job());
+    let other = call(Method::PUT, "api/v3/Jobs/Start").json(pack);
+    for c in [
+        same.header("trans_id", b.clone()),
+        other.header("trans_id", b.clone()),
+    ] {
+        let (status, body) = send(aim, Some(jwt), &c).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("locked"), "{body}");
+    }
+    let (status, body) = send(
+        aim,
+        Some(jwt),
+        &call(Method::PUT, "api/v3/Jobs/Start").json(fill_job()),
+    )
+    .await;
+    assert_eq!(status, 500, "outside any transaction too: {body}");
+    assert_eq!(end(aim, jwt, &b, "commit").await.0, 204);
+    assert_eq!(end(aim, jwt, &a, "commit").await.0, 204);
+    assert_eq!(state(aim, jwt, None).await, 3);
+    // Once a has ended, its rows are free again: Fill is Running now, so a
+    // new start is refused by the rules (400), not by a lock.
+    let c = begin(aim, jwt).await;
+    assert_eq!(start_in(aim, jwt, &c).await.0, 400);
+}
+
+/// V3_Jobs_Pause and V3_Jobs_End identify the entity by `run_ent_id` (no
+/// `ent_id` needed) and need the job running there; Pause with `state_cd`
+/// 1 or 2 puts a job started by mistake back to New or Ready.
+#[tokio::test]
+async fn pause_and_end_go_by_the_run_entity() {
+    let aim = AimEmulator::start().await.unwrap();
+    let jwt = token(&aim).await;
+    let put = |endpoint: &'static str, body: Value| {
+        let c = call(Method::PUT, endpoint).json(body);
+        let (aim, jwt) = (&aim, jwt.clone());
+        async move { send(aim, Some(&jwt), &c).await }
+    };
+    let (status, body) = put("api/v3/Jobs/Start", fill_job()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut elsewhere = job_without("ent_id");
+    elsewhere["run_ent_id"] = json!(5);
+    let (status, body) = put("api/v3/Jobs/Pause", elsewhere).await;
+    assert_eq!(status, 400, "not running on entity 5: {body}");
+    let mut back = job_without("ent_id");
+    back["state_cd"] = json!(2);
+    let (status, body) = put("api/v3/Jobs/Pause", back).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":2"#), "back to Ready: {body}");
+    assert_eq!(put("api/v3/Jobs/Start", fill_job()).await.0, 200);
+    let (status, body) = put("api/v3/Jobs/End", job_without("ent_id")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""state_cd":4"#), "{body}");
 }

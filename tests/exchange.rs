@@ -151,6 +151,8 @@ impl Scripted {
             .client_secret(SECRET)
             .retry_deadline(Duration::ZERO)
             .background_refresh(false)
+            // Below a millisecond: every refresh() asks, as these tests count requests.
+            .min_refresh_interval(Duration::from_micros(1))
     }
 }
 
@@ -454,7 +456,7 @@ async fn token_endpoint_skips_discovery() {
 }
 
 #[tokio::test]
-async fn discovery_is_fetched_again_after_a_failure() {
+async fn discovery_is_kept_after_a_transient_failure() {
     let server = Scripted::start().await;
     server.serve_discovery();
     server.route(
@@ -467,6 +469,25 @@ async fn discovery_is_fetched_again_after_a_failure() {
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server);
+    token(&aim).await.unwrap();
+    // A busy node says nothing about where its endpoint is: one request per retry.
+    assert_eq!(server.count("/identitymanager/.well-known"), 1);
+}
+
+#[tokio::test]
+async fn discovery_is_fetched_again_after_the_endpoint_was_not_found() {
+    let server = Scripted::start().await;
+    server.serve_discovery();
+    server.route(
+        "/identitymanager/connect/token",
+        vec![
+            Reply::Http(404, vec![], b"<html>not found</html>".to_vec()),
+            json(200, TOKEN_OK),
+        ],
+    );
+    let aim = server.builder().build().unwrap();
+    let err = token(&aim).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse);
     token(&aim).await.unwrap();
     assert_eq!(server.count("/identitymanager/.well-known"), 2);
 }
@@ -889,6 +910,8 @@ mod emulator {
             .retry_deadline(Duration::ZERO)
             .background_refresh(false)
             .request_timeout(Duration::from_secs(2))
+            // Below a millisecond: every refresh() asks, as these tests count requests.
+            .min_refresh_interval(Duration::from_micros(1))
     }
 
     fn assert_clean(err: &Error) {
@@ -1142,8 +1165,10 @@ mod emulator {
     #[tokio::test]
     async fn discovery_faults_are_classified_too() {
         let emu = AimEmulator::start().await.unwrap();
+        // A 500 HTML page instead of discovery: AIM's fixed route is tried.
+        emu.inject(Endpoint::Discovery, Fault::Html);
+        token(&once(&emu).build().unwrap()).await.unwrap();
         for (fault, kind) in [
-            (Fault::Html, ErrorKind::Server),
             (Fault::DropConnection, ErrorKind::Transport),
             (Fault::Garbage, ErrorKind::InvalidResponse),
             (Fault::Truncated, ErrorKind::InvalidResponse),

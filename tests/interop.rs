@@ -430,6 +430,8 @@ async fn failover_to_a_second_provider() {
     assert_good_token(&first, &primary, POST_ID);
 
     drop(primary); // the node is gone: connections are refused
+                   // refresh() answers with a token younger than min_refresh_interval (1 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = aim.refresh().await.unwrap();
     assert_good_token(&second, &secondary, POST_ID);
     assert_eq!(
@@ -470,6 +472,9 @@ async fn refresh_fetches_a_new_token() {
         .build()
         .unwrap();
     let first = aim.token().await.unwrap();
+    // refresh() answers with a token younger than min_refresh_interval (1 s).
+    assert!(aim.refresh().await.unwrap().same_as(&first));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = aim.refresh().await.unwrap();
     assert_good_token(&second, &peer, POST_ID);
     assert_ne!(

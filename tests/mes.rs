@@ -532,6 +532,34 @@ fn a_transaction_dropped_without_a_runtime_does_not_panic() {
     drop(emu);
 }
 
+/// A task holding an open transaction is dropped by its runtime's
+/// shutdown: Drop runs while the runtime goes away; it must not panic (the
+/// abort cannot run any more; MES's timeout drops the changes).
+#[test]
+fn a_transaction_dropped_during_runtime_shutdown_does_not_panic() {
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        let emu = runtime.block_on(async {
+            let (emu, mes) = mes().await;
+            let tx = mes.transaction().await.unwrap();
+            tokio::spawn(async move {
+                let _held = tx;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+            emu
+        });
+        drop(runtime);
+        drop(emu);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
     let (emu, mes) = mes().await;
@@ -564,15 +592,120 @@ async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
 #[tokio::test]
 async fn a_transaction_id_that_cannot_be_a_header_is_refused() {
     let (emu, mes) = mes().await;
+    // The MesTransaction model as MES would send it, not wrapped in a
+    // {"Message": ..} error body: only the trans_id is wrong.
     for body in [
-        r#"{"trans_id":"a\u0001b"}"#,
+        r#"{"trans_id":"a\u0001b","trans_start_utc":"2026-12-01T09:00:00Z"}"#,
+        r#"{"trans_id":"a\r\nX-Injected: 1"}"#,
+        r#"{"trans_id":"a\nb"}"#,
         r#"{"trans_id":""}"#,
         r#"{"id":"x"}"#,
     ] {
-        emu.inject(Endpoint::Mes, status(200, body));
+        emu.inject(Endpoint::Mes, raw(200, body));
         let err = mes.transaction().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}: {err}");
+        if body.contains("trans_id") {
+            assert!(err.to_string().contains("usable trans_id"), "{body}: {err}");
+        }
     }
+    // A user-given trans_id with CR/LF never becomes a header either.
+    let err = mes
+        .with_trans_id("t\r\nAuthorization: x")
+        .entities()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+/// `body` exactly as given, with `status`.
+fn raw(status: u16, body: &str) -> Fault {
+    Fault::Status {
+        status,
+        retry_after: None,
+        body: Some(body.to_owned()),
+    }
+}
+
+/// AVEVA: "204 The call was successful but no content was returned". A GET
+/// that finds nothing may answer so: no rows, not a decoding error.
+#[tokio::test]
+async fn a_204_is_no_rows() {
+    let (emu, mes) = mes().await;
+    let no_content = || Fault::Status {
+        status: 204,
+        retry_after: None,
+        body: None,
+    };
+    emu.inject(Endpoint::Mes, no_content());
+    assert!(mes.entities().await.unwrap().is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let none = mes.entities_where([("entName", "x")]).await.unwrap();
+    assert!(none.is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_by_key(99).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_id("Nope", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.job("WO-9", "X", 0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // An HTML page with 200 (a proxy's login page) is still not rows.
+    emu.inject(Endpoint::Mes, raw(200, "<html><body>Sign in</body></html>"));
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(!err.to_string().contains("Sign in"), "{err}");
+}
+
+/// A commit that MES answers with a failure other than "no such
+/// transaction" leaves the transaction open there: it is aborted, and the
+/// caller is told the changes did not happen.
+#[tokio::test]
+async fn a_failed_commit_is_aborted_not_left_open() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    let id = tx.id().to_owned();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(
+        Endpoint::Mes,
+        status(500, "Transaction (Process ID 61) was deadlocked"),
+    );
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Server, "{err}");
+    let mut gone = false;
+    for _ in 0..200 {
+        if mes.with_trans_id(&id).entities().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        gone,
+        "the transaction was aborted, not left open until MES's timeout"
+    );
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+}
+
+/// A commit whose answer never arrives: MES may or may not have committed.
+/// The error says so; it is not "transient" (the transaction cannot be
+/// committed again: it is aborted).
+#[tokio::test]
+async fn a_commit_without_an_answer_says_the_outcome_is_unknown() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(Endpoint::Mes, Fault::DropConnection);
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(!err.is_transient(), "retrying cannot commit it: {err}");
+    let text = err.to_string();
+    assert!(text.contains("may or may not have committed"), "{text}");
 }
 
 #[tokio::test]

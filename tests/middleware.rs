@@ -221,17 +221,34 @@ async fn a_401_invalidates_once_and_retries_with_a_new_token() {
 }
 
 #[tokio::test]
-async fn a_second_401_is_returned_without_a_loop() {
+async fn a_second_401_is_unauthorized_without_a_loop() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
+    aim.token().await.unwrap();
+    // Old enough to be renewed after a 401.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let http = client(BearerAuth::new(aim).allow_any_https_host());
-    let response = http.get(rec.url("api/v3/entity")).send().await.unwrap();
-    assert_eq!(response.status(), 401);
-    assert_eq!(response.text().await.unwrap(), "rejected");
+    let err = http.get(rec.url("api/v3/entity")).send().await.unwrap_err();
+    assert!(
+        attach_support::is_fresh_token_refused(aim_error(&err)),
+        "{err}"
+    );
     assert_eq!(rec.requests(), 2, "one try and one retry");
     assert_eq!(emu.token_requests(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resource_server_refusing_every_token_costs_at_most_3_token_requests_for_50_calls() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::Reject).await;
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
+    for _ in 0..50 {
+        let err = http.get(rec.url("api/v3/entity")).send().await.unwrap_err();
+        assert_eq!(aim_error(&err).kind(), ErrorKind::Unauthorized, "{err}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
+}
 #[tokio::test]
 async fn a_hundred_concurrent_401s_on_one_token_cause_one_refresh() {
     let (emu, aim) = emulator().await;

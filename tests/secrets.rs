@@ -884,3 +884,38 @@ async fn localhost_with_a_trailing_dot_is_not_loopback_anywhere() {
     }
     aim_token::MesClient::new("http://localhost:8080/mesmw/", aim).unwrap();
 }
+
+#[tokio::test]
+async fn an_mes_error_page_cut_at_its_cap_leaves_no_partial_token_in_logs() {
+    let _ = logs();
+    let aim_node = Stub::start().await;
+    aim_node.own_discovery();
+    aim_node.route(
+        "/identitymanager/connect/token",
+        answer(
+            200,
+            "application/json",
+            serde_json::json!({"access_token": TOKEN, "expires_in": 3600}).to_string(),
+        ),
+    );
+    let mes_node = Stub::start().await;
+    let mes = aim_token::MesClient::new(
+        format!("{}/mesmw/", mes_node.base),
+        aim_node.builder().build().unwrap(),
+    )
+    .unwrap();
+    // Markup up to just before the 64 KiB the error page is read to, then
+    // the token: the cut leaves its first half, which no scrubber can
+    // recognise as the token.
+    let mut page = b"<p>".repeat(((64 << 10) - 16) / 3);
+    page.resize((64 << 10) - 16, b' ');
+    page.extend_from_slice(format!("echo {TOKEN} and more text").as_bytes());
+    mes_node.route("/mesmw/api/v3/entity", answer(500, "text/html", page));
+    let err = mes
+        .get_json::<serde_json::Value>("api/v3/entity")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(500));
+    assert_error_free_of("cut page", &err, &TOKEN_MARKERS);
+    assert_logs_free(&TOKEN_MARKERS);
+}

@@ -159,6 +159,8 @@ async fn a_401_renewal_replaces_the_shared_token_once_for_everyone() {
     let client = || {
         aim.client_builder()
             .token_store(store.clone())
+            // Renew right away: these tokens are refused within a millisecond.
+            .min_refresh_interval(std::time::Duration::from_micros(1))
             .build()
             .unwrap()
     };

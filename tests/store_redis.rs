@@ -215,6 +215,8 @@ async fn redis_killed_mid_run_costs_no_error_and_sharing_resumes_when_it_is_back
     let client = || {
         aim.client_builder()
             .token_store(RedisStore::new(&url).unwrap())
+            // Renew right away: these tokens are invalidated within a millisecond.
+            .min_refresh_interval(Duration::from_micros(1))
             .build()
             .unwrap()
     };
@@ -275,6 +277,8 @@ async fn a_frozen_redis_costs_one_store_timeout_then_is_skipped() {
     let client = || {
         aim.client_builder()
             .token_store(RedisStore::new(&url).unwrap())
+            // Renew right away: these tokens are invalidated within a millisecond.
+            .min_refresh_interval(Duration::from_micros(1))
             .build()
             .unwrap()
     };

@@ -14,7 +14,7 @@ use attach_support::{emulator, wrong_secret_client, Recorder, Rule};
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
@@ -293,20 +293,37 @@ async fn bodies_are_replayed_only_when_the_policy_can_copy_them() {
 }
 
 #[tokio::test]
-async fn a_second_401_is_returned_without_a_loop() {
+async fn a_second_401_is_unauthorized_without_a_loop() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
+    aim.token().await.unwrap();
+    // Old enough to be renewed after a 401.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let svc = BearerAuthLayer::new(aim)
         .allow_any_https_host()
         .layer(hyper_client());
-    let response = svc.oneshot(get(&rec.url("a"))).await.unwrap();
-    assert_eq!(response.status(), 401);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"rejected");
+    let err = svc.oneshot(get(&rec.url("a"))).await.unwrap_err();
+    let auth = err.auth().expect("our error");
+    assert!(attach_support::is_fresh_token_refused(auth), "{auth}");
     assert_eq!(rec.requests(), 2);
     assert_eq!(emu.token_requests(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_resource_server_refusing_every_token_costs_at_most_3_token_requests_for_50_calls() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::Reject).await;
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
+    for _ in 0..50 {
+        let err = svc.clone().oneshot(get(&rec.url("a"))).await.unwrap_err();
+        let auth = err.auth().expect("our error");
+        assert_eq!(auth.kind(), ErrorKind::Unauthorized, "{auth}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
+}
 #[tokio::test]
 async fn a_hundred_concurrent_401s_on_one_token_cause_one_refresh() {
     let (emu, aim) = emulator().await;

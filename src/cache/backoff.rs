@@ -45,6 +45,16 @@ impl Backoff {
         jittered.max(retry_after.unwrap_or_default())
     }
 
+    /// The same with a fixed seed, so a simulated run can be replayed.
+    #[cfg(test)]
+    pub(crate) fn seeded(min: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            rng: Rng(AtomicU64::new(seed)),
+        }
+    }
+
     /// A uniform draw in [0, 1), e.g. for the refresh jitter.
     pub(crate) fn unit(&self) -> f64 {
         self.rng.next_unit()

@@ -27,12 +27,18 @@ pub(crate) struct CacheConfig {
     pub(crate) retry_deadline: Duration,
     /// How long a permanent error is remembered and returned without a request. Default 10 s.
     pub(crate) error_cooldown: Duration,
+    /// After a resource server refused a freshly fetched token too, no 401
+    /// renewals for this long. Default 30 s.
+    pub(crate) unauthorized_cooldown: Duration,
     /// Whether a background task refreshes ahead of expiry. Default true.
     pub(crate) background_refresh: bool,
     /// The refresher wakes at least this often to check the wall clock. Default 30 s.
     pub(crate) wall_clock_check: Duration,
     /// The shared store acquisitions go through, if any.
     pub(crate) store: Option<Arc<Attached>>,
+    /// Seeds the jitter, so that a simulated run can be replayed.
+    #[cfg(test)]
+    pub(crate) jitter_seed: Option<u64>,
 }
 
 impl Default for CacheConfig {
@@ -46,9 +52,12 @@ impl Default for CacheConfig {
             backoff_max: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(60),
             error_cooldown: Duration::from_secs(10),
+            unauthorized_cooldown: Duration::from_secs(30),
             background_refresh: true,
             wall_clock_check: Duration::from_secs(30),
             store: None,
+            #[cfg(test)]
+            jitter_seed: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Single flight: however many callers need a token at once, one of them
-//! (the leader) sends the request and all of them get its outcome.
+//! The one acquisition in flight. Its leader runs it in a task the cache
+//! spawns (see `Shared::acquire`), so no caller owns it: callers only hold
+//! a receiver of its outcome, and one that gives up cancels nothing.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -8,64 +9,83 @@ use tokio::sync::watch;
 use crate::error::Result;
 use crate::token::AccessToken;
 
-/// The outcome every caller of one flight gets (`Error` is cheap to clone).
+/// The outcome every caller of one acquisition gets (`Error` is cheap to clone).
 pub(crate) type Outcome = Result<AccessToken>;
 
-type Slot = Option<watch::Receiver<Option<Outcome>>>;
+type Channel = watch::Receiver<Option<Outcome>>;
 
 /// At most one acquisition in flight. The slot is a plain mutex taken only
 /// on the slow path, for a few instructions, never across an `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct Flight {
-    slot: Mutex<Slot>,
+    slot: Mutex<Option<Channel>>,
 }
 
 /// What a caller does after [`Flight::join`].
-pub(crate) enum Join<'a> {
+pub(crate) enum Join {
     /// Nothing to wait for: the check under the lock answered.
     Done(Outcome),
-    /// Another caller's request is in flight: wait for its outcome.
-    Follow(Follower),
-    /// No request in flight: send one and [`finish`](Leader::finish) it.
-    Lead(Leader<'a>),
+    /// An acquisition is in flight: wait for its outcome.
+    Wait(Waiter),
+    /// Nothing in flight: run one and [`finish`](Flight::finish) it.
+    Lead(Leader),
 }
 
 impl Flight {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
+    fn lock(&self) -> MutexGuard<'_, Option<Channel>> {
         super::lock(&self.slot)
     }
 
-    /// Joins the flight in progress or starts one. `check` runs under the
-    /// lock before a new flight starts; whatever it answers ends the call.
-    /// This closes the race where a flight finished between the caller's
-    /// lock-free read and this call (the winner stores the token before it
-    /// clears the slot, so `check` sees it).
-    pub(crate) fn join(&self, check: impl FnOnce() -> Option<Outcome>) -> Join<'_> {
+    /// Joins the acquisition in flight or starts one. `check` runs under the
+    /// lock before a new one starts; whatever it answers ends the call. This
+    /// closes the race where an acquisition finished between the caller's
+    /// lock-free read and this call (it stores the token before it clears
+    /// the slot, so `check` sees it).
+    pub(crate) fn join(&self, check: impl FnOnce() -> Option<Outcome>) -> Join {
         let mut slot = self.lock();
-        if let Some(rx) = slot.as_ref() {
-            return Join::Follow(Follower(rx.clone()));
+        // A closed channel is an acquisition whose task was dropped (its
+        // runtime went away) before it finished: the slot is free.
+        if let Some(rx) = slot.as_ref().filter(|rx| rx.has_changed().is_ok()) {
+            return Join::Wait(Waiter(rx.clone()));
         }
         if let Some(outcome) = check() {
+            *slot = None;
             return Join::Done(outcome);
         }
         let (tx, rx) = watch::channel(None);
         *slot = Some(rx);
-        Join::Lead(Leader { flight: self, tx })
+        Join::Lead(Leader(tx))
     }
 
-    /// Whether a flight is in progress.
-    #[cfg(test)]
+    /// Frees the slot, then hands `outcome` to every waiter.
+    pub(crate) fn finish(&self, leader: Leader, outcome: &Outcome) {
+        {
+            let mut slot = self.lock();
+            if slot
+                .as_ref()
+                .is_some_and(|rx| rx.same_channel(&leader.0.subscribe()))
+            {
+                *slot = None;
+            }
+        }
+        leader.0.send_replace(Some(outcome.clone()));
+    }
+
+    /// Whether an acquisition is in flight.
     pub(crate) fn in_progress(&self) -> bool {
-        self.lock().is_some()
+        self.lock()
+            .as_ref()
+            .is_some_and(|rx| rx.has_changed().is_ok())
     }
 }
 
-/// Waits for the leader's outcome.
-pub(crate) struct Follower(watch::Receiver<Option<Outcome>>);
+/// Waits for the outcome of the acquisition in flight.
+#[derive(Debug)]
+pub(crate) struct Waiter(Channel);
 
-impl Follower {
-    /// The leader's outcome, or `None` when the leader was cancelled before
-    /// it had one (then the caller joins again and may lead).
+impl Waiter {
+    /// The outcome, or `None` when the acquisition was dropped before it had
+    /// one (its runtime shut down): then the caller joins again.
     pub(crate) async fn outcome(mut self) -> Option<Outcome> {
         match self.0.wait_for(Option::is_some).await {
             Ok(value) => value.clone(),
@@ -74,23 +94,15 @@ impl Follower {
     }
 }
 
-/// The caller that sends the request. Dropping it (the leader's future was
-/// cancelled) frees the slot, so followers do not wait forever.
-pub(crate) struct Leader<'a> {
-    flight: &'a Flight,
-    tx: watch::Sender<Option<Outcome>>,
-}
+/// The right to run the acquisition; dropping it unfinished frees the slot
+/// (the channel closes, and [`Flight::join`] treats a closed one as free).
+#[derive(Debug)]
+pub(crate) struct Leader(watch::Sender<Option<Outcome>>);
 
-impl Leader<'_> {
-    /// Hands `outcome` to every follower and frees the slot.
-    pub(crate) fn finish(self, outcome: &Outcome) {
-        self.tx.send_replace(Some(outcome.clone()));
-    }
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        *self.flight.lock() = None;
+impl Leader {
+    /// A waiter for this leader's own outcome.
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter(self.0.subscribe())
     }
 }
 
@@ -100,37 +112,38 @@ mod tests {
     use crate::error::{Error, ErrorKind};
 
     #[tokio::test]
-    async fn followers_get_the_leaders_outcome() {
+    async fn waiters_get_the_leaders_outcome() {
         let flight = Flight::default();
         let Join::Lead(leader) = flight.join(|| None) else {
             panic!("first caller leads")
         };
-        let Join::Follow(f1) = flight.join(|| None) else {
-            panic!("second caller follows")
+        let Join::Wait(w1) = flight.join(|| None) else {
+            panic!("second caller waits")
         };
-        let Join::Follow(f2) = flight.join(|| unreachable!("no check while in flight")) else {
-            panic!("third caller follows")
+        let Join::Wait(w2) = flight.join(|| unreachable!("no check while in flight")) else {
+            panic!("third caller waits")
         };
         assert!(flight.in_progress());
-        leader.finish(&Err(Error::new(ErrorKind::Transport, "refused")));
+        flight.finish(leader, &Err(Error::new(ErrorKind::Transport, "refused")));
         assert!(!flight.in_progress());
-        for f in [f1, f2] {
-            let err = f.outcome().await.unwrap().unwrap_err();
+        for w in [w1, w2] {
+            let err = w.outcome().await.unwrap().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Transport);
         }
     }
 
     #[tokio::test]
-    async fn a_cancelled_leader_releases_its_followers() {
+    async fn a_dropped_leader_frees_the_slot_and_releases_its_waiters() {
         let flight = Flight::default();
         let Join::Lead(leader) = flight.join(|| None) else {
             panic!()
         };
-        let Join::Follow(f) = flight.join(|| None) else {
+        let Join::Wait(w) = flight.join(|| None) else {
             panic!()
         };
         drop(leader);
-        assert!(f.outcome().await.is_none());
+        assert!(w.outcome().await.is_none());
+        assert!(!flight.in_progress());
         assert!(matches!(flight.join(|| None), Join::Lead(_)));
     }
 

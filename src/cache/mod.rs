@@ -3,50 +3,60 @@
 //! - **Reads** are an atomic load ([`ArcSwapOption`]), a wall-clock read
 //!   and a reference-count increment; they never lock or wait while a usable
 //!   token is cached.
-//! - **Acquisitions** go through a single [`Flight`]: however many callers
-//!   need a token at once, one request goes out and all get its outcome.
-//!   They retry transient failures with exponential backoff and full jitter
-//!   (honouring `Retry-After`) until `retry_deadline`, fail over to the next
-//!   authority on transient failures, and remember permanent OAuth errors
-//!   for `error_cooldown`.
+//! - **Acquisitions** ([`acquire`]) go through a single [`Flight`]: however
+//!   many callers need a token at once, one acquisition runs, in a task the
+//!   cache spawns on the caller's runtime, and all callers await its
+//!   outcome. A caller that gives up cancels nothing. The acquisition
+//!   retries transient failures with exponential backoff and full jitter
+//!   (honouring `Retry-After`) within `retry_deadline`, which bounds every
+//!   attempt; fails over to the next authority on what another node can fix;
+//!   and remembers the primary's permanent OAuth errors for `error_cooldown`.
 //! - **Proactive refresh** at `refresh_ratio` of the lifetime (minus jitter)
 //!   runs in a background task ([`refresher`]) started on first use in the
-//!   caller's tokio runtime. A failed proactive refresh keeps the current
-//!   token and retries with backoff; callers see an error only once the
-//!   token is within the hard margin of expiry.
+//!   caller's tokio runtime. The hot path serves the cached token until the
+//!   refresh instant only; after it, a caller checks that a live refresher
+//!   takes care of it, and otherwise restarts it and refreshes itself
+//!   (deduplicated). A failed proactive refresh keeps the current token and
+//!   retries with backoff; callers see an error only once the token is
+//!   within the hard margin of expiry.
+//! - **401 renewals** ([`rejection`]) are rate-limited for every attachment.
 
+mod acquire;
 mod backoff;
 mod config;
 mod flight;
 mod local;
 mod policy;
 mod refresher;
+mod rejection;
 mod stats;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod week;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use self::backoff::Backoff;
-use self::flight::{Flight, Join, Outcome};
+use self::flight::Flight;
 use self::policy::{Entry, WallClock};
-use self::stats::{bump, Counters};
+use self::stats::Counters;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::store::{self, Obtained};
 use crate::token::AccessToken;
 
+pub(crate) use self::acquire::Need;
 pub(crate) use self::config::CacheConfig;
 pub use self::stats::Stats;
+pub(crate) use self::stats::{stripe, STRIPES};
 
 /// A boxed future, as the token source returns it.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -62,24 +72,16 @@ pub(crate) trait TokenSource: Send + Sync + 'static {
     fn fetch(&self, index: usize) -> BoxFuture<'_, Result<AccessToken>>;
 }
 
-/// OAuth errors that no retry can fix; remembered for `error_cooldown`.
-const PERMANENT_OAUTH_ERRORS: [&str; 4] = [
-    "invalid_client",
-    "invalid_scope",
-    "unauthorized_client",
-    "unsupported_grant_type",
-];
-
 const TARGET: &str = "aim_token::cache";
 
 /// The cache behind one `AimClient` and its clones. Dropping it stops the
-/// background refresher.
+/// background refresher and any acquisition in flight.
 pub(crate) struct Cache {
     shared: Arc<Shared>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The state the refresher task shares (through a `Weak`).
+/// The state the refresher and the acquisition tasks share.
 pub(crate) struct Shared {
     source: Arc<dyn TokenSource>,
     config: CacheConfig,
@@ -87,9 +89,15 @@ pub(crate) struct Shared {
     client_id: String,
     current: ArcSwapOption<Entry>,
     flight: Flight,
+    /// The task of the acquisition in flight, aborted when the cache goes.
+    acquisition: Mutex<Option<AbortHandle>>,
     cooldown: Mutex<Option<Cooldown>>,
-    /// Whether a background refresher takes care of proactive refreshes.
-    background: AtomicBool,
+    /// Whether a live background refresher takes care of proactive
+    /// refreshes; cleared by the refresher itself when it ends or is
+    /// dropped with its runtime.
+    refresher_alive: AtomicBool,
+    /// Until when 401 renewals are off (a fresh token was refused too).
+    renewals_off_until_ms: AtomicU64,
     wake: Arc<Notify>,
     backoff: Backoff,
     counters: Counters,
@@ -99,16 +107,6 @@ pub(crate) struct Shared {
 struct Cooldown {
     error: Error,
     until_ms: u64,
-}
-
-/// What an acquisition must produce.
-enum Need {
-    /// Any usable token (a cached one, if another caller just got it).
-    Usable,
-    /// A token other than this entry (`refresh()`, refresh ahead): holding
-    /// the `Arc` keeps its address from being reused, so a pointer
-    /// comparison tells whether another acquisition finished meanwhile.
-    Newer(Option<Arc<Entry>>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,6 +128,11 @@ impl Cache {
     ) -> Result<Self> {
         config.validate()?;
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        #[cfg(test)]
+        let backoff = match config.jitter_seed {
+            Some(seed) => Backoff::seeded(config.backoff_min, config.backoff_max, seed),
+            None => backoff,
+        };
         Ok(Cache {
             shared: Arc::new(Shared {
                 source,
@@ -137,8 +140,10 @@ impl Cache {
                 client_id: client_id.into(),
                 current: ArcSwapOption::empty(),
                 flight: Flight::default(),
+                acquisition: Mutex::new(None),
                 cooldown: Mutex::new(None),
-                background: AtomicBool::new(false),
+                refresher_alive: AtomicBool::new(false),
+                renewals_off_until_ms: AtomicU64::new(0),
                 wake: Arc::new(Notify::new()),
                 backoff,
                 counters: Counters::default(),
@@ -155,43 +160,35 @@ impl Cache {
         if let Some(token) = self.shared.cached() {
             return Ok(token);
         }
-        self.ensure_refresher();
         // Boxed: the slow path's state (retries, backoff timers) is a few
         // hundred bytes; inline it would make every cached call's future
         // that big, and moving it costs more than the whole cached read.
-        let slow: BoxFuture<'_, Result<AccessToken>> = Box::pin(self.shared.token_slow());
+        let slow: BoxFuture<'_, Result<AccessToken>> = Box::pin(self.token_slow());
         slow.await
     }
 
-    /// A token newer than the current one; joins an acquisition in flight.
+    async fn token_slow(&self) -> Result<AccessToken> {
+        self.ensure_refresher();
+        self.shared.token_slow().await
+    }
+
+    /// A token newer than the current one, unless the current one is younger
+    /// than `min_refresh_interval`; joins an acquisition in flight.
     pub(crate) async fn refresh(&self) -> Result<AccessToken> {
         self.ensure_refresher();
         let seen = self.shared.current.load_full();
+        if let Some(entry) = &seen {
+            if self.shared.is_young(&entry.token) {
+                return Ok(entry.token.clone());
+            }
+        }
         self.shared.acquire(Need::Newer(seen)).await
     }
 
-    /// Drops `token` if it is still the current one.
+    /// Drops `token` if it is still the current one and not younger than
+    /// `min_refresh_interval` (a crowd of 401s cannot make a request storm).
     pub(crate) fn invalidate(&self, token: &AccessToken) {
-        let shared = &self.shared;
-        let current = shared.current.load();
-        let Some(entry) = current.as_ref() else {
-            return;
-        };
-        if !entry.token.same_as(token) {
-            return;
-        }
-        if let Some(store) = &shared.config.store {
-            store.reject(token);
-        }
-        let previous = shared.current.compare_and_swap(&current, None);
-        let swapped = previous.as_ref().map(Arc::as_ptr) == Some(Arc::as_ptr(entry));
-        if swapped {
-            tracing::debug!(
-                target: TARGET,
-                authority = entry.token.authority(),
-                "token invalidated; the next call fetches a new one"
-            );
-        }
+        self.shared.invalidate(token);
     }
 
     /// A snapshot of the counters.
@@ -203,24 +200,28 @@ impl Cache {
         stats
     }
 
-    /// Starts the background refresher in the caller's tokio runtime, once
-    /// (again if its runtime went away). Outside a runtime, callers refresh
-    /// inline instead.
+    /// Starts the background refresher in the caller's tokio runtime, once,
+    /// and again if it died (its runtime went away). Outside a runtime,
+    /// callers refresh themselves instead.
     fn ensure_refresher(&self) {
-        if !self.shared.config.background_refresh {
-            return;
-        }
-        let mut slot = lock(&self.refresher);
-        if slot.as_ref().is_some_and(|task| !task.is_finished()) {
+        if !self.shared.config.background_refresh
+            || self.shared.refresher_alive.load(Ordering::Acquire)
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.shared.background.store(false, Ordering::Release);
             return;
         };
+        let mut slot = lock(&self.refresher);
+        if self.shared.refresher_alive.load(Ordering::Acquire) {
+            return; // another caller restarted it meanwhile
+        }
+        if let Some(old) = slot.take() {
+            old.abort();
+        }
+        self.shared.refresher_alive.store(true, Ordering::Release);
         let task = refresher::run(Arc::downgrade(&self.shared), self.shared.wake.clone());
         *slot = Some(runtime.spawn(task));
-        self.shared.background.store(true, Ordering::Release);
         tracing::debug!(target: TARGET, client_id = %self.shared.client_id, "background refresher started");
     }
 }
@@ -230,394 +231,94 @@ impl Drop for Cache {
         if let Some(task) = lock(&self.refresher).take() {
             task.abort();
         }
+        if let Some(task) = lock(&self.shared.acquisition).take() {
+            task.abort();
+        }
     }
 }
 
 impl Shared {
-    /// The hot path: the cached token if the wall clock says it is usable
-    /// and no refresh is due that the caller should do itself.
+    /// The hot path: the cached token until its refresh instant (pushed back
+    /// while refreshes fail), by the wall clock.
     #[inline]
     fn cached(&self) -> Option<AccessToken> {
         let current = self.current.load();
         let entry = current.as_ref()?;
-        if self.clock.now_ms() < entry.hot_until_ms {
-            self.counters.cache_hits.incr();
-            // The address tells this client's cache apart from others'.
-            Some(local::token(
-                std::ptr::from_ref(self) as usize,
-                &entry.token,
-            ))
+        if self.clock.now_ms() < entry.hot_until_ms.load(Ordering::Relaxed) {
+            let stripe = stripe();
+            self.counters.cache_hits.incr_at(stripe);
+            Some(entry.copies.token_at(stripe, &entry.token))
         } else {
             None
         }
     }
 
-    async fn token_slow(&self) -> Result<AccessToken> {
+    /// Past the refresh instant, or no usable token.
+    async fn token_slow(self: &Arc<Self>) -> Result<AccessToken> {
         if let Some(entry) = self.current.load_full() {
             let now = self.clock.now_ms();
             if now < entry.usable_until_ms {
-                // Usable, and a refresh is due: without a background task
-                // this caller does it (once, deduplicated); a failure keeps
-                // the still-valid token.
-                if self.background.load(Ordering::Acquire)
-                    || now < entry.next_attempt_ms.load(Ordering::Acquire)
-                {
-                    self.counters.cache_hits.incr();
+                self.counters.cache_hits.incr();
+                if !self.refresh_is_mine(&entry, now) {
                     return Ok(entry.token.clone());
                 }
-                return Ok(match self.refresh_ahead(&entry).await {
-                    Ok(token) => token,
-                    Err(_) => entry.token.clone(),
-                });
+                // A failure keeps the still-valid token.
+                return Ok(self
+                    .refresh_ahead_for_caller(&entry)
+                    .await
+                    .unwrap_or_else(|_| entry.token.clone()));
             }
         }
         self.acquire(Need::Usable).await
     }
 
-    /// One deduplicated acquisition with retries.
-    async fn acquire(&self, need: Need) -> Outcome {
-        loop {
-            match self.flight.join(|| self.answer_without_request(&need)) {
-                Join::Done(outcome) => return outcome,
-                Join::Follow(follower) => {
-                    if let Some(outcome) = follower.outcome().await {
-                        return outcome;
-                    }
-                    // The leader was cancelled: join again, perhaps as leader.
-                }
-                Join::Lead(leader) => {
-                    let outcome = self
-                        .through_store(&need, || self.acquire_with_retries())
-                        .await;
-                    leader.finish(&outcome);
-                    return outcome;
-                }
-            }
+    /// Whether a caller who found `entry` past its refresh instant must
+    /// refresh it: no acquisition is under way, the next attempt is due, and
+    /// no live background refresher takes care of it (or the one there is
+    /// has not acted for a while: a current-thread runtime that is rarely
+    /// driven).
+    fn refresh_is_mine(&self, entry: &Entry, now: u64) -> bool {
+        let due = entry.next_attempt_ms.load(Ordering::Acquire);
+        if now < due || self.flight.in_progress() {
+            return false;
         }
+        !(self.refresher_alive.load(Ordering::Acquire)
+            && now < due.saturating_add(millis(refresher::STALL_GRACE)))
     }
 
-    /// Runs under the flight lock before a request would start: a token
-    /// another caller just stored, or a remembered permanent error.
-    fn answer_without_request(&self, need: &Need) -> Option<Outcome> {
-        let now = self.clock.now_ms();
+    /// Whether `token` was issued less than `min_refresh_interval` ago.
+    fn is_young(&self, token: &AccessToken) -> bool {
+        let issued = crate::clock::unix_millis(token.issued_at());
+        self.clock.now_ms() < issued.saturating_add(millis(self.config.min_refresh_interval))
+    }
+
+    fn invalidate(&self, token: &AccessToken) {
         let current = self.current.load();
-        if let Some(entry) = current.as_ref() {
-            let enough = match need {
-                Need::Usable => now < entry.usable_until_ms,
-                Need::Newer(seen) => seen.as_ref().is_none_or(|seen| !Arc::ptr_eq(seen, entry)),
-            };
-            if enough {
-                return Some(Ok(entry.token.clone()));
-            }
-        }
-        self.cooled_down(now).map(Err)
-    }
-
-    /// The remembered permanent error, while its cool-down lasts.
-    fn cooled_down(&self, now: u64) -> Option<Error> {
-        let mut cooldown = lock(&self.cooldown);
-        match cooldown.as_ref() {
-            Some(c) if now < c.until_ms => {
-                bump(&self.counters.cooldown_rejections);
-                tracing::debug!(
-                    target: TARGET,
-                    remaining_ms = c.until_ms - now,
-                    error = %c.error,
-                    "permanent error in cool-down; not asking AIM"
-                );
-                Some(c.error.clone())
-            }
-            Some(_) => {
-                *cooldown = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn cooldown_remaining(&self, now: u64) -> Option<Duration> {
-        lock(&self.cooldown)
-            .as_ref()
-            .filter(|c| now < c.until_ms)
-            .map(|c| Duration::from_millis(c.until_ms - now))
-    }
-
-    fn remember_if_permanent(&self, error: &Error) {
-        let permanent = error
-            .oauth_error()
-            .is_some_and(|code| PERMANENT_OAUTH_ERRORS.contains(&code));
-        if !permanent || self.config.error_cooldown.is_zero() {
+        let Some(entry) = current.as_ref() else {
+            return;
+        };
+        if !entry.token.same_as(token) {
             return;
         }
-        let until_ms = self
-            .clock
-            .now_ms()
-            .saturating_add(millis(self.config.error_cooldown));
-        *lock(&self.cooldown) = Some(Cooldown {
-            error: error.clone(),
-            until_ms,
-        });
-        tracing::warn!(
-            target: TARGET,
-            error = %error,
-            cooldown_ms = millis(self.config.error_cooldown),
-            "permanent error from AIM; answering it without new requests during the cool-down"
-        );
-    }
-
-    /// The leader's acquisition: attempt passes with backoff between them
-    /// until one succeeds, a permanent error, or the retry deadline.
-    async fn acquire_with_retries(&self) -> Outcome {
-        // Without a tokio runtime there is no timer: one pass, no retries.
-        let started = tokio::runtime::Handle::try_current()
-            .is_ok()
-            .then(tokio::time::Instant::now);
-        let mut retry = 0u32;
-        loop {
-            let error = match self.attempt_pass(retry).await {
-                Ok(token) => return Ok(token),
-                Err(error) => error,
-            };
-            if !error.is_transient() {
-                self.remember_if_permanent(&error);
-                return Err(error);
-            }
-            let delay = self.backoff.delay(retry, error.retry_after());
-            let Some(started) = started else {
-                return Err(error);
-            };
-            if started.elapsed() + delay >= self.config.retry_deadline {
-                if retry == 0 {
-                    return Err(error);
-                }
-                return Err(error.context(format_args!(
-                    "gave up after {} attempts in {:?}",
-                    retry + 1,
-                    started.elapsed()
-                )));
-            }
-            tracing::info!(
+        if self.is_young(token) {
+            tracing::debug!(
                 target: TARGET,
-                retry = retry + 1,
-                delay_ms = millis(delay),
-                retry_after_ms = error.retry_after().map(millis),
-                error = %error,
-                "token request failed; backing off"
+                "not invalidating a token issued less than min_refresh_interval ago"
             );
-            tokio::time::sleep(delay).await;
-            retry += 1;
+            return;
         }
-    }
-
-    /// One pass over the authorities: the primary first, the next one after
-    /// a transient failure. Stores the token on success.
-    async fn attempt_pass(&self, retry: u32) -> Outcome {
-        let count = self.source.authority_count().max(1);
-        let mut index = 0;
-        loop {
-            match self.fetch_one(index, retry).await {
-                Ok(token) => {
-                    self.install(token.clone(), index);
-                    return Ok(token);
-                }
-                Err(error) if error.is_transient() && index + 1 < count => {
-                    bump(&self.counters.failovers);
-                    tracing::warn!(
-                        target: TARGET,
-                        from = self.source.authority_label(index),
-                        to = self.source.authority_label(index + 1),
-                        error = %error,
-                        "AIM node failing; failing over to the next one"
-                    );
-                    index += 1;
-                }
-                Err(error) => return Err(error),
-            }
+        // The seam to the shared store: compare-and-delete there too.
+        if let Some(store) = &self.config.store {
+            store.reject(token);
         }
-    }
-
-    /// One token request. Its span adds the attempt number to the
-    /// exchange's own span (authority, client ID, status, outcome, latency).
-    async fn fetch_one(&self, index: usize, retry: u32) -> Outcome {
-        bump(&self.counters.token_requests);
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "token_attempt",
-            attempt = retry + 1,
-            node = index,
-            outcome = tracing::field::Empty,
-        );
-        let result = self.source.fetch(index).instrument(span.clone()).await;
-        match &result {
-            Ok(_) => {
-                span.record("outcome", "ok");
-            }
-            Err(error) => {
-                bump(&self.counters.failures);
-                span.record("outcome", tracing::field::debug(error.kind()));
-                tracing::debug!(
-                    target: TARGET,
-                    parent: &span,
-                    authority = self.source.authority_label(index),
-                    client_id = %self.client_id,
-                    error = %error,
-                    "token request failed"
-                );
-            }
+        let previous = self.current.compare_and_swap(&current, None);
+        let swapped = previous.as_ref().map(Arc::as_ptr) == Some(Arc::as_ptr(entry));
+        if swapped {
+            tracing::debug!(
+                target: TARGET,
+                authority = entry.token.authority(),
+                "token invalidated; the next call fetches a new one"
+            );
         }
-        result
-    }
-
-    /// THE seam to the shared store: the one acquisition step `fetch` runs
-    /// through the store (lease, re-read, `fetch`, write) when there is one.
-    /// A token another process stored is installed here; `fetch` installs
-    /// its own.
-    async fn through_store<F: Future<Output = Outcome>>(
-        &self,
-        need: &Need,
-        fetch: impl FnOnce() -> F,
-    ) -> Outcome {
-        let Some(store) = &self.config.store else {
-            return fetch().await;
-        };
-        let accept = |token: &AccessToken| self.adoptable(need, token);
-        match store.acquire(self.clock.now_ms(), &accept, fetch).await {
-            Obtained::Stored(token) => {
-                let count = self.source.authority_count();
-                let index = (0..count)
-                    .find(|&i| self.source.authority_label(i) == token.authority())
-                    .unwrap_or(0);
-                self.install(token.clone(), index);
-                Ok(token)
-            }
-            Obtained::Fetched(outcome) => outcome,
-        }
-    }
-
-    /// Whether a token from the store answers `need`: usable; for a refresh
-    /// also another token than the one seen, and not itself due.
-    fn adoptable(&self, need: &Need, token: &AccessToken) -> bool {
-        let schedule = policy::schedule(token, &self.config, store::shared_jitter_unit(token));
-        let now = self.clock.now_ms();
-        match need {
-            Need::Usable => now < schedule.usable_until_ms,
-            Need::Newer(seen) => {
-                now < schedule.refresh_at_ms
-                    && seen
-                        .as_ref()
-                        .is_none_or(|seen| seen.token.secret() != token.secret())
-            }
-        }
-    }
-
-    /// Makes `token` the current one and schedules its refresh.
-    fn install(&self, token: AccessToken, authority: usize) {
-        // With a shared store every process derives the same jitter from
-        // the token, hence the same refresh instant.
-        let jitter = match &self.config.store {
-            Some(_) => store::shared_jitter_unit(&token),
-            None => self.backoff.unit(),
-        };
-        let schedule = policy::schedule(&token, &self.config, jitter);
-        let hot_until_ms = if self.background.load(Ordering::Acquire) {
-            schedule.usable_until_ms
-        } else {
-            schedule.refresh_at_ms
-        };
-        let now = self.clock.now_ms();
-        tracing::info!(
-            target: TARGET,
-            authority = self.source.authority_label(authority),
-            expires_in_s = token.expires_at_ms().saturating_sub(now) / 1000,
-            refresh_in_s = schedule.refresh_at_ms.saturating_sub(now) / 1000,
-            "new access token"
-        );
-        *lock(&self.cooldown) = None;
-        self.current.store(Some(Arc::new(Entry {
-            token,
-            authority,
-            usable_until_ms: schedule.usable_until_ms,
-            hot_until_ms,
-            next_attempt_ms: AtomicU64::new(schedule.refresh_at_ms),
-            proactive_failures: AtomicU32::new(0),
-        })));
-        bump(&self.counters.refreshes);
-        self.wake.notify_one();
-    }
-
-    /// A proactive refresh of `seen`: one pass, deduplicated; on failure the
-    /// current token stays and the next attempt is pushed back.
-    async fn refresh_ahead(&self, seen: &Arc<Entry>) -> Outcome {
-        let need = Need::Newer(Some(seen.clone()));
-        loop {
-            let join = self.flight.join(|| self.answer_without_request(&need));
-            match join {
-                Join::Done(outcome) => {
-                    if let Err(error) = &outcome {
-                        let floor = self.cooldown_remaining(self.clock.now_ms());
-                        self.proactive_failed(error, floor, seen);
-                    }
-                    return outcome;
-                }
-                Join::Follow(follower) => {
-                    if let Some(outcome) = follower.outcome().await {
-                        return outcome;
-                    }
-                }
-                Join::Lead(leader) => {
-                    tracing::debug!(
-                        target: TARGET,
-                        authority = self.source.authority_label(seen.authority),
-                        "refreshing the token ahead of expiry"
-                    );
-                    let outcome = self.through_store(&need, || self.attempt_pass(0)).await;
-                    if let Err(error) = &outcome {
-                        self.remember_if_permanent(error);
-                        self.proactive_failed(error, None, seen);
-                    }
-                    leader.finish(&outcome);
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    /// Pushes the next proactive attempt back by the backoff (at least
-    /// `floor`, e.g. a cool-down) and says that the old token is still served.
-    fn proactive_failed(&self, error: &Error, floor: Option<Duration>, seen: &Entry) {
-        let failures = seen.proactive_failures.fetch_add(1, Ordering::Relaxed);
-        let retry_after = error.retry_after().max(floor);
-        let delay = self
-            .backoff
-            .delay(failures, retry_after)
-            .max(refresher::MIN_PAUSE);
-        let now = self.clock.now_ms();
-        seen.next_attempt_ms
-            .store(now.saturating_add(millis(delay)), Ordering::Release);
-        tracing::warn!(
-            target: TARGET,
-            error = %error,
-            retry_in_ms = millis(delay),
-            usable_for_s = seen.usable_until_ms.saturating_sub(now) / 1000,
-            "refresh ahead of expiry failed; still serving the current token"
-        );
-    }
-
-    /// One round of the background refresher: refresh if due, then say how
-    /// long to sleep.
-    async fn refresher_round(&self) -> Duration {
-        let check = self.config.wall_clock_check;
-        let Some(entry) = self.current.load_full() else {
-            return check; // Nothing to refresh; callers fetch the first token.
-        };
-        let now = self.clock.now_ms();
-        let due = entry.next_attempt_ms.load(Ordering::Acquire);
-        if now < due {
-            return Duration::from_millis(due - now).min(check);
-        }
-        // Success installs a token (and wakes us); failure pushes
-        // the entry's `next_attempt_ms` into the future. Either way: re-plan at once.
-        let _ = self.refresh_ahead(&entry).await;
-        Duration::ZERO
     }
 }

@@ -39,16 +39,20 @@ pub(crate) struct Entry {
     pub(crate) authority: usize,
     /// Never handed out from this instant on (expiry minus the hard margin).
     pub(crate) usable_until_ms: u64,
-    /// The hot path answers from the cache until here: `usable_until_ms`
-    /// when a background refresher takes care of the refresh, else the
-    /// refresh instant, so that callers notice a due refresh themselves.
-    pub(crate) hot_until_ms: u64,
+    /// The hot path answers from the cache until here: the next refresh
+    /// attempt (at most `usable_until_ms`). Past it callers take the slow
+    /// path, which checks that someone is refreshing (a live refresher, an
+    /// acquisition in flight) and otherwise refreshes: a refresher that died
+    /// with its runtime cannot leave the token unrefreshed.
+    pub(crate) hot_until_ms: AtomicU64,
     /// When the next proactive refresh may be attempted: the schedule's
     /// `refresh_at_ms`, pushed back by backoff after failed attempts. Per
     /// entry, so a new token starts afresh without a reset.
     pub(crate) next_attempt_ms: AtomicU64,
     /// Failed proactive refreshes of this token (the backoff exponent).
     pub(crate) proactive_failures: AtomicU32,
+    /// The copies the hot path hands out, one per stripe of threads.
+    pub(crate) copies: super::local::Copies,
 }
 
 /// The schedule of one token.

@@ -69,7 +69,8 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-const STRIPES: usize = 16;
+/// Stripes of threads: counters and token copies are split over this many.
+pub(crate) const STRIPES: usize = 16;
 
 /// A counter split over cache lines, one per thread (modulo 16), so that
 /// threads counting cache hits at once do not fight over one line.
@@ -90,8 +91,9 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// This thread's stripe: threads take the next one as they first ask.
 #[inline]
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     STRIPE
         .try_with(|s| {
             let mut i = s.get();
@@ -107,7 +109,15 @@ fn stripe() -> usize {
 impl StripedCounter {
     #[inline]
     pub(crate) fn incr(&self) {
-        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        self.incr_at(stripe());
+    }
+
+    /// As [`incr`](Self::incr) for a stripe the caller already looked up.
+    #[inline]
+    pub(crate) fn incr_at(&self, stripe: usize) {
+        self.stripes[stripe % STRIPES]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn sum(&self) -> u64 {

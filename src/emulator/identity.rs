@@ -36,9 +36,9 @@ async fn discovery(AxumState(st): St) -> Response<Body> {
     if !st.discovery {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let issuer = &st.issuer;
+    let issuer = &st.authority; // endpoints live here, whatever the issuer says
     let mut doc = json!({
-        "issuer": issuer,
+        "issuer": st.issuer,
         "jwks_uri": format!("{issuer}/.well-known/openid-configuration/jwks"),
         "authorization_endpoint": format!("{issuer}/connect/authorize"),
         "token_endpoint": format!("{issuer}/connect/token"),

@@ -4,7 +4,8 @@
 //! AIM reachable (else 500), bearer token (else 401), permission (403),
 //! endpoint and method (404, 405), privilege of the Default Background User
 //! (404), transaction (404), parameters (404 missing, 400 wrong type).
-//! Errors have ASP.NET Web API's `{"Message": ..}` shape.
+//! Errors have ASP.NET Web API's `{"Message": ..}` shape. Only V3 is
+//! emulated: a V1 path (`api/<Name>`) gets the 404 of an unknown endpoint.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -241,15 +242,13 @@ fn begin_transaction(call: &Call<'_>) -> Response<Body> {
 }
 
 /// `PUT api/v3/transaction?action=commit|abort` with the `trans_id`.
+/// V3_Transaction_Put: `commit` commits, "any string entry other than
+/// commit" rolls back.
 fn end_transaction(call: &Call<'_>) -> Response<Body> {
     let (Some(action), Some(id)) = (call.param("action"), call.trans_id.as_deref()) else {
         return no_resource(call);
     };
-    let commit = match action.to_ascii_lowercase().as_str() {
-        "commit" => true,
-        "abort" => false,
-        _ => return bad_request("The request is invalid: action must be commit or abort."),
-    };
+    let commit = action.trim().eq_ignore_ascii_case("commit");
     match call.st.mes.end(id, commit, call.st.now_millis()) {
         Ok(()) => respond(
             StatusCode::NO_CONTENT,

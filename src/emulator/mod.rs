@@ -286,6 +286,7 @@ pub struct AimEmulatorBuilder {
     discovery: bool,
     clock: Arc<dyn Clock>,
     initial_access_token: Option<String>,
+    issuer: Option<String>,
     port: u16,
     default_scopes: Option<Vec<String>>,
     audience: Option<String>,
@@ -306,6 +307,7 @@ impl Default for AimEmulatorBuilder {
             discovery: true,
             clock: Arc::new(SystemClock),
             initial_access_token: None,
+            issuer: None,
             port: 0,
             default_scopes: None,
             audience: None,
@@ -328,6 +330,7 @@ impl fmt::Debug for AimEmulatorBuilder {
                 "initial_access_token",
                 &self.initial_access_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("issuer", &self.issuer)
             .field("port", &self.port)
             .field("default_scopes", &self.default_scopes)
             .field("audience", &self.audience)
@@ -338,6 +341,14 @@ impl fmt::Debug for AimEmulatorBuilder {
 }
 
 impl AimEmulatorBuilder {
+    /// Report (and sign tokens with) this issuer instead of the emulator's
+    /// own authority, like a Redundant SSO node that issues tokens "as if
+    /// sent from the System Management Server". Endpoints stay on the emulator.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
     /// Serve https with a freshly generated CA (see [`AimEmulator::ca_pem`]).
     pub fn https(mut self, https: bool) -> Self {
         self.https = https;
@@ -446,6 +457,7 @@ impl AimEmulatorBuilder {
             mes_rows,
             mes_transaction_timeout: self.mes_transaction_timeout,
             audience: self.audience,
+            issuer: self.issuer,
         };
         let state = Arc::new(State::new(base_url, key, settings));
         let (acceptor, ca_pem) = match tls {
@@ -503,11 +515,11 @@ impl AimEmulator {
     }
     /// `http(s)://127.0.0.1:PORT/identitymanager`, for [`AimClientBuilder::authority`](crate::AimClientBuilder::authority).
     pub fn authority(&self) -> String {
-        self.state.issuer.clone()
+        self.state.authority.clone()
     }
     /// The token endpoint URL.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/connect/token", self.state.issuer)
+        format!("{}/connect/token", self.state.authority)
     }
     /// `http(s)://127.0.0.1:PORT/mesmw/`, for [`MesClient::new`](crate::MesClient).
     pub fn mes_base(&self) -> String {

@@ -134,7 +134,7 @@ fn create(st: &State, body: &[u8]) -> Result<Value, OAuthError> {
         "client_id_issued_at": st.now_secs(),
         "client_secret_expires_at": 0,
         "registration_access_token": registration_token,
-        "registration_client_uri": format!("{}/connect/register/{client_id_path}", st.issuer),
+        "registration_client_uri": format!("{}/connect/register/{client_id_path}", st.authority),
         "grant_types": grant_types,
         "scope": scope,
         "token_endpoint_auth_method": auth_method,

@@ -17,7 +17,10 @@ use crate::clock::{unix_millis, Clock};
 pub(crate) struct State {
     /// `http(s)://127.0.0.1:PORT`
     pub(crate) base_url: String,
-    /// `{base_url}/identitymanager`
+    /// `{base_url}/identitymanager`: where its endpoints are.
+    pub(crate) authority: String,
+    /// The issuer it reports and signs: its authority, or another one (a
+    /// Redundant SSO node reporting the primary's).
     pub(crate) issuer: String,
     /// This emulator's own key (per node, as in AIM).
     pub(crate) key: Arc<SigningKey>,
@@ -50,6 +53,7 @@ pub(crate) struct Settings {
     pub(crate) mes_transaction_timeout: Duration,
     /// `None`: IdentityServer's static `{issuer}/resources`.
     pub(crate) audience: Option<String>,
+    pub(crate) issuer: Option<String>,
 }
 
 impl State {
@@ -59,13 +63,15 @@ impl State {
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();
-        let issuer = format!("{base_url}/identitymanager");
+        let authority = format!("{base_url}/identitymanager");
+        let issuer = settings.issuer.unwrap_or_else(|| authority.clone());
         State {
             audience: settings
                 .audience
                 .unwrap_or_else(|| format!("{issuer}/resources")),
             mes: Mes::new(settings.mes_rows, settings.mes_transaction_timeout),
             issuer,
+            authority,
             base_url,
             key,
             clock: settings.clock,

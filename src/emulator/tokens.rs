@@ -160,6 +160,7 @@ mod tests {
             mes_rows: Default::default(),
             mes_transaction_timeout: Duration::from_secs(60),
             audience: None,
+            issuer: None,
         };
         State::new(base_url.to_owned(), key, settings)
     }

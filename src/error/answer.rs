@@ -90,12 +90,20 @@ impl Facts {
             .map(|c| scrubber.line(c, MAX_URI_CHARS))
             .filter(|c| !c.is_empty());
         if tracing::enabled!(tracing::Level::TRACE) {
+            let cut = answer
+                .body_len
+                .is_some_and(|n| n > answer.body.len() as u64);
+            let body = if cut {
+                scrubber.without_cut_tail(answer.body)
+            } else {
+                answer.body
+            };
             tracing::trace!(
                 url,
                 status = answer.status,
                 content_type = content_type.as_deref().unwrap_or("-"),
                 body_len,
-                body = %scrubber.snippet(answer.body),
+                body = %scrubber.snippet(body),
                 "{what} answer body (scrubbed)"
             );
         }

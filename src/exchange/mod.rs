@@ -10,38 +10,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use secrecy::ExposeSecret;
 use tracing::Instrument as _;
 use url::Url;
 
-use crate::authority::{parse_endpoint, Authority};
+use crate::authority::Authority;
 use crate::cache::{BoxFuture, TokenSource};
-use crate::client::AimClientBuilder;
 use crate::clock::Clock;
 use crate::credentials::{ClientAuthMethod, ClientCredentials};
 use crate::discovery::{DiscoveryCache, DiscoveryRequest, ProviderMetadata};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{
     build_client, from_reqwest, read_capped, secret_header, zeroized_on_drop, HttpConfig,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
+    MAX_BODY_BYTES,
 };
 use crate::token::AccessToken;
 
 use self::response::{parse_token_answer, retry_after_and_location, Answer, TokenContext};
 use self::scrub::Scrubber;
 
-/// Lifetime of a token whose answer and JWT do not say.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// Form parameters the exchange sets itself; `form_param` may not override them.
-const RESERVED_PARAMS: [&str; 4] = ["grant_type", "client_id", "client_secret", "scope"];
-
-/// Everything one token request needs, checked.
+/// Everything one token request needs, checked (built by `crate::config`).
 pub(crate) struct ExchangeConfig {
     /// Index 0 is the primary; the rest are `fallback_authority` entries.
     pub(crate) authorities: Vec<Authority>,
     /// `.token_endpoint(..)`: used for the primary authority instead of discovery.
     pub(crate) token_endpoint: Option<Url>,
+    /// `.expected_issuer(..)`: an issuer every authority may report besides
+    /// its own (fallback nodes also accept the primary's).
+    pub(crate) expected_issuer: Option<Authority>,
     pub(crate) credentials: ClientCredentials,
     pub(crate) scopes: Vec<String>,
     pub(crate) form_params: Vec<(String, String)>,
@@ -49,105 +44,6 @@ pub(crate) struct ExchangeConfig {
     pub(crate) allow_insecure_http: bool,
     pub(crate) http: HttpConfig,
     pub(crate) clock: Arc<dyn Clock>,
-}
-
-impl ExchangeConfig {
-    /// Checks the builder's settings; every error says what to fix.
-    pub(crate) fn from_builder(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<Self> {
-        let allow = builder.allow_insecure_http;
-        let mut authorities = vec![primary_authority(builder)?];
-        for fallback in &builder.fallback_authorities {
-            authorities.push(
-                Authority::parse(fallback, allow).map_err(|e| e.context("fallback_authority"))?,
-            );
-        }
-        let token_endpoint = builder
-            .token_endpoint
-            .as_deref()
-            .map(|url| parse_endpoint(url, "token endpoint", allow))
-            .transpose()?;
-        let client_id = builder
-            .client_id
-            .as_deref()
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                Error::config(
-                    "no client ID: set .client_id(\"...\") or the AIM_CLIENT_ID environment variable to the ID registered with AIM",
-                )
-            })?;
-        let secret = builder
-            .client_secret
-            .clone()
-            .filter(|s| !s.expose_secret().is_empty())
-            .ok_or_else(|| {
-                Error::config(
-                    "no client secret: set .client_secret(..) or the AIM_CLIENT_SECRET environment variable to the secret registered with AIM",
-                )
-            })?;
-        let scopes: Vec<String> = builder
-            .scopes
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-            .map(str::to_owned)
-            .collect();
-        for (name, _) in &builder.form_params {
-            if name.trim().is_empty() {
-                return Err(Error::config(
-                    "form_param with an empty name: give the parameter's name",
-                ));
-            }
-            if RESERVED_PARAMS.contains(&name.as_str()) {
-                return Err(Error::config(format!(
-                    "form_param(\"{name}\", ..) would override what the client sets itself: use .scope(..), .client_id(..) or .client_secret(..) instead"
-                )));
-            }
-        }
-        let default_lifetime = builder.default_lifetime.unwrap_or(DEFAULT_LIFETIME);
-        if default_lifetime.is_zero() {
-            return Err(Error::config("default_lifetime must be greater than zero"));
-        }
-        Ok(ExchangeConfig {
-            authorities,
-            token_endpoint,
-            credentials: ClientCredentials::new(client_id.to_owned(), secret, builder.auth_method),
-            scopes,
-            form_params: builder.form_params.clone(),
-            default_lifetime,
-            allow_insecure_http: allow,
-            http: http_config(builder)?,
-            clock,
-        })
-    }
-}
-
-/// The builder's primary authority, parsed. Shared with registration, which
-/// talks to the same AIM without client credentials.
-pub(crate) fn primary_authority(builder: &AimClientBuilder) -> Result<Authority> {
-    let primary = builder.authority.as_deref().ok_or_else(|| {
-        Error::config(
-            "no authority: set .authority(\"sms01.plant.local\") or the AIM_AUTHORITY environment variable",
-        )
-    })?;
-    Authority::parse(primary, builder.allow_insecure_http)
-}
-
-/// The builder's trust, timeouts and redirect policy as an HTTP client
-/// configuration, checked. Shared with registration.
-pub(crate) fn http_config(builder: &AimClientBuilder) -> Result<HttpConfig> {
-    let connect_timeout = builder.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let request_timeout = builder.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-    if connect_timeout.is_zero() || request_timeout.is_zero() {
-        return Err(Error::config(
-            "connect_timeout and request_timeout must be greater than zero",
-        ));
-    }
-    Ok(HttpConfig {
-        root_certificates: builder.root_certificates.clone(),
-        danger_accept_invalid_certs: builder.danger_accept_invalid_certs,
-        connect_timeout,
-        request_timeout,
-    })
 }
 
 impl fmt::Debug for ExchangeConfig {
@@ -211,9 +107,13 @@ impl Exchanger {
         let req = DiscoveryRequest {
             http: &self.http,
             authority,
-            allow_insecure_http: self.config.allow_insecure_http,
             scrubber: &self.scrubber,
             now: self.config.clock.now(),
+            also_issuer: self
+                .config
+                .expected_issuer
+                .as_ref()
+                .or_else(|| (index > 0).then(|| &self.config.authorities[0])),
         };
         cache.get(&req).await
     }
@@ -238,7 +138,22 @@ impl Exchanger {
                 return Ok(url.clone());
             }
         }
-        let metadata = self.discover(index).await?;
+        let metadata = match self.discover(index).await {
+            Ok(metadata) => metadata,
+            // The node answered, but not with usable discovery (a 5xx, an
+            // HTML error page): its fixed route may still work.
+            Err(err) if err.status().is_some_and(|s| !(200..300).contains(&s)) => {
+                let (authority, _) = self.authority(index)?;
+                let fixed = authority.default_token_endpoint();
+                tracing::warn!(
+                    authority = authority.base_url(),
+                    error = %err,
+                    "discovery failed; trying AIM's fixed token endpoint {fixed}"
+                );
+                return Url::parse(&fixed).map_err(|e| Error::config(format!("{fixed}: {e}")));
+            }
+            Err(err) => return Err(err),
+        };
         // Checked when the metadata was parsed.
         Url::parse(&metadata.token_endpoint).map_err(|e| {
             Error::new(
@@ -265,8 +180,10 @@ impl Exchanger {
             let result = self.request(index, &endpoint).await;
             if let Err(err) = &result {
                 // The server may have moved: look again next time. A §5.2
-                // answer proves the endpoint is right.
-                if err.kind() != ErrorKind::OAuth {
+                // answer proves the endpoint is right, and a transient
+                // failure (a node down, a 503) says nothing about it: the
+                // metadata is kept, so each retry costs one request.
+                if err.kind() != ErrorKind::OAuth && !err.is_transient() {
                     if let Ok((_, cache)) = self.authority(index) {
                         cache.invalidate();
                     }
@@ -317,6 +234,9 @@ impl Exchanger {
             request = request.header(AUTHORIZATION, value);
         }
         let url = endpoint.as_str();
+        // The lifetime counts from before the request: the server started
+        // it no earlier than this, and a slow answer must not stretch it.
+        let sent_at = self.config.clock.now();
         let response = request.send().await.map_err(|e| from_reqwest(e, url))?;
         let status = response.status().as_u16();
         tracing::Span::current().record("status", status);
@@ -335,7 +255,7 @@ impl Exchanger {
             body_len: None,
         };
         let ctx = TokenContext {
-            now,
+            now: sent_at,
             requested_scopes: &self.config.scopes,
             default_lifetime: self.config.default_lifetime,
             authority: self.authority_label(index),
@@ -377,8 +297,8 @@ mod tests {
 
     fn exchanger(emu: &AimEmulator) -> Exchanger {
         let builder = emu.client_builder().scope(AimEmulator::DEFAULT_SCOPE);
-        let config = ExchangeConfig::from_builder(&builder, Arc::new(crate::SystemClock)).unwrap();
-        Exchanger::new(config).unwrap()
+        let config = crate::config::ClientConfig::from_builder(&builder).unwrap();
+        Exchanger::new(config.exchange).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,15 +11,15 @@ use super::scrub::Scrubber;
 use crate::error::answer::{aim_error, Facts};
 pub(crate) use crate::error::answer::{without_bom, Answer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::token::{jwt_expiry, AccessToken};
+use crate::token::{expiry_after, jwt_expiry, AccessToken};
 
-/// A lifetime longer than this is not believed (and would overflow `SystemTime`).
-const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The longest `Retry-After` honoured: a server cannot park the client.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What parsing a success answer needs to know besides the answer.
 #[derive(Debug)]
 pub(crate) struct TokenContext<'a> {
-    /// When the answer arrived (wall clock): `issued_at`.
+    /// When the request was sent (wall clock): `issued_at`.
     pub(crate) now: SystemTime,
     /// Scopes asked for; the granted ones when the answer has no `scope`.
     pub(crate) requested_scopes: &'a [String],
@@ -58,6 +58,9 @@ pub(crate) fn parse_token_answer(
     ctx: &TokenContext<'_>,
     scrubber: &Scrubber,
 ) -> Result<AccessToken> {
+    // Every path below (a §5.2 error, a status error, a broken answer, a
+    // wrong token_type) scrubs the tokens this answer carries too.
+    let scrubber = &scrubber.with_tokens_of(answer.body);
     let json = serde_json::from_slice::<Value>(without_bom(answer.body));
     // A §5.2 error body wins whatever the status (AIM: 400; others: 401, even 200).
     if let Ok(Value::Object(map)) = &json {
@@ -126,21 +129,23 @@ fn parse_success(
             .with_status(answer.status));
         }
     }
-    let expires_at = match map.get("expires_in").and_then(lifetime_of) {
-        Some(lifetime) => ctx.now.checked_add(lifetime),
-        None => None,
-    }
-    .or_else(|| {
-        if map.get("expires_in").is_some_and(|v| !v.is_null()) {
-            tracing::warn!(
-                url = ctx.url,
-                "ignoring an expires_in that is not a positive number of seconds"
-            );
-        }
-        jwt_expiry(&access_token).filter(|exp| *exp > ctx.now)
-    })
-    .or_else(|| ctx.now.checked_add(ctx.default_lifetime))
-    .unwrap_or(ctx.now);
+    // expires_in, else the JWT's exp, else the default; one clamp for all.
+    let lifetime = map
+        .get("expires_in")
+        .and_then(lifetime_of)
+        .or_else(|| {
+            if map.get("expires_in").is_some_and(|v| !v.is_null()) {
+                tracing::warn!(
+                    url = ctx.url,
+                    "ignoring an expires_in that is not a positive number of seconds"
+                );
+            }
+            jwt_expiry(&access_token)
+                .and_then(|exp| exp.duration_since(ctx.now).ok())
+                .filter(|lifetime| !lifetime.is_zero())
+        })
+        .unwrap_or(ctx.default_lifetime);
+    let expires_at = expiry_after(ctx.now, lifetime);
     let scopes = match map.get("scope") {
         Some(Value::String(s)) if !s.trim().is_empty() => {
             s.split_whitespace().map(str::to_owned).collect()
@@ -164,19 +169,17 @@ fn parse_success(
 }
 
 /// `expires_in` as a number, an integer or float string; `None` for zero,
-/// negative, absurd or unreadable values.
+/// negative, NaN or unreadable values. Huge ones saturate (then clamped).
 fn lifetime_of(value: &Value) -> Option<Duration> {
     let secs = match value {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    if !secs.is_finite() || secs <= 0.0 {
+    if secs.is_nan() || secs <= 0.0 {
         return None;
     }
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| *d <= MAX_LIFETIME)
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
 /// The §5.2 error of a JSON object, if it is one.
@@ -205,8 +208,7 @@ pub(crate) fn status_error(
 
 /// A 2xx answer that is not a usable token answer.
 fn invalid(answer: &Answer<'_>, url: &str, scrubber: &Scrubber, problem: &str) -> Error {
-    let scrubber = scrubber.with_tokens_of(answer.body);
-    Facts::of(answer, url, "token request", &scrubber).error(
+    Facts::of(answer, url, "token request", scrubber).error(
         ErrorKind::InvalidResponse,
         false,
         url,
@@ -227,14 +229,20 @@ pub(crate) fn json_problem(body: &[u8], err: &serde_json::Error) -> &'static str
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3); a date in
-/// the past means "now".
+/// the past means "now"; at most [`MAX_RETRY_AFTER`] (the cache also bounds
+/// it by what remains of the retry deadline).
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or_default())
+    Some(
+        date.duration_since(now)
+            .unwrap_or_default()
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
@@ -332,7 +340,7 @@ mod tests {
             r#","expires_in":0"#,
             r#","expires_in":-5"#,
             r#","expires_in":"soon""#,
-            r#","expires_in":1e300"#,
+            r#","expires_in":"NaN""#,
             r#","expires_in":true"#,
         ] {
             assert_eq!(
@@ -353,9 +361,76 @@ mod tests {
     }
 
     #[test]
+    fn absurd_lifetimes_are_clamped_to_one_second_and_one_cap() {
+        let cap = crate::token::MAX_LIFETIME;
+        for huge in ["1e30", "1e300", r#""1e30""#, "18446744073709551615"] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{huge}}}"#);
+            assert_eq!(lifetime(&body), cap, "{huge}");
+        }
+        // Never expired on arrival: at least one second.
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":0.0001}"#),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            lifetime(r#"{"access_token":"a","expires_in":"0.0001"}"#),
+            Duration::from_secs(1)
+        );
+        // A JWT exp in the year 3000 shares the cap.
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(32_503_680_000));
+        assert_eq!(lifetime(&body), cap);
+        // And an exp beyond what SystemTime can hold does not panic.
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(u64::MAX));
+        assert_eq!(lifetime(&body), cap);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_do_not_panic_and_are_capped() {
+        let max = Duration::from_secs(3600);
+        assert_eq!(parse_retry_after("18446744073709551615", now()), Some(max));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now()),
+            Some(max)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now()),
+            Some(max)
+        );
+        assert_eq!(parse_retry_after("7", now()), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
     fn a_byte_order_mark_is_tolerated() {
         let t = parse(200, "\u{feff}{\"access_token\":\"a\",\"expires_in\":60}").unwrap();
         assert_eq!(t.lifetime(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_answers_own_token_never_reaches_any_error() {
+        // Whichever path the answer takes, a token it carries is not shown.
+        let token = "opaque-token-9f8e7d";
+        for (status, body) in [
+            (
+                400,
+                format!(
+                    r#"{{"error":"invalid_request","error_description":"already issued {token}","access_token":"{token}"}}"#
+                ),
+            ),
+            (
+                200,
+                format!(r#"{{"access_token":"{token}","token_type":"MAC {token}"}}"#),
+            ),
+            (
+                500,
+                format!(
+                    r#"{{"error":"server_error","error_uri":"https://h/?t={token}","access_token":"{token}"}}"#
+                ),
+            ),
+        ] {
+            let err = parse(status, &body).unwrap_err();
+            let shown = format!("{err} {err:?} {:?}", err.oauth_description());
+            assert!(!shown.contains("9f8e7d"), "{body} -> {shown}");
+        }
     }
 
     #[test]

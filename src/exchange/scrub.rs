@@ -17,12 +17,24 @@ const SNIPPET_CHARS: usize = 200;
 
 const REDACTED: &str = "[redacted]";
 
+/// Stands for a redaction until the text is done: a private-use character
+/// no spelling contains, so a secret or token that is part of "[redacted]"
+/// (`d`, `acte`) cannot match an earlier redaction and grow the text.
+const MARK: char = '\u{e000}';
+
 /// Decoding rounds: enough for an HTML page showing a percent-encoded,
 /// JSON-escaped echo; bounded so a hostile body cannot make it loop.
 const DECODE_ROUNDS: usize = 4;
 
 /// JSON members whose values are never shown, even cut off.
-const SECRET_FIELDS: [&str; 4] = ["access_token", "refresh_token", "id_token", "client_secret"];
+const SECRET_FIELDS: [&str; 5] = [
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    // RFC 7591: the credential for managing a registered client.
+    "registration_access_token",
+];
 
 /// Removes the client secret (in every spelling it was sent in) and
 /// token-looking values from text.
@@ -102,24 +114,38 @@ impl Scrubber {
         Scrubber::new(spellings)
     }
 
-    /// `text` decoded, without the secret, JSON token members and JWT-looking runs.
+    /// `text` decoded, without the secret, JSON token members and JWT-looking
+    /// runs (what [`line`](Self::line) and [`snippet`](Self::snippet) build on).
+    #[cfg(test)]
     pub(crate) fn scrub(&self, text: &str) -> String {
+        self.scrub_marked(text).replace(MARK, REDACTED)
+    }
+
+    /// [`scrub`](Self::scrub) with each redaction still a [`MARK`], for
+    /// whatever flattens and scrubs the text once more.
+    fn scrub_marked(&self, text: &str) -> Zeroizing<String> {
         let mut out = Zeroizing::new(text.to_owned());
+        let mut settled = false;
         for _ in 0..DECODE_ROUNDS {
             self.redact_spellings(&mut out);
             let decoded = Zeroizing::new(decode_once(&out));
             if *decoded == *out {
+                settled = true;
                 break;
             }
             out = decoded;
         }
-        self.redact_spellings(&mut out);
-        let mut result = out.to_string();
-        for field in SECRET_FIELDS {
-            result = redact_json_member(&result, field);
-            result = redact_form_field(&result, field);
+        // Still encoded after the last round: what is left may spell the
+        // secret once more decoded, so none of it is shown.
+        if !settled && *Zeroizing::new(decode_once(&out)) != *out {
+            return Zeroizing::new(MARK.to_string());
         }
-        redact_jwts(&result)
+        self.redact_spellings(&mut out);
+        for field in SECRET_FIELDS {
+            out = Zeroizing::new(redact_json_member(&out, field));
+            out = Zeroizing::new(redact_form_field(&out, field));
+        }
+        Zeroizing::new(redact_jwts(&out))
     }
 
     /// Replaces every (ASCII case-insensitive) occurrence of a spelling.
@@ -134,7 +160,7 @@ impl Scrubber {
             let mut last = 0;
             for (at, _) in lower.match_indices(spelling.as_str()) {
                 out.push_str(&text[last..at]);
-                out.push_str(REDACTED);
+                out.push(MARK);
                 last = at + spelling.len();
             }
             out.push_str(&text[last..]);
@@ -146,18 +172,36 @@ impl Scrubber {
     /// a message: decoded, secret-free, control and invisible characters as
     /// spaces (so CR/LF cannot forge a log line), at most `max` characters.
     pub(crate) fn line(&self, text: &str, max: usize) -> String {
-        let scrubbed = self.scrub(text);
+        let scrubbed = self.scrub_marked(text);
         let flat: String = scrubbed
             .chars()
             .map(|c| {
-                if c.is_control() || is_invisible(c) {
+                if c.is_control() || c.is_whitespace() || is_invisible(c) {
                     ' '
                 } else {
                     c
                 }
             })
             .collect();
-        truncate_chars(flat.trim(), max)
+        truncate_chars(self.rescrub(flat).trim(), max)
+    }
+
+    /// `text` after flattening, scrubbed once more: a newline, a no-break
+    /// space or a tag inside an echoed secret with a space in it became
+    /// that space, and so the secret itself.
+    fn rescrub(&self, text: String) -> Zeroizing<String> {
+        let mut text = Zeroizing::new(text);
+        self.redact_spellings(&mut text);
+        Zeroizing::new(text.replace(MARK, REDACTED))
+    }
+
+    /// `body` read only up to a cap, without the bytes at the cut that may
+    /// hold the start of a spelling (in the widest encoding the decoder
+    /// undoes, `&#x0041;`, 8 bytes a character): the rest was never read,
+    /// so a partial secret there could not be recognised.
+    pub(crate) fn without_cut_tail<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+        let longest = self.spellings.first().map_or(0, String::len);
+        &body[..body.len().saturating_sub(longest.saturating_mul(8))]
     }
 
     /// A short, printable, secret-free excerpt of a body: for TRACE events
@@ -165,7 +209,7 @@ impl Scrubber {
     pub(crate) fn snippet(&self, body: &[u8]) -> String {
         // Scrubbed before the markup goes: a secret with `<` in it must
         // not be cut in two by the tag stripper.
-        let text = Zeroizing::new(self.scrub(&String::from_utf8_lossy(body)));
+        let text = self.scrub_marked(&String::from_utf8_lossy(body));
         let text = if looks_like_html(&text) {
             Zeroizing::new(strip_tags(&text))
         } else {
@@ -190,7 +234,7 @@ impl Scrubber {
                 last_space = false;
             }
         }
-        truncate_chars(flat.trim(), SNIPPET_CHARS)
+        truncate_chars(self.rescrub(flat).trim(), SNIPPET_CHARS)
     }
 }
 
@@ -212,21 +256,7 @@ fn decode_html_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at..];
-        // Bytes, not a str slice: byte 12 may fall inside a character.
-        let semicolon = rest.bytes().take(12).position(|b| b == b';');
-        let decoded = semicolon.and_then(|end| {
-            let name = &rest[1..end];
-            let c = match name.strip_prefix('#') {
-                Some(num) => match num.strip_prefix(['x', 'X']) {
-                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                    None => num.parse().ok(),
-                }
-                .and_then(char::from_u32),
-                None => named_entity(name),
-            }?;
-            Some((c, end + 1))
-        });
-        match decoded {
+        match html_reference(rest) {
             Some((c, len)) => {
                 out.push(c);
                 rest = &rest[len..];
@@ -239,6 +269,47 @@ fn decode_html_entities(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The character of the reference at the start of `text` (at its `&`) and
+/// the reference's length: a numeric one as browsers read it (any leading
+/// zeros, `;` optional), a UTF-16 surrogate pair written as two of them,
+/// or a named one.
+fn html_reference(text: &str) -> Option<(char, usize)> {
+    let Some((code, len)) = numeric_reference(text) else {
+        // Bytes, not a str slice: byte 12 may fall inside a character.
+        let end = text.bytes().take(12).position(|b| b == b';')?;
+        return Some((named_entity(&text[1..end])?, end + 1));
+    };
+    if (0xD800..=0xDBFF).contains(&code) {
+        let (low, low_len) =
+            numeric_reference(&text[len..]).filter(|(low, _)| (0xDC00..=0xDFFF).contains(low))?;
+        let c = char::from_u32(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))?;
+        return Some((c, len + low_len));
+    }
+    Some((char::from_u32(code)?, len))
+}
+
+/// `&#NN` or `&#xHH`, with or without `;`: the code point and the length.
+fn numeric_reference(text: &str) -> Option<(u32, usize)> {
+    let (digits_at, radix) = match text.as_bytes() {
+        [b'&', b'#', b'x' | b'X', ..] => (3, 16),
+        [b'&', b'#', ..] => (2, 10),
+        _ => return None,
+    };
+    let digits = text.as_bytes()[digits_at..]
+        .iter()
+        .take_while(|b| char::from(**b).is_digit(radix))
+        .count();
+    if digits == 0 {
+        return None;
+    }
+    let code = u32::from_str_radix(&text[digits_at..digits_at + digits], radix).ok()?;
+    let end = digits_at + digits;
+    Some((
+        code,
+        end + usize::from(text.as_bytes().get(end) == Some(&b';')),
+    ))
 }
 
 fn named_entity(name: &str) -> Option<char> {
@@ -418,7 +489,7 @@ fn redact_json_member(text: &str, field: &str) -> String {
         out.push_str(&after_key[..consumed_prefix]);
         if let Some(string_body) = value.strip_prefix('"') {
             out.push('"');
-            out.push_str(REDACTED);
+            out.push(MARK);
             match string_body.find('"') {
                 Some(end) => rest = &string_body[end..],
                 None => rest = "",
@@ -426,7 +497,7 @@ fn redact_json_member(text: &str, field: &str) -> String {
         } else {
             // A non-string value: redact up to the next delimiter.
             let end = value.find([',', '}', ' ']).unwrap_or(value.len());
-            out.push_str(REDACTED);
+            out.push(MARK);
             rest = &value[end..];
         }
     }
@@ -460,7 +531,7 @@ fn redact_form_field(text: &str, field: &str) -> String {
             .find(|c: char| c == '&' || c.is_whitespace())
             .unwrap_or(value.len());
         if end > 0 {
-            out.push_str(REDACTED);
+            out.push(MARK);
         }
         rest = &value[end..];
     }
@@ -479,7 +550,7 @@ fn redact_jwts(text: &str) -> String {
             .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')))
             .unwrap_or(run.len());
         if len >= 10 {
-            out.push_str(REDACTED);
+            out.push(MARK);
         } else {
             out.push_str(&run[..len]);
         }
@@ -594,6 +665,110 @@ mod tests {
                 proptest::prop_assert!(!out.contains("Zq9"), "{:?} -> {:?}", text, out);
             }
         }
+    }
+
+    #[test]
+    fn redactions_are_not_redacted_again() {
+        // A secret or token that is part of "[redacted]" must not match the
+        // redaction itself: the text would grow with every round.
+        let s = Scrubber::for_secrets(["acte"]);
+        assert_eq!(s.scrub("x acte y"), "x [redacted] y");
+        let s = Scrubber::for_secrets(["d"]);
+        assert_eq!(s.line("x d y", 100), "x [redacted] y");
+        assert_eq!(s.snippet(b"x d y"), "x [redacted] y");
+        let s = Scrubber::for_secrets(["d"]);
+        let text = format!("{}%2525252541", "d".repeat(1000));
+        let out = s.scrub(&text);
+        assert!(
+            out.len() <= 10 * text.len(),
+            "{} -> {}",
+            text.len(),
+            out.len()
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_rounds_shows_nothing() {
+        // Whatever is still encoded after the last round may spell the secret.
+        let s = Scrubber::for_secrets(["Kx7&secret"]);
+        let deep = format!("Kx7&{}secret", "amp;".repeat(DECODE_ROUNDS + 1));
+        let out = s.line(&deep, 300);
+        assert!(!out.contains("secret"), "{deep} -> {out}");
+        // Nesting within the rounds is decoded and shown.
+        assert_eq!(s.line("a &amp;amp;amp; b", 300), "a & b");
+    }
+
+    #[test]
+    fn numeric_references_in_every_form_browsers_read() {
+        let s = Scrubber::for_secrets(["Kx7&secret"]);
+        for text in [
+            "Kx7&#x26secret",
+            "Kx7&#38secret",
+            "Kx7&#X26;secret",
+            "Kx7&#0000000038;secret",
+            "&#x000000004b;x7&amp;secret",
+        ] {
+            let out = s.line(text, 300);
+            assert!(!out.contains("secret"), "{text} -> {out}");
+        }
+        // UTF-16 surrogates written as two references (naive encoders).
+        let s = Scrubber::for_secrets(["\u{1F600}pass"]);
+        for text in ["&#xD83D;&#xDE00;pass", "&#55357;&#56832;pass"] {
+            assert_eq!(s.line(text, 300), REDACTED, "{text}");
+        }
+        assert_eq!(
+            s.line("&#xD83D;x &#56832; &#x;", 300),
+            "&#xD83D;x &#56832; &#x;"
+        );
+    }
+
+    #[test]
+    fn flattening_cannot_reassemble_the_secret() {
+        // Scrubbing runs before a line or snippet is flattened: a newline,
+        // a no-break space or a tag inside a secret with a space must not
+        // become that secret afterwards.
+        let s = Scrubber::for_secrets(["P@ss w0rd"]);
+        for text in [
+            "bad P@ss\nw0rd",
+            "bad P@ss\tw0rd",
+            "bad P@ss&#160;w0rd",
+            "bad P@ss\u{a0}w0rd",
+            "bad P@ss\u{2028}w0rd",
+            "bad P@ss\u{200b}w0rd",
+        ] {
+            for out in [s.line(text, 300), s.snippet(text.as_bytes())] {
+                assert!(!out.contains("w0rd"), "{text:?} -> {out:?}");
+                assert!(out.contains(REDACTED), "{text:?} -> {out:?}");
+            }
+        }
+        // Snippets strip tags (lines keep them, so nothing is joined there).
+        let out = s.snippet(b"<p>bad P@ss<br>w0rd</p>");
+        assert_eq!(out, "bad [redacted]");
+        // A line separator is a line break to some log viewers.
+        assert_eq!(s.line("a\u{2028}b\u{2029}c", 10), "a b c");
+    }
+
+    #[test]
+    fn what_registration_issues_is_never_shown() {
+        // A broken (cut) RFC 7591 answer carries a new secret and the
+        // credential that manages the client.
+        let cut = br#"{"client_id":"svc","registration_access_token":"rat-value-123","client_secret":"cs-value-456"#;
+        let out = Scrubber::default().snippet(cut);
+        assert!(
+            !out.contains("rat-value") && !out.contains("cs-value"),
+            "{out}"
+        );
+        let s = Scrubber::default().with_tokens_of(cut);
+        assert_eq!(s.line("issued rat-value-123", 100), "issued [redacted]");
+    }
+
+    #[test]
+    fn a_body_cut_at_a_cap_loses_the_tail_that_may_start_a_secret() {
+        let s = Scrubber::for_secrets(["opaque-token-value"]);
+        let page = format!("<html>{}<p>token opaque-tok", "<br>".repeat(100));
+        let shown = s.snippet(s.without_cut_tail(page.as_bytes()));
+        assert!(!shown.contains("opaque"), "{shown}");
+        assert!(Scrubber::default().without_cut_tail(b"abc") == b"abc");
     }
 
     #[test]

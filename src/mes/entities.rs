@@ -9,8 +9,10 @@ use crate::error::{Error, ErrorKind, Result};
 
 impl MesClient {
     /// Every entity: `GET api/v3/entity` (honours [`with_max_rows`](Self::with_max_rows)).
+    /// An answer without content (204) is no entities.
     pub async fn entities(&self) -> Result<Vec<Entity>> {
-        self.get_json("api/v3/entity").await
+        let rows: Rows<Entity> = self.get_json("api/v3/entity").await?;
+        Ok(rows.into_vec())
     }
 
     /// One entity by its ID: `GET api/v3/entity/key?entId=N`. A missing
@@ -42,7 +44,8 @@ impl MesClient {
         } else {
             format!("api/v3/entity/filter?{filters}")
         };
-        self.get_json(&path).await
+        let rows: Rows<Entity> = self.get_json(&path).await?;
+        Ok(rows.into_vec())
     }
 
     /// The ID of the entity named `ent_name` in site `site_name` (`None`:

@@ -21,6 +21,9 @@ pub(crate) enum NotFound {
     /// The object does not exist ("The specified entity does not exist"),
     /// or a 404 without a recognised body.
     Object,
+    /// Not MES's JSON at all (IIS's HTML page): nothing of the Web API is
+    /// at this path.
+    NotMes,
 }
 
 impl NotFound {
@@ -59,6 +62,10 @@ impl NotFound {
                  reference; V3 paths start with api/v3/)"
             }
             NotFound::Object => "MES does not have the requested object",
+            NotFound::NotMes => {
+                "No MES Web API answered at this URL (the 404 is not MES's JSON, e.g. a web \
+                 server's own page): check the MES base URL, https://HOST/mesmw/"
+            }
         }
     }
 }
@@ -101,7 +108,17 @@ pub(crate) fn mes_error(facts: &Facts, body: &[u8]) -> Error {
              for this request. Service-to-service calls run as the Default Background User (MES \
              system attribute 199): grant it the permission in MES Client",
         ),
-        404 => (ErrorKind::NotFound, false, NotFound::of(text).explain()),
+        404 => {
+            let not_json = facts
+                .content_type
+                .as_deref()
+                .is_some_and(|t| !t.to_ascii_lowercase().contains("json"));
+            let cause = match NotFound::of(text) {
+                NotFound::Object if facts.description.is_none() && not_json => NotFound::NotMes,
+                cause => cause,
+            };
+            (ErrorKind::NotFound, false, cause.explain())
+        }
         405 => (
             ErrorKind::BadRequest,
             false,
@@ -186,6 +203,26 @@ mod tests {
         for needle in ["attribute 199", "restart", "hour"] {
             assert!(privilege.contains(needle), "{privilege}");
         }
+    }
+
+    /// IIS's own 404 page (no MES under this path: a base without
+    /// `/mesmw/`) is not "MES does not have the object".
+    #[test]
+    fn a_404_page_that_is_not_mes_points_at_the_base_url() {
+        let page = b"<html><head><title>404 - File or directory not found.</title></head></html>";
+        let err = status_error(404, Some("text/html"), page);
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let text = err.to_string();
+        assert!(text.contains("MES base URL"), "{text}");
+        assert!(!text.contains("requested object"), "{text}");
+        assert!(!text.contains("File or directory"), "{text}");
+        // MES's own JSON 404s keep their meaning.
+        let err = status_error(
+            404,
+            Some("application/json; charset=utf-8"),
+            br#"{"Message":"The specified entity does not exist"}"#,
+        );
+        assert!(err.to_string().contains("requested object"), "{err}");
     }
 
     #[test]

@@ -42,19 +42,22 @@ impl MesClient {
         .await
     }
 
-    /// Pauses a running `job`: `PUT api/v3/Jobs/Pause` (state 5, Suspended).
+    /// Pauses a running `job`: `PUT api/v3/Jobs/Pause` (state 5, Suspended;
+    /// what `job.state_cd` says when it is 6, On Hold, or 1 New / 2 Ready to
+    /// undo a start made by mistake). MES finds the job on `run_ent_id`.
     pub async fn pause_job(&self, job: &Job) -> Result<Job> {
         self.change_job(job, "Pause", "pause", "only a Running job can be paused")
             .await
     }
 
-    /// Ends a running or suspended `job`: `PUT api/v3/Jobs/End` (state 4, Complete).
+    /// Ends a running, suspended or on-hold `job`: `PUT api/v3/Jobs/End`
+    /// (state 4, Complete).
     pub async fn end_job(&self, job: &Job) -> Result<Job> {
         self.change_job(
             job,
             "End",
             "end",
-            "only a Running or Suspended job can be ended",
+            "only a Running, Suspended or On Hold job can be ended",
         )
         .await
     }

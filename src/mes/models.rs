@@ -185,19 +185,26 @@ pub(crate) struct TransactionModel {
 }
 
 /// What a GET answers: MES returns the rows of a dataset as an array; a
-/// single object is read as one row.
+/// single object is read as one row, and no content (204, or an empty or
+/// `null` body) as no rows.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Rows<T> {
+    None,
     Many(Vec<T>),
     One(T),
 }
 
 impl<T> Rows<T> {
     pub(crate) fn first(self) -> Option<T> {
+        self.into_vec().into_iter().next()
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
-            Rows::Many(rows) => rows.into_iter().next(),
-            Rows::One(row) => Some(row),
+            Rows::None => Vec::new(),
+            Rows::Many(rows) => rows,
+            Rows::One(row) => vec![row],
         }
     }
 }
@@ -224,6 +231,19 @@ mod tests {
         let job: Job = serde_json::from_value(row.clone()).unwrap();
         assert_eq!(job.state_cd, Some(JobState::Other(9)));
         assert_eq!(serde_json::to_value(&job).unwrap(), row);
+    }
+
+    #[test]
+    fn rows_are_an_array_one_object_or_nothing() {
+        let rows = |text: &str| {
+            serde_json::from_str::<Rows<Value>>(text)
+                .unwrap()
+                .into_vec()
+        };
+        assert!(rows("null").is_empty());
+        assert_eq!(rows("[1,2]").len(), 2);
+        assert_eq!(rows(r#"{"ent_id":1}"#).len(), 1);
+        assert!(serde_json::from_str::<Rows<Entity>>(r#""x""#).is_err());
     }
 
     #[test]

@@ -79,7 +79,10 @@ impl MesTransaction {
 
     /// Makes the transaction's changes everyone's:
     /// `PUT api/v3/transaction?action=commit`. A transaction that timed out
-    /// fails with [`ErrorKind::NotFound`] and its changes are gone.
+    /// fails with [`ErrorKind::NotFound`] and its changes are gone. Any
+    /// other failure aborts the transaction in the background, as a drop
+    /// does; when MES's answer never arrived, the error says the outcome is
+    /// unknown and is not [transient](crate::Error::is_transient).
     pub async fn commit(mut self) -> Result<()> {
         self.end("commit").await
     }
@@ -91,12 +94,23 @@ impl MesTransaction {
 
     async fn end(&mut self, action: &str) -> Result<()> {
         let result = end(&self.mes, action).await;
-        // Any answer from MES settles it (a 404: it timed out already);
-        // after a transport failure Drop still tries to abort.
-        if result.is_ok() || result.as_ref().is_err_and(|e| e.status().is_some()) {
+        // Only success or a 404 (it timed out already) settles it: after
+        // any other failure MES may still hold it open, with its locks,
+        // until its timeout, so Drop aborts it.
+        if result.is_ok() || result.as_ref().is_err_and(|e| e.status() == Some(404)) {
             self.open = false;
         }
-        result
+        match result {
+            // No answer to a commit: MES may have committed it or not. It
+            // cannot be committed again (Drop aborts it), and redoing its
+            // calls may do them twice: not "retry later".
+            Err(e) if action == "commit" && e.status().is_none() => Err(e
+                .context(
+                    "MES may or may not have committed the transaction (its answer did not                      arrive); it is being aborted: check the data before redoing the calls",
+                )
+                .transient(false)),
+            other => other,
+        }
     }
 }
 

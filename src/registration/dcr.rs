@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::authority::{parse_endpoint, Authority};
 use crate::client::AimClientBuilder;
+use crate::config::ConnectionConfig;
 use crate::discovery::{pinned_endpoint, DiscoveryCache, DiscoveryRequest, Pinned};
 use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
@@ -142,23 +143,23 @@ impl fmt::Debug for RegisteredClient {
 }
 
 pub(super) async fn register(
-    aim: &AimClientBuilder,
+    aim: &ConnectionConfig,
     initial_access_token: &str,
     request: &RegistrationRequest<'_>,
     explicit_endpoint: Option<&str>,
 ) -> Result<RegisteredClient> {
     let allow = aim.allow_insecure_http;
-    let authority = crate::exchange::primary_authority(aim)?;
+    let authority = &aim.authority;
     // Same trust, timeouts and no-redirect policy as the token client: the
     // initial access token must never follow a redirect elsewhere.
-    let http = build_client(&crate::exchange::http_config(aim)?)?;
+    let http = build_client(&aim.http)?;
     let scrubber = Scrubber::for_secrets([
         initial_access_token,
         request.client_secret.unwrap_or_default(),
     ]);
     let endpoint = match explicit_endpoint {
         Some(url) => parse_endpoint(url, "registration endpoint", allow)?,
-        None => discovered_endpoint(&http, &authority, allow, &scrubber).await?,
+        None => discovered_endpoint(&http, authority, &scrubber).await?,
     };
 
     let bearer = secret_header(zeroize::Zeroizing::new(format!(
@@ -189,6 +190,8 @@ pub(super) async fn register(
         body_len: None,
     };
     let url = endpoint.as_str();
+    // What a (broken) answer issues is scrubbed as well as what was sent.
+    let scrubber = scrubber.with_tokens_of(&body);
     let facts = || Facts::of(&answer, url, WHAT, &scrubber);
     if !(200..300).contains(&status) {
         return Err(registration_error(&facts(), url));
@@ -214,16 +217,15 @@ pub(super) async fn register(
 async fn discovered_endpoint(
     http: &reqwest::Client,
     authority: &Authority,
-    allow: bool,
     scrubber: &Scrubber,
 ) -> Result<Url> {
     let metadata = DiscoveryCache::default()
         .get(&DiscoveryRequest {
             http,
             authority,
-            allow_insecure_http: allow,
             scrubber,
             now: SystemTime::now(),
+            also_issuer: None,
         })
         .await?;
     let Some(endpoint) = metadata.registration_endpoint.as_deref() else {
@@ -242,7 +244,6 @@ async fn discovered_endpoint(
         Pinned::RegistrationEndpoint,
         &authority.discovery_url(),
         scrubber,
-        allow,
     )
 }
 

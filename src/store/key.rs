@@ -66,16 +66,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
     use crate::AimClient;
-    use std::sync::Arc;
 
     fn key(f: impl FnOnce(crate::AimClientBuilder) -> crate::AimClientBuilder) -> String {
         let builder = f(AimClient::builder()
             .authority("sms01.plant.local")
             .client_id("mes-reporting")
             .client_secret("s3cr3t"));
-        derive(&ExchangeConfig::from_builder(&builder, Arc::new(SystemClock)).unwrap())
+        derive(
+            &crate::config::ClientConfig::from_builder(&builder)
+                .unwrap()
+                .exchange,
+        )
     }
 
     #[test]

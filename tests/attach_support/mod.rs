@@ -158,6 +158,9 @@ pub async fn emulator() -> (AimEmulator, AimClient) {
         .client_builder()
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .retry_deadline(Duration::from_millis(500))
+        // Below a millisecond: a token refused right after it was fetched
+        // (one revoked at AIM) is renewed at once, as these tests expect.
+        .min_refresh_interval(Duration::from_micros(1))
         .build()
         .expect("client builds");
     (emu, aim)
@@ -169,4 +172,25 @@ pub fn wrong_secret_client(emu: &AimEmulator) -> AimClient {
         .client_secret("not the secret")
         .build()
         .expect("client builds")
+}
+
+/// An emulator and its client on one `TokioClock`, for `start_paused` tests.
+pub async fn paused_emulator() -> (AimEmulator, AimClient) {
+    let clock = std::sync::Arc::new(aim_token::TokioClock::new());
+    let emu = AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .expect("emulator starts");
+    let aim = emu
+        .client_builder()
+        .clock(clock)
+        .build()
+        .expect("client builds");
+    (emu, aim)
+}
+
+/// Whether `err` is the attachments' "MES refused a fresh token too" answer.
+pub fn is_fresh_token_refused(err: &aim_token::Error) -> bool {
+    err.kind() == aim_token::ErrorKind::Unauthorized && err.to_string().contains("fresh")
 }

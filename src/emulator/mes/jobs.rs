@@ -7,8 +7,11 @@ use axum::http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use super::plant::{JobKey, Rows};
-use super::{bad_request, json_object, message, no_resource, rows, Call};
+use super::transactions::Refusal as Stored;
+use super::{bad_request, json_object, message, no_resource, no_transaction, rows, Call};
 
+const NEW: i64 = 1;
+const READY: i64 = 2;
 const RUNNING: i64 = 3;
 const COMPLETE: i64 = 4;
 const SUSPENDED: i64 = 5;
@@ -44,31 +47,47 @@ pub(super) fn by_key(call: &Call<'_>) -> Response<Body> {
         seq_no,
     };
     let tx = call.trans_id.as_deref();
-    match call
-        .st
-        .mes
-        .view(tx, |plant| (plant.job(&key).cloned(), None))
-    {
-        Some(job) => rows(vec![job], call.max_rows),
-        None => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
+    match call.st.mes.view(tx, call.st.now_millis(), |plant| {
+        (plant.job(&key).cloned(), None)
+    }) {
+        Ok(Some(job)) => rows(vec![job], call.max_rows),
+        Ok(None) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
+        // A read changes nothing, so no lock refuses it.
+        Err(_) => no_transaction(tx.unwrap_or_default()),
     }
 }
 
 /// `PUT api/v3/Jobs/Start|Pause|End` with the Job model as the body.
 pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
     let body: &[u8] = if call.json_body { &call.body } else { b"" };
-    let model = match model(body) {
+    let model = match model(body, action) {
         Ok(model) => model,
         Err(why) => return bad_request(&format!("The request is invalid: {why}")),
     };
     let tx = call.trans_id.as_deref();
-    let outcome = call
-        .st
-        .mes
-        .view(tx, |plant| match apply(plant, &model, action) {
+    let outcome = call.st.mes.view(tx, call.st.now_millis(), |plant| {
+        match apply(plant, &model, action) {
             Ok(job) => (Ok(job.clone()), Some(job)),
             Err(e) => (Err(e), None),
-        });
+        }
+    });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(Stored::NoSuchTransaction) => return no_transaction(tx.unwrap_or_default()),
+        // MES waits for the lock and, with the caller controlling the
+        // transaction, passes the database's error on; the emulator does
+        // not wait.
+        Err(Stored::Locked) => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!(
+                    "Job {} or its entity is locked by another open transaction \
+                     (Lock request time out period exceeded).",
+                    model.key
+                ),
+            )
+        }
+    };
     match outcome {
         Ok(job) => super::json_row(job),
         Err(Refused::NoJob) => message(StatusCode::NOT_FOUND, NO_SUCH_JOB),
@@ -79,15 +98,17 @@ pub(super) fn change(call: &Call<'_>, action: Action) -> Response<Body> {
 }
 
 /// The Job model of a request: lowercase keys (ASP.NET binds member names
-/// case-insensitively), the five required members present and typed.
+/// case-insensitively), the required members present and typed: `wo_id`,
+/// `oper_id`, `seq_no`, `run_ent_id`, and for Start also `ent_id`
+/// (V3_Jobs_Pause and V3_Jobs_End identify the entity by `run_ent_id`).
 struct Model {
     key: JobKey,
-    ent_id: i64,
+    ent_id: Option<i64>,
     run_ent_id: i64,
     fields: Map<String, Value>,
 }
 
-fn model(body: &[u8]) -> Result<Model, String> {
+fn model(body: &[u8], action: Action) -> Result<Model, String> {
     let Some(fields) = json_object(body) else {
         return Err("the body must be a Job model (a JSON object).".into());
     };
@@ -113,8 +134,12 @@ fn model(body: &[u8]) -> Result<Model, String> {
             Some(_) => Err(format!("{name} must be a non-empty string.")),
         }
     };
+    let ent_id = match action {
+        Action::Start => Some(int("ent_id")?),
+        Action::Pause | Action::End => int("ent_id").ok(),
+    };
     Ok(Model {
-        ent_id: int("ent_id")?,
+        ent_id,
         key: JobKey {
             wo_id: text("wo_id")?,
             oper_id: text("oper_id")?,
@@ -132,8 +157,8 @@ enum Refused {
 
 fn state_name(state: i64) -> &'static str {
     match state {
-        1 => "New",
-        2 => "Ready",
+        NEW => "New",
+        READY => "Ready",
         RUNNING => "Running",
         COMPLETE => "Complete",
         SUSPENDED => "Suspended",
@@ -163,11 +188,23 @@ fn apply(plant: &Rows, model: &Model, action: Action) -> Result<Map<String, Valu
         ("wo_id", Value::from(key.wo_id.clone())),
         ("oper_id", Value::from(key.oper_id.clone())),
         ("seq_no", Value::from(key.seq_no)),
-        ("ent_id", Value::from(model.ent_id)),
         ("run_ent_id", Value::from(model.run_ent_id)),
     ] {
         job.insert(column.into(), value);
     }
+    // The scheduled entity stays what it was unless the model names one.
+    let ent_id = model.ent_id.map(Value::from);
+    job.insert(
+        "ent_id".into(),
+        ent_id.unwrap_or_else(|| stored.get("ent_id").cloned().unwrap_or(Value::Null)),
+    );
+    let runs_there = stored.get("run_ent_id").and_then(Value::as_i64) == Some(model.run_ent_id);
+    let not_there = |verb: &str| {
+        Refused::Rule(format!(
+            "Job {key} cannot be {verb}: it is not running on entity {}.",
+            model.run_ent_id
+        ))
+    };
     let new_state = match action {
         Action::Start => {
             if matches!(state, RUNNING | COMPLETE | CANCELED) {
@@ -181,18 +218,26 @@ fn apply(plant: &Rows, model: &Model, action: Action) -> Result<Map<String, Valu
             if state != RUNNING {
                 return Err(refuse("paused"));
             }
+            if !runs_there {
+                return Err(not_there("paused"));
+            }
             job.insert(
                 "job_pos".into(),
                 stored.get("job_pos").cloned().unwrap_or(Value::Null),
             );
+            // 5 or 6; 3 means 5; 1 or 2 undoes a start made by mistake.
             match model.fields.get("state_cd").and_then(Value::as_i64) {
-                Some(ON_HOLD) => ON_HOLD,
+                Some(s @ (NEW | READY | ON_HOLD)) => s,
                 _ => SUSPENDED,
             }
         }
         Action::End => {
-            if !matches!(state, RUNNING | SUSPENDED) {
+            // V3_Jobs_End: Running, Suspended or On Hold.
+            if !matches!(state, RUNNING | SUSPENDED | ON_HOLD) {
                 return Err(refuse("ended"));
+            }
+            if !runs_there {
+                return Err(not_there("ended"));
             }
             job.insert("job_pos".into(), Value::Null);
             COMPLETE
@@ -216,7 +261,7 @@ fn job_position(plant: &Rows, model: &Model) -> Result<i64, Refused> {
         .job(&model.key)
         .and_then(|j| j.get("ent_id"))
         .and_then(Value::as_i64);
-    if scheduled_to != Some(model.ent_id) {
+    if scheduled_to != model.ent_id {
         return Err(no_position("the job is not scheduled to that entity"));
     }
     let runs_jobs = plant.entity(model.run_ent_id).map(|e| {

@@ -33,6 +33,51 @@ struct Transaction {
     jobs: HashMap<JobKey, Map<String, Value>>,
 }
 
+impl Data {
+    /// Whether a live transaction other than `tx` holds a change to job
+    /// `key` or to a job on `row`'s run entity (its job position).
+    fn locked_by_another(
+        &self,
+        tx: Option<&str>,
+        key: &JobKey,
+        row: &Map<String, Value>,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> bool {
+        let run_ent = |job: &Map<String, Value>| job.get("run_ent_id").and_then(Value::as_i64);
+        let entity = run_ent(row);
+        self.open.iter().any(|(id, t)| {
+            Some(id.as_str()) != tx
+                && now_ms.saturating_sub(t.started_ms) < timeout_ms
+                && t.jobs
+                    .iter()
+                    .any(|(k, job)| k == key || (entity.is_some() && run_ent(job) == entity))
+        })
+    }
+
+    /// Whether `id` is open at `now_ms`; a timed-out one is dropped here.
+    fn live(&mut self, id: &str, now_ms: u64, timeout_ms: u64) -> bool {
+        let expired = match self.open.get(id) {
+            None => return false,
+            Some(t) => now_ms.saturating_sub(t.started_ms) >= timeout_ms,
+        };
+        if expired {
+            self.open.remove(id);
+        }
+        !expired
+    }
+}
+
+/// Why [`Mes::view`] stored nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The call's transaction is not open (never was, ended, timed out).
+    NoSuchTransaction,
+    /// Another open transaction changed the same job, or a job on the same
+    /// entity: the database would hold its locks until it ends.
+    Locked,
+}
+
 /// Why a transaction call failed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct NoSuchTransaction;
@@ -70,16 +115,7 @@ impl Mes {
     /// Whether `id` is open at `now_ms`; a timed-out one is dropped here.
     pub(crate) fn is_open(&self, id: &str, now_ms: u64) -> bool {
         let timeout = self.timeout_ms.load(Ordering::Relaxed);
-        self.with(|d| {
-            let expired = match d.open.get(id) {
-                None => return false,
-                Some(t) => now_ms.saturating_sub(t.started_ms) >= timeout,
-            };
-            if expired {
-                d.open.remove(id);
-            }
-            !expired
-        })
+        self.with(|d| d.live(id, now_ms, timeout))
     }
 
     /// Ends `id`: its changes become everyone's (`commit`) or are dropped.
@@ -109,16 +145,25 @@ impl Mes {
 
     /// Runs `f` on the rows as transaction `tx` sees them (its own changes
     /// over the committed rows); what `f` returns as a changed job is
-    /// stored in `tx`, or committed at once without one.
+    /// stored in `tx`, or committed at once without one. Fails when `tx`
+    /// is not open at `now_ms`: checked under the same lock as the change,
+    /// so a transaction that ends meanwhile (an abort from another task, a
+    /// timeout) cannot turn its late change into a committed one.
     pub(crate) fn view<T>(
         &self,
         tx: Option<&str>,
+        now_ms: u64,
         f: impl FnOnce(&Rows) -> (T, Option<Map<String, Value>>),
-    ) -> T {
+    ) -> Result<T, Refusal> {
+        let timeout = self.timeout_ms.load(Ordering::Relaxed);
         self.with(|d| {
+            if let Some(id) = tx {
+                if !d.live(id, now_ms, timeout) {
+                    return Err(Refusal::NoSuchTransaction);
+                }
+            }
             let mut seen = d.rows.clone();
-            let overlay = tx.and_then(|id| d.open.get(id));
-            if let Some(t) = overlay {
+            if let Some(t) = tx.and_then(|id| d.open.get(id)) {
                 for (key, row) in &t.jobs {
                     put(&mut seen.jobs, key, row.clone());
                 }
@@ -126,6 +171,9 @@ impl Mes {
             let (out, changed) = f(&seen);
             if let Some(row) = changed {
                 if let Some(key) = JobKey::of(&row) {
+                    if d.locked_by_another(tx, &key, &row, now_ms, timeout) {
+                        return Err(Refusal::Locked);
+                    }
                     match tx.and_then(|id| d.open.get_mut(id)) {
                         Some(t) => {
                             t.jobs.insert(key, row);
@@ -134,7 +182,7 @@ impl Mes {
                     }
                 }
             }
-            out
+            Ok(out)
         })
     }
 
@@ -202,17 +250,19 @@ mod tests {
     }
 
     fn set_state(mes: &Mes, tx: Option<&str>, state: i64) {
-        mes.view(tx, |rows| {
+        mes.view(tx, 0, |rows| {
             let mut job = rows.job(&fill()).unwrap().clone();
             job.insert("state_cd".into(), state.into());
             ((), Some(job))
-        });
+        })
+        .unwrap();
     }
 
     fn state(mes: &Mes, tx: Option<&str>) -> Value {
-        mes.view(tx, |rows| {
+        mes.view(tx, 0, |rows| {
             (rows.job(&fill()).unwrap()["state_cd"].clone(), None)
         })
+        .unwrap()
     }
 
     #[test]
@@ -244,6 +294,31 @@ mod tests {
         mes.begin("t4".into(), 0);
         mes.expire_all();
         assert!(!mes.is_open("t4", 0));
+    }
+
+    /// A call checked its transaction, then the transaction ended (an
+    /// abort, a timeout) before the call's change was stored: the change
+    /// must not land in the committed rows.
+    #[test]
+    fn a_change_in_a_transaction_that_ended_meanwhile_is_not_committed() {
+        let mes = Mes::new(
+            MesPlant::seeded().checked().unwrap(),
+            Duration::from_secs(60),
+        );
+        mes.begin("t1".into(), 0);
+        assert!(mes.is_open("t1", 0));
+        mes.end("t1", false, 0).unwrap(); // aborted by another task
+        let stored = mes.view(Some("t1"), 0, |rows| {
+            let mut job = rows.job(&fill()).unwrap().clone();
+            job.insert("state_cd".into(), 3.into());
+            ((), Some(job))
+        });
+        assert_eq!(stored, Err(Refusal::NoSuchTransaction));
+        assert_eq!(state(&mes, None), 2, "nothing committed");
+
+        mes.begin("t2".into(), 0);
+        let late = mes.view(Some("t2"), 60_000, |_| ((), None));
+        assert_eq!(late, Err(Refusal::NoSuchTransaction), "timed out by then");
     }
 
     #[test]

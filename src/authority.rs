@@ -228,8 +228,10 @@ pub(crate) fn without_userinfo(url: &str) -> String {
         Some(i) => (&url[..i + 3], &url[i + 3..]),
         None => ("", url),
     };
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..host_end].rfind('@') {
+    // Up to the last `@` before a query: a password typed unencoded may
+    // hold `/` (base64 does). A path with an `@` is then hidden too.
+    let query = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..query].rfind('@') {
         Some(at) => format!("{scheme}[redacted]@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }

@@ -14,7 +14,7 @@ use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::Exchanger;
 use crate::http::HttpConfig;
-use crate::store::{Attached, TokenStore, DEFAULT_OP_TIMEOUT};
+use crate::store::{lease_time, Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -527,22 +527,19 @@ impl AimClientBuilder {
         let client_id = config.exchange.credentials.client_id.clone();
         if let Some(store) = self.token_store {
             store.trust_roots(&self.root_certificates);
-            // Longer than one acquisition may take (the last pass starts
-            // before the deadline and may try every node), so a live
-            // leaseholder never loses its lease to a waiter.
             let exchange = &config.exchange;
-            let nodes = u32::try_from(exchange.authorities.len()).unwrap_or(u32::MAX);
-            let lease_ttl = config
-                .cache
-                .retry_deadline
-                .saturating_add(exchange.http.request_timeout.saturating_mul(nodes))
-                .saturating_add(Duration::from_secs(1));
+            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
+            let lease_ttl = lease_time(
+                config.cache.retry_deadline,
+                exchange.http.request_timeout,
+                exchange.authorities.len(),
+                timeout,
+            );
             // Zero (one attempt, no retries) still waits one request's time.
             let wait_limit = config
                 .cache
                 .retry_deadline
                 .max(exchange.http.request_timeout);
-            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
             config.cache.store = Some(Arc::new(Attached::new(
                 store, exchange, lease_ttl, wait_limit, timeout,
             )));

@@ -349,3 +349,31 @@ async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_a_store_erro
     assert_eq!(untrusted.stats().store_errors, 1, "{:?}", untrusted.stats());
     assert_eq!(aim.token_requests(), 2);
 }
+
+/// A value someone else put under a token key (or a corrupted one) costs
+/// at most the largest value the crate opens, not its size (Redis allows
+/// 512 MB) in this process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_redis_value_is_not_read_whole() {
+    use aim_token::store::TokenStore as _;
+    let Some(redis) = Redis::start() else { return };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut c = raw(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg("aim-token:token:k")
+        .arg(vec![b'x'; 4 << 20])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let read = store.get("k").await.unwrap().unwrap();
+    assert!(read.len() <= (256 << 10) + 1, "{} bytes read", read.len());
+    assert_eq!(store.get("missing").await.unwrap(), None);
+    store
+        .put("small", b"value", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("small").await.unwrap().as_deref(),
+        Some(&b"value"[..])
+    );
+}

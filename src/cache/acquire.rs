@@ -27,6 +27,10 @@ pub(super) const PERMANENT_OAUTH_ERRORS: [&str; 4] = [
     "unsupported_grant_type",
 ];
 
+/// Where a retry deadline beyond what an `Instant` can hold ends (the same
+/// 30 years tokio uses for "never").
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// What an acquisition must produce.
 #[derive(Clone)]
 pub(crate) enum Need {
@@ -80,13 +84,18 @@ impl Shared {
     ) -> super::flight::Waiter {
         let waiter = leader.waiter();
         let shared = self.clone();
+        // Held across the spawn: on a multi-thread runtime this task can
+        // finish and a newer flight record its handle before we would, and
+        // we must not overwrite the newer one (dropping the client would
+        // then abort a finished task and leave the newer one running).
+        let mut slot = lock(&self.acquisition);
         let task = runtime.spawn(async move {
             let outcome = shared
                 .through_store(&need, || shared.acquisition(true))
                 .await;
             shared.flight.finish(leader, &outcome);
         });
-        *lock(&self.acquisition) = Some(task.abort_handle());
+        *slot = Some(task.abort_handle());
         waiter
     }
 
@@ -166,8 +175,14 @@ impl Shared {
         let started = Instant::now();
         let deadline = self.config.retry_deadline;
         // Zero means one attempt per authority, bounded by request_timeout only.
+        // One too far for an `Instant` (`Duration::MAX`) means "no limit",
+        // not "no retries": it becomes the far future.
         let deadline_at = (timers && !deadline.is_zero())
-            .then(|| started.checked_add(deadline))
+            .then(|| {
+                started
+                    .checked_add(deadline)
+                    .or_else(|| started.checked_add(FAR_FUTURE))
+            })
             .flatten();
         let mut last = None;
         let mut retry = 0u32;

@@ -788,3 +788,51 @@ async fn no_copy_of_a_token_stays_behind_after_a_refresh_or_the_client() {
     settle().await;
     assert_eq!(new.ref_count(), 1, "the dropped client keeps no copy");
 }
+
+// ---------------------------------------------------------------- adversarial review
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_deadline_too_large_for_an_instant_still_retries() {
+    // `--timeout 18446744073709551615` or `retry_deadline(Duration::MAX)`:
+    // "wait as long as it takes", not "never retry".
+    for deadline in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let fake = Fake::new(1, HOUR);
+        fake.script(0, refused());
+        let cache = cache(
+            &fake,
+            CacheConfig {
+                retry_deadline: deadline,
+                ..CacheConfig::default()
+            },
+        );
+        let token = cache.token().await;
+        assert!(token.is_ok(), "{deadline:?}: {token:?}");
+        assert_eq!(fake.calls(), 2, "{deadline:?}");
+    }
+}
+
+#[test]
+fn a_caller_in_a_runtime_that_has_shut_down_gets_an_error_instead_of_spinning() {
+    let fake = Fake::new_outside_runtime();
+    let source: Arc<dyn TokenSource> = fake.clone();
+    let cache = Arc::new(Cache::new(source, CacheConfig::default(), None, "c").unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    drop(runtime);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = cache.clone();
+    // Detached: if it spins, the test fails on the timeout below.
+    std::thread::spawn(move || {
+        let _inside = handle.enter();
+        let _ = tx.send(futures::executor::block_on(caller.token()));
+    });
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("token() returns while its runtime is gone");
+    let err = outcome.unwrap_err();
+    assert!(err.to_string().contains("runtime"), "{err}");
+    assert_eq!(fake.calls(), 0);
+}

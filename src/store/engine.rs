@@ -76,6 +76,24 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How long a lease lasts: longer than one acquisition may take, so a live
+/// holder never loses it to a waiter. The last attempt pass starts before
+/// `retry_deadline` and may ask every node for discovery and then a token
+/// (each bounded by `request_timeout`); the holder also re-reads and writes
+/// the store (each bounded by `op_timeout`); one second to spare.
+pub(crate) fn lease_time(
+    retry_deadline: Duration,
+    request_timeout: Duration,
+    nodes: usize,
+    op_timeout: Duration,
+) -> Duration {
+    let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+    retry_deadline
+        .saturating_add(request_timeout.saturating_mul(nodes).saturating_mul(2))
+        .saturating_add(op_timeout.saturating_mul(2))
+        .saturating_add(Duration::from_secs(1))
+}
+
 /// What one bounded store operation gave.
 enum Op<T> {
     Ok(T),
@@ -359,4 +377,30 @@ pub(crate) fn shared_jitter_unit(token: &AccessToken) -> f64 {
     first.copy_from_slice(&digest.as_ref()[..8]);
     // 53 random bits -> [0, 1).
     (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A holder's worst case: the last pass starts just before the
+    /// deadline, discovery and token request time out on every node, and
+    /// both store operations take their whole timeout.
+    #[test]
+    fn a_lease_outlasts_the_slowest_acquisition() {
+        let s = Duration::from_secs;
+        for (deadline, request, nodes, op) in [
+            (s(60), s(30), 1, Duration::from_millis(250)),
+            (s(0), s(10), 3, s(2)),
+            (s(5), s(1), 2, s(5)),
+        ] {
+            let slowest = deadline + request * 2 * nodes + op * 2;
+            let lease = lease_time(deadline, request, nodes as usize, op);
+            assert!(lease > slowest, "{lease:?} <= {slowest:?}");
+        }
+        assert_eq!(
+            lease_time(Duration::MAX, s(1), usize::MAX, s(1)),
+            Duration::MAX
+        );
+    }
 }

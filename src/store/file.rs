@@ -2,11 +2,12 @@
 //! host (scheduled jobs, scripts, services).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::seal::MAX_VALUE;
 use super::{BoxFuture, Lease, TokenStore};
 use crate::error::{Error, Result};
 
@@ -82,10 +83,36 @@ impl FileStore {
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&*self.dir)
+        builder.create(&*self.dir)?;
+        self.check_dir()
     }
 
-    /// Opens `path` for writing, user-only, creating it if needed.
+    /// Refuses a directory another user owns or may write to: they could
+    /// replace, plant or link entries. (Windows: the profile ACL decides.)
+    fn check_dir(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = fs::metadata(&*self.dir)?;
+            let dir = self.dir.display();
+            if meta.uid() != rustix::process::geteuid().as_raw() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the token store directory {dir} belongs to another user (uid {}): use a directory of your own (AIM_TOKEN_STORE=file:DIR)", meta.uid()),
+                ));
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the token store directory {dir} is writable by other users (mode {:o}): chmod 700 {dir}", meta.mode() & 0o777),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `path` for writing, user-only, creating it if needed; never
+    /// through a symbolic link.
     fn open_private(path: &Path, create_new: bool) -> io::Result<File> {
         let mut options = OpenOptions::new();
         options.read(true).write(true);
@@ -95,8 +122,42 @@ impl FileStore {
             options.create(true).truncate(false);
         }
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600).custom_flags(no_follow());
+        }
         options.open(path)
+    }
+
+    /// The entry at `path` (`None` if there is none): a regular file, not
+    /// followed through a link, read up to one byte past the largest value
+    /// the crate opens (a larger one is a miss anyway).
+    fn read_entry(path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            // Non-blocking: a FIFO planted there does not hang the open.
+            no_follow() | rustix::fs::OFlags::NONBLOCK.bits() as i32,
+        );
+        let file = match options.open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(MAX_VALUE)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        file.take(limit).read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
     }
 
     /// Holds the write lock of `key` (short: around a rename or a
@@ -107,6 +168,12 @@ impl FileStore {
         file.lock()?;
         Ok(file)
     }
+}
+
+/// `O_NOFOLLOW`: a symbolic link at the path is an error, not followed.
+#[cfg(unix)]
+fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// The per-user cache directory, from the variables `var` reads.
@@ -127,10 +194,12 @@ fn user_cache_dir(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
 impl TokenStore for FileStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
         let path = self.path(key, "token");
-        self.blocking(move |_| match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        self.blocking(move |store| {
+            if !store.dir.exists() {
+                return Ok(None);
+            }
+            store.check_dir()?;
+            Self::read_entry(&path)
         })
     }
 
@@ -166,11 +235,9 @@ impl TokenStore for FileStore {
         self.blocking(move |store| {
             let _lock = store.write_lock(&key)?;
             let path = store.path(&key, "token");
-            match fs::read(&path) {
-                Ok(current) if current == expected => fs::remove_file(&path).map(|()| true),
-                Ok(_) => Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(e),
+            match Self::read_entry(&path)? {
+                Some(current) if current == expected => fs::remove_file(&path).map(|()| true),
+                _ => Ok(false),
             }
         })
     }
@@ -207,6 +274,7 @@ impl TokenStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::seal::MAX_VALUE;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
         let pairs: Vec<(String, PathBuf)> = pairs
@@ -229,6 +297,71 @@ mod tests {
         let dir = user_cache_dir(vars(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/home/u")]));
         assert_eq!(dir, Some(PathBuf::from("/home/u/.cache")));
         assert_eq!(user_cache_dir(vars(&[])), None);
+    }
+
+    fn fresh_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("aim-token-{tag}-{}", Lease::random_owner()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A corrupted (or planted) entry file of any size costs at most the
+    /// largest value the crate opens, not its whole length in memory.
+    #[tokio::test]
+    async fn a_huge_entry_file_is_not_read_whole() {
+        let dir = fresh_dir("fs-huge");
+        let store = FileStore::new(&dir);
+        fs::write(store.path("k", "token"), vec![b'x'; 4 * MAX_VALUE]).unwrap();
+        let read = store.get("k").await.unwrap().unwrap();
+        assert_eq!(read.len(), MAX_VALUE + 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// In a directory others could write to, a planted link must not make
+    /// the store read, lock or create files elsewhere.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn links_planted_at_entry_lease_or_lock_paths_are_not_followed() {
+        let dir = fresh_dir("fs-links");
+        let outside = fresh_dir("fs-outside");
+        let store = FileStore::new(&dir);
+        let elsewhere = outside.join("victim");
+        fs::write(&elsewhere, b"someone else's file").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.path("k", "token")).unwrap();
+        assert!(
+            store.get("k").await.is_err(),
+            "followed a link at the entry"
+        );
+        let dangling = outside.join("created-by-the-store");
+        std::os::unix::fs::symlink(&dangling, store.path("k", "lease")).unwrap();
+        assert!(store.try_lease("k", Duration::from_secs(1)).await.is_err());
+        assert!(!dangling.exists(), "created a file through a link");
+        std::os::unix::fs::symlink(&dangling, store.path("k", "wlock")).unwrap();
+        assert!(store.delete_if("k", b"x").await.is_err());
+        assert!(!dangling.exists(), "created a file through a link");
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&outside).unwrap();
+    }
+
+    /// A directory other users can write to lets them replace or plant
+    /// entries: a store error (the client asks AIM), never used.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_directory_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = fresh_dir("fs-open-dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let store = FileStore::new(&dir);
+        let err = store
+            .put("k", b"v", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("chmod 700"), "{err}");
+        assert!(store.try_lease("k", Duration::from_secs(1)).await.is_err());
+        assert!(store.get("k").await.is_err());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        store.put("k", b"v", Duration::from_secs(1)).await.unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -54,7 +54,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use self::engine::{shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT};
+pub(crate) use self::engine::{
+    lease_time, shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT,
+};
 pub use self::file::FileStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
@@ -131,7 +133,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 /// ```
 pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
-    /// The value stored under `key`, or `None`.
+    /// The value stored under `key`, or `None`. A value longer than 256 KiB
+    /// is a miss, so a backend need read no more than 256 KiB + 1 bytes.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>>;
 
     /// Stores `value` under `key`, replacing any value atomically (a reader
@@ -296,6 +299,13 @@ pub fn from_spec(spec: &str) -> Result<Option<Arc<dyn TokenStore>>> {
                 "{ENV}=file: needs a directory, e.g. {ENV}=file:/var/cache/mes-reporting"
             )));
         }
+        // `~` is not expanded here, and a relative directory differs with
+        // each process's working directory: the processes would not share.
+        if !std::path::Path::new(dir).has_root() {
+            return Err(Error::config(format!(
+                "{ENV}=file:{dir} needs the directory's full path (no ~, not relative), e.g. {ENV}=file:/var/cache/mes-reporting"
+            )));
+        }
         return Ok(Some(Arc::new(FileStore::new(dir))));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
@@ -342,6 +352,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("feature"));
+    }
+
+    /// `~` is not expanded in service definitions, and a relative directory
+    /// depends on each process's working directory: no sharing, silently.
+    #[test]
+    fn a_file_store_needs_a_directory_from_the_root() {
+        for spec in ["file:~/.cache/aim-token", "file:cache", "file:./x"] {
+            let err = from_spec(spec).expect_err(spec);
+            assert!(
+                err.is_config() && err.to_string().contains("full path"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

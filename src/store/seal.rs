@@ -18,8 +18,9 @@ use crate::token::AccessToken;
 const MAGIC: &[u8; 4] = b"AIT1";
 const SALT: &[u8] = b"aim-token/store-seal/v1";
 /// Larger values are not this crate's (a token record is a few KiB): a
-/// miss, without decrypting or parsing them.
-const MAX_VALUE: usize = 256 * 1024;
+/// miss, without decrypting or parsing them; backends read no more than
+/// one byte past it.
+pub(crate) const MAX_VALUE: usize = 256 * 1024;
 
 /// Seals and opens the values of one entry.
 pub(crate) struct Sealer {

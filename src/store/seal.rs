@@ -83,7 +83,10 @@ impl Sealer {
             authority: token.authority().to_owned(),
             writer: writer.to_owned(),
         };
-        let mut record = Zeroizing::new(record);
+        self.seal_record(Zeroizing::new(record))
+    }
+
+    fn seal_record(&self, mut record: Zeroizing<Record>) -> Option<Vec<u8>> {
         let mut plain = Zeroizing::new(serde_json::to_vec(&*record).ok()?);
         record.token.clear();
         let mut nonce = [0u8; NONCE_LEN];
@@ -123,12 +126,17 @@ impl Sealer {
         if record.expires_at_ms < record.issued_at_ms {
             return Err(Unreadable::Content);
         }
-        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        // Checked: a record's times need not fit every platform's SystemTime.
+        let at = |ms: u64| {
+            UNIX_EPOCH
+                .checked_add(Duration::from_millis(ms))
+                .ok_or(Unreadable::Content)
+        };
         Ok(AccessToken::from_parts(
             SecretString::from(record.token),
             record.token_type,
-            at(record.issued_at_ms),
-            at(record.expires_at_ms),
+            at(record.issued_at_ms)?,
+            at(record.expires_at_ms)?,
             record.scopes,
             record.authority,
         ))
@@ -166,6 +174,27 @@ mod tests {
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn times_beyond_the_platforms_system_time_are_a_miss_or_a_token_never_a_panic() {
+        // Needs the secret to forge, but a sealed record is still input:
+        // u64::MAX ms fits Linux's SystemTime, not Windows'.
+        let record = Record {
+            token: "t".into(),
+            token_type: "Bearer".into(),
+            issued_at_ms: u64::MAX,
+            expires_at_ms: u64::MAX,
+            scopes: vec![],
+            authority: "https://sms01/identitymanager".into(),
+            writer: "w".into(),
+        };
+        let s = sealer("s3cr3t");
+        let value = s.seal_record(Zeroizing::new(record)).unwrap();
+        match s.open(&value) {
+            Ok(token) => assert!(token.expires_at() > SystemTime::now()),
+            Err(e) => assert_eq!(e, Unreadable::Content),
+        }
     }
 
     #[test]

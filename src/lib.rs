@@ -139,6 +139,12 @@ mod mes;
 mod registration;
 mod token;
 
+// The fuzz targets' door to the parsers (fuzz/); not API.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 #[cfg(feature = "emulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;

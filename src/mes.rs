@@ -352,7 +352,7 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
 
 /// The error for a non-2xx MES answer, with a hint where the status has a
 /// usual cause.
-fn status_error(status: StatusCode, text: &str) -> Error {
+pub(crate) fn status_error(status: StatusCode, text: &str) -> Error {
     let code = status.as_u16();
     let said = if text.is_empty() {
         String::from("(empty body)")
@@ -426,7 +426,10 @@ fn says_token_unavailable(text: &str) -> bool {
 /// The MES body as text: truncated, and without our tokens (in case the
 /// server echoed the request) or anything else token-shaped, by the same
 /// [`Scrubber`] that cleans AIM's answers.
-fn error_text<'a>(bytes: &[u8], tokens: impl IntoIterator<Item = &'a AccessToken>) -> String {
+pub(crate) fn error_text<'a>(
+    bytes: &[u8],
+    tokens: impl IntoIterator<Item = &'a AccessToken>,
+) -> String {
     let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
     truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::token::{jwt_expiry, AccessToken};
 
 /// A lifetime longer than this is not believed (and would overflow `SystemTime`).
-const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// What parsing a success answer needs to know besides the answer.
 #[derive(Debug)]

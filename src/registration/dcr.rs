@@ -186,24 +186,32 @@ pub(super) async fn register(
         .map_err(|e| from_reqwest(e, endpoint.as_str()))?;
     let status = response.status().as_u16();
     let body = read_capped(response, MAX_BODY_BYTES, endpoint.as_str()).await?;
-    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let context = format!("client registration at {endpoint}");
+    read_answer(status, &body, &scrubber)
+        .map_err(|e| e.context(format!("client registration at {endpoint}")))
+}
 
+/// The registration endpoint's answer: the registered client, an RFC 7591
+/// §3.2.2 error, or what the status says.
+pub(crate) fn read_answer(
+    status: u16,
+    body: &[u8],
+    scrubber: &Scrubber,
+) -> Result<RegisteredClient> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&status) {
-        return Err(registration_error(status, json.as_ref()).context(context));
+        return Err(registration_error(status, json.as_ref()));
     }
     let json = json.filter(|v| v.is_object()).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidResponse,
             format!(
                 "HTTP {status} with a body that is not a JSON object: \"{}\"",
-                scrubber.snippet(&body)
+                scrubber.snippet(body)
             ),
         )
         .with_status(status)
-        .context(&context)
     })?;
-    parse_registered(&json).map_err(|e| e.with_status(status).context(&context))
+    parse_registered(&json).map_err(|e| e.with_status(status))
 }
 
 fn parse_registered(json: &serde_json::Value) -> Result<RegisteredClient> {

@@ -1,0 +1,95 @@
+//! Round trip of a token's lifetime: every spelling of `expires_in` (JSON
+//! integer, float, string, padded string) and a JWT `exp` gives exactly the
+//! lifetime it says when that is within (0, MAX_LIFETIME], else the default.
+#![no_main]
+
+use std::time::Duration;
+
+use aim_token::__fuzz;
+use arbitrary::Arbitrary;
+use base64::Engine as _;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::*;
+
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+#[derive(Arbitrary, Debug)]
+enum Spelling {
+    Integer(i64),
+    Float(f64),
+    IntegerString(i64),
+    FloatString(f64),
+    Padded(u32),
+    JwtExp(i64),
+    JwtExpFloat(f64),
+}
+
+fn jwt(exp: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        b64.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64.encode(format!(r#"{{"sub":"svc","exp":{exp}}}"#))
+    )
+}
+
+fuzz_target!(|spelling: Spelling| {
+    let now_secs = 1_800_000_000_f64;
+    let (body, said) = match spelling {
+        Spelling::Integer(n) => (
+            format!(r#"{{"access_token":"a","expires_in":{n}}}"#),
+            n as f64,
+        ),
+        Spelling::Float(f) if f.is_finite() => (
+            format!(
+                r#"{{"access_token":"a","expires_in":{}}}"#,
+                serde_json::json!(f)
+            ),
+            f,
+        ),
+        Spelling::Float(_) => return,
+        Spelling::IntegerString(n) => (
+            format!(r#"{{"access_token":"a","expires_in":"{n}"}}"#),
+            n as f64,
+        ),
+        Spelling::FloatString(f) => (format!(r#"{{"access_token":"a","expires_in":"{f}"}}"#), f),
+        Spelling::Padded(n) => (
+            format!(r#"{{"access_token":"a","expires_in":" {n} "}}"#),
+            f64::from(n),
+        ),
+        Spelling::JwtExp(exp) => (
+            format!(
+                r#"{{"access_token":"{}","token_type":"Bearer"}}"#,
+                jwt(&exp.to_string())
+            ),
+            exp as f64 - now_secs,
+        ),
+        Spelling::JwtExpFloat(exp) if exp.is_finite() => (
+            format!(
+                r#"{{"access_token":"{}"}}"#,
+                jwt(&serde_json::json!(exp).to_string())
+            ),
+            // `exp` is whole seconds: the fraction is dropped.
+            exp.trunc() - now_secs,
+        ),
+        Spelling::JwtExpFloat(_) => return,
+    };
+    let token = __fuzz::token_answer(200, None, body.as_bytes(), SECRET, now(), DEFAULT_LIFETIME)
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
+    let lifetime = token.lifetime();
+    let believable = Duration::try_from_secs_f64(said)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= __fuzz::MAX_LIFETIME);
+    match believable {
+        // Exactly what the server said (a float's nanoseconds round as std's).
+        Some(expected) => assert_eq!(lifetime, expected, "{body}: said {said} s"),
+        // Unbelievable: the default, or clamped to the cap; never more, never zero.
+        None => assert!(
+            lifetime == DEFAULT_LIFETIME || lifetime == __fuzz::MAX_LIFETIME,
+            "{body}: said {said} s, got {lifetime:?}"
+        ),
+    }
+});

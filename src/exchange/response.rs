@@ -137,7 +137,11 @@ fn parse_success(
                 "ignoring an expires_in that is not a positive number of seconds"
             );
         }
-        jwt_expiry(&access_token).filter(|exp| *exp > ctx.now)
+        // Believed as expires_in is: in the future, within the cap.
+        jwt_expiry(&access_token).filter(|exp| {
+            exp.duration_since(ctx.now)
+                .is_ok_and(|d| !d.is_zero() && d <= MAX_LIFETIME)
+        })
     })
     .or_else(|| ctx.now.checked_add(ctx.default_lifetime))
     .unwrap_or(ctx.now);
@@ -174,9 +178,10 @@ fn lifetime_of(value: &Value) -> Option<Duration> {
     if !secs.is_finite() || secs <= 0.0 {
         return None;
     }
+    // A positive lifetime below a nanosecond would be a token born expired.
     Duration::try_from_secs_f64(secs)
         .ok()
-        .filter(|d| *d <= MAX_LIFETIME)
+        .filter(|d| !d.is_zero() && *d <= MAX_LIFETIME)
 }
 
 /// The §5.2 error of a JSON object, if it is one.
@@ -404,6 +409,23 @@ mod tests {
         // A JWT already expired by our clock: the default, not a zero lifetime.
         let body = format!(r#"{{"access_token":"{}"}}"#, jwt(1_000));
         assert_eq!(lifetime(&body), h);
+    }
+
+    /// fuzz/token_response's invariant (lifetime in (0, cap]): `1e-10` made a token born
+    /// expired, and a JWT `exp` centuries ahead escaped the cap.
+    #[test]
+    fn sub_nanosecond_and_beyond_the_cap_lifetimes_are_not_believed() {
+        let h = Duration::from_secs(3600);
+        for tiny in ["1e-10", "\"1e-10\"", "0.0000000001"] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{tiny}}}"#);
+            assert_eq!(lifetime(&body), h, "{tiny}");
+        }
+        let far = 1_800_000_000 + MAX_LIFETIME.as_secs() + 1;
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(far));
+        assert_eq!(lifetime(&body), h);
+        let at_cap = 1_800_000_000 + MAX_LIFETIME.as_secs();
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(at_cap));
+        assert_eq!(lifetime(&body), MAX_LIFETIME);
     }
 
     #[test]

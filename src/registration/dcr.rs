@@ -199,7 +199,7 @@ pub(crate) fn read_answer(
 ) -> Result<RegisteredClient> {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&status) {
-        return Err(registration_error(status, json.as_ref()));
+        return Err(registration_error(status, json.as_ref(), scrubber));
     }
     let json = json.filter(|v| v.is_object()).ok_or_else(|| {
         Error::new(
@@ -242,14 +242,15 @@ fn parse_registered(json: &serde_json::Value) -> Result<RegisteredClient> {
 }
 
 /// An RFC 7591 §3.2.2 error answer, or what the status says.
-fn registration_error(status: u16, json: Option<&serde_json::Value>) -> Error {
+fn registration_error(status: u16, json: Option<&serde_json::Value>, scrubber: &Scrubber) -> Error {
     let code = json.and_then(|j| j.get("error")).and_then(|e| e.as_str());
     if let Some(code) = code {
+        // Servers echo what they were sent: the initial access token, the secret.
         let description = json
             .and_then(|j| j.get("error_description"))
             .and_then(|d| d.as_str())
-            .map(str::to_owned);
-        let err = Error::oauth(status, code, description);
+            .map(|d| scrubber.line(d, 300));
+        let err = Error::oauth(status, scrubber.line(code, 64), description);
         return match code {
             "invalid_token" => {
                 err.context("the initial access token was refused (check it with the provider)")
@@ -332,6 +333,7 @@ mod tests {
         let e = registration_error(
             401,
             Some(&serde_json::json!({"error": "invalid_token", "error_description": "nope"})),
+            &Scrubber::default(),
         );
         assert_eq!(e.kind(), ErrorKind::OAuth);
         assert_eq!(e.oauth_error(), Some("invalid_token"));
@@ -339,15 +341,35 @@ mod tests {
         let e = registration_error(
             400,
             Some(&serde_json::json!({"error": "invalid_client_metadata"})),
+            &Scrubber::default(),
         );
         assert_eq!(e.oauth_error(), Some("invalid_client_metadata"));
         assert_eq!(
-            registration_error(403, None).kind(),
+            registration_error(403, None, &Scrubber::default()).kind(),
             ErrorKind::Unauthorized
         );
-        assert_eq!(registration_error(404, None).kind(), ErrorKind::Unsupported);
-        let e = registration_error(503, None);
+        assert_eq!(
+            registration_error(404, None, &Scrubber::default()).kind(),
+            ErrorKind::Unsupported
+        );
+        let e = registration_error(503, None, &Scrubber::default());
         assert_eq!(e.kind(), ErrorKind::Server);
         assert!(e.is_transient());
+    }
+
+    /// fuzz/registration's invariant (no secret in error texts): an answer echoing the initial
+    /// access token showed it in the error.
+    #[test]
+    fn echoed_initial_access_token_is_not_shown() {
+        let scrubber = Scrubber::new(vec!["iat-Zq9-secret".to_owned(), "s3cr3t".to_owned()]);
+        let body = br#"{"error":"invalid_token iat-Zq9-secret","error_description":"token iat-Zq9-secret\nfor s3cr3t is unknown"}"#;
+        let err = read_answer(401, body, &scrubber).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("iat-Zq9-secret") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+        assert_eq!(err.status(), Some(401));
     }
 }

@@ -137,7 +137,15 @@ mod exchange;
 mod http;
 mod mes;
 mod registration;
+mod tls;
 mod token;
+
+// The CLI's TLS check trusts by the same rule as the client; not API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod __cli {
+    pub use crate::tls::server_verifier;
+}
 
 // The fuzz targets' door to the parsers (fuzz/); not API.
 #[cfg(feature = "__fuzz")]

@@ -144,6 +144,7 @@ mod token;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod __cli {
+    pub use crate::http::extra_roots_tls as tls_config_with_roots;
     pub use crate::tls::server_verifier;
 }
 

@@ -62,11 +62,22 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// What discovery keeps of a 2xx document: `(issuer, token_endpoint)`.
 /// (Non-2xx answers take the token answer's path, fuzzed there.)
 pub fn discovery(authority: &str, body: &[u8], secret: &str) -> Result<(String, String)> {
-    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    // Never used to send (parsing only); built without the OS store, which
+    // a fuzzing machine need not have.
+    static HTTP: OnceLock<Option<reqwest::Client>> = OnceLock::new();
+    let http = HTTP
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .tls_certs_only(Vec::new())
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| crate::Error::config("no HTTP client"))?;
     let authority = Authority::parse(authority, false)?;
     let scrubber = Scrubber::new(secret_spellings(secret));
     let req = DiscoveryRequest {
-        http: HTTP.get_or_init(reqwest::Client::new),
+        http,
         authority: &authority,
         allow_insecure_http: false,
         scrubber: &scrubber,

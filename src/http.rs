@@ -79,8 +79,8 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
 }
 
 /// rustls as reqwest configures it (safe default versions, ALPN h2 and
-/// http/1.1), verifying with the OS store plus `pems` (the CLI uses it too).
-pub fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
+/// http/1.1), verifying with the OS store plus `pems` (the CLI's too).
+pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = Vec::new();
     for pem in pems {

@@ -140,13 +140,11 @@ mod registration;
 mod tls;
 mod token;
 
-// The CLI's TLS check trusts by the same rule as the client; not API.
+// The CLI trusts by the same rule as the client; not API.
 #[cfg(feature = "cli")]
 #[doc(hidden)]
-pub mod __cli {
-    pub use crate::http::extra_roots_tls as tls_config_with_roots;
-    pub use crate::tls::server_verifier;
-}
+#[path = "cli_support.rs"]
+pub mod __cli;
 
 // The fuzz targets' door to the parsers (fuzz/); not API.
 #[cfg(feature = "__fuzz")]

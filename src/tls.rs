@@ -33,7 +33,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 /// An extra root that is not a usable CA certificate; with no extra roots,
 /// an OS store that cannot be loaded.
-pub fn server_verifier(
+pub(crate) fn server_verifier(
     extra_roots: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {

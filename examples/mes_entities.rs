@@ -1,4 +1,5 @@
-//! Lists MES entities through the MES Web API with `MesClient`.
+//! Lists the plant's MES entities (site, areas, lines, ...) as a tree,
+//! through the MES Web API V3 with `MesClient`.
 //!
 //! ```sh
 //! cargo run --example mes_entities
@@ -6,35 +7,57 @@
 //!
 //! Without configuration it starts the built-in AIM + MES emulator on
 //! 127.0.0.1. To talk to your plant instead, set `AIM_AUTHORITY`,
-//! `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` (optional `AIM_SCOPE`, `AIM_CA_CERT`)
-//! and `MES_BASE_URL` (e.g. `https://mes01.plant.local/mesmw/`).
+//! `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` (optional `AIM_SCOPE`, `AIM_CA_CERT`:
+//! MES is trusted like AIM) and `MES_BASE_URL` (e.g. `https://mes01.plant.local/mesmw/`).
 
 use aim_token::emulator::AimEmulator;
-use aim_token::{AimClient, ErrorKind, MesClient};
+use aim_token::mes::Entity;
+use aim_token::{AimClient, MesClient};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_emulator, aim, mes_base) = connect().await?;
-    let mes = MesClient::new(&mes_base, aim)?.with_tz_id("UTC");
+async fn main() {
+    if let Err(err) = run().await {
+        // Display: the message says what to do (e.g. for the Default Background User).
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
 
-    match mes.get_json::<serde_json::Value>("api/v3/entity").await {
-        Ok(entities) => {
-            let list = entities
-                .as_array()
-                .cloned()
-                .unwrap_or_else(|| vec![entities]);
-            println!("{} entities at {}", list.len(), mes.base_url());
-            for entity in list {
-                println!("  {entity}");
-            }
-        }
-        Err(err) if err.kind() == ErrorKind::Forbidden => {
-            // The usual first-day problem: the Default Background User lacks a privilege.
-            eprintln!("{err}");
-        }
-        Err(err) => return Err(err.into()),
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let (_emulator, aim, mes_base) = connect().await?;
+    let mes = MesClient::new(&mes_base, aim)?;
+    let entities = mes.entities().await?;
+    println!("{} entities at {}", entities.len(), mes.base_url());
+    for root in entities.iter().filter(|e| e.parent_ent_id.is_none()) {
+        print_tree(&entities, root, 1);
     }
     Ok(())
+}
+
+fn print_tree(all: &[Entity], entity: &Entity, depth: usize) {
+    let runs = if entity.flag("can_run_jobs") == Some(true) {
+        " [runs jobs]"
+    } else {
+        ""
+    };
+    let description = entity.description.as_deref().unwrap_or("");
+    println!(
+        "{:indent$}{} (ent_id {}) {description}{runs}",
+        "",
+        entity.ent_name,
+        entity.ent_id,
+        indent = depth * 2
+    );
+    // Bounded by the depth: a parent cycle in MES data cannot recurse forever.
+    if depth > all.len() {
+        return;
+    }
+    for child in all
+        .iter()
+        .filter(|e| e.parent_ent_id == Some(entity.ent_id))
+    {
+        print_tree(all, child, depth + 1);
+    }
 }
 
 /// The emulator (kept alive by the caller), an AIM client and the MES base URL.

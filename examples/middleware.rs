@@ -30,16 +30,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("GET api/v3/entity -> {}", response.status());
     println!("{}", response.text().await?);
 
+    // A job by its key (AVEVA's parameter names), with a Microsoft time-zone ID.
     let response = http
-        .put(format!("{mes_base}api/v3/Jobs/Start"))
-        .header("trans_id", "example-1")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(
-            &serde_json::json!({ "jobId": "J-1001" }),
-        )?)
+        .get(format!(
+            "{mes_base}api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0"
+        ))
+        .header("tz_id", "W. Europe Standard Time")
         .send()
         .await?;
-    println!("PUT api/v3/Jobs/Start -> {}", response.status());
+    println!("GET api/v3/Jobs/key -> {}", response.status());
     println!("{}", response.text().await?);
     Ok(())
 }

@@ -40,7 +40,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .authority(emulator.authority())
             .client_id(AimEmulator::CLIENT_ID)
             .client_secret(AimEmulator::CLIENT_SECRET)
-            .scope("mes.api")
             // Trust the emulator's CA, as you would trust the PCS root CA.
             .root_certificate_pem(&ca_pem)
             .build()?;
@@ -98,7 +97,7 @@ fn print_token(token: &AccessToken) {
     println!("  scopes    : {}", token.scopes().join(" "));
     println!("  expires   : {expires} (local time)");
     println!("  lifetime  : {}", human(token.lifetime()));
-    println!("  token     : {} (token.secret() gives the value)", token);
+    println!("  token     : [redacted] (token.secret() gives the value)");
 }
 
 fn human(d: Duration) -> String {

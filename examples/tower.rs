@@ -38,12 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("GET api/v3/entity -> {status} (after one 401 and a fresh token)");
     println!("{}", String::from_utf8_lossy(&body));
 
-    let request = http::Request::put(format!("{mes_base}api/v3/Jobs/Start"))
-        .header("content-type", "application/json")
-        .header("trans_id", "example-2")
-        .body(Full::new(Bytes::from_static(br#"{"jobId":"J-1001"}"#)))?;
+    // A job of the emulator's work order, by its key (AVEVA's parameter names).
+    let request = http::Request::get(format!(
+        "{mes_base}api/v3/Jobs/key?woId=WO-1001&operId=Fill&seqNo=0"
+    ))
+    .header("tz_id", "W. Europe Standard Time")
+    .body(Full::new(Bytes::new()))?;
     let response = client.oneshot(request).await?;
-    println!("PUT api/v3/Jobs/Start -> {}", response.status());
+    println!("GET api/v3/Jobs/key -> {}", response.status());
     println!("token requests seen by AIM: {}", emulator.token_requests());
     Ok(())
 }

@@ -71,6 +71,26 @@ impl Authority {
         format!("{}/connect/token", self.base)
     }
 
+    /// `scheme://host[:port]` of the authority: where the client secret may go.
+    pub(crate) fn origin(&self) -> String {
+        Url::parse(&self.base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// Whether `url` has this authority's origin: the same scheme, host and
+    /// port after normalisation (host case, a default port spelled out). So
+    /// never https -> http, never another host or port, never a loopback
+    /// endpoint for a remote authority.
+    pub(crate) fn same_origin(&self, url: &Url) -> bool {
+        let Ok(ours) = Url::parse(&self.base) else {
+            return false;
+        };
+        ours.scheme() == url.scheme()
+            && ours.host() == url.host()
+            && ours.port_or_known_default() == url.port_or_known_default()
+    }
+
     /// Whether `issuer` (from discovery) names this authority, tolerating
     /// host case, a default port spelled out, path case and a trailing slash.
     pub(crate) fn matches_issuer(&self, issuer: &str) -> bool {

@@ -18,15 +18,14 @@ use crate::token::AccessToken;
 /// The `Authorization` value for `token`, marked sensitive so that hyper,
 /// reqwest and h2 keep it out of their debug output and HPACK tables.
 pub(crate) fn authorization_value(token: &AccessToken) -> Result<HeaderValue> {
-    let mut value = HeaderValue::try_from(format!("Bearer {}", token.secret())).map_err(|_| {
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.secret()));
+    crate::http::secret_header(text).map_err(|_| {
         // Never echo the token: say only what is wrong with it.
         Error::new(
             ErrorKind::InvalidResponse,
             "the access token from AIM contains characters that are not allowed in an HTTP header",
         )
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
+    })
 }
 
 /// The `Authorization` value of the last token seen, so the steady state
@@ -65,17 +64,36 @@ pub(crate) fn is_token_rejected(status: u16) -> bool {
     status == 401
 }
 
-/// Where a token may be sent: https anywhere (or only to the allow list),
+/// Where a token may be sent. Nowhere until told: the hosts of an allow
+/// list, or any https host when explicitly asked. Whatever the list says,
 /// plain http only to loopback.
 #[derive(Clone, Default)]
 pub(crate) struct Destinations {
-    /// `None`: any host. `Some`: only these.
-    allowed: Option<Arc<[HostPattern]>>,
+    allowed: Allowed,
+}
+
+#[derive(Clone, Default)]
+enum Allowed {
+    /// Neither `allow_host` nor `allow_any_https_host` was called.
+    #[default]
+    Unset,
+    /// `allow_any_https_host()`.
+    AnyHttps,
+    /// `allow_host(..)` / `allowed_hosts(..)`.
+    Hosts(Arc<[HostPattern]>),
 }
 
 // The allow list is configured only through the middleware and the layer.
 #[cfg_attr(not(any(feature = "middleware", feature = "tower")), allow(dead_code))]
 impl Destinations {
+    /// Any https host (and plain http to loopback): `allow_any_https_host()`.
+    #[cfg(test)]
+    pub(crate) fn any_https() -> Self {
+        Destinations {
+            allowed: Allowed::AnyHttps,
+        }
+    }
+
     /// Replaces the allow list.
     pub(crate) fn allow_only<I, S>(&mut self, hosts: I)
     where
@@ -86,18 +104,23 @@ impl Destinations {
             .into_iter()
             .map(|h| HostPattern::new(h.as_ref()))
             .collect();
-        self.allowed = Some(hosts.into());
+        self.allowed = Allowed::Hosts(hosts.into());
     }
 
-    /// Adds one host to the allow list (creating it if there was none).
+    /// Adds one host to the allow list (creating it if there was none;
+    /// after `allow_any_https_host` it narrows "any" to the list).
     pub(crate) fn allow(&mut self, host: &str) {
-        let mut hosts: Vec<HostPattern> = self
-            .allowed
-            .as_deref()
-            .map(<[HostPattern]>::to_vec)
-            .unwrap_or_default();
+        let mut hosts: Vec<HostPattern> = match &self.allowed {
+            Allowed::Hosts(hosts) => hosts.to_vec(),
+            Allowed::Unset | Allowed::AnyHttps => Vec::new(),
+        };
         hosts.push(HostPattern::new(host));
-        self.allowed = Some(hosts.into());
+        self.allowed = Allowed::Hosts(hosts.into());
+    }
+
+    /// Allows every https host: `allow_any_https_host()`.
+    pub(crate) fn allow_any_https(&mut self) {
+        self.allowed = Allowed::AnyHttps;
     }
 
     /// Checks that a token may be sent to `scheme://host`; the error
@@ -108,39 +131,84 @@ impl Destinations {
                 "the request URL has no host, so it cannot be checked where the token would go",
             ));
         };
-        let host = normalize_host(host);
-        let scheme = scheme.unwrap_or("");
-        if scheme.eq_ignore_ascii_case("https") {
-            // fine anywhere (subject to the allow list)
-        } else if scheme.eq_ignore_ascii_case("http") {
-            if !is_loopback(&host) {
-                return Err(refused(format!(
-                    "refusing to send the access token over plain http to {host}: use https \
-                     (plain http is allowed only to loopback)"
-                )));
-            }
-        } else {
-            return Err(refused(format!(
-                "refusing to send the access token with URL scheme {scheme:?}: only https \
-                 (or http to loopback) is allowed"
-            )));
+        check_scheme(scheme.unwrap_or(""), host)?;
+        let name = normalize_host(host);
+        match &self.allowed {
+            Allowed::AnyHttps => Ok(()),
+            Allowed::Hosts(allowed) if allowed.iter().any(|p| p.matches(&name)) => Ok(()),
+            Allowed::Hosts(_) => Err(refused(format!(
+                "refusing to send the access token to {name}: it is not in the allowed hosts \
+                 (add it with .allow_host(\"{name}\") if it should receive the token)"
+            ))),
+            Allowed::Unset => Err(refused(format!(
+                "refusing to send the access token to {name}: no destinations are allowed yet. \
+                 Call .allow_host(\"{name}\") for each host that may receive the AIM token, \
+                 or .allow_any_https_host() to send it to every https host this client calls"
+            ))),
         }
-        if let Some(allowed) = &self.allowed {
-            if !allowed.iter().any(|p| p.matches(&host)) {
-                return Err(refused(format!(
-                    "refusing to send the access token to {host}: it is not in the allowed hosts"
-                )));
-            }
-        }
-        Ok(())
     }
+}
+
+/// The rule every attachment applies whatever its allow list: https, or
+/// plain http to loopback by [`authority::is_loopback`] (so `localhost.`,
+/// which the resolver sends to DNS, is not loopback).
+fn check_scheme(scheme: &str, host: &str) -> Result<()> {
+    if scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    if scheme.eq_ignore_ascii_case("http") {
+        if is_loopback(host) {
+            return Ok(());
+        }
+        return Err(refused(format!(
+            "refusing to send the access token over plain http to {}: use https \
+             (plain http is allowed only to loopback: 127.0.0.0/8, ::1, localhost)",
+            normalize_host(host)
+        )));
+    }
+    Err(refused(format!(
+        "refusing to send the access token with URL scheme {scheme:?}: only https \
+         (or http to loopback) is allowed"
+    )))
+}
+
+/// Whether the access token may be sent to `url` at all: over https, or
+/// over plain http to a loopback address (`127.0.0.0/8`, `::1`,
+/// `localhost` — not `localhost.`, which resolvers send to DNS). This is
+/// the rule [`MesClient`](crate::MesClient) and the attachments apply
+/// before their allow lists; tools that send the token themselves can
+/// apply it too.
+///
+/// ```
+/// assert!(aim_token::check_token_destination("https://mes01.plant.local/mesmw/").is_ok());
+/// assert!(aim_token::check_token_destination("http://127.0.0.1:8080/mesmw/").is_ok());
+/// let err = aim_token::check_token_destination("http://mes01.plant.local/mesmw/").unwrap_err();
+/// assert_eq!(err.kind(), aim_token::ErrorKind::Refused);
+/// assert!(aim_token::check_token_destination("http://localhost.:8080/").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Refused`] saying why, or for a URL that does not parse.
+pub fn check_token_destination(url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url.trim()).map_err(|e| {
+        refused(format!(
+            "{} is not an absolute URL ({e}), so it cannot be checked where the token would go",
+            authority::without_userinfo(url.trim())
+        ))
+    })?;
+    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+        refused("the URL has no host, so it cannot be checked where the token would go")
+    })?;
+    check_scheme(parsed.scheme(), host)
 }
 
 impl fmt::Debug for Destinations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.allowed {
-            None => f.write_str("any https host or loopback"),
-            Some(hosts) => f.debug_list().entries(hosts.iter()).finish(),
+            Allowed::Unset => f.write_str("none yet (allow_host or allow_any_https_host)"),
+            Allowed::AnyHttps => f.write_str("any https host or loopback"),
+            Allowed::Hosts(hosts) => f.debug_list().entries(hosts.iter()).finish(),
         }
     }
 }
@@ -210,12 +278,17 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
 
 /// Loopback by the rule the AIM authority is checked with
 /// ([`authority::is_loopback`]), so "loopback" means one thing in the crate.
-/// `host` is already normalized (no brackets, lower case).
+/// `host` as in a URL: brackets around IPv6 allowed, a trailing dot kept
+/// (`localhost.` is a DNS name, not loopback).
 fn is_loopback(host: &str) -> bool {
-    let host = match host.parse::<IpAddr>() {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = match bare.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) => Host::Ipv4(ip),
         Ok(IpAddr::V6(ip)) => Host::Ipv6(ip),
-        Err(_) => Host::Domain(host),
+        Err(_) => Host::Domain(bare),
     };
     authority::is_loopback(&host)
 }
@@ -231,8 +304,44 @@ mod tests {
     }
 
     #[test]
-    fn https_anywhere_http_only_to_loopback() {
+    fn nothing_is_allowed_until_told() {
         let d = Destinations::default();
+        for url in ["https://mes01.plant.local/", "http://127.0.0.1:9/"] {
+            let err = check(&d, url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{url}");
+            let msg = err.to_string();
+            assert!(msg.contains(".allow_host(\""), "{msg}");
+            assert!(msg.contains(".allow_any_https_host()"), "{msg}");
+        }
+        assert!(format!("{d:?}").contains("allow_any_https_host"));
+    }
+
+    #[test]
+    fn localhost_with_a_trailing_dot_is_not_loopback() {
+        // glibc sends `localhost.` to DNS: whoever answers there gets the token.
+        let d = Destinations::any_https();
+        for url in [
+            "http://localhost.:8080/",
+            "http://LOCALHOST.:1/",
+            "http://localhost../",
+        ] {
+            if let Ok(parsed) = url::Url::parse(url) {
+                let err = d
+                    .check(Some(parsed.scheme()), parsed.host_str())
+                    .unwrap_err();
+                assert!(err.to_string().contains("plain http"), "{err}");
+            }
+            assert!(check_token_destination(url).is_err(), "{url}");
+        }
+        assert!(check(&d, "https://localhost./").is_ok());
+        let mut listed = Destinations::default();
+        listed.allow("localhost.");
+        assert!(check(&listed, "http://localhost.:8080/").is_err());
+    }
+
+    #[test]
+    fn https_anywhere_http_only_to_loopback() {
+        let d = Destinations::any_https();
         assert!(check(&d, "https://mes01.plant.local/mesmw/").is_ok());
         assert!(check(&d, "http://127.0.0.1:8080/").is_ok());
         assert!(check(&d, "http://127.10.0.1/").is_ok());
@@ -259,7 +368,7 @@ mod tests {
 
     #[test]
     fn missing_host_is_refused() {
-        let d = Destinations::default();
+        let d = Destinations::any_https();
         assert_eq!(
             d.check(Some("https"), None).unwrap_err().kind(),
             ErrorKind::Refused

@@ -12,6 +12,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::credentials::ClientAuthMethod;
 use crate::error::{Error, Result};
 use crate::exchange::{ExchangeConfig, Exchanger};
+use crate::http::HttpConfig;
+use crate::store::{Attached, TokenStore, DEFAULT_OP_TIMEOUT};
 use crate::token::AccessToken;
 
 /// Gets AIM access tokens for one client ID and keeps them fresh.
@@ -28,7 +30,7 @@ use crate::token::AccessToken;
 ///     .authority("sms01.plant.local")
 ///     .client_id("mes-reporting")
 ///     .client_secret("s3cr3t")
-///     .scope("mes.api")
+///     .scope("site.api") // only where the site restricts scopes; none = the client's allowed scopes
 ///     .build()?;
 /// let token = aim.token().await?;
 /// println!("expires at {:?}", token.expires_at());
@@ -43,6 +45,8 @@ struct ClientInner {
     cache: Cache,
     client_id: String,
     authority: String,
+    /// What AIM's HTTP client trusts, for the MES client to trust too.
+    http: HttpConfig,
 }
 
 impl AimClient {
@@ -53,7 +57,9 @@ impl AimClient {
 
     /// A client configured from the environment: `AIM_AUTHORITY`,
     /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE` (separated
-    /// by spaces or commas) and `AIM_CA_CERT` (path of a PEM file to trust).
+    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM file to trust) and
+    /// `AIM_TOKEN_STORE` (`file:DIR`, `redis://…`, `rediss://…` or `none`:
+    /// see [`store::from_spec`](crate::store::from_spec)).
     /// See [`AimClientBuilder::from_env`] to refine the configuration further.
     pub fn from_env() -> Result<Self> {
         AimClientBuilder::from_env()?.build()
@@ -94,6 +100,11 @@ impl AimClient {
     pub fn authority(&self) -> &str {
         &self.inner.authority
     }
+
+    /// Trust anchors, TLS switches and timeouts of the requests to AIM.
+    pub(crate) fn http_config(&self) -> &HttpConfig {
+        &self.inner.http
+    }
 }
 
 impl fmt::Debug for AimClient {
@@ -127,6 +138,8 @@ pub struct AimClientBuilder {
     pub(crate) default_lifetime: Option<Duration>,
     pub(crate) cache: CacheConfig,
     pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) token_store: Option<Arc<dyn TokenStore>>,
+    pub(crate) token_store_timeout: Option<Duration>,
 }
 
 impl AimClientBuilder {
@@ -329,6 +342,23 @@ impl AimClientBuilder {
         self
     }
 
+    /// Shares tokens with other processes and hosts through `store`
+    /// ([`FileStore`](crate::store::FileStore), `RedisStore` with the feature
+    /// `redis`, or your own [`TokenStore`]): one token request for the whole
+    /// fleet, values sealed with a key derived from the client secret. The
+    /// in-memory cache stays in front; see [`store`](crate::store).
+    pub fn token_store(mut self, store: impl TokenStore) -> Self {
+        self.token_store = Some(Arc::new(store));
+        self
+    }
+
+    /// The bound of every token store operation. Default 250 ms: a slow or
+    /// failing store costs at most this before the client asks AIM directly.
+    pub fn token_store_timeout(mut self, timeout: Duration) -> Self {
+        self.token_store_timeout = Some(timeout);
+        self
+    }
+
     /// The wall clock used for expiry. Default [`SystemClock`]; tests use
     /// [`TokioClock`](crate::TokioClock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -393,6 +423,9 @@ impl AimClientBuilder {
             })?;
             builder = builder.root_certificate_pem(pem);
         }
+        if let Some(spec) = get(crate::store::ENV) {
+            builder.token_store = crate::store::from_spec(&spec)?;
+        }
         Ok(builder)
     }
 
@@ -406,16 +439,36 @@ impl AimClientBuilder {
         let clock: Arc<dyn Clock> = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let config = ExchangeConfig::from_builder(&self, clock.clone())?;
         let client_id = config.credentials.client_id.clone();
+        let mut cache_config = self.cache;
+        if let Some(store) = self.token_store {
+            store.trust_roots(&self.root_certificates);
+            // Longer than one acquisition may take (the last pass starts
+            // before the deadline and may try every node), so a live
+            // leaseholder never loses its lease to a waiter.
+            let nodes = u32::try_from(config.authorities.len()).unwrap_or(u32::MAX);
+            let lease_ttl = cache_config
+                .retry_deadline
+                .saturating_add(config.http.request_timeout.saturating_mul(nodes))
+                .saturating_add(Duration::from_secs(1));
+            // Zero (one attempt, no retries) still waits one request's time.
+            let wait_limit = cache_config.retry_deadline.max(config.http.request_timeout);
+            let timeout = self.token_store_timeout.unwrap_or(DEFAULT_OP_TIMEOUT);
+            cache_config.store = Some(Arc::new(Attached::new(
+                store, &config, lease_ttl, wait_limit, timeout,
+            )));
+        }
+        let http = config.http.clone();
         let exchanger = Arc::new(Exchanger::new(config)?);
         let authority = exchanger.primary_label().to_owned();
         // `self.clock` (not `clock`): without an injected clock the cache
         // reads the coarse system clock inline on its hot path.
-        let cache = Cache::new(exchanger, self.cache, self.clock, &client_id)?;
+        let cache = Cache::new(exchanger, cache_config, self.clock, &client_id)?;
         Ok(AimClient {
             inner: Arc::new(ClientInner {
                 cache,
                 client_id,
                 authority,
+                http,
             }),
         })
     }
@@ -468,6 +521,7 @@ impl fmt::Debug for AimClientBuilder {
                 &self.danger_accept_invalid_certs,
             )
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("token_store", &self.token_store)
             .finish_non_exhaustive()
     }
 }

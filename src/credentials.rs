@@ -43,7 +43,7 @@ impl fmt::Display for ClientAuthMethod {
 
 /// RFC 3986 unreserved characters stay; everything else (space included,
 /// as `%20`, never `+`) is percent-encoded.
-const BASIC_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const BASIC_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -112,11 +112,13 @@ impl ClientCredentials {
         if raw.is_empty() {
             return Vec::new();
         }
-        vec![
-            raw.to_owned(),
-            utf8_percent_encode(raw, BASIC_ENCODE).to_string(),
-            url::form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>(),
-        ]
+        let mut spellings = crate::exchange::scrub::spellings_of(raw);
+        // The Basic credentials as sent, without the `Basic ` prefix.
+        let basic = self.basic_authorization();
+        if let Some(b64) = basic.strip_prefix("Basic ") {
+            spellings.push(b64.trim_end_matches('=').to_owned());
+        }
+        spellings
     }
 }
 

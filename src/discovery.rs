@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use url::Url;
 
 use crate::authority::{parse_endpoint, Authority};
+use crate::error::answer::Facts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::{
-    json_problem, retry_after_and_location, status_error, without_bom, Answer,
+    content_type, json_problem, retry_after_and_location, status_error, without_bom, Answer,
 };
 use crate::exchange::scrub::Scrubber;
 use crate::http::{from_reqwest, read_capped, MAX_BODY_BYTES};
@@ -129,6 +131,7 @@ async fn fetch(req: &DiscoveryRequest<'_>) -> Result<ProviderMetadata> {
         .map_err(|e| from_reqwest(e, &url))?;
     let status = response.status().as_u16();
     let (retry_after, location) = retry_after_and_location(response.headers(), req.now);
+    let content_type = content_type(response.headers());
     let body = read_capped(response, MAX_BODY_BYTES, &url).await?;
     if status == 404 {
         tracing::warn!(
@@ -142,7 +145,9 @@ async fn fetch(req: &DiscoveryRequest<'_>) -> Result<ProviderMetadata> {
         status,
         retry_after,
         location,
+        content_type,
         body: &body,
+        body_len: None,
     };
     if !(200..300).contains(&status) {
         return Err(status_error(
@@ -161,15 +166,15 @@ pub(crate) fn parse_metadata(
     url: &str,
 ) -> Result<ProviderMetadata> {
     let invalid = |problem: &str| {
-        let snippet = req.scrubber.snippet(answer.body);
-        Error::new(
+        Facts::of(answer, url, "discovery request", req.scrubber).error(
             ErrorKind::InvalidResponse,
-            format!(
-                "{url} answered HTTP {} with {problem}, not OpenID provider metadata: \"{snippet}\"; check that the authority points to AIM",
-                answer.status
+            false,
+            url,
+            "discovery request",
+            &format!(
+                "{problem}, not OpenID provider metadata: check that the authority points to AIM"
             ),
         )
-        .with_status(answer.status)
     };
     let mut metadata: ProviderMetadata = match serde_json::from_slice(without_bom(answer.body)) {
         Ok(m) => m,
@@ -181,7 +186,7 @@ pub(crate) fn parse_metadata(
     metadata.discovered = true;
     let authority = req.authority;
     if !authority.matches_issuer(&metadata.issuer) {
-        let issuer = req.scrubber.snippet(metadata.issuer.as_bytes());
+        let issuer = req.scrubber.line(&metadata.issuer, 200);
         return Err(Error::new(
             ErrorKind::InvalidResponse,
             format!(
@@ -190,19 +195,86 @@ pub(crate) fn parse_metadata(
         )
         .with_status(answer.status));
     }
-    parse_endpoint(
+    pinned_endpoint(
+        authority,
         &metadata.token_endpoint,
-        "token endpoint",
+        Pinned::TokenEndpoint,
+        url,
+        req.scrubber,
         req.allow_insecure_http,
     )
-    .map_err(|e| {
+    .map_err(|e| e.with_status(answer.status))?;
+    Ok(metadata)
+}
+
+/// An endpoint that discovery names and that receives a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pinned {
+    /// Receives the client secret.
+    TokenEndpoint,
+    /// Receives the initial access token.
+    RegistrationEndpoint,
+}
+
+impl Pinned {
+    fn what(self) -> &'static str {
+        match self {
+            Pinned::TokenEndpoint => "token endpoint",
+            Pinned::RegistrationEndpoint => "registration endpoint",
+        }
+    }
+
+    fn credential(self) -> &'static str {
+        match self {
+            Pinned::TokenEndpoint => "the client secret",
+            Pinned::RegistrationEndpoint => "the initial access token",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Pinned::TokenEndpoint => "AimClientBuilder::token_endpoint",
+            Pinned::RegistrationEndpoint => "ClientRegistration::registration_endpoint",
+        }
+    }
+}
+
+/// An endpoint advertised by discovery, accepted only on the authority's
+/// origin (scheme, host, port): a discovery document must not be able to
+/// send a credential to another host, to plain http, or to a listener on
+/// the client's own machine (IIS/ARR without forwarded headers advertises
+/// `http://localhost:5000/...`). Checked before anything is sent there; an
+/// endpoint on another origin is set explicitly or not used.
+pub(crate) fn pinned_endpoint(
+    authority: &Authority,
+    advertised: &str,
+    which: Pinned,
+    discovery_url: &str,
+    scrubber: &Scrubber,
+    allow_insecure_http: bool,
+) -> Result<Url> {
+    let shown = scrubber.line(advertised, 200);
+    let what = which.what();
+    let parsed = Url::parse(advertised.trim()).map_err(|e| {
         Error::new(
             ErrorKind::InvalidResponse,
-            format!("discovery at {url} advertises an unusable {e}"),
+            format!("discovery at {discovery_url} advertises an unusable {what} `{shown}` ({e}); check that the authority points to AIM"),
         )
-        .with_status(answer.status)
     })?;
-    Ok(metadata)
+    if !authority.same_origin(&parsed) {
+        return Err(Error::config(format!(
+            "discovery at {discovery_url} advertises the {what} `{shown}`, which is not on the authority's origin {} (scheme, host and port must match), so {} is not sent there. If that endpoint really is the provider's, set it explicitly with {}(\"{shown}\"); otherwise make the provider advertise its public origin (behind IIS/ARR: forward the Host and X-Forwarded-Proto headers)",
+            authority.origin(),
+            which.credential(),
+            which.setting(),
+        )));
+    }
+    parse_endpoint(advertised, what, allow_insecure_http).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!("discovery at {discovery_url} advertises an unusable {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -220,12 +292,7 @@ mod tests {
             scrubber: &scrubber,
             now: SystemTime::now(),
         };
-        let answer = Answer {
-            status: 200,
-            retry_after: None,
-            location: None,
-            body: body.as_bytes(),
-        };
+        let answer = Answer::new(200, body.as_bytes());
         parse_metadata(&answer, &req, "https://x/.well-known/openid-configuration")
     }
 
@@ -276,8 +343,63 @@ mod tests {
             r#"{"issuer":"https://sms01/identitymanager","token_endpoint":"http://sms01/identitymanager/connect/token"}"#,
         )
         .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn token_endpoint_is_pinned_to_the_authority_origin() {
+        let doc = |endpoint: &str| {
+            format!(
+                r#"{{"issuer":"https://sms01.plant.local/identitymanager","token_endpoint":"{endpoint}"}}"#
+            )
+        };
+        for foreign in [
+            // another host
+            "https://evil.example/identitymanager/connect/token",
+            "https://sms02.plant.local/identitymanager/connect/token",
+            // another port
+            "https://sms01.plant.local:8443/identitymanager/connect/token",
+            // https -> http
+            "http://sms01.plant.local/identitymanager/connect/token",
+            // loopback for a remote authority (IIS/ARR without forwarded headers)
+            "http://localhost:5000/connect/token",
+            "https://localhost/identitymanager/connect/token",
+            "https://127.0.0.1/identitymanager/connect/token",
+            "https://[::1]/identitymanager/connect/token",
+            // a trailing dot is another name to the resolver
+            "https://sms01.plant.local./identitymanager/connect/token",
+        ] {
+            let err = parse("sms01.plant.local", &doc(foreign)).expect_err(foreign);
+            assert_eq!(err.kind(), ErrorKind::Config, "{foreign}");
+            let msg = err.to_string();
+            assert!(msg.contains(foreign), "{msg}");
+            assert!(msg.contains("AimClientBuilder::token_endpoint"), "{msg}");
+            assert!(msg.contains("https://sms01.plant.local"), "{msg}");
+            assert!(!err.is_transient());
+        }
+        // The same origin after normalisation is accepted, path as given.
+        for same in [
+            "https://sms01.plant.local/identitymanager/connect/token",
+            "https://SMS01.Plant.Local:443/IdentityManager/connect/token",
+            "https://sms01.plant.local/elsewhere/token",
+        ] {
+            let m =
+                parse("sms01.plant.local", &doc(same)).unwrap_or_else(|e| panic!("{same}: {e}"));
+            assert_eq!(m.token_endpoint, same);
+        }
+        let err = parse("sms01.plant.local", &doc("not a url")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
-        assert!(err.to_string().contains("plain http"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_endpoint_cannot_inject_lines() {
+        let err = parse(
+            "sms01",
+            r#"{"issuer":"https://sms01/identitymanager","token_endpoint":"https://evil/\r\nINFO forged"}"#,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 
     #[test]

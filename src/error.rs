@@ -1,5 +1,7 @@
 //! The one error type of the crate.
 
+pub(crate) mod answer;
+
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -157,6 +159,12 @@ impl Error {
 
     pub(crate) fn transient(mut self, transient: bool) -> Self {
         self.inner.transient = transient;
+        self
+    }
+
+    /// Appends to the message, e.g. where the server says to read more.
+    pub(crate) fn with_suffix(mut self, suffix: impl fmt::Display) -> Self {
+        self.inner.message = format!("{}{suffix}", self.inner.message);
         self
     }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use crate::authority::Authority;
 use crate::credentials::ClientCredentials;
 use crate::discovery::DiscoveryRequest;
-use crate::exchange::response::{self, Answer, TokenContext};
+use crate::error::answer::Answer;
+use crate::exchange::response::{self, TokenContext};
 use crate::exchange::scrub::Scrubber;
 use crate::{AccessToken, ClientAuthMethod, RegisteredClient, Result};
 
@@ -42,7 +43,9 @@ pub fn token_answer(
         status,
         retry_after: retry_after.and_then(|v| response::parse_retry_after(v, now)),
         location: None,
+        content_type: None,
         body,
+        body_len: None,
     };
     let ctx = TokenContext {
         now,
@@ -87,7 +90,9 @@ pub fn discovery(authority: &str, body: &[u8], secret: &str) -> Result<(String, 
         status: 200,
         retry_after: None,
         location: None,
+        content_type: None,
         body,
+        body_len: None,
     };
     crate::discovery::parse_metadata(&answer, &req, &authority.discovery_url())
         .map(|m| (m.issuer, m.token_endpoint))
@@ -110,13 +115,24 @@ pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
     crate::token::jwt_expiry(token)
 }
 
-/// The error of a non-2xx MES answer to a call made with `token`.
+/// The error of a non-2xx MES answer to a call made with `token`;
 /// `None` for a status that is not an HTTP status.
 pub fn mes_error(status: u16, body: &[u8], token: &str) -> Option<crate::Error> {
-    let status = reqwest::StatusCode::from_u16(status).ok()?;
+    reqwest::StatusCode::from_u16(status).ok()?;
+    let answer = Answer {
+        status,
+        retry_after: None,
+        location: None,
+        content_type: None,
+        body,
+        body_len: None,
+    };
     let token = AccessToken::new(token, SystemTime::now());
-    let text = crate::mes::error_text(body, [&token]);
-    Some(crate::mes::status_error(status, &text))
+    Some(crate::mes::answer_error(
+        &answer,
+        "https://mes01/mesmw/api/v3/entity",
+        &[token],
+    ))
 }
 
 /// An RFC 7591 registration answer, as `ClientRegistration::register`
@@ -128,5 +144,17 @@ pub fn registration_answer(
     secret: &str,
 ) -> Result<RegisteredClient> {
     let scrubber = Scrubber::new(vec![initial_access_token.to_owned(), secret.to_owned()]);
-    crate::registration::dcr::read_answer(status, body, &scrubber)
+    let answer = Answer {
+        status,
+        retry_after: None,
+        location: None,
+        content_type: None,
+        body,
+        body_len: None,
+    };
+    crate::registration::dcr::read_answer(
+        &answer,
+        "https://sms01/identitymanager/connect/register",
+        &scrubber,
+    )
 }

@@ -128,22 +128,56 @@ fn setup_error(e: reqwest::Error) -> Error {
     .with_source(e)
 }
 
+/// The bytes of a buffer that holds a secret (the token form, a Basic or
+/// Bearer header), for reqwest and hyper to send: moved, not copied, into
+/// `Bytes` that zeroize the buffer when the last user drops it.
+pub(crate) fn zeroized_on_drop(mut secret: zeroize::Zeroizing<String>) -> bytes::Bytes {
+    let owned = zeroize::Zeroizing::new(std::mem::take(&mut *secret).into_bytes());
+    bytes::Bytes::from_owner(owned)
+}
+
+/// A sensitive header value (kept out of debug output and HPACK tables)
+/// whose bytes are zeroized when dropped.
+pub(crate) fn secret_header(
+    value: zeroize::Zeroizing<String>,
+) -> std::result::Result<reqwest::header::HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_maybe_shared(zeroized_on_drop(value))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Reads the whole body, refusing more than `cap` bytes.
 pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     cap: usize,
     url: &str,
 ) -> Result<Vec<u8>> {
+    read_capped_with(
+        response,
+        cap,
+        url,
+        "that is not a token or discovery answer: check the authority",
+    )
+    .await
+}
+
+/// Reads the whole body, refusing more than `cap` bytes with `advice`.
+pub(crate) async fn read_capped_with(
+    mut response: reqwest::Response,
+    cap: usize,
+    url: &str,
+    advice: &str,
+) -> Result<Vec<u8>> {
     let status = response.status().as_u16();
     if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_large(status, cap, url));
+        return Err(too_large(status, cap, url, advice));
     }
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > cap {
-                    return Err(too_large(status, cap, url));
+                    return Err(too_large(status, cap, url, advice));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -153,10 +187,36 @@ pub(crate) async fn read_capped(
     }
 }
 
-fn too_large(status: u16, cap: usize, url: &str) -> Error {
+/// Reads at most `cap` bytes of the body (an error page: its first part is
+/// all that is needed) and the body's length as far as known: the
+/// `Content-Length`, else what was read.
+pub(crate) async fn read_prefix(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, u64)> {
+    let declared = response.content_length();
+    let url = response.url().to_string();
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let mut seen: u64 = 0;
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                seen = seen.saturating_add(chunk.len() as u64);
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(from_reqwest(e, &url).with_status(status)),
+        }
+    }
+    Ok((body, declared.unwrap_or(seen).max(seen)))
+}
+
+fn too_large(status: u16, cap: usize, url: &str, advice: &str) -> Error {
     Error::new(
         ErrorKind::InvalidResponse,
-        format!("{url} answered more than {cap} bytes (HTTP {status}); that is not a token or discovery answer: check the authority"),
+        format!("{url} answered more than {cap} bytes (HTTP {status}); {advice}"),
     )
     .with_status(status)
 }
@@ -293,6 +353,29 @@ mod tests {
             );
             assert!(err.to_string().contains("PEM"), "{err}");
         }
+    }
+
+    #[test]
+    fn secret_buffers_are_moved_not_copied_into_the_request() {
+        // The bytes reqwest sends are the zeroizing buffer itself: no
+        // plain copy of the form or the Basic header is left behind.
+        let body = zeroize::Zeroizing::new(String::from("client_secret=abc"));
+        let at = body.as_ptr();
+        let bytes = zeroized_on_drop(body);
+        assert_eq!(bytes.as_ptr(), at);
+        assert_eq!(&bytes[..], b"client_secret=abc");
+    }
+
+    #[test]
+    fn secret_headers_are_sensitive() {
+        let text = zeroize::Zeroizing::new("Bearer abc".to_owned());
+        let at = text.as_ptr();
+        let value = secret_header(text).unwrap();
+        // The header holds the zeroizing buffer itself, not a copy.
+        assert_eq!(value.as_bytes().as_ptr(), at);
+        assert!(value.is_sensitive());
+        assert_eq!(value, "Bearer abc");
+        assert!(secret_header(zeroize::Zeroizing::new("a\nb".to_owned())).is_err());
     }
 
     #[test]

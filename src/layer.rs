@@ -25,7 +25,10 @@
 //!
 //! The rules are those of the reqwest middleware: an existing
 //! `Authorization` header is left alone; the token goes only over https (or
-//! http to loopback) and only to the allowed hosts; when no token can be had
+//! http to loopback) and only to the allowed hosts
+//! ([`allow_host`](BearerAuthLayer::allow_host), or every https host after
+//! [`allow_any_https_host`](BearerAuthLayer::allow_any_https_host); with
+//! neither, requests fail with an error naming both); when no token can be had
 //! the request is not sent ([`BearerError::Auth`]); a 401 invalidates the
 //! token and the request is retried once with a fresh one **if its body can
 //! be replayed**, and a second 401 is returned as is.
@@ -118,7 +121,10 @@ struct Config {
 }
 
 impl BearerAuthLayer {
-    /// A layer taking tokens from `aim`, replaying only empty bodies.
+    /// A layer taking tokens from `aim`, replaying only empty bodies. It
+    /// sends the token nowhere until told where: call
+    /// [`allow_host`](Self::allow_host) (or
+    /// [`allow_any_https_host`](Self::allow_any_https_host)).
     pub fn new(aim: AimClient) -> Self {
         BearerAuthLayer {
             config: Config {
@@ -150,6 +156,17 @@ impl<P> BearerAuthLayer<P> {
     #[must_use]
     pub fn allow_host(mut self, host: impl AsRef<str>) -> Self {
         self.config.destinations.allow(host.as_ref());
+        self
+    }
+
+    /// Sends the token to every https host (and plain http only to
+    /// loopback). Only for a client that talks to nothing but servers
+    /// trusting this AIM: a client shared with other APIs would hand them
+    /// the token. A later [`allow_host`](Self::allow_host) narrows it to
+    /// the listed hosts.
+    #[must_use]
+    pub fn allow_any_https_host(mut self) -> Self {
+        self.config.destinations.allow_any_https();
         self
     }
 

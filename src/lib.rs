@@ -14,7 +14,8 @@
 //!     .authority("sms01.plant.local") // = https://sms01.plant.local/identitymanager
 //!     .client_id("mes-reporting")
 //!     .client_secret("s3cr3t")
-//!     .scope("mes.api")
+//!     // No .scope(): AIM grants the client's allowed scopes, as in
+//!     // AVEVA's own sample. Add .scope(..) only if your site restricts them.
 //!     .build()?; // checks the configuration; no network I/O
 //!
 //! let token = aim.token().await?; // fetched once, then served from the cache
@@ -79,21 +80,43 @@
 //!
 //! ## Attaching tokens
 //!
-//! - [`MesClient`]: `get_json`/`post_json`/`put_json`/`delete` on the MES Web
-//!   API with the token attached and MES's answers turned into typed errors.
+//! - [`MesClient`]: the MES Web API V3 with the token attached — typed
+//!   helpers on the documented routes (entities, jobs, [`MesTransaction`]),
+//!   `get_json`/`post_json`/`put_json`/`delete` for the rest, and MES's
+//!   answers turned into errors that explain them (a 404 for a missing
+//!   privilege names the Default Background User; a 500 "token cannot be
+//!   obtained or verified" is AIM unreachable from MES). It trusts what its
+//!   [`AimClient`] trusts.
 //! - `middleware::BearerAuth` (feature `middleware`): for a
 //!   `reqwest_middleware::ClientWithMiddleware`.
 //! - `layer::BearerAuthLayer` (feature `tower`): for hyper, tonic and other
 //!   tower-based clients.
 //!
-//! All three send the token only over https (or to loopback), fail closed when
-//! no token can be had, and on a 401 drop the token and retry once.
+//! All three send the token only over https (or to loopback) and only where
+//! you said — `MesClient` under its base URL, the middleware and the layer
+//! to the hosts given to `allow_host` (or every https host after an explicit
+//! `allow_any_https_host()`; with neither they refuse every request) — fail
+//! closed when no token can be had, and on a 401 drop the token and retry
+//! once. [`check_token_destination`] is that rule for code that sends the
+//! token itself. What the crate protects, and against what, is in
+//! `SECURITY.md`.
+//!
+//! ## Many processes, many hosts
+//!
+//! Processes that share a client ID (scheduled jobs, a fleet of service
+//! instances) share one token through a [`store`]:
+//! [`AimClientBuilder::token_store`] with a [`store::FileStore`] (one host)
+//! or `store::RedisStore` (feature `redis`, many hosts), or
+//! `AIM_TOKEN_STORE` for [`AimClient::from_env`]. One token request for all
+//! of them, values sealed with a key derived from the client secret, and a
+//! failing store costs at most its timeout, never an error.
 //!
 //! ## Testing your own application with the emulator
 //!
 //! With the `emulator` feature (use it as a dev-dependency feature), the
 //! `emulator::AimEmulator` is a real AIM + MES stand-in on 127.0.0.1: discovery,
-//! RS256 JWT tokens, client registration, MES endpoints that check the token,
+//! RS256 JWT tokens, client registration, the MES Web API V3 as AVEVA
+//! documents it (entities, jobs, transactions) over a small seeded plant,
 //! injected faults (status codes, `Retry-After`, delays, dropped connections,
 //! HTML error pages) and request counters.
 //!
@@ -119,6 +142,7 @@
 //! | `middleware` | `middleware::BearerAuth` for reqwest-middleware |
 //! | `tower` | `layer::BearerAuthLayer` and its service |
 //! | `emulator` | `emulator::AimEmulator`, the AIM + MES stand-in server |
+//! | `redis` | `store::RedisStore`: one token shared by many hosts through Redis or Valkey |
 //! | `cli` | the `aim-token` command-line tool (`token`, `check`, `register`, `decode`) |
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -135,8 +159,9 @@ mod discovery;
 mod error;
 mod exchange;
 mod http;
-mod mes;
+pub mod mes;
 mod registration;
+pub mod store;
 mod tls;
 mod token;
 
@@ -162,11 +187,17 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "middleware")))]
 pub mod middleware;
 
+pub use bearer::check_token_destination;
 pub use cache::Stats;
 pub use client::{AimClient, AimClientBuilder};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
-pub use mes::MesClient;
+pub use mes::{MesClient, MesTransaction};
 pub use registration::{ClientRegistration, RegisteredClient, Verification};
 pub use token::AccessToken;
+
+// The README's Rust snippets compile as doctests (its first one requests no scope).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,42 +1,85 @@
-//! [`MesClient`]: the AVEVA MES Web API with the AIM token attached.
+//! [`MesClient`]: the AVEVA MES Web API V3 with the AIM token attached,
+//! its typed helpers ([`Entity`], [`Job`], [`MesTransaction`]) and MES's
+//! errors explained.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::bearer::{self, Destinations, HeaderCache};
+use crate::bearer::{self, HeaderCache};
 use crate::client::AimClient;
+use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::response::parse_retry_after;
+use crate::exchange::response::{content_type, parse_retry_after};
 use crate::exchange::scrub::Scrubber;
+use crate::http::{read_capped_with, read_prefix};
 use crate::token::AccessToken;
 
-/// At most this much of an MES error body is kept in an [`Error`].
-const MAX_ERROR_TEXT: usize = 1000;
+mod entities;
+mod errors;
+mod jobs;
+mod models;
+mod transaction;
 
-/// Calls the AVEVA MES Web API (`https://HOST/mesmw/api/...`) with the AIM
-/// token attached.
+pub use models::{Entity, Job, JobState};
+pub use transaction::MesTransaction;
+
+/// The largest 2xx MES answer read (an entity list of a big site fits).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How much of an MES error answer is read: enough for its `Message`.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Calls the AVEVA MES Web API V3 (`https://HOST/mesmw/api/v3/...`) with
+/// the AIM token attached.
 ///
-/// Paths are relative to the MES base, e.g. `api/v3/entity`. A 401 makes the
-/// client invalidate the token and try once more with a fresh one; other
-/// failures become an [`Error`] whose [`kind`](Error::kind) says what
-/// happened and whose message carries the (truncated) MES response text:
+/// Typed helpers call the documented routes: [`entities`](Self::entities),
+/// [`entity_by_key`](Self::entity_by_key), [`entities_where`](Self::entities_where),
+/// [`entity_id`](Self::entity_id), [`job`](Self::job),
+/// [`start_job`](Self::start_job) / [`pause_job`](Self::pause_job) /
+/// [`end_job`](Self::end_job), and [`transaction`](Self::transaction). Any
+/// other endpoint is a path relative to the MES base for
+/// [`get_json`](Self::get_json), [`post_json`](Self::post_json),
+/// [`put_json`](Self::put_json) and [`delete`](Self::delete), e.g.
+/// `api/v3/entity` (endpoint names are case-insensitive in MES; filters go
+/// in the query string as strings, datetimes in ISO 8601, booleans as
+/// `true`/`false` or `0`/`1`). The older V1 endpoints (`api/<Name>`, with
+/// camelCase models) still exist beside V3 and work through the generic
+/// calls too; the typed helpers speak V3.
+///
+/// It trusts what its [`AimClient`] trusts (the OS store plus every
+/// [`root_certificate_pem`](crate::AimClientBuilder::root_certificate_pem):
+/// MES's certificate is usually issued by the same CA as AIM's) and uses
+/// its timeouts, unless given its own client with
+/// [`with_http_client`](Self::with_http_client).
+///
+/// A 401 makes the client invalidate the token and try once more with a
+/// fresh one. Other failures become an [`Error`] whose
+/// [`kind`](Error::kind) says what happened and whose message explains it in
+/// MES's terms, followed by the status, content type and length and MES's
+/// own `Message`, scrubbed of tokens and made one line (never the raw body,
+/// which may echo the request):
 ///
 /// | MES answer | [`ErrorKind`] | transient |
 /// | --- | --- | --- |
-/// | 400 | `BadRequest` | no |
+/// | 400 (wrong parameter type or range, a business rule) | `BadRequest` | no |
 /// | 401 twice | `Unauthorized` | no |
-/// | 403 | `Forbidden` (explains the Default Background User) | no |
-/// | 404 | `NotFound` | no |
-/// | 500 "token cannot be obtained/verified" | `Server`, "AIM unreachable from MES" | yes |
+/// | 403 | `Forbidden` | no |
+/// | 404 "You do not have the appropriate privileges ..." | `NotFound`, explains the Default Background User (attribute 199, cached up to an hour) | no |
+/// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
+/// | 404 "No HTTP resource was found ..." | `NotFound`, wrong endpoint or missing parameter | no |
+/// | other 404 ("The specified entity does not exist") | `NotFound` | no |
+/// | 404 that is not MES's JSON (a web server's HTML page) | `NotFound`, check the MES base URL | no |
+/// | 405 | `BadRequest`, wrong HTTP method | no |
+/// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |
-/// | 429, 502, 503, 504 | `Server` | yes |
+/// | 408, 429, 502, 503, 504 | `Server` | yes |
 ///
 /// Cheap to clone; clones share the HTTP connection pool and the token cache.
 ///
@@ -46,12 +89,14 @@ const MAX_ERROR_TEXT: usize = 1000;
 ///
 /// let aim = AimClient::from_env()?;
 /// let mes = MesClient::new("https://mes01.plant.local/mesmw/", aim)?;
-/// let entities: serde_json::Value = mes.get_json("api/v3/entity").await?;
-/// let started: serde_json::Value = mes
-///     .with_trans_id("job-start-42")
-///     .put_json("api/v3/Jobs/Start", &serde_json::json!({ "JobId": "J1" }))
-///     .await?;
-/// # let _ = (entities, started);
+/// for entity in mes.entities().await? {
+///     println!("{} {}", entity.ent_id, entity.ent_name);
+/// }
+/// let job = mes.job("WO-1001", "Fill", 0).await?;
+/// let tx = mes.transaction().await?;
+/// let running = tx.mes().start_job(&job.clone().on(job.ent_id)).await?;
+/// tx.commit().await?;
+/// # let _ = running;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -59,6 +104,8 @@ pub struct MesClient {
     inner: Arc<Inner>,
     trans_id: Option<Arc<str>>,
     tz_id: Option<Arc<str>>,
+    max_rows: Option<u32>,
+    timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -72,18 +119,18 @@ impl MesClient {
     /// A client for the MES Web API at `mes_base`, e.g.
     /// `https://mes01.plant.local/mesmw/` (a missing trailing slash is added).
     ///
+    /// It trusts what `aim` trusts and uses its connect and request
+    /// timeouts: one trust setting (`root_certificate_pem` / `AIM_CA_CERT`)
+    /// for both servers. No redirects are followed: the token must not
+    /// follow one to another host.
+    ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
-    /// not cross the network in clear text).
+    /// not cross the network in clear text), or ends in the API's folder
+    /// (`.../mesmw/api/v3/`: give `.../mesmw/`).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
-        let http = reqwest::Client::builder()
-            // The token must not follow a redirect to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::config("cannot build the HTTP client for MES").with_source(e))?;
+        let http = crate::http::build_client(aim.http_config())?;
         Ok(MesClient {
             inner: Arc::new(Inner {
                 base,
@@ -93,11 +140,15 @@ impl MesClient {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         })
     }
 
-    /// Uses this reqwest client, e.g. one that trusts the PCS root CA
-    /// (`reqwest::ClientBuilder::tls_certs_merge`) or has other timeouts.
+    /// Uses this reqwest client instead of one that trusts what the
+    /// [`AimClient`] trusts, e.g. when MES's certificate comes from another
+    /// CA. Disable redirects on it (`reqwest::redirect::Policy::none()`)
+    /// so the token cannot follow one.
     #[must_use]
     pub fn with_http_client(self, http: reqwest::Client) -> Self {
         MesClient {
@@ -111,9 +162,11 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `trans_id` header (MES transaction ID) with
-    /// every request; `self` is unchanged, so this works per call:
-    /// `mes.with_trans_id("T1").put_json(...)`.
+    /// A client that sends the `trans_id` header with every request; `self`
+    /// is unchanged, so this works per call. A `trans_id` is the ID that
+    /// `POST api/v3/transaction` returned, not a label: MES fails a call
+    /// whose transaction it does not know (404). [`transaction`](Self::transaction)
+    /// does this for you.
     #[must_use]
     pub fn with_trans_id(&self, trans_id: impl AsRef<str>) -> Self {
         MesClient {
@@ -122,12 +175,34 @@ impl MesClient {
         }
     }
 
-    /// A client that sends the `tz_id` header (the time zone MES uses to
-    /// interpret and report times) with every request.
+    /// A client that sends the `tz_id` header with every request: a
+    /// Microsoft time-zone ID (e.g. `W. Europe Standard Time`) in which MES
+    /// reads the dates of GET parameters that have no UTC suffix.
     #[must_use]
     pub fn with_tz_id(&self, tz_id: impl AsRef<str>) -> Self {
         MesClient {
             tz_id: Some(tz_id.as_ref().into()),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose GETs return at most `max_rows` rows (the `max_rows`
+    /// header MES documents for its GETs). It is sent as given, also `0`,
+    /// whose meaning AVEVA does not document (the emulator answers no rows).
+    #[must_use]
+    pub fn with_max_rows(&self, max_rows: u32) -> Self {
+        MesClient {
+            max_rows: Some(max_rows),
+            ..self.clone()
+        }
+    }
+
+    /// A client whose requests each time out after `timeout` (default: the
+    /// [`AimClient`]'s request timeout, 30 s unless configured).
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        MesClient {
+            timeout: Some(timeout),
             ..self.clone()
         }
     }
@@ -144,8 +219,7 @@ impl MesClient {
 
     /// `GET path` and decode the JSON answer.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let body = self.execute(Method::GET, path, None).await?;
-        decode(path, body.as_ref())
+        self.execute(Method::GET, path, None).await?.json(path)
     }
 
     /// `POST path` with `body` as JSON and decode the JSON answer (an empty
@@ -155,10 +229,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self
-            .execute(Method::POST, path, Some(encode(body)?))
-            .await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::POST, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `PUT path` with `body` as JSON and decode the JSON answer (an empty
@@ -168,8 +241,9 @@ impl MesClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let answer = self.execute(Method::PUT, path, Some(encode(body)?)).await?;
-        decode(path, answer.as_ref())
+        self.execute(Method::PUT, path, Some(encode(body)?))
+            .await?
+            .json(path)
     }
 
     /// `DELETE path`; any answer body is ignored.
@@ -177,17 +251,26 @@ impl MesClient {
         self.execute(Method::DELETE, path, None).await.map(drop)
     }
 
-    /// Sends one call, retrying once with a fresh token after a 401, and
-    /// returns the body of a 2xx answer.
-    async fn execute(
+    /// [`execute`](Self::execute) and decode the JSON answer (an empty
+    /// answer as `null`).
+    async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<impl AsRef<[u8]>> {
+    ) -> Result<T> {
+        self.execute(method, path, body).await?.json(path)
+    }
+
+    /// Sends one call, retrying once with a fresh token after a 401, and
+    /// returns the body of a 2xx answer (read with a cap).
+    async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
-        let mut builder = self.inner.http.request(method, url);
+        let mut builder = self.inner.http.request(method, url.clone());
+        if let Some(timeout) = self.timeout {
+            builder = builder.timeout(timeout);
+        }
         for (name, value) in self.extra_headers()? {
             builder = builder.header(name, value);
         }
@@ -215,31 +298,46 @@ impl MesClient {
         let mut response = send(request, &token)
             .await
             .map_err(|e| e.context(&context))?;
-        let mut retried_with = None;
+        let mut tokens = vec![token.clone()];
         if bearer::is_token_rejected(response.status().as_u16()) {
             aim.invalidate(&token);
             if let Some(retry) = replay {
                 let fresh = aim.token().await.map_err(|e| e.context(&context))?;
                 if !fresh.same_as(&token) {
                     response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
-                    retried_with = Some(fresh);
+                    tokens.push(fresh);
                 }
             }
         }
 
-        let status = response.status();
+        let status = response.status().as_u16();
         let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(e).context(&context))?;
-        if status.is_success() {
-            return Ok(bytes);
+        let content_type = content_type(response.headers());
+        if (200..300).contains(&status) {
+            let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
+                .await
+                .map_err(|e| e.context(&context))?;
+            return Ok(Reply {
+                body,
+                content_type,
+                url,
+                tokens,
+            });
         }
-        let text = error_text(&bytes, std::iter::once(&token).chain(&retried_with));
-        Err(status_error(status, &text)
-            .with_retry_after(retry_after)
-            .context(&context))
+        // An error page is read only as far as its fields can be: a 20 MiB
+        // IIS page must not fill memory, and its status is the news.
+        let (body, body_len) = read_prefix(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .map_err(|e| e.context(&context))?;
+        let answer = Answer {
+            status,
+            retry_after,
+            location: None,
+            content_type,
+            body: &body,
+            body_len: Some(body_len),
+        };
+        Err(answer_error(&answer, url.as_str(), &tokens).context(&context))
     }
 
     /// `path` under the base, refusing anything that would leave it: an
@@ -279,6 +377,12 @@ impl MesClient {
 
     fn extra_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let mut headers = Vec::new();
+        if let Some(max_rows) = self.max_rows {
+            headers.push((
+                HeaderName::from_static("max_rows"),
+                HeaderValue::from(max_rows),
+            ));
+        }
         for (name, value) in [("trans_id", &self.trans_id), ("tz_id", &self.tz_id)] {
             if let Some(value) = value {
                 let value = HeaderValue::from_str(value).map_err(|_| {
@@ -300,6 +404,8 @@ impl fmt::Debug for MesClient {
             .field("aim", &self.inner.aim)
             .field("trans_id", &self.trans_id)
             .field("tz_id", &self.tz_id)
+            .field("max_rows", &self.max_rows)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -315,14 +421,43 @@ fn parse_base(mes_base: &str) -> Result<Url> {
             "MES base {mes_base:?} must not carry credentials, a query or a fragment"
         )));
     }
-    Destinations::default()
-        .check(Some(base.scheme()), base.host_str())
+    // The base's origin is the only destination: `resolve` keeps every
+    // call under it, so this one check covers them all.
+    crate::bearer::check_token_destination(base.as_str())
         .map_err(|e| Error::config(format!("MES base {mes_base:?}: {e}")))?;
     if !base.path().ends_with('/') {
         let path = format!("{}/", base.path());
         base.set_path(&path);
     }
+    // Paths (and the helpers' api/v3/...) are relative to the Web API's
+    // base: one that already ends in api/ or api/vN/ would double it.
+    if let Some(web_api_base) = before_api_folder(base.path()) {
+        let mut suggestion = base.clone();
+        suggestion.set_path(web_api_base);
+        return Err(Error::config(format!(
+            "MES base {mes_base:?} ends in the API's folder: give the Web API's base, e.g. \
+             {suggestion} (calls add api/v3/...)"
+        )));
+    }
     Ok(base)
+}
+
+/// `/mesmw/` for a path ending in `/api/` or `/api/vN/` (any case).
+fn before_api_folder(path: &str) -> Option<&str> {
+    let (head, last) = path.trim_end_matches('/').rsplit_once('/')?;
+    let is_version = last
+        .strip_prefix(['v', 'V'])
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let head = if is_version {
+        let (above, api) = head.rsplit_once('/')?;
+        api.eq_ignore_ascii_case("api").then_some(above)?
+    } else if last.eq_ignore_ascii_case("api") {
+        head
+    } else {
+        return None;
+    };
+    // `head` is a prefix of `path`; keep its trailing slash.
+    path.get(..=head.len())
 }
 
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
@@ -331,118 +466,97 @@ fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
     })
 }
 
-fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T> {
+/// A 2xx MES answer, read.
+struct Reply {
+    body: Vec<u8>,
+    content_type: Option<String>,
+    url: Url,
+    /// The tokens sent, to scrub them from a decode error.
+    tokens: Vec<AccessToken>,
+}
+
+impl Reply {
+    /// The body as JSON (an empty body as `null`); a decode error says
+    /// where and what shape, never the text (serde's messages quote values).
+    fn json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(path, &self.body).map_err(|e| {
+            let answer = Answer {
+                status: 200,
+                retry_after: None,
+                location: None,
+                content_type: self.content_type.clone(),
+                body: &self.body,
+                body_len: None,
+            };
+            Facts::of(
+                &answer,
+                self.url.as_str(),
+                WHAT,
+                &scrubber_for(&self.tokens),
+            )
+            .error(
+                ErrorKind::InvalidResponse,
+                false,
+                self.url.as_str(),
+                WHAT,
+                &e,
+            )
+        })
+    }
+}
+
+/// `body` as JSON (an empty body as `null`), or why not, in words that
+/// quote nothing of the body.
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> std::result::Result<T, String> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"null"[..]
     } else {
-        body
+        without_bom(body)
     };
     serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(body);
-        Error::new(
-            ErrorKind::InvalidResponse,
-            format!(
-                "MES answered {path} with a body that is not the expected JSON ({e}): {}",
-                truncate(&text)
-            ),
+        let problem = match e.classify() {
+            serde_json::error::Category::Data => "JSON of another shape than expected",
+            serde_json::error::Category::Eof => "truncated JSON",
+            _ => "a body that is not JSON",
+        };
+        format!(
+            "MES answered {path} with {problem} (at line {}, column {}): check the path and the type it is decoded into",
+            e.line(),
+            e.column()
         )
-        .with_source(e)
     })
 }
 
-/// The error for a non-2xx MES answer, with a hint where the status has a
-/// usual cause.
-pub(crate) fn status_error(status: StatusCode, text: &str) -> Error {
-    let code = status.as_u16();
-    let said = if text.is_empty() {
-        String::from("(empty body)")
-    } else {
-        text.to_owned()
-    };
-    let (kind, transient, message) = match code {
-        400 => (
-            ErrorKind::BadRequest,
-            false,
-            format!("MES rejected the request as malformed (HTTP 400): {said}"),
-        ),
-        401 => (
-            ErrorKind::Unauthorized,
-            false,
-            format!(
-                "MES rejected the access token (HTTP 401), also a freshly fetched one: check that \
-                 MES trusts this AIM (same identity manager, the scope MES expects) and that the \
-                 clocks of MES and AIM agree. MES said: {said}"
-            ),
-        ),
-        403 => (
-            ErrorKind::Forbidden,
-            false,
-            format!(
-                "MES refused the call (HTTP 403). The token is valid, but MES runs \
-                 service-to-service calls as the Default Background User (MES system attribute \
-                 199), and that user may lack the privilege for this operation: grant it in MES, \
-                 or point attribute 199 at a user who has it. MES said: {said}"
-            ),
-        ),
-        404 => (
-            ErrorKind::NotFound,
-            false,
-            format!("MES does not know this resource (HTTP 404): {said}"),
-        ),
-        500 if says_token_unavailable(text) => (
-            ErrorKind::Server,
-            true,
-            format!(
-                "AIM unreachable from MES: MES could not obtain or verify the access token \
-                 (HTTP 500). Check that the MES server can reach AIM and trusts its certificate; \
-                 retrying later may succeed. MES said: {said}"
-            ),
-        ),
-        408 | 429 | 502 | 503 | 504 => (
-            ErrorKind::Server,
-            true,
-            format!("MES is unavailable (HTTP {code}); retry later: {said}"),
-        ),
-        _ => (
-            ErrorKind::Server,
-            false,
-            format!("MES failed (HTTP {code}): {said}"),
-        ),
-    };
-    Error::new(kind, message)
-        .with_status(code)
-        .transient(transient)
-}
-
-/// Whether a 500's text says MES could not get or check the token at AIM.
-fn says_token_unavailable(text: &str) -> bool {
-    let text = text.to_ascii_lowercase();
-    text.contains("token")
-        && ["obtain", "verif", "validat", "retriev", "acquir"]
-            .iter()
-            .any(|verb| text.contains(verb))
-}
-
-/// The MES body as text: truncated, and without our tokens (in case the
-/// server echoed the request) or anything else token-shaped, by the same
-/// [`Scrubber`] that cleans AIM's answers.
-pub(crate) fn error_text<'a>(
-    bytes: &[u8],
-    tokens: impl IntoIterator<Item = &'a AccessToken>,
-) -> String {
-    let scrubber = Scrubber::new(tokens.into_iter().map(|t| t.secret().to_owned()).collect());
-    truncate(&scrubber.scrub(String::from_utf8_lossy(bytes).trim()))
-}
-
-fn truncate(text: &str) -> String {
-    if text.len() <= MAX_ERROR_TEXT {
-        return text.to_owned();
+/// `name=value&...`, form-encoded: parameters of a V3 GET are strings.
+fn query<I, K, V>(params: I) -> String
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        query.append_pair(name.as_ref(), value.as_ref());
     }
-    let mut end = MAX_ERROR_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &text[..end], text.len())
+    query.finish()
+}
+
+/// What MES calls are called in messages.
+const WHAT: &str = "MES call";
+
+/// The error of a non-2xx MES answer to a call made with `tokens`.
+pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
+    let facts = Facts::of(answer, url, WHAT, &scrubber_for(tokens));
+    errors::mes_error(&facts, answer.body)
+}
+
+/// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.
+const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";
+
+/// Scrubs the tokens that were sent (and anything token-shaped) with the
+/// same [`Scrubber`] that cleans AIM's answers.
+fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
+    Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
@@ -467,8 +581,10 @@ fn transport(err: reqwest::Error) -> Error {
     }
     if kind == ErrorKind::Tls {
         message.push_str(
-            " (is the MES certificate issued by a CA this machine trusts? pass a reqwest client \
-             that trusts the PCS root CA with MesClient::with_http_client)",
+            " (is the MES certificate issued by a CA this machine trusts? MesClient trusts what \
+             its AimClient trusts: give the CA that issued it, usually the PCS root CA that also \
+             issued AIM's, with AIM_CA_CERT or root_certificate_pem; Get-RootCertificate on the \
+             AIM node shows the certificate AIM uses)",
         );
     }
     Error::new(kind, message)
@@ -479,7 +595,6 @@ fn transport(err: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn client(base: &str) -> Result<MesClient> {
         let aim = AimClient::builder()
@@ -513,6 +628,19 @@ mod tests {
             "https://mes01/mesmw/"
         );
         assert_eq!(base("https://mes01").unwrap().as_str(), "https://mes01/");
+        // The Web API's base, not its api/v3 folder: the helpers add that,
+        // and a base ending in it doubles it (404 on every call).
+        for wrong in [
+            "https://mes01/mesmw/api/v3",
+            "https://mes01/mesmw/api/v3/",
+            "https://mes01/mesmw/API/",
+            "https://mes01/mesmw/api/V1",
+        ] {
+            let err = base(wrong).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{wrong}");
+            assert!(err.to_string().contains("https://mes01/mesmw/"), "{err}");
+        }
+        assert!(base("https://mes01/apiserver/mesmw/").is_ok());
     }
 
     #[test]
@@ -531,6 +659,8 @@ mod tests {
             }),
             trans_id: None,
             tz_id: None,
+            max_rows: None,
+            timeout: None,
         };
         let ok = |p: &str| mes.resolve(p).unwrap().to_string();
         assert_eq!(ok("api/v3/entity"), "https://mes01/mesmw/api/v3/entity");
@@ -557,45 +687,12 @@ mod tests {
     }
 
     #[test]
-    fn statuses_map_to_kinds() {
-        let cases = [
-            (400, ErrorKind::BadRequest, false),
-            (401, ErrorKind::Unauthorized, false),
-            (403, ErrorKind::Forbidden, false),
-            (404, ErrorKind::NotFound, false),
-            (500, ErrorKind::Server, false),
-            (503, ErrorKind::Server, true),
-            (409, ErrorKind::Server, false),
-        ];
-        for (code, kind, transient) in cases {
-            let err = status_error(StatusCode::from_u16(code).unwrap(), "boom text");
-            assert_eq!(err.kind(), kind, "{code}");
-            assert_eq!(err.status(), Some(code));
-            assert_eq!(err.is_transient(), transient, "{code}");
-            assert!(err.to_string().contains("boom text"), "{err}");
-        }
-        let err = status_error(StatusCode::FORBIDDEN, "");
-        assert!(err.to_string().contains("Default Background User"));
-        assert!(err.to_string().contains("199"));
-        let err = status_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The access token cannot be obtained or verified",
+    fn query_is_form_encoded() {
+        assert_eq!(
+            query([("woId", "WO 1&2"), ("seqNo", "0")]),
+            "woId=WO+1%262&seqNo=0"
         );
-        assert!(err.is_transient());
-        assert!(err.to_string().starts_with("AIM unreachable from MES"));
-    }
-
-    #[test]
-    fn error_text_is_truncated_and_token_free() {
-        let token = AccessToken::new("tok.secret.value", SystemTime::now());
-        let text = error_text(b"echo: Bearer tok.secret.value", &[token]);
-        assert_eq!(text, "echo: Bearer [redacted]");
-        // Tokens that are not ours are not shown either.
-        let text = error_text(b"{\"access_token\":\"opaque\"} eyJhbGciOi.x.y", &[]);
-        assert!(!text.contains("opaque") && !text.contains("eyJ"), "{text}");
-        let long = "é".repeat(2000);
-        let t = truncate(&long);
-        assert!(t.len() < 1100 && t.ends_with("(4000 bytes in all)"), "{t}");
+        assert_eq!(query(Vec::<(&str, &str)>::new()), "");
     }
 
     #[test]
@@ -603,8 +700,12 @@ mod tests {
         decode::<()>("p", b"").unwrap();
         let none: Option<u32> = decode("p", b" \n").unwrap();
         assert_eq!(none, None);
-        let err = decode::<u32>("p", b"<html>").unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        let why = decode::<u32>("p", b"<html>").unwrap_err();
+        assert!(why.contains("not JSON"), "{why}");
+        // serde would quote the value; the message does not.
+        let why = decode::<u32>("p", br#""tok.secret.value""#).unwrap_err();
+        assert!(!why.contains("tok.secret"), "{why}");
+        assert!(why.contains("another shape"), "{why}");
     }
 
     #[test]

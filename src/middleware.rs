@@ -21,9 +21,15 @@
 //!
 //! Rules:
 //! - A request that already carries `Authorization` is passed on untouched.
-//! - The token is sent only over https, or plain http to loopback, and — when
-//!   you list allowed hosts — only to them. Anything else fails with an
-//!   [`ErrorKind::Refused`](crate::ErrorKind::Refused) error before a byte is sent.
+//! - The token goes only where you said: the hosts given to
+//!   [`allow_host`](BearerAuth::allow_host) /
+//!   [`allowed_hosts`](BearerAuth::allowed_hosts), or every https host after
+//!   an explicit [`allow_any_https_host`](BearerAuth::allow_any_https_host).
+//!   With neither, every request fails with an error naming both calls: a
+//!   client shared with other APIs must not hand them the AIM token.
+//! - Whatever the list, only over https, or plain http to loopback. Anything
+//!   else fails with an [`ErrorKind::Refused`](crate::ErrorKind::Refused)
+//!   error before a byte is sent.
 //! - Fail closed: when no token can be had, the request is not sent; the
 //!   error is `reqwest_middleware::Error::Middleware` wrapping an
 //!   [`aim_token::Error`](crate::Error) that says why (get it back with
@@ -58,8 +64,9 @@ pub struct BearerAuth {
 }
 
 impl BearerAuth {
-    /// A middleware taking tokens from `aim`. Without an allow list it sends
-    /// the token to any https host (and plain http only to loopback).
+    /// A middleware taking tokens from `aim`. It sends the token nowhere
+    /// until told where: call [`allow_host`](Self::allow_host) (or
+    /// [`allow_any_https_host`](Self::allow_any_https_host)).
     pub fn new(aim: AimClient) -> Self {
         BearerAuth {
             aim,
@@ -85,6 +92,17 @@ impl BearerAuth {
     #[must_use]
     pub fn allow_host(mut self, host: impl AsRef<str>) -> Self {
         self.destinations.allow(host.as_ref());
+        self
+    }
+
+    /// Sends the token to every https host (and plain http only to
+    /// loopback). Only for a client that talks to nothing but servers
+    /// trusting this AIM: a client shared with other APIs would hand them
+    /// the token. A later [`allow_host`](Self::allow_host) narrows it to
+    /// the listed hosts.
+    #[must_use]
+    pub fn allow_any_https_host(mut self) -> Self {
+        self.destinations.allow_any_https();
         self
     }
 

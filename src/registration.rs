@@ -54,7 +54,7 @@ const CLIENT_CREDENTIALS: &str = "client_credentials";
 /// let reg = ClientRegistration::new("mes-reporting")
 ///     .name("MES reporting service")
 ///     .generate_secret()
-///     .scopes(["mes.api"])
+///     .scopes(["site.api"])
 ///     .access_token_lifetime(Duration::from_secs(8 * 3600));
 /// let commands = reg.to_powershell("https://sms01.plant.local")?;
 /// assert!(commands.starts_with("Add-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting'"));
@@ -71,6 +71,7 @@ pub struct ClientRegistration {
     grant_types: Vec<String>,
     lifetime: Duration,
     enabled: bool,
+    registration_endpoint: Option<String>,
 }
 
 #[derive(Clone)]
@@ -94,6 +95,7 @@ impl ClientRegistration {
             grant_types: vec![CLIENT_CREDENTIALS.to_owned()],
             lifetime: Duration::from_secs(24 * 3600),
             enabled: true,
+            registration_endpoint: None,
         }
     }
 
@@ -154,6 +156,18 @@ impl ClientRegistration {
     /// Whether the client is enabled. Default true.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
+        self
+    }
+
+    /// The RFC 7591 endpoint that [`register`](Self::register) posts to,
+    /// instead of the `registration_endpoint` of the provider's discovery
+    /// document. Discovery's endpoint is used only when it is on the
+    /// authority's origin (scheme, host and port), so that a discovery
+    /// document cannot send the initial access token elsewhere; set the
+    /// endpoint here when the provider really registers clients at another
+    /// origin. Checked like the authority (https, or http to loopback).
+    pub fn registration_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.registration_endpoint = Some(url.into());
         self
     }
 
@@ -250,12 +264,12 @@ impl ClientRegistration {
     /// let ps = ClientRegistration::new("mes-reporting")
     ///     .name("O'Brien's $(calc) `n")
     ///     .secret("s3cr3t")
-    ///     .scopes(["mes.api"])
+    ///     .scopes(["site.api"])
     ///     .to_powershell("sms01.plant.local")?;
     /// assert_eq!(ps.lines().next().unwrap(),
     ///     "Add-IdentityManagerClient -HostBase 'https://sms01.plant.local' -Id 'mes-reporting' \
     ///      -Name 'O''Brien''s $(calc) `n' -Secret 's3cr3t' -Enabled 1 \
-    ///      -AllowedGrantTypes ClientCredentials -ScopeRestrictions 'mes.api' -AccessTokenLifetime 86400");
+    ///      -AllowedGrantTypes ClientCredentials -ScopeRestrictions 'site.api' -AccessTokenLifetime 86400");
     /// # Ok::<(), aim_token::Error>(())
     /// ```
     pub fn to_powershell(&self, host_base: &str) -> Result<String> {
@@ -296,6 +310,15 @@ impl ClientRegistration {
         Ok(format!("{add}\n{get}"))
     }
 
+    /// PowerShell comment lines to print after [`to_powershell`](Self::to_powershell):
+    /// how to change the client later (`Update-IdentityManagerClient`), the
+    /// restart of the AVEVA Identity Manager service that some registrations
+    /// need, and `Get-RootCertificate`, the certificate AIM uses (the fix for
+    /// an app that reports an untrusted certificate).
+    pub fn powershell_follow_up() -> &'static str {
+        powershell::FOLLOW_UP
+    }
+
     /// Registers the client by RFC 7591 dynamic registration at the
     /// `registration_endpoint` that the provider's discovery document names,
     /// authorized by `initial_access_token` (`Authorization: Bearer`).
@@ -326,7 +349,7 @@ impl ClientRegistration {
     /// let ca = std::fs::read("pcs-root-ca.pem").unwrap_or_default();
     /// let aim = AimClient::builder().authority("sms01.plant.local").root_certificate_pem(ca);
     /// let registered = ClientRegistration::new("mes-reporting")
-    ///     .scopes(["mes.api"])
+    ///     .scopes(["site.api"])
     ///     .register(&aim, "initial-access-token")
     ///     .await?;
     /// println!("client ID {}", registered.client_id());
@@ -352,7 +375,13 @@ impl ClientRegistration {
             scope: (!self.scopes.is_empty()).then(|| self.scopes.join(" ")),
             access_token_lifetime: lifetime_secs(self.lifetime)?,
         };
-        dcr::register(aim, initial_access_token, &request).await
+        dcr::register(
+            aim,
+            initial_access_token,
+            &request,
+            self.registration_endpoint.as_deref(),
+        )
+        .await
     }
 
     /// Fetches a token with this registration's client ID and secret through
@@ -382,6 +411,7 @@ impl fmt::Debug for ClientRegistration {
             .field("grant_types", &self.grant_types)
             .field("access_token_lifetime", &self.lifetime)
             .field("enabled", &self.enabled)
+            .field("registration_endpoint", &self.registration_endpoint)
             .finish()
     }
 }

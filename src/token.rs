@@ -11,10 +11,22 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::clock::unix_millis;
 
 /// An access token from AIM: cheap to clone (one reference count), redacted
-/// when printed.
+/// in `Debug`.
 ///
 /// Get the bearer value with [`secret`](AccessToken::secret) — the one,
 /// greppable place where it leaves this type.
+///
+/// It has no `Display`, as `secrecy`'s secrets have none: with one,
+/// `format!("Bearer {token}")` would compile and send `Bearer [redacted]`,
+/// a header that looks right and fails at the server. Without it that line
+/// does not compile, and the fix is to write what is meant:
+/// `format!("Bearer {}", token.secret())` for a header, or
+/// `{token:?}` (redacted) for a log line.
+///
+/// ```compile_fail
+/// let token = aim_token::AccessToken::new("abc", std::time::SystemTime::now());
+/// let header = format!("Bearer {token}"); // no Display: does not compile
+/// ```
 ///
 /// ```
 /// use aim_token::AccessToken;
@@ -189,12 +201,6 @@ impl fmt::Debug for AccessToken {
     }
 }
 
-impl fmt::Display for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [redacted]", self.inner.token_type)
-    }
-}
-
 /// The `exp` claim of a JWT, read without verifying the signature: used only
 /// to learn the lifetime when the server sent no `expires_in`.
 pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
@@ -241,10 +247,10 @@ mod tests {
     }
 
     #[test]
-    fn debug_and_display_are_redacted() {
+    fn debug_is_redacted() {
         let token = AccessToken::new("super-secret-value", SystemTime::now());
         assert!(!format!("{token:?}").contains("super-secret-value"));
-        assert!(!format!("{token}").contains("super-secret-value"));
+        assert!(!format!("{token:#?}").contains("super-secret-value"));
         assert_eq!(token.secret(), "super-secret-value");
     }
 

@@ -28,6 +28,8 @@ async fn aim_token(args: &[&str], env: &[(&str, &str)]) -> Output {
     ] {
         cmd.env_remove(var);
     }
+    // No token cache in the user's home from tests (tests/store_cli.rs covers it).
+    cmd.env("AIM_TOKEN_STORE", "none");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -425,4 +427,57 @@ async fn token_over_https_needs_the_ca_and_says_so() {
     let missing = aim_token(&["token", "--ca-cert", "/no/such/ca.pem"], &env).await;
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("/no/such/ca.pem"));
+}
+
+/// An unsigned JWT with these claims (decode does not verify signatures).
+fn jwt_with(claims: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        b64.encode(r#"{"alg":"RS256"}"#),
+        b64.encode(claims)
+    )
+}
+
+#[tokio::test]
+async fn decode_reports_dates_out_of_range_without_panicking() {
+    for exp in ["253402300800", "-1"] {
+        let jwt = jwt_with(&format!(r#"{{"exp":{exp},"iat":{exp},"nbf":{exp}}}"#));
+        let out = aim_token(&["decode", &jwt], &[]).await;
+        assert_eq!(
+            out.code, 0,
+            "documented: decoded, the range problem reported"
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        assert!(
+            out.stdout
+                .contains(&format!("Expires:   out of range ({exp})")),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("Status:    unknown"), "{}", out.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_sends_the_token_to_mes_only_over_https_or_loopback() {
+    let emu = AimEmulator::start().await.unwrap();
+    let authority = emu.authority();
+    for mes in [
+        "http://mes01.plant.invalid/mesmw/api/v3/entity",
+        "http://localhost.:9/mesmw/api/v3/entity",
+    ] {
+        let before = emu.counters().mes;
+        let out = aim_token(&["check", "--mes", mes], &emulator_client_env(&authority)).await;
+        assert_eq!(out.code, 2, "a usage error: the flag is wrong");
+        assert!(step(&out.stdout, "token").starts_with("PASS"));
+        let step = step(&out.stdout, "mes");
+        assert!(
+            step.starts_with("FAIL") && step.contains("not sent"),
+            "{step}"
+        );
+        assert!(out.stdout.contains("https://"), "{}", out.stdout);
+        assert_eq!(emu.counters().mes, before);
+    }
 }

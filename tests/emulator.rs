@@ -146,7 +146,9 @@ async fn discovery_document_describes_the_endpoints() {
     assert!(doc["scopes_supported"]
         .as_array()
         .unwrap()
-        .contains(&"mes.api".into()));
+        .contains(&AimEmulator::DEFAULT_SCOPE.into()));
+    // No invented MES scope: AVEVA documents none.
+    assert!(!doc.to_string().contains("mes.api"));
 }
 
 #[tokio::test]
@@ -183,7 +185,8 @@ async fn token_with_client_secret_post_and_a_secret_that_needs_encoding() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 86400);
-    assert_eq!(body["scope"], "mes.api openid");
+    // No scope requested: the client's allowed scopes, like IdentityServer.
+    assert_eq!(body["scope"], AimEmulator::DEFAULT_SCOPE);
     assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
     let c = aim.counters();
     assert_eq!((c.token, c.tokens_issued), (1, 1));
@@ -198,13 +201,16 @@ async fn token_with_client_secret_basic_and_an_id_with_colon_and_space() {
         let resp = http()
             .post(aim.token_endpoint())
             .header(AUTHORIZATION, basic(id, secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", "mes.api")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", AimEmulator::DEFAULT_SCOPE),
+            ])
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "client {id}");
         let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["scope"], "mes.api");
+        assert_eq!(body["scope"], AimEmulator::DEFAULT_SCOPE);
     }
     assert_eq!(aim.counters().tokens_issued, 2);
 }
@@ -242,7 +248,7 @@ async fn token_errors_are_identityserver_shaped() {
     let password = [("grant_type", "password"), id, secret];
     assert_oauth_error(post_token(&aim, &password).await, "unauthorized_client").await;
 
-    let scope = [cc, id, secret, ("scope", "mes.api mes.admin")];
+    let scope = [cc, id, secret, ("scope", "emulator.api mes.api")];
     assert_oauth_error(post_token(&aim, &scope).await, "invalid_scope").await;
 
     // Both authentication methods at once.
@@ -306,11 +312,14 @@ async fn jwt_verifies_against_the_jwks() {
     let key = DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[aim.authority()]);
-    validation.set_audience(&["mes.api"]);
+    validation.set_audience(&[format!("{}/resources", aim.authority())]);
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
     let claims = decode::<Value>(&jwt, &key, &validation).unwrap().claims;
     assert_eq!(claims["client_id"], ID);
-    assert_eq!(claims["scope"], serde_json::json!(["mes.api", "openid"]));
+    assert_eq!(
+        claims["scope"],
+        serde_json::json!([AimEmulator::DEFAULT_SCOPE])
+    );
     let (iat, exp) = (
         claims["iat"].as_u64().unwrap(),
         claims["exp"].as_u64().unwrap(),
@@ -327,17 +336,34 @@ async fn jwt_verifies_against_the_jwks() {
 }
 
 #[tokio::test]
-async fn audience_follows_granted_scopes() {
+async fn audience_and_scope_names_are_settings() {
+    // Neutral defaults: IdentityServer's static audience.
     let aim = AimEmulator::start().await.unwrap();
-    let openid = [CLIENT_CREDENTIALS.as_slice(), &[("scope", "openid")]].concat();
-    let body: Value = post_token(&aim, &openid).await.json().await.unwrap();
-    let jwt = body["access_token"].as_str().unwrap();
-    let claims = jwt_claims(jwt);
+    let claims = jwt_claims(&token(&aim).await);
     assert_eq!(
         claims["aud"],
         format!("{}/resources", aim.authority()).as_str()
     );
-    assert_eq!(claims["scope"], serde_json::json!(["openid"]));
+    // A site that restricts scopes and names its API resource.
+    let aim = AimEmulator::builder()
+        .scopes(["site.api", "site.read"])
+        .audience("site-resource")
+        .start()
+        .await
+        .unwrap();
+    let claims = jwt_claims(&token(&aim).await);
+    assert_eq!(claims["aud"], "site-resource");
+    assert_eq!(
+        claims["scope"],
+        serde_json::json!(["site.api", "site.read"])
+    );
+    let one = [CLIENT_CREDENTIALS.as_slice(), &[("scope", "site.read")]].concat();
+    let body: Value = post_token(&aim, &one).await.json().await.unwrap();
+    assert_eq!(body["scope"], "site.read");
+    for unknown in ["emulator.api", "mes.api", "openid"] {
+        let form = [CLIENT_CREDENTIALS.as_slice(), &[("scope", unknown)]].concat();
+        assert_oauth_error(post_token(&aim, &form).await, "invalid_scope").await;
+    }
 }
 
 fn jwt_claims(jwt: &str) -> Value {
@@ -450,20 +476,21 @@ async fn mes_serves_entities_to_a_valid_token_and_echoes_headers() {
     let resp = http()
         .get(format!("{}api/v3/entity", aim.mes_base()))
         .bearer_auth(&jwt)
-        .header("trans_id", "T-42")
         .header("tz_id", "W. Europe Standard Time")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["trans_id"], "T-42");
     assert_eq!(resp.headers()["tz_id"], "W. Europe Standard Time");
     let entities: Value = resp.json().await.unwrap();
     let entities = entities.as_array().unwrap();
-    assert!(entities.len() >= 3);
-    assert!(entities
-        .iter()
-        .all(|e| e["id"].is_number() && e["name"].is_string() && e["description"].is_string()));
+    assert!(entities.len() >= 5);
+    // MES V3's columns in snake_case, not an invented id/name shape.
+    assert!(entities.iter().all(|e| e["ent_id"].is_number()
+        && e["ent_name"].is_string()
+        && e.get("parent_ent_id").is_some()
+        && e["can_run_jobs"].is_boolean()
+        && e.get("id").is_none()));
     assert_eq!(aim.counters().mes, 1);
 }
 
@@ -484,7 +511,8 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let (signed, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{signed}.{}", "A".repeat(342));
     assert_invalid_token(&mes_get(&aim, "api/v3/entity", Some(&forged)).await);
-    // Issued by another emulator: same signing key and clock, another issuer.
+    // Issued by another emulator: same clock, but its own signing key (as
+    // every AIM node has), so the signature fails before the issuer is read.
     let other = AimEmulator::builder()
         .clock(clock.clone())
         .start()
@@ -494,7 +522,7 @@ async fn mes_rejects_missing_bad_and_expired_tokens() {
     let resp = mes_get(&aim, "api/v3/entity", Some(&foreign)).await;
     assert_invalid_token(&resp);
     let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
-    assert!(challenge.contains("another authority"), "{challenge}");
+    assert!(challenge.contains("signature is invalid"), "{challenge}");
 
     let ok = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(ok.status(), StatusCode::OK);
@@ -517,11 +545,6 @@ async fn mes_forbidden_reject_once_and_not_found() {
     aim.set_mes_forbidden(true);
     let resp = mes_get(&aim, "api/v3/entity", Some(&jwt)).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    let body: Value = resp.json().await.unwrap();
-    assert!(body["Message"]
-        .as_str()
-        .unwrap()
-        .contains("Default Background User"));
     aim.set_mes_forbidden(false);
 
     aim.reject_next_mes_token();
@@ -537,48 +560,51 @@ async fn mes_forbidden_reject_once_and_not_found() {
 }
 
 #[tokio::test]
-async fn mes_jobs_start_checks_its_body() {
+async fn mes_jobs_start_binds_the_job_model() {
     let aim = AimEmulator::start().await.unwrap();
     let jwt = token(&aim).await;
     let url = format!("{}api/v3/Jobs/Start", aim.mes_base());
-    let ok = http()
-        .put(&url)
-        .bearer_auth(&jwt)
-        .json(&serde_json::json!({"jobId": "J-1001", "entityId": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::OK);
-    let body: Value = ok.json().await.unwrap();
-    assert_eq!(body["jobId"], "J-1001");
-    // Member names bind case-insensitively, as in ASP.NET Web API.
-    let pascal = http()
-        .put(&url)
-        .bearer_auth(&jwt)
-        .json(&serde_json::json!({"JobId": 7}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pascal.status(), StatusCode::OK);
-
+    let job = serde_json::json!({
+        "ent_id": 4, "wo_id": "WO-1001", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4,
+        "job_pos": null, "state_cd": 2
+    });
     for bad in [
-        http().put(&url).bearer_auth(&jwt).body("jobId=J-1"),
+        http().put(&url).bearer_auth(&jwt).body("ent_id=4"),
         // A JSON body is not bound unless it is declared JSON.
         http()
             .put(&url)
             .bearer_auth(&jwt)
             .header(CONTENT_TYPE, "text/plain")
-            .body(r#"{"jobId": "J-1"}"#),
+            .body(job.to_string()),
+        // The old invented shape.
         http()
             .put(&url)
             .bearer_auth(&jwt)
-            .json(&serde_json::json!({"job": 1})),
+            .json(&serde_json::json!({"jobId": "J-1"})),
     ] {
         let resp = bad.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-        assert!(resp.text().await.unwrap().contains("jobId"));
     }
-    let unauth = http().put(&url).json(&serde_json::json!({"jobId": "J"}));
+    // Member names bind case-insensitively, as in ASP.NET Web API.
+    let pascal: serde_json::Map<String, Value> = job
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_uppercase(), v.clone()))
+        .collect();
+    let ok = http()
+        .put(&url)
+        .bearer_auth(&jwt)
+        .json(&pascal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["state_cd"], 3);
+    assert_eq!(body["job_pos"], 0);
+
+    let unauth = http().put(&url).json(&job);
     assert_invalid_token(&unauth.send().await.unwrap());
 }
 
@@ -605,7 +631,7 @@ async fn introspection_reports_active_and_inactive_tokens() {
     let body: Value = introspect(jwt.clone()).await.unwrap().json().await.unwrap();
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], ID);
-    assert_eq!(body["scope"], "mes.api openid");
+    assert_eq!(body["scope"], AimEmulator::DEFAULT_SCOPE);
     assert_eq!(body["iss"], aim.authority().as_str());
 
     let body: Value = introspect("garbage".into())
@@ -964,7 +990,7 @@ async fn registration_then_token_for_the_new_client() {
         "client_name": "MES reporting",
         "client_id": "mes-reporting",
         "grant_types": ["client_credentials"],
-        "scope": "mes.api",
+        "scope": "site.api",
         "access_token_lifetime": 3600,
     });
 
@@ -1000,7 +1026,7 @@ async fn registration_then_token_for_the_new_client() {
         reg["grant_types"],
         serde_json::json!(["client_credentials"])
     );
-    assert_eq!(reg["scope"], "mes.api");
+    assert_eq!(reg["scope"], "site.api");
     assert_eq!(reg["token_endpoint_auth_method"], "client_secret_basic");
     assert_eq!(reg["client_name"], "MES reporting");
 
@@ -1016,7 +1042,7 @@ async fn registration_then_token_for_the_new_client() {
     assert_eq!(tok.status(), StatusCode::OK);
     let tok: Value = tok.json().await.unwrap();
     assert_eq!(tok["expires_in"], 3600);
-    assert_eq!(tok["scope"], "mes.api");
+    assert_eq!(tok["scope"], "site.api");
 
     // Reading the registration back needs its registration access token.
     let client_uri = reg["registration_client_uri"].as_str().unwrap();
@@ -1064,7 +1090,7 @@ async fn registration_then_token_for_the_new_client() {
     let hex = generated_id.strip_prefix("client-").unwrap();
     assert_eq!(hex.len(), 16, "{generated_id}");
     assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{generated_id}");
-    assert_eq!(generated["scope"], "mes.api openid");
+    assert_eq!(generated["scope"], AimEmulator::DEFAULT_SCOPE);
     assert_eq!(aim.counters().register, 9);
 }
 
@@ -1127,4 +1153,32 @@ async fn emulator_and_its_futures_are_send_and_sync() {
         async move { cc(&aim).await.unwrap().status() }
     });
     assert_eq!(task.await.unwrap(), StatusCode::OK);
+}
+
+/// Tokens are per AIM node: each emulator has its own signing key, so a
+/// token of emulator A fails B's JWKS (and B's MES), as at a real failover.
+#[tokio::test]
+async fn tokens_of_one_emulator_fail_another_emulators_jwks() {
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+    let (a, b) = tokio::join!(AimEmulator::start(), AimEmulator::start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let jwt = token(&a).await;
+    let kid = decode_header(&jwt).unwrap().kid.unwrap();
+    let a_keys: JwkSet = get_json(&jwks_url(&a)).await;
+    let b_keys: JwkSet = get_json(&jwks_url(&b)).await;
+    assert!(a_keys.find(&kid).is_some());
+    assert!(b_keys.find(&kid).is_none(), "B does not know A's key");
+    let b_key = DecodingKey::from_jwk(&b_keys.keys[0]).unwrap();
+    let mut strict = Validation::new(Algorithm::RS256);
+    strict.validate_aud = false;
+    strict.set_issuer(&[a.authority()]);
+    assert!(
+        decode::<Value>(&jwt, &b_key, &strict).is_err(),
+        "A's signature fails with B's key"
+    );
+    assert!(b.ca_pem().is_none() && a.ca_pem().is_none());
+    let resp = mes_get(&b, "api/v3/entity", Some(&jwt)).await;
+    assert_eq!(resp.status(), 401);
 }

@@ -905,14 +905,14 @@ mod emulator {
             for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
                 let aim = once(&emu)
                     .auth_method(method)
-                    .scope("mes.api")
+                    .scope(AimEmulator::DEFAULT_SCOPE)
                     .build()
                     .unwrap();
                 let t = token(&aim)
                     .await
                     .unwrap_or_else(|e| panic!("{https} {method}: {e:?}"));
                 assert_eq!(t.token_type(), "Bearer");
-                assert_eq!(t.scopes(), ["mes.api"]);
+                assert_eq!(t.scopes(), [AimEmulator::DEFAULT_SCOPE]);
                 assert_eq!(t.lifetime(), Duration::from_secs(24 * 3600));
                 assert_eq!(t.authority(), emu.authority());
                 assert!(t.secret().starts_with("eyJ"), "a JWT");

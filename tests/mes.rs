@@ -6,15 +6,18 @@ mod attach_support;
 use std::time::Duration;
 
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
+use aim_token::mes::{Job, JobState};
 use aim_token::{ErrorKind, MesClient};
 use attach_support::{emulator, wrong_secret_client, Recorder, Rule};
 use serde_json::{json, Value};
 
-fn status(status: u16, body: &str) -> Fault {
+/// MES's error shape (ASP.NET Web API): `{"Message": ...}`. Only that
+/// field reaches an error; a plain-text body is never shown.
+fn status(status: u16, message: &str) -> Fault {
     Fault::Status {
         status,
         retry_after: None,
-        body: Some(body.to_owned()),
+        body: Some(json!({ "Message": message }).to_string()),
     }
 }
 
@@ -25,20 +28,21 @@ async fn mes() -> (AimEmulator, MesClient) {
 }
 
 #[tokio::test]
-async fn lists_entities_and_starts_a_job() {
+async fn lists_entities_and_starts_a_job_with_the_generic_calls() {
     let (emu, mes) = mes().await;
     let entities: Vec<Value> = mes.get_json("api/v3/entity").await.unwrap();
     assert!(
-        entities.iter().any(|e| e["name"] == "Line1"),
+        entities.iter().any(|e| e["ent_name"] == "Line1"),
         "{entities:?}"
     );
     let started: Value = mes
-        .with_trans_id("T-1")
-        .put_json("api/v3/Jobs/Start", &json!({ "jobId": "J1" }))
+        .put_json(
+            "api/v3/Jobs/Start",
+            &json!({"ent_id": 4, "wo_id": "WO-1001", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4}),
+        )
         .await
         .unwrap();
-    assert_eq!(started["jobId"], "J1");
-    assert_eq!(started["state"], "Running");
+    assert_eq!(started["state_cd"], 3);
     assert_eq!(emu.counters().mes, 2);
     assert_eq!(emu.token_requests(), 1);
 }
@@ -54,7 +58,10 @@ async fn sends_json_and_the_optional_headers() {
     let _: Value = mes
         .with_trans_id("T-42")
         .with_tz_id("W. Europe Standard Time")
-        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json(
+            "api/v3/Jobs/Start",
+            &json!({ "ent_id": 4, "wo_id": "W1", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4 }),
+        )
         .await
         .unwrap();
     mes.delete("/api/v3/Jobs/J1").await.unwrap();
@@ -68,7 +75,10 @@ async fn sends_json_and_the_optional_headers() {
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].method, "PUT");
     assert_eq!(seen[0].path, "/mesmw/api/v3/Jobs/Start");
-    assert_eq!(seen[0].body, r#"{"JobId":"J1"}"#);
+    assert_eq!(
+        seen[0].body,
+        r#"{"ent_id":4,"oper_id":"Fill","run_ent_id":4,"seq_no":0,"wo_id":"W1"}"#
+    );
     assert_eq!(seen[0].trans_id.as_deref(), Some("T-42"));
     assert_eq!(seen[0].tz_id.as_deref(), Some("W. Europe Standard Time"));
     assert_eq!(
@@ -114,9 +124,9 @@ async fn a_bad_base_is_a_config_error() {
 }
 
 #[tokio::test]
-async fn status_400_is_bad_request_with_the_mes_text() {
+async fn status_400_is_bad_request_explained_without_the_mes_text() {
     let (_emu, mes) = mes().await;
-    // The emulator's MES wants a jobId.
+    // The Job model needs ent_id, wo_id, oper_id, seq_no and run_ent_id.
     let err = mes
         .put_json::<_, Value>("api/v3/Jobs/Start", &json!({}))
         .await
@@ -125,8 +135,13 @@ async fn status_400_is_bad_request_with_the_mes_text() {
     assert_eq!(err.status(), Some(400));
     assert!(!err.is_transient());
     let text = err.to_string();
-    assert!(text.contains("must be a JSON object with a"), "{text}");
+    assert!(text.contains("wrong type or is out of range"), "{text}");
     assert!(text.contains("PUT /mesmw/api/v3/Jobs/Start"), "{text}");
+    // MES's own words, scrubbed and quoted after the facts; never the raw body.
+    assert!(
+        text.contains(r#""The request is invalid: ent_id is required.""#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +161,10 @@ async fn the_retry_after_a_401_resends_body_and_headers() {
     let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
     let _: Value = mes
         .with_trans_id("T-7")
-        .put_json("api/v3/Jobs/Start", &json!({ "JobId": "J1" }))
+        .put_json(
+            "api/v3/Jobs/Start",
+            &json!({ "ent_id": 4, "wo_id": "W1", "oper_id": "Fill", "seq_no": 0, "run_ent_id": 4 }),
+        )
         .await
         .unwrap();
     let seen = rec.seen();
@@ -154,7 +172,10 @@ async fn the_retry_after_a_401_resends_body_and_headers() {
     assert_ne!(seen[0].authorization, seen[1].authorization);
     for s in &seen {
         assert_eq!(s.method, "PUT");
-        assert_eq!(s.body, r#"{"JobId":"J1"}"#);
+        assert_eq!(
+            s.body,
+            r#"{"ent_id":4,"oper_id":"Fill","run_ent_id":4,"seq_no":0,"wo_id":"W1"}"#
+        );
         assert_eq!(s.trans_id.as_deref(), Some("T-7"));
         assert_eq!(s.authorization.len(), 1);
     }
@@ -168,7 +189,8 @@ async fn two_401s_are_unauthorized() {
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     assert_eq!(err.status(), Some(401));
     assert!(!err.is_transient());
-    assert!(err.to_string().contains("token rejected"), "{err}");
+    assert!(err.to_string().contains("\"token rejected\""), "{err}");
+    assert!(err.to_string().contains("clocks of MES and AIM"), "{err}");
     assert_eq!(emu.token_requests(), 2);
     assert_eq!(emu.counters().mes, 2, "one retry, no loop");
 }
@@ -177,18 +199,13 @@ async fn two_401s_are_unauthorized() {
 async fn status_403_explains_the_default_background_user() {
     let (emu, mes) = mes().await;
     emu.set_mes_forbidden(true);
-    let err = mes
-        .put_json::<_, Value>("api/v3/Jobs/Start", &json!({ "jobId": "J1" }))
-        .await
-        .unwrap_err();
+    let err = mes.entities().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden);
     assert_eq!(err.status(), Some(403));
     assert!(!err.is_transient());
     let text = err.to_string();
     assert!(text.contains("Default Background User"), "{text}");
     assert!(text.contains("attribute 199"), "{text}");
-    assert!(text.contains("MES said:"), "{text}");
-    assert!(text.contains("does not have the privilege"), "{text}");
     assert_eq!(
         emu.token_requests(),
         1,
@@ -201,16 +218,31 @@ async fn status_403_explains_the_default_background_user() {
 
 #[tokio::test]
 async fn status_404_is_not_found() {
-    let (emu, mes) = mes().await;
-    emu.inject(Endpoint::Mes, status(404, "Entity 'Line9' not found"));
+    let (_emu, mes) = mes().await;
+    let err = mes.entity_by_key(99).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.status(), Some(404));
+    assert!(
+        err.to_string()
+            .contains("does not have the requested object"),
+        "{err}"
+    );
     let err = mes
         .get_json::<Value>("api/v3/entity/Line9")
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(err.status(), Some(404));
     assert!(
-        err.to_string().contains("Entity 'Line9' not found"),
+        err.to_string()
+            .contains("endpoint name is wrong or a required parameter is missing"),
+        "{err}"
+    );
+    let err = mes
+        .get_json::<Value>("api/v3/entity/key")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("required parameter is missing"),
         "{err}"
     );
 }
@@ -227,25 +259,26 @@ async fn status_500_is_a_server_error_with_the_mes_text() {
     assert_eq!(err.status(), Some(500));
     assert!(!err.is_transient(), "MES reports application errors as 500");
     assert!(
-        err.to_string().contains("Object reference not set"),
+        err.to_string().contains("\"Object reference not set"),
         "{err}"
     );
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
 }
 
 #[tokio::test]
-async fn status_500_about_the_token_means_aim_unreachable_from_mes() {
+async fn aim_offline_behind_mes_is_a_transient_500() {
     let (emu, mes) = mes().await;
-    emu.inject(
-        Endpoint::Mes,
-        status(500, "The access token cannot be obtained or verified."),
-    );
-    let err = mes.get_json::<Value>("api/v3/entity").await.unwrap_err();
+    emu.set_mes_aim_offline(true);
+    let err = mes.entities().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server);
     assert_eq!(err.status(), Some(500));
     assert!(err.is_transient());
     let text = err.to_string();
     assert!(text.contains("AIM unreachable from MES"), "{text}");
-    assert!(text.contains("cannot be obtained or verified"), "{text}");
+    assert!(text.contains("obtain or verify the access token"), "{text}");
+    assert_eq!(emu.token_requests(), 1, "a 500 is not a token problem here");
+    emu.set_mes_aim_offline(false);
+    mes.entities().await.unwrap();
 }
 
 #[tokio::test]
@@ -295,33 +328,404 @@ async fn errors_never_contain_the_token() {
     let err = mes.get_json::<Value>("api/v3/entity").await.unwrap_err();
     let token = aim.token().await.unwrap();
     assert_eq!(err.kind(), ErrorKind::BadRequest);
-    assert!(err.to_string().contains("[redacted]"), "{err}");
+    assert!(!err.to_string().contains("Bearer"), "{err}");
+    assert!(err.to_string().contains("HTTP 400"), "{err}");
     assert!(!err.to_string().contains(token.secret()));
     assert!(!format!("{err:?}").contains(token.secret()));
     assert!(!format!("{mes:?}").contains(token.secret()));
 }
 
 #[tokio::test]
-async fn https_mes_needs_the_pcs_ca() {
+async fn mes_trusts_what_its_aim_client_trusts() {
     let emu = AimEmulator::builder().https(true).start().await.unwrap();
-    let aim = emu.client_builder().build().unwrap();
-    let ca = emu.ca_pem().expect("https emulator has a CA");
     assert!(emu.mes_base().starts_with("https://"));
-
-    // The default client does not trust the emulator's CA.
+    // One trust setting: the AimClient trusts the emulator's CA, and so
+    // does the MesClient built from it.
+    let aim = emu.client_builder().build().unwrap();
     let mes = MesClient::new(emu.mes_base(), aim.clone()).unwrap();
-    let err = mes.get_json::<Value>("api/v3/entity").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
-    assert_eq!(emu.counters().mes, 0);
+    mes.entities().await.unwrap();
+    assert_eq!(emu.counters().mes, 1);
 
-    let http = reqwest::Client::builder()
-        // Only the CA (WebPKI), which also runs under Wine (scripts/windows.sh).
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+    // A client of its own that does not trust the CA: a TLS error that
+    // names the fix, and nothing reaches MES.
+    let mes = mes.with_http_client(reqwest::Client::new());
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(err.to_string().contains("AIM_CA_CERT"), "{err}");
+    assert_eq!(emu.counters().mes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_is_settable() {
+    let (emu, mes) = mes().await;
+    mes.entities().await.unwrap();
+    emu.inject(Endpoint::Mes, Fault::Delay(Duration::from_secs(5)));
+    let err = mes
+        .with_timeout(Duration::from_secs(1))
+        .entities()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(err.is_transient());
+}
+
+// ------------------------------------------------------------ typed helpers
+
+#[tokio::test]
+async fn entity_helpers_read_the_v3_columns() {
+    let (_emu, mes) = mes().await;
+    let all = mes.entities().await.unwrap();
+    let line1 = all.iter().find(|e| e.ent_name == "Line1").unwrap();
+    assert_eq!((line1.ent_id, line1.parent_ent_id), (4, Some(2)));
+    assert_eq!(line1.flag("can_run_jobs"), Some(true));
+    let site = all.iter().find(|e| e.parent_ent_id.is_none()).unwrap();
+    assert_eq!(site.ent_name, "Plant1");
+
+    assert_eq!(mes.entity_by_key(4).await.unwrap(), *line1);
+    let lines = mes.entities_where([("parent_ent_id", "2")]).await.unwrap();
+    let names: Vec<_> = lines.iter().map(|e| e.ent_name.as_str()).collect();
+    assert_eq!(names, ["Line1", "Line2"]);
+    assert_eq!(mes.entity_id("Line2", Some("Plant1")).await.unwrap(), 5);
+    assert_eq!(mes.entity_id("Line2", None).await.unwrap(), 5);
+    let err = mes.entity_id("Line9", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(mes.with_max_rows(2).entities().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn job_lifecycle_start_refused_again_pause_end() {
+    let (_emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap();
+    assert_eq!(job.state_cd, Some(JobState::Ready));
+    let job = job.on(4);
+
+    let running = mes.start_job(&job).await.unwrap();
+    assert_eq!(running.state_cd, Some(JobState::Running));
+    assert_eq!(running.job_pos, Some(0));
+
+    let err = mes.start_job(&job).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert_eq!(err.status(), Some(400));
+    let text = err.to_string();
+    assert!(
+        text.starts_with("MES refused to start job WO-1001/Fill/0"),
+        "{text}"
+    );
+    assert!(text.contains("Running, Complete or Canceled"), "{text}");
+
+    let paused = mes.pause_job(&running).await.unwrap();
+    assert_eq!(paused.state_cd, Some(JobState::Suspended));
+    let ended = mes.end_job(&paused).await.unwrap();
+    assert_eq!(ended.state_cd, Some(JobState::Complete));
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Complete)
+    );
+    let err = mes.job("WO-1001", "Nope", 0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // run_ent_id is required: refused before anything is sent.
+    let err = mes
+        .start_job(&Job::new(4, "WO-1001", "Pack", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("run_ent_id"), "{err}");
+}
+
+#[tokio::test]
+async fn a_committed_transaction_is_seen_by_everyone() {
+    let (_emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    assert!(!tx.id().is_empty());
+    let running = tx.mes().start_job(&job).await.unwrap();
+    assert_eq!(running.state_cd, Some(JobState::Running));
+    let inside = tx.mes().job("WO-1001", "Fill", 0).await.unwrap();
+    assert_eq!(inside.state_cd, Some(JobState::Running));
+    let outside = mes.job("WO-1001", "Fill", 0).await.unwrap();
+    assert_eq!(outside.state_cd, Some(JobState::Ready), "not before commit");
+    tx.commit().await.unwrap();
+    let after = mes.job("WO-1001", "Fill", 0).await.unwrap();
+    assert_eq!(after.state_cd, Some(JobState::Running));
+}
+
+#[tokio::test]
+async fn an_aborted_transaction_leaves_nothing() {
+    let (_emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    let id = tx.id().to_owned();
+    tx.abort().await.unwrap();
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+    // Its ID is gone: a late call with it is refused and explained.
+    let err = mes.with_trans_id(&id).entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string()
+            .contains("transaction timed out or was never started"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_transaction_is_a_404_explained() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.expire_mes_transactions();
+    let err = tx.mes().pause_job(&job).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string()
+            .contains("does not know this transaction ID"),
+        "{err}"
+    );
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("its changes are gone"), "{err}");
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_is_aborted() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    let id = tx.id().to_owned();
+    let before = emu.counters().mes;
+    drop(tx);
+    // The abort runs in the background: wait for MES to see it.
+    for _ in 0..200 {
+        if emu.counters().mes > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(emu.counters().mes, before + 1, "one abort call");
+    let err = mes.with_trans_id(&id).entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+}
+
+#[test]
+fn a_transaction_dropped_without_a_runtime_does_not_panic() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (emu, tx) = runtime.block_on(async {
+        let (emu, mes) = mes().await;
+        let tx = mes.transaction().await.unwrap();
+        (emu, tx)
+    });
+    drop(tx); // no runtime here: only the warning; MES's timeout drops it
+    drop(emu);
+}
+
+/// A task holding an open transaction is dropped by its runtime's
+/// shutdown: Drop runs while the runtime goes away; it must not panic (the
+/// abort cannot run any more; MES's timeout drops the changes).
+#[test]
+fn a_transaction_dropped_during_runtime_shutdown_does_not_panic() {
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        }
+        .enable_all()
         .build()
         .unwrap();
-    let mes = mes.with_http_client(http);
-    let _: Value = mes.get_json("api/v3/entity").await.unwrap();
-    assert_eq!(emu.counters().mes, 1);
+        let emu = runtime.block_on(async {
+            let (emu, mes) = mes().await;
+            let tx = mes.transaction().await.unwrap();
+            tokio::spawn(async move {
+                let _held = tx;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+            emu
+        });
+        drop(runtime);
+        drop(emu);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_on_commit_leaves_the_transaction_aborted() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    let id = tx.id().to_owned();
+    tx.mes().start_job(&job).await.unwrap();
+    // MES hangs on the commit; the caller stops waiting after a second.
+    emu.inject(Endpoint::Mes, Fault::Delay(Duration::from_secs(30)));
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), tx.commit()).await;
+    assert!(gave_up.is_err(), "the commit did not finish");
+    // The dropped transaction is aborted in the background.
+    let mut aborted = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if mes.with_trans_id(&id).entities().await.is_err() {
+            aborted = true;
+            break;
+        }
+    }
+    assert!(aborted, "the transaction is gone");
+    tokio::time::sleep(Duration::from_secs(60)).await; // the hung commit ends too
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready),
+        "nothing half-done: the start was never committed"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_id_that_cannot_be_a_header_is_refused() {
+    let (emu, mes) = mes().await;
+    // The MesTransaction model as MES would send it, not wrapped in a
+    // {"Message": ..} error body: only the trans_id is wrong.
+    for body in [
+        r#"{"trans_id":"a\u0001b","trans_start_utc":"2026-12-01T09:00:00Z"}"#,
+        r#"{"trans_id":"a\r\nX-Injected: 1"}"#,
+        r#"{"trans_id":"a\nb"}"#,
+        r#"{"trans_id":""}"#,
+        r#"{"id":"x"}"#,
+    ] {
+        emu.inject(Endpoint::Mes, raw(200, body));
+        let err = mes.transaction().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body}: {err}");
+        if body.contains("trans_id") {
+            assert!(err.to_string().contains("usable trans_id"), "{body}: {err}");
+        }
+    }
+    // A user-given trans_id with CR/LF never becomes a header either.
+    let err = mes
+        .with_trans_id("t\r\nAuthorization: x")
+        .entities()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+/// `body` exactly as given, with `status`.
+fn raw(status: u16, body: &str) -> Fault {
+    Fault::Status {
+        status,
+        retry_after: None,
+        body: Some(body.to_owned()),
+    }
+}
+
+/// AVEVA: "204 The call was successful but no content was returned". A GET
+/// that finds nothing may answer so: no rows, not a decoding error.
+#[tokio::test]
+async fn a_204_is_no_rows() {
+    let (emu, mes) = mes().await;
+    let no_content = || Fault::Status {
+        status: 204,
+        retry_after: None,
+        body: None,
+    };
+    emu.inject(Endpoint::Mes, no_content());
+    assert!(mes.entities().await.unwrap().is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let none = mes.entities_where([("entName", "x")]).await.unwrap();
+    assert!(none.is_empty());
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_by_key(99).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.entity_id("Nope", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    emu.inject(Endpoint::Mes, no_content());
+    let err = mes.job("WO-9", "X", 0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // An HTML page with 200 (a proxy's login page) is still not rows.
+    emu.inject(Endpoint::Mes, raw(200, "<html><body>Sign in</body></html>"));
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(!err.to_string().contains("Sign in"), "{err}");
+}
+
+/// A commit that MES answers with a failure other than "no such
+/// transaction" leaves the transaction open there: it is aborted, and the
+/// caller is told the changes did not happen.
+#[tokio::test]
+async fn a_failed_commit_is_aborted_not_left_open() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    let id = tx.id().to_owned();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(
+        Endpoint::Mes,
+        status(500, "Transaction (Process ID 61) was deadlocked"),
+    );
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Server, "{err}");
+    let mut gone = false;
+    for _ in 0..200 {
+        if mes.with_trans_id(&id).entities().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        gone,
+        "the transaction was aborted, not left open until MES's timeout"
+    );
+    assert_eq!(
+        mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+        Some(JobState::Ready)
+    );
+}
+
+/// A commit whose answer never arrives: MES may or may not have committed.
+/// The error says so; it is not "transient" (the transaction cannot be
+/// committed again: it is aborted).
+#[tokio::test]
+async fn a_commit_without_an_answer_says_the_outcome_is_unknown() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    let tx = mes.transaction().await.unwrap();
+    tx.mes().start_job(&job).await.unwrap();
+    emu.inject(Endpoint::Mes, Fault::DropConnection);
+    let err = tx.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert!(!err.is_transient(), "retrying cannot commit it: {err}");
+    let text = err.to_string();
+    assert!(text.contains("may or may not have committed"), "{text}");
+}
+
+#[tokio::test]
+async fn a_revoked_privilege_is_explained_with_the_default_background_user() {
+    let (emu, mes) = mes().await;
+    let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+    emu.revoke_mes_privilege("Jobs/Start");
+    let err = mes.start_job(&job).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(err.status(), Some(404));
+    let text = err.to_string();
+    for needle in [
+        "Default Background User",
+        "attribute 199",
+        "restart of the MES middleware",
+        "within an hour",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert_eq!(emu.token_requests(), 1, "not a token problem: no refresh");
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ async fn header_is_present_sensitive_and_not_duplicated() {
     let (emu, aim) = emulator().await;
     let inspect = Inspect::default();
     let http = ClientBuilder::new(reqwest::Client::new())
-        .with(BearerAuth::new(aim.clone()))
+        .with(BearerAuth::new(aim.clone()).allow_any_https_host())
         .with(inspect.clone())
         .build();
 
@@ -88,7 +88,7 @@ async fn header_is_present_sensitive_and_not_duplicated() {
 async fn an_existing_authorization_header_is_left_alone() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
-    let http = client(BearerAuth::new(aim));
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
     let response = http
         .get(rec.url("x"))
         .header(AUTHORIZATION, "Basic dXNlcjpwYXNz")
@@ -105,7 +105,7 @@ async fn an_existing_authorization_header_is_left_alone() {
 #[tokio::test]
 async fn fails_closed_when_the_secret_is_wrong() {
     let (emu, _) = emulator().await;
-    let http = client(BearerAuth::new(wrong_secret_client(&emu)));
+    let http = client(BearerAuth::new(wrong_secret_client(&emu)).allow_any_https_host());
     let err = http
         .get(format!("{}api/v3/entity", emu.mes_base()))
         .send()
@@ -134,7 +134,7 @@ async fn fails_closed_when_aim_is_down() {
             body: None,
         }),
     );
-    let http = client(BearerAuth::new(aim));
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
     let err = http
         .get(format!("{}api/v3/entity", emu.mes_base()))
         .send()
@@ -153,7 +153,7 @@ async fn fails_closed_when_aim_is_down() {
 #[tokio::test]
 async fn no_token_over_plain_http_to_a_remote_host() {
     let (emu, aim) = emulator().await;
-    let http = client(BearerAuth::new(aim));
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
     // .invalid never resolves; the refusal must come before any connection.
     let err = http
         .get("http://mes01.plant.invalid/mesmw/api/v3/entity")
@@ -191,7 +191,7 @@ async fn no_token_to_a_host_outside_the_allow_list() {
 #[tokio::test]
 async fn a_401_invalidates_once_and_retries_with_a_new_token() {
     let (emu, aim) = emulator().await;
-    let http = client(BearerAuth::new(aim.clone()));
+    let http = client(BearerAuth::new(aim.clone()).allow_any_https_host());
     let url = format!("{}api/v3/entity", emu.mes_base());
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(emu.token_requests(), 1);
@@ -224,7 +224,7 @@ async fn a_401_invalidates_once_and_retries_with_a_new_token() {
 async fn a_second_401_is_returned_without_a_loop() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
-    let http = client(BearerAuth::new(aim));
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
     let response = http.get(rec.url("api/v3/entity")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.text().await.unwrap(), "rejected");
@@ -236,7 +236,7 @@ async fn a_second_401_is_returned_without_a_loop() {
 async fn a_hundred_concurrent_401s_on_one_token_cause_one_refresh() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::RejectFirstToken).await;
-    let http = client(BearerAuth::new(aim.clone()));
+    let http = client(BearerAuth::new(aim.clone()).allow_any_https_host());
     aim.token().await.unwrap(); // everyone starts from the same cached token
     assert_eq!(emu.token_requests(), 1);
 
@@ -272,8 +272,47 @@ async fn aim_client_is_shared_not_copied() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Accept).await;
     for _ in 0..5 {
-        let http = client(BearerAuth::new(AimClient::clone(&aim)));
+        let http = client(BearerAuth::new(AimClient::clone(&aim)).allow_any_https_host());
         http.get(rec.url("a")).send().await.unwrap();
     }
     assert_eq!(emu.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn without_an_allow_list_nothing_is_sent_and_the_error_names_both_calls() {
+    let (emu, aim) = emulator().await;
+    let rec = Recorder::start(Rule::Accept).await;
+    let http = client(BearerAuth::new(aim.clone()));
+    let err = http.get(rec.url("api/v3/entity")).send().await.unwrap_err();
+    let aim_err = aim_error(&err);
+    assert_eq!(aim_err.kind(), ErrorKind::Refused);
+    let msg = aim_err.to_string();
+    assert!(msg.contains(".allow_host(\"127.0.0.1\")"), "{msg}");
+    assert!(msg.contains(".allow_any_https_host()"), "{msg}");
+    assert_eq!(rec.requests(), 0, "nothing reaches the server");
+    assert_eq!(emu.token_requests(), 0, "not even a token is fetched");
+
+    // `localhost.` is not loopback: not over plain http, whatever the list.
+    let http = client(
+        BearerAuth::new(aim)
+            .allow_any_https_host()
+            .allow_host("localhost."),
+    );
+    let port = rec
+        .url("")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let err = http
+        .get(format!("http://localhost.:{port}/api/v3/entity"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(aim_error(&err).kind(), ErrorKind::Refused);
+    assert!(aim_error(&err).to_string().contains("plain http"), "{err}");
+    assert_eq!(rec.requests(), 0);
 }

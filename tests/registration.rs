@@ -109,12 +109,12 @@ async fn verify_reports_the_granted_lifetime_and_scopes() {
         .unwrap();
     let verified = ClientRegistration::new(AimEmulator::CLIENT_ID)
         .secret(AimEmulator::CLIENT_SECRET)
-        .scopes(["mes.api"])
+        .scopes([AimEmulator::DEFAULT_SCOPE])
         .verify(emu.client_builder())
         .await
         .unwrap();
     assert_eq!(verified.lifetime.as_secs(), 7200);
-    assert_eq!(verified.scopes, ["mes.api"]);
+    assert_eq!(verified.scopes, [AimEmulator::DEFAULT_SCOPE]);
 
     let err = ClientRegistration::new(AimEmulator::CLIENT_ID)
         .secret("wrong secret")

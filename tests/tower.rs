@@ -69,7 +69,9 @@ impl tower::Service<Request<Full<Bytes>>> for Inspect {
 async fn header_is_present_sensitive_and_not_duplicated() {
     let (emu, aim) = emulator().await;
     let inspect = Inspect::default();
-    let svc = BearerAuthLayer::new(aim.clone()).layer(inspect.clone());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(inspect.clone());
     for _ in 0..3 {
         let response = svc
             .clone()
@@ -83,7 +85,9 @@ async fn header_is_present_sensitive_and_not_duplicated() {
     assert_eq!(emu.token_requests(), 1);
 
     // Through hyper to the emulator's MES, which checks the token.
-    let svc = BearerAuthLayer::new(aim.clone()).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(hyper_client());
     let url = format!("{}api/v3/entity", emu.mes_base());
     let response = svc.clone().oneshot(get(&url)).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -103,7 +107,9 @@ async fn header_is_present_sensitive_and_not_duplicated() {
 async fn an_existing_authorization_header_is_left_alone() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
-    let svc = BearerAuthLayer::new(aim).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
     let mut req = get(&rec.url("a"));
     req.headers_mut()
         .insert(AUTHORIZATION, "Basic dXNlcjpwYXNz".parse().unwrap());
@@ -119,7 +125,9 @@ async fn fails_closed_when_aim_fails() {
     let (emu, aim) = emulator().await;
     let inspect = Inspect::default();
 
-    let svc = BearerAuthLayer::new(wrong_secret_client(&emu)).layer(inspect.clone());
+    let svc = BearerAuthLayer::new(wrong_secret_client(&emu))
+        .allow_any_https_host()
+        .layer(inspect.clone());
     let err = svc.oneshot(get("http://127.0.0.1:9/x")).await.unwrap_err();
     let auth = err.auth().expect("our error, not the inner service's");
     assert_eq!(auth.oauth_error(), Some("invalid_client"));
@@ -132,7 +140,9 @@ async fn fails_closed_when_aim_fails() {
             body: None,
         }),
     );
-    let svc = BearerAuthLayer::new(aim).layer(inspect.clone());
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(inspect.clone());
     let err = svc.oneshot(get("http://127.0.0.1:9/x")).await.unwrap_err();
     assert!(
         matches!(&err, BearerError::Auth(e) if e.is_transient()),
@@ -148,7 +158,9 @@ async fn fails_closed_when_aim_fails() {
 #[tokio::test]
 async fn inner_service_errors_stay_distinguishable() {
     let (_emu, aim) = emulator().await;
-    let svc = BearerAuthLayer::new(aim).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
     // Nothing listens on port 9 of loopback: a hyper connect error.
     let err = svc.oneshot(get("http://127.0.0.1:9/x")).await.unwrap_err();
     assert!(err.auth().is_none());
@@ -159,7 +171,9 @@ async fn inner_service_errors_stay_distinguishable() {
 async fn no_token_over_http_to_remote_hosts_or_outside_the_allow_list() {
     let (emu, aim) = emulator().await;
     let inspect = Inspect::default();
-    let svc = BearerAuthLayer::new(aim.clone()).layer(inspect.clone());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(inspect.clone());
     let err = svc
         .oneshot(get("http://mes01.plant.invalid/mesmw/api/v3/entity"))
         .await
@@ -182,14 +196,18 @@ async fn no_token_over_http_to_remote_hosts_or_outside_the_allow_list() {
     assert_eq!(response.status(), 200);
 
     // A path-only URI cannot be checked unless the origin is known.
-    let svc = BearerAuthLayer::new(aim.clone()).layer(inspect.clone());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(inspect.clone());
     let err = svc.oneshot(get("/mesmw/api/v3/entity")).await.unwrap_err();
     assert_eq!(err.auth().unwrap().kind(), ErrorKind::Refused);
     let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
         .origin("https://mes01.plant.local".parse().unwrap())
         .layer(inspect.clone());
     svc.oneshot(get("/mesmw/api/v3/entity")).await.unwrap();
     let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
         .origin("http://mes01.plant.local".parse().unwrap())
         .layer(inspect.clone());
     let err = svc.oneshot(get("/mesmw/api/v3/entity")).await.unwrap_err();
@@ -206,7 +224,9 @@ async fn no_token_over_http_to_remote_hosts_or_outside_the_allow_list() {
 #[tokio::test]
 async fn a_401_invalidates_once_and_retries_an_empty_body() {
     let (emu, aim) = emulator().await;
-    let svc = BearerAuthLayer::new(aim.clone()).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(hyper_client());
     let url = format!("{}api/v3/entity", emu.mes_base());
     assert_eq!(svc.clone().oneshot(get(&url)).await.unwrap().status(), 200);
 
@@ -231,7 +251,9 @@ async fn bodies_are_replayed_only_when_the_policy_can_copy_them() {
     // Default policy: a non-empty body is sent once; its 401 comes back,
     // but the token is invalidated so the next request gets a fresh one.
     let rec = Recorder::start(Rule::RejectFirstToken).await;
-    let svc = BearerAuthLayer::new(aim.clone()).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(hyper_client());
     let response = svc
         .clone()
         .oneshot(post(&rec.url("api/v3/Jobs/Start"), "{\"JobId\":\"J1\"}"))
@@ -246,6 +268,7 @@ async fn bodies_are_replayed_only_when_the_policy_can_copy_them() {
     // CloneBodies: the body is replayed with the fresh token.
     let rec = Recorder::start(Rule::RejectFirstToken).await;
     let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
         .clone_bodies()
         .layer(hyper_client());
     let response = svc
@@ -261,6 +284,7 @@ async fn bodies_are_replayed_only_when_the_policy_can_copy_them() {
     // A closure policy works too.
     let rec = Recorder::start(Rule::RejectFirstToken).await;
     let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
         .replay(|body: &Full<Bytes>| Some(body.clone()))
         .layer(hyper_client());
     let response = svc.oneshot(post(&rec.url("c"), "y")).await.unwrap();
@@ -272,7 +296,9 @@ async fn bodies_are_replayed_only_when_the_policy_can_copy_them() {
 async fn a_second_401_is_returned_without_a_loop() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::Reject).await;
-    let svc = BearerAuthLayer::new(aim).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
     let response = svc.oneshot(get(&rec.url("a"))).await.unwrap();
     assert_eq!(response.status(), 401);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -285,7 +311,9 @@ async fn a_second_401_is_returned_without_a_loop() {
 async fn a_hundred_concurrent_401s_on_one_token_cause_one_refresh() {
     let (emu, aim) = emulator().await;
     let rec = Recorder::start(Rule::RejectFirstToken).await;
-    let svc = BearerAuthLayer::new(aim.clone()).layer(hyper_client());
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(hyper_client());
     aim.token().await.unwrap();
 
     let url = rec.url("api/v3/entity");
@@ -314,4 +342,33 @@ async fn debug_does_not_leak_the_token() {
     let layer_debug = format!("{layer:?}");
     assert!(!layer_debug.contains(token.secret()), "{layer_debug}");
     assert!(layer_debug.contains("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn without_an_allow_list_nothing_is_sent_and_the_error_names_both_calls() {
+    let (emu, aim) = emulator().await;
+    let inspect = Inspect::default();
+    let svc = BearerAuthLayer::new(aim.clone()).layer(inspect.clone());
+    let err = svc
+        .oneshot(get("https://mes01.plant.local/mesmw/api/v3/entity"))
+        .await
+        .unwrap_err();
+    let aim_err = err.auth().unwrap();
+    assert_eq!(aim_err.kind(), ErrorKind::Refused);
+    let msg = aim_err.to_string();
+    assert!(msg.contains(".allow_host(\"mes01.plant.local\")"), "{msg}");
+    assert!(msg.contains(".allow_any_https_host()"), "{msg}");
+    assert_eq!(inspect.calls.load(Ordering::SeqCst), 0, "nothing is sent");
+    assert_eq!(emu.token_requests(), 0, "not even a token is fetched");
+
+    // `localhost.` is not loopback: not over plain http.
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(inspect.clone());
+    let err = svc
+        .oneshot(get("http://localhost.:9/mesmw/api/v3/entity"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.auth().unwrap().kind(), ErrorKind::Refused);
+    assert_eq!(inspect.calls.load(Ordering::SeqCst), 0);
 }

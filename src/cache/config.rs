@@ -1,6 +1,9 @@
 //! The cache's knobs and their validation.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::store::Attached;
 
 use crate::error::{Error, Result};
 
@@ -28,6 +31,8 @@ pub(crate) struct CacheConfig {
     pub(crate) background_refresh: bool,
     /// The refresher wakes at least this often to check the wall clock. Default 30 s.
     pub(crate) wall_clock_check: Duration,
+    /// The shared store acquisitions go through, if any.
+    pub(crate) store: Option<Arc<Attached>>,
 }
 
 impl Default for CacheConfig {
@@ -43,6 +48,7 @@ impl Default for CacheConfig {
             error_cooldown: Duration::from_secs(10),
             background_refresh: true,
             wall_clock_check: Duration::from_secs(30),
+            store: None,
         }
     }
 }

@@ -42,6 +42,7 @@ use self::policy::{Entry, WallClock};
 use self::stats::{bump, Counters};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::store::{self, Obtained};
 use crate::token::AccessToken;
 
 pub(crate) use self::config::CacheConfig;
@@ -179,6 +180,9 @@ impl Cache {
         if !entry.token.same_as(token) {
             return;
         }
+        if let Some(store) = &shared.config.store {
+            store.reject(token);
+        }
         let previous = shared.current.compare_and_swap(&current, None);
         let swapped = previous.as_ref().map(Arc::as_ptr) == Some(Arc::as_ptr(entry));
         if swapped {
@@ -192,7 +196,11 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        let mut stats = self.shared.counters.snapshot();
+        if let Some(store) = &self.shared.config.store {
+            store.fill(&mut stats);
+        }
+        stats
     }
 
     /// Starts the background refresher in the caller's tokio runtime, once
@@ -278,7 +286,9 @@ impl Shared {
                     // The leader was cancelled: join again, perhaps as leader.
                 }
                 Join::Lead(leader) => {
-                    let outcome = self.acquire_with_retries().await;
+                    let outcome = self
+                        .through_store(&need, || self.acquire_with_retries())
+                        .await;
                     leader.finish(&outcome);
                     return outcome;
                 }
@@ -458,9 +468,57 @@ impl Shared {
         result
     }
 
+    /// THE seam to the shared store: the one acquisition step `fetch` runs
+    /// through the store (lease, re-read, `fetch`, write) when there is one.
+    /// A token another process stored is installed here; `fetch` installs
+    /// its own.
+    async fn through_store<F: Future<Output = Outcome>>(
+        &self,
+        need: &Need,
+        fetch: impl FnOnce() -> F,
+    ) -> Outcome {
+        let Some(store) = &self.config.store else {
+            return fetch().await;
+        };
+        let accept = |token: &AccessToken| self.adoptable(need, token);
+        match store.acquire(self.clock.now_ms(), &accept, fetch).await {
+            Obtained::Stored(token) => {
+                let count = self.source.authority_count();
+                let index = (0..count)
+                    .find(|&i| self.source.authority_label(i) == token.authority())
+                    .unwrap_or(0);
+                self.install(token.clone(), index);
+                Ok(token)
+            }
+            Obtained::Fetched(outcome) => outcome,
+        }
+    }
+
+    /// Whether a token from the store answers `need`: usable; for a refresh
+    /// also another token than the one seen, and not itself due.
+    fn adoptable(&self, need: &Need, token: &AccessToken) -> bool {
+        let schedule = policy::schedule(token, &self.config, store::shared_jitter_unit(token));
+        let now = self.clock.now_ms();
+        match need {
+            Need::Usable => now < schedule.usable_until_ms,
+            Need::Newer(seen) => {
+                now < schedule.refresh_at_ms
+                    && seen
+                        .as_ref()
+                        .is_none_or(|seen| seen.token.secret() != token.secret())
+            }
+        }
+    }
+
     /// Makes `token` the current one and schedules its refresh.
     fn install(&self, token: AccessToken, authority: usize) {
-        let schedule = policy::schedule(&token, &self.config, self.backoff.unit());
+        // With a shared store every process derives the same jitter from
+        // the token, hence the same refresh instant.
+        let jitter = match &self.config.store {
+            Some(_) => store::shared_jitter_unit(&token),
+            None => self.backoff.unit(),
+        };
+        let schedule = policy::schedule(&token, &self.config, jitter);
         let hot_until_ms = if self.background.load(Ordering::Acquire) {
             schedule.usable_until_ms
         } else {
@@ -512,7 +570,7 @@ impl Shared {
                         authority = self.source.authority_label(seen.authority),
                         "refreshing the token ahead of expiry"
                     );
-                    let outcome = self.attempt_pass(0).await;
+                    let outcome = self.through_store(&need, || self.attempt_pass(0)).await;
                     if let Err(error) = &outcome {
                         self.remember_if_permanent(error);
                         self.proactive_failed(error, None, seen);

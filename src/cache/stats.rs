@@ -26,6 +26,15 @@ pub struct Stats {
     pub failovers: u64,
     /// Calls answered with a remembered permanent error, without a request.
     pub cooldown_rejections: u64,
+    /// Acquisitions answered by the shared token store (another process's token).
+    pub store_hits: u64,
+    /// Store reads that found no usable entry (none, expired, sealed with
+    /// another secret, tampered with).
+    pub store_misses: u64,
+    /// Store operations that failed or timed out (the client then asked AIM).
+    pub store_errors: u64,
+    /// Acquisitions that waited for another process holding the store's lease.
+    pub lease_waits: u64,
 }
 
 /// The live counters.
@@ -49,6 +58,7 @@ impl Counters {
             cache_hits: self.cache_hits.sum(),
             failovers: get(&self.failovers),
             cooldown_rejections: get(&self.cooldown_rejections),
+            ..Stats::default()
         }
     }
 }

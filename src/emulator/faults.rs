@@ -179,7 +179,7 @@ fn truncated_body(endpoint: Endpoint) -> &'static str {
         Endpoint::Jwks => r#"{"keys":[{"kty":"RSA","use":"sig","kid":"4F3D"#,
         Endpoint::Register => r#"{"client_id":"mes-reporting","client_secret":"#,
         Endpoint::Introspect => r#"{"active":true,"client_id":"#,
-        Endpoint::Mes => r#"[{"id":1,"name":"Line1","description":"Packag"#,
+        Endpoint::Mes => r#"[{"ent_id":4,"ent_name":"Line1","description":"Bottl"#,
     }
 }
 

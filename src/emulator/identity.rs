@@ -43,7 +43,7 @@ async fn discovery(AxumState(st): St) -> Response<Body> {
         "authorization_endpoint": format!("{issuer}/connect/authorize"),
         "token_endpoint": format!("{issuer}/connect/token"),
         "introspection_endpoint": format!("{issuer}/connect/introspect"),
-        "scopes_supported": ["openid", "profile", "mes.api", "offline_access"],
+        "scopes_supported": st.scopes_supported(),
         "claims_supported": ["sub", "name", "client_id", "scope"],
         "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token", "implicit"],
         "response_types_supported": ["code", "token", "id_token", "id_token token", "code id_token"],
@@ -229,14 +229,17 @@ mod tests {
 
     #[test]
     fn scopes_default_subset_and_refusal() {
-        let client = EmulatorClient::new("a", "b");
+        let client = EmulatorClient {
+            scopes: vec!["site.api".into(), "site.read".into()],
+            ..EmulatorClient::new("a", "b")
+        };
         assert_eq!(granted_scopes(&client, None).unwrap(), client.scopes);
         assert_eq!(granted_scopes(&client, Some("  ")).unwrap(), client.scopes);
         assert_eq!(
-            granted_scopes(&client, Some("mes.api mes.api")).unwrap(),
-            vec!["mes.api".to_owned()]
+            granted_scopes(&client, Some("site.api site.api")).unwrap(),
+            vec!["site.api".to_owned()]
         );
-        let err = granted_scopes(&client, Some("mes.api admin")).unwrap_err();
+        let err = granted_scopes(&client, Some("site.api admin")).unwrap_err();
         assert_eq!(err.error, "invalid_scope");
     }
 }

@@ -1,11 +1,12 @@
 //! The RS256 key that signs the emulator's access tokens, and its JWKS.
 //!
-//! One 2048-bit RSA key per process: generating one took 60-350 ms (10
-//! runs, debug build, shared 2-core machine), and tests start many
-//! emulators.
+//! One 2048-bit RSA key per emulator, as every AIM node has its own: a token
+//! of emulator A fails B's JWKS, as a token of one node fails at another.
+//! Generating one takes 60-350 ms (debug build, shared 2-core machine), so
+//! [`AimEmulator::start`](super::AimEmulator) generates it on a blocking
+//! thread, not on the async executor.
 
 use std::fmt;
-use std::sync::OnceLock;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
@@ -33,11 +34,10 @@ pub(crate) struct SigningKey {
     rng: SystemRandom,
 }
 
-static KEY: OnceLock<std::result::Result<SigningKey, String>> = OnceLock::new();
-
-/// The process-wide signing key, generated on first use.
-pub(crate) fn signing_key() -> Result<&'static SigningKey> {
-    KEY.get_or_init(SigningKey::generate).as_ref().map_err(|e| {
+/// A new signing key. CPU-bound for a noticeable time: call it off the
+/// async executor (`spawn_blocking`).
+pub(crate) fn generate() -> Result<SigningKey> {
+    SigningKey::generate().map_err(|e| {
         Error::config(format!(
             "emulator: cannot generate the RSA signing key: {e}"
         ))
@@ -139,6 +139,26 @@ impl fmt::Debug for SigningKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::OnceLock;
+
+    /// One key for these tests (generation is slow).
+    fn signing_key() -> Result<&'static SigningKey> {
+        static KEY: OnceLock<SigningKey> = OnceLock::new();
+        Ok(KEY.get_or_init(|| generate().unwrap()))
+    }
+
+    #[test]
+    fn every_key_is_its_own() {
+        let a = generate().unwrap();
+        let b = signing_key().unwrap();
+        assert_ne!(a.kid(), b.kid());
+        let jwt = a.sign(&json!({"sub": "x"})).unwrap();
+        assert!(a.verify(&jwt).is_some());
+        assert!(
+            b.verify(&jwt).is_none(),
+            "a token of one node fails at another"
+        );
+    }
 
     #[test]
     fn signs_and_verifies_its_own_tokens() {

@@ -34,25 +34,52 @@
 //! | `POST /identitymanager/connect/introspect` | RFC 7662, client-authenticated like the token endpoint |
 //! | `POST /identitymanager/connect/register` | RFC 7591 behind the initial access token; extensions `client_id` and `access_token_lifetime` (seconds), like the `Add-IdentityManagerClient` cmdlet |
 //! | `GET /identitymanager/connect/register/{client_id}` | RFC 7592 read, with the `registration_access_token` |
-//! | `GET /mesmw/api/v3/entity` | a few MES entities (`id`, `name`, `description`) |
-//! | `PUT /mesmw/api/v3/Jobs/Start` | needs a JSON body with `jobId`; 400 otherwise |
-//! | any other `/mesmw/...` | 404 |
+//! | `GET /mesmw/api/v3/entity` (+ `/key?entId=`, `/filter?...`, `/name?entName=&siteName=`) | the [plant](MesPlant)'s entities, MES V3 columns in snake_case |
+//! | `GET /mesmw/api/v3/Jobs/key?woId=&operId=&seqNo=` | one job |
+//! | `PUT /mesmw/api/v3/Jobs/Start`, `/Pause`, `/End` | the Job model; MES's state rules |
+//! | `POST /mesmw/api/v3/transaction`, `PUT ...?action=commit\|abort` | transactions that the `trans_id` of other calls joins |
+//! | any other path | 404 (a plain one outside `/mesmw/api/`, without a token check) |
 //!
-//! Every MES route first checks the bearer token: missing, not signed by
-//! this emulator, another issuer or expired (by the emulator's clock) ->
-//! 401 with `WWW-Authenticate: Bearer error="invalid_token"`. Then
-//! [`set_mes_forbidden`](AimEmulator::set_mes_forbidden) -> 403, as when the
-//! MES "Default Background User" lacks a privilege. MES errors have ASP.NET
-//! Web API's `{"Message": ...}` shape; `trans_id` and `tz_id` request
-//! headers are echoed in the answer.
+//! # The MES Web API V3
+//!
+//! Endpoint names and parameter names are case-insensitive, as in MES.
+//! A call to `/mesmw/api/...` is checked in this order:
+//!
+//! | check | answer |
+//! | --- | --- |
+//! | "AIM" is [offline for MES](AimEmulator::set_mes_aim_offline) | 500, "... an authentication token cannot be obtained or verified" |
+//! | bearer token missing, not signed by this emulator, another issuer, expired (by the emulator's clock) | 401 with `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | [`set_mes_forbidden`](AimEmulator::set_mes_forbidden) | 403 |
+//! | unknown endpoint | 404 "No HTTP resource was found that matches the request URI ..." |
+//! | known endpoint, other method | 405 with `Allow` |
+//! | [revoked privilege](AimEmulator::revoke_mes_privilege) | 404 "You do not have the appropriate privileges to access this entity" |
+//! | `trans_id` (header, else URL) unknown, ended or timed out | 404 "The transaction ID '...' doesn't exist: it timed out or was not started." |
+//! | required parameter missing | 404, as an unknown endpoint (ASP.NET matches no action) |
+//! | parameter of the wrong type, Job model member missing | 400 |
+//! | entity or job not in the plant | 404 "The specified entity does not exist" (AVEVA's text) / "The specified job does not exist" |
+//! | job state rule broken (start a Running, Complete or Canceled job; no free job position; pause a job that is not Running; end one that is neither Running nor Suspended) | 400 with the reason (AVEVA passes MES's business-logic message on without naming the status; this emulator chose 400) |
+//!
+//! GETs answer JSON arrays of rows (also `/key` and `/name`, one row) and
+//! honour `max_rows` (header, else URL). `Jobs/Start` sets `state_cd` 3
+//! (Running) and a `job_pos`; `Pause` sets 5 (Suspended; 6, On Hold, when
+//! the model says so); `End` sets 4 (Complete). As at MES, a PUT carries
+//! the whole model: a column of the stored job that the body leaves out
+//! becomes null. A change made with a `trans_id` is seen only by calls
+//! with that `trans_id` until `action=commit` (204); `abort` (204) or a
+//! [timeout](AimEmulatorBuilder::mes_transaction_timeout) drops it.
+//! Errors have ASP.NET Web API's `{"Message": ...}` shape; `trans_id` and
+//! `tz_id` request headers are echoed in the answer.
 //!
 //! Access tokens are RS256 JWTs with `iss` (the [authority](AimEmulator::authority)),
-//! `aud` (`mes.api` when that scope is granted, else `{issuer}/resources`),
-//! `exp`, `nbf`, `iat`, `client_id`, `scope` (an array, as IdentityServer
-//! writes it) and `jti`. The default client is [`AimEmulator::CLIENT_ID`]
-//! with [`AimEmulator::CLIENT_SECRET`], a secret that breaks any client
-//! that does not encode it; it may have `mes.api` and `openid` and gets both
-//! when it asks for no scope.
+//! `aud` ([`audience`](AimEmulatorBuilder::audience), by default
+//! IdentityServer's static `{issuer}/resources`), `exp`, `nbf`, `iat`,
+//! `client_id`, `scope` (an array, as IdentityServer writes it) and `jti`.
+//! The default client is [`AimEmulator::CLIENT_ID`] with
+//! [`AimEmulator::CLIENT_SECRET`], a secret that breaks any client that does
+//! not encode it. Like IdentityServer, a request without `scope` gets all
+//! the client's allowed scopes (by default [`AimEmulator::DEFAULT_SCOPE`],
+//! a name of the emulator's own: AVEVA documents no MES scope and its own
+//! sample requests none); a scope the client is not allowed is `invalid_scope`.
 //!
 //! # Time
 //!
@@ -99,6 +126,8 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Result;
+
+pub use mes::plant::MesPlant;
 
 mod client_auth;
 mod faults;
@@ -194,7 +223,7 @@ pub struct EmulatorClient {
     pub id: String,
     /// The client secret.
     pub secret: String,
-    /// Scopes it may request; requesting none grants all of them.
+    /// Scopes it may request; requesting none grants all of them; any other is `invalid_scope`.
     pub scopes: Vec<String>,
     /// Per-client token lifetime; `None` uses the emulator's.
     pub lifetime: Option<Duration>,
@@ -203,12 +232,12 @@ pub struct EmulatorClient {
 }
 
 impl EmulatorClient {
-    /// An enabled client with the scopes `mes.api` and `openid`.
+    /// An enabled client allowed the scope [`AimEmulator::DEFAULT_SCOPE`].
     pub fn new(id: impl Into<String>, secret: impl Into<String>) -> Self {
         EmulatorClient {
             id: id.into(),
             secret: secret.into(),
-            scopes: vec!["mes.api".into(), "openid".into()],
+            scopes: vec![AimEmulator::DEFAULT_SCOPE.into()],
             lifetime: None,
             enabled: true,
         }
@@ -258,6 +287,10 @@ pub struct AimEmulatorBuilder {
     clock: Arc<dyn Clock>,
     initial_access_token: Option<String>,
     port: u16,
+    default_scopes: Option<Vec<String>>,
+    audience: Option<String>,
+    mes_plant: MesPlant,
+    mes_transaction_timeout: Duration,
 }
 
 impl Default for AimEmulatorBuilder {
@@ -274,6 +307,10 @@ impl Default for AimEmulatorBuilder {
             clock: Arc::new(SystemClock),
             initial_access_token: None,
             port: 0,
+            default_scopes: None,
+            audience: None,
+            mes_plant: MesPlant::seeded(),
+            mes_transaction_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -292,6 +329,10 @@ impl fmt::Debug for AimEmulatorBuilder {
                 &self.initial_access_token.as_ref().map(|_| "<redacted>"),
             )
             .field("port", &self.port)
+            .field("default_scopes", &self.default_scopes)
+            .field("audience", &self.audience)
+            .field("mes_plant", &self.mes_plant)
+            .field("mes_transaction_timeout", &self.mes_transaction_timeout)
             .finish()
     }
 }
@@ -338,17 +379,56 @@ impl AimEmulatorBuilder {
         self.port = port;
         self
     }
+    /// The scopes the default client may have (and gets when it asks for
+    /// none). Default: [`AimEmulator::DEFAULT_SCOPE`]. Use your site's
+    /// names if your AIM restricts scopes (`-ScopeRestrictions`).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.default_scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+    /// The `aud` claim of every token. Default: IdentityServer's static
+    /// `{issuer}/resources` (AVEVA documents no audience for MES).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+    /// The entities and jobs MES serves. Default: [`MesPlant::seeded`].
+    pub fn mes_plant(mut self, plant: MesPlant) -> Self {
+        self.mes_plant = plant;
+        self
+    }
+    /// How long an MES transaction stays open (by the emulator's clock)
+    /// before it times out and its changes are dropped. Default 2 min;
+    /// a real MES's timeout is its own setting.
+    pub fn mes_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.mes_transaction_timeout = timeout;
+        self
+    }
     /// Starts the server on 127.0.0.1.
     ///
-    /// Fails when the port cannot be bound, or (never in practice) when key
-    /// or certificate generation fails.
-    pub async fn start(self) -> Result<AimEmulator> {
-        let key = keys::signing_key()?;
-        let tls = if self.https {
-            Some(tls::generate()?)
-        } else {
-            None
-        };
+    /// Fails when the port cannot be bound, when a [`MesPlant`] row lacks
+    /// its key columns, or (never in practice) when key or certificate
+    /// generation fails.
+    pub async fn start(mut self) -> Result<AimEmulator> {
+        let mes_rows = self.mes_plant.checked()?;
+        if let (Some(scopes), Some(default)) = (self.default_scopes, self.clients.first_mut()) {
+            default.scopes = scopes;
+        }
+        // Key and certificate generation is CPU work of up to a few hundred
+        // milliseconds: off the executor, so other tasks keep running.
+        let https = self.https;
+        let (key, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let tls = if https { Some(tls::generate()?) } else { None };
+            Ok((Arc::new(keys::generate()?), tls))
+        })
+        .await
+        .map_err(|e| {
+            crate::Error::config(format!("emulator: key generation did not finish: {e}"))
+        })??;
         let listener = server::bind(self.port)?;
         let port = listener
             .local_addr()
@@ -363,6 +443,9 @@ impl AimEmulatorBuilder {
             discovery: self.discovery,
             clock: self.clock,
             initial_access_token: self.initial_access_token,
+            mes_rows,
+            mes_transaction_timeout: self.mes_transaction_timeout,
+            audience: self.audience,
         };
         let state = Arc::new(State::new(base_url, key, settings));
         let (acceptor, ca_pem) = match tls {
@@ -402,6 +485,9 @@ impl AimEmulator {
     pub const CLIENT_ID: &'static str = "mes-client";
     /// The secret of the default client: it needs encoding on the wire on purpose.
     pub const CLIENT_SECRET: &'static str = "s3cr3t P@ss&+=%/?#:";
+    /// The scope clients may have unless told otherwise: the emulator's own
+    /// name, not an AIM or MES one (AVEVA documents none).
+    pub const DEFAULT_SCOPE: &'static str = "emulator.api";
 
     /// Configures an emulator.
     pub fn builder() -> AimEmulatorBuilder {
@@ -471,9 +557,45 @@ impl AimEmulator {
     pub fn clear_faults(&self) {
         self.state.faults.clear();
     }
-    /// MES answers 403 (the Default Background User lacks a privilege) while set.
+    /// MES answers 403 (no permission for the request) while set.
     pub fn set_mes_forbidden(&self, forbidden: bool) {
         self.state.mes_forbidden.store(forbidden, Ordering::Relaxed);
+    }
+    /// The Default Background User loses the privilege for `endpoint`
+    /// (e.g. `"Jobs/Start"`, case-insensitive, the part after `api/v3/`):
+    /// MES answers 404 "You do not have the appropriate privileges to
+    /// access this entity", as documented.
+    pub fn revoke_mes_privilege(&self, endpoint: &str) {
+        self.state.mes.revoke(endpoint);
+    }
+    /// Gives back every privilege taken with [`revoke_mes_privilege`](Self::revoke_mes_privilege).
+    pub fn restore_mes_privileges(&self) {
+        self.state.mes.restore_privileges();
+    }
+    /// Every open MES transaction times out now: its changes are dropped
+    /// and calls with its `trans_id` get 404.
+    pub fn expire_mes_transactions(&self) {
+        self.state.mes.expire_all();
+    }
+    /// Changes the MES transaction timeout for every open and future transaction.
+    pub fn set_mes_transaction_timeout(&self, timeout: Duration) {
+        self.state.mes.set_timeout(timeout);
+    }
+    /// While set, MES cannot reach AIM: every MES call answers 500 "...
+    /// an authentication token cannot be obtained or verified", whatever
+    /// the token (the token endpoint itself keeps working).
+    pub fn set_mes_aim_offline(&self, offline: bool) {
+        self.state.mes.aim_offline.store(offline, Ordering::Relaxed);
+    }
+    /// The plant as committed now (changes of open transactions excluded).
+    pub fn mes_plant(&self) -> MesPlant {
+        let rows = self.state.mes.committed();
+        let plant = rows.entities.into_iter().fold(MesPlant::new(), |p, e| {
+            p.entity(serde_json::Value::Object(e))
+        });
+        rows.jobs
+            .into_iter()
+            .fold(plant, |p, j| p.job(serde_json::Value::Object(j)))
     }
     /// MES rejects the next request with 401 `invalid_token`, whatever its token.
     pub fn reject_next_mes_token(&self) {

@@ -91,7 +91,7 @@ impl Server {
     ) -> Server {
         let router = identity::router()
             .merge(register::router())
-            .merge(mes::router(state.clone()))
+            .merge(mes::router())
             .with_state(state.clone());
         let app = Arc::new(App {
             state,

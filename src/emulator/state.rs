@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::faults::Faults;
 use super::keys::SigningKey;
+use super::mes::plant::Rows;
+use super::mes::transactions::Mes;
 use super::register::Registrations;
 use super::{Counters, EmulatorClient, Endpoint, ExpiresInFormat};
 use crate::clock::{unix_millis, Clock};
@@ -17,7 +19,8 @@ pub(crate) struct State {
     pub(crate) base_url: String,
     /// `{base_url}/identitymanager`
     pub(crate) issuer: String,
-    pub(crate) key: &'static SigningKey,
+    /// This emulator's own key (per node, as in AIM).
+    pub(crate) key: Arc<SigningKey>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) expires_in_format: ExpiresInFormat,
     pub(crate) discovery: bool,
@@ -27,6 +30,10 @@ pub(crate) struct State {
     pub(crate) mes_forbidden: AtomicBool,
     pub(crate) reject_next_mes: AtomicBool,
     pub(crate) registrations: Registrations,
+    /// The MES plant, its transactions and knobs.
+    pub(crate) mes: Mes,
+    /// The `aud` claim of every token.
+    pub(crate) audience: String,
     clients: RwLock<HashMap<String, EmulatorClient>>,
     lifetime_ms: AtomicU64,
 }
@@ -39,17 +46,26 @@ pub(crate) struct Settings {
     pub(crate) discovery: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) initial_access_token: Option<String>,
+    pub(crate) mes_rows: Rows,
+    pub(crate) mes_transaction_timeout: Duration,
+    /// `None`: IdentityServer's static `{issuer}/resources`.
+    pub(crate) audience: Option<String>,
 }
 
 impl State {
-    pub(crate) fn new(base_url: String, key: &'static SigningKey, settings: Settings) -> Self {
+    pub(crate) fn new(base_url: String, key: Arc<SigningKey>, settings: Settings) -> Self {
         let clients = settings
             .clients
             .into_iter()
             .map(|c| (c.id.clone(), c))
             .collect();
+        let issuer = format!("{base_url}/identitymanager");
         State {
-            issuer: format!("{base_url}/identitymanager"),
+            audience: settings
+                .audience
+                .unwrap_or_else(|| format!("{issuer}/resources")),
+            mes: Mes::new(settings.mes_rows, settings.mes_transaction_timeout),
+            issuer,
             base_url,
             key,
             clock: settings.clock,
@@ -73,6 +89,15 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned()
+    }
+
+    /// The scopes any client may have, for discovery's `scopes_supported`.
+    pub(crate) fn scopes_supported(&self) -> Vec<String> {
+        let clients = self.clients.read().unwrap_or_else(PoisonError::into_inner);
+        let mut scopes: Vec<String> = clients.values().flat_map(|c| c.scopes.clone()).collect();
+        scopes.sort();
+        scopes.dedup();
+        scopes
     }
 
     /// Adds or replaces a client.
@@ -104,7 +129,12 @@ impl State {
 
     /// Seconds since the Unix epoch by the configured clock.
     pub(crate) fn now_secs(&self) -> u64 {
-        unix_millis(self.clock.now()) / 1000
+        self.now_millis() / 1000
+    }
+
+    /// Milliseconds since the Unix epoch by the configured clock.
+    pub(crate) fn now_millis(&self) -> u64 {
+        unix_millis(self.clock.now())
     }
 }
 
@@ -174,7 +204,11 @@ impl Endpoint {
                 _ => None,
             };
         }
-        if path == "/mesmw" || path.starts_with("/mesmw/") {
+        // MES matches its paths case-insensitively.
+        let mes = path
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/mesmw"));
+        if mes && (path.len() == 6 || path.as_bytes().get(6) == Some(&b'/')) {
             return Some(Endpoint::Mes);
         }
         None
@@ -206,6 +240,8 @@ mod tests {
             Some(Endpoint::Introspect)
         );
         assert_eq!(of("/mesmw/api/v3/entity"), Some(Endpoint::Mes));
+        assert_eq!(of("/MESMW/API/V3/Entity"), Some(Endpoint::Mes));
+        assert_eq!(of("/mesmw"), Some(Endpoint::Mes));
         assert_eq!(of("/identitymanager/connect/tokenx"), None);
         assert_eq!(of("/mesmwx"), None);
         assert_eq!(of("/"), None);

@@ -8,9 +8,6 @@ use serde_json::{json, Map, Value};
 use super::state::State;
 use crate::error::{Error, Result};
 
-/// The API resource name of the MES Web API in AIM.
-const MES_AUDIENCE: &str = "mes.api";
-
 /// A freshly issued token.
 pub(crate) struct Issued {
     pub(crate) jwt: String,
@@ -28,13 +25,9 @@ pub(crate) fn issue(
     let now = state.now_secs();
     // Whole seconds, as AIM; at least one so a token is never born expired.
     let lifetime_secs = lifetime.as_secs().max(1);
-    // Like IdentityServer: the API resources whose scopes were granted,
-    // else the static `{issuer}/resources` audience.
-    let aud = if scopes.iter().any(|s| s == MES_AUDIENCE) {
-        Value::from(MES_AUDIENCE)
-    } else {
-        Value::from(format!("{}/resources", state.issuer))
-    };
+    // A setting: AVEVA documents no audience for MES; IdentityServer's
+    // static `{issuer}/resources` by default.
+    let aud = Value::from(state.audience.as_str());
     let claims = json!({
         "iss": state.issuer,
         "nbf": now,
@@ -145,6 +138,18 @@ mod tests {
     }
 
     fn state(base_url: &str, clock: Arc<SetClock>) -> State {
+        state_with_key(
+            base_url,
+            clock,
+            Arc::new(crate::emulator::keys::generate().unwrap()),
+        )
+    }
+
+    fn state_with_key(
+        base_url: &str,
+        clock: Arc<SetClock>,
+        key: Arc<crate::emulator::keys::SigningKey>,
+    ) -> State {
         let settings = Settings {
             clients: Vec::new(),
             lifetime: Duration::from_secs(60),
@@ -152,12 +157,11 @@ mod tests {
             discovery: true,
             clock,
             initial_access_token: None,
+            mes_rows: Default::default(),
+            mes_transaction_timeout: Duration::from_secs(60),
+            audience: None,
         };
-        State::new(
-            base_url.to_owned(),
-            crate::emulator::keys::signing_key().unwrap(),
-            settings,
-        )
+        State::new(base_url.to_owned(), key, settings)
     }
 
     #[test]
@@ -165,18 +169,24 @@ mod tests {
         let clock = Arc::new(SetClock::default());
         clock.set(1_700_000_000);
         let st = state("http://127.0.0.1:1", clock.clone());
-        let scopes = vec![MES_AUDIENCE.to_owned()];
+        let scopes = vec!["emulator.api".to_owned()];
         let jwt = issue(&st, "c", &scopes, Duration::from_secs(60))
             .unwrap()
             .jwt;
 
         let claims = validate(&st, &jwt).unwrap();
         assert_eq!(claims["client_id"], "c");
-        assert_eq!(claims["aud"], MES_AUDIENCE);
+        assert_eq!(
+            claims["aud"],
+            "http://127.0.0.1:1/identitymanager/resources"
+        );
 
         // Same key, another issuer.
-        let other = state("http://127.0.0.1:2", clock.clone());
+        let other = state_with_key("http://127.0.0.1:2", clock.clone(), st.key.clone());
         assert_eq!(validate(&other, &jwt).unwrap_err(), Invalid::Issuer);
+        // Another node has its own key: its signature check fails first.
+        let node = state("http://127.0.0.1:1", clock.clone());
+        assert_eq!(validate(&node, &jwt).unwrap_err(), Invalid::Malformed);
 
         // The clock went back before the token's nbf.
         clock.set(1_700_000_000 - 1);

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use tracing::Instrument as _;
 use url::Url;
@@ -22,8 +22,8 @@ use crate::credentials::{ClientAuthMethod, ClientCredentials};
 use crate::discovery::{DiscoveryCache, DiscoveryRequest, ProviderMetadata};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{
-    build_client, from_reqwest, read_capped, HttpConfig, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
+    build_client, from_reqwest, read_capped, secret_header, zeroized_on_drop, HttpConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES,
 };
 use crate::token::AccessToken;
 
@@ -309,13 +309,11 @@ impl Exchanger {
             .post(endpoint.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(body.as_bytes().to_vec());
+            .body(zeroized_on_drop(body));
         if creds.method == ClientAuthMethod::Basic {
-            let header = creds.basic_authorization();
-            let mut value = HeaderValue::from_str(&header).map_err(|_| {
+            let value = secret_header(creds.basic_authorization()).map_err(|_| {
                 Error::config("the client ID or secret cannot be put in an Authorization header")
             })?;
-            value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
         let url = endpoint.as_str();
@@ -324,6 +322,7 @@ impl Exchanger {
         tracing::Span::current().record("status", status);
         let now = self.config.clock.now();
         let (retry_after, location) = retry_after_and_location(response.headers(), now);
+        let content_type = response::content_type(response.headers());
         let body = read_capped(response, MAX_BODY_BYTES, url)
             .await
             .map_err(|e| e.with_retry_after(retry_after))?;
@@ -331,7 +330,9 @@ impl Exchanger {
             status,
             retry_after,
             location,
+            content_type,
             body: &body,
+            body_len: None,
         };
         let ctx = TokenContext {
             now,
@@ -375,7 +376,7 @@ mod tests {
     use crate::emulator::AimEmulator;
 
     fn exchanger(emu: &AimEmulator) -> Exchanger {
-        let builder = emu.client_builder().scope("mes.api");
+        let builder = emu.client_builder().scope(AimEmulator::DEFAULT_SCOPE);
         let config = ExchangeConfig::from_builder(&builder, Arc::new(crate::SystemClock)).unwrap();
         Exchanger::new(config).unwrap()
     }
@@ -393,7 +394,7 @@ mod tests {
         for t in tasks {
             let token = t.await.unwrap().unwrap();
             assert_eq!(token.authority(), emu.authority());
-            assert_eq!(token.scopes(), ["mes.api"]);
+            assert_eq!(token.scopes(), [AimEmulator::DEFAULT_SCOPE]);
         }
         let c = emu.counters();
         assert_eq!(

@@ -8,6 +8,8 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::scrub::Scrubber;
+use crate::error::answer::{aim_error, Facts};
+pub(crate) use crate::error::answer::{without_bom, Answer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::{jwt_expiry, AccessToken};
 
@@ -29,16 +31,6 @@ pub(crate) struct TokenContext<'a> {
     pub(crate) url: &'a str,
 }
 
-/// An HTTP answer, read and capped.
-#[derive(Debug)]
-pub(crate) struct Answer<'a> {
-    pub(crate) status: u16,
-    pub(crate) retry_after: Option<Duration>,
-    /// `Location` of a redirect (which is never followed).
-    pub(crate) location: Option<String>,
-    pub(crate) body: &'a [u8],
-}
-
 /// The `Retry-After` and `Location` of an answer, read from its headers
 /// before reading the body consumes the response.
 pub(crate) fn retry_after_and_location(
@@ -52,6 +44,14 @@ pub(crate) fn retry_after_and_location(
     )
 }
 
+/// The `Content-Type` of an answer, for error messages.
+pub(crate) fn content_type(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Turns a token endpoint answer into a token or the right error.
 pub(crate) fn parse_token_answer(
     answer: &Answer<'_>,
@@ -61,7 +61,7 @@ pub(crate) fn parse_token_answer(
     let json = serde_json::from_slice::<Value>(without_bom(answer.body));
     // A §5.2 error body wins whatever the status (AIM: 400; others: 401, even 200).
     if let Ok(Value::Object(map)) = &json {
-        if let Some(err) = oauth_error(map, answer, scrubber) {
+        if let Some(err) = oauth_error(map, answer, ctx.url, scrubber) {
             return Err(err);
         }
     }
@@ -115,7 +115,7 @@ fn parse_success(
         None | Some(Value::Null) => {}
         Some(Value::String(t)) if t.trim().eq_ignore_ascii_case("bearer") => {}
         Some(other) => {
-            let shown = scrubber.snippet(other.to_string().as_bytes());
+            let shown = scrubber.line(&other.to_string(), 40);
             return Err(Error::new(
                 ErrorKind::InvalidResponse,
                 format!(
@@ -188,92 +188,36 @@ fn lifetime_of(value: &Value) -> Option<Duration> {
 fn oauth_error(
     map: &Map<String, Value>,
     answer: &Answer<'_>,
+    url: &str,
     scrubber: &Scrubber,
 ) -> Option<Error> {
-    let code = map.get("error")?.as_str()?.trim();
-    if code.is_empty() {
+    let code = map.get("error").and_then(Value::as_str)?;
+    if code.trim().is_empty() {
         return None;
     }
-    let code = scrubber.line(code, 64);
-    let description = map
-        .get("error_description")
-        .and_then(Value::as_str)
-        .map(|d| scrubber.line(d, 300))
-        .filter(|d| !d.is_empty());
-    let status = answer.status;
-    let mut err = Error::oauth(status, code, description).with_retry_after(answer.retry_after);
-    // A server that says "try later" with 429/5xx means it, whatever the code.
-    if status == 429 || status >= 500 {
-        err = err.transient(true);
-    }
-    Some(err)
+    Facts::of(answer, url, "token request", scrubber).oauth_error()
 }
 
-/// A non-2xx answer without a §5.2 body: 5xx/429/408 are transient server
-/// trouble, a redirect is refused, anything else is not what we expected.
+/// A non-2xx answer: by the one status-to-error path ([`aim_error`]).
 pub(crate) fn status_error(
     answer: &Answer<'_>,
     url: &str,
     scrubber: &Scrubber,
     what: &str,
 ) -> Error {
-    let status = answer.status;
-    let snippet = scrubber.snippet(answer.body);
-    let shown = if snippet.is_empty() {
-        "an empty body".to_owned()
-    } else {
-        format!("\"{snippet}\"")
-    };
-    if status == 429 || status == 408 || status >= 500 {
-        return Error::new(
-            ErrorKind::Server,
-            format!("{url} failed the {what} with HTTP {status}: {shown}; AIM or a proxy in front of it is in trouble, try again later"),
-        )
-        .with_status(status)
-        .with_retry_after(answer.retry_after)
-        .transient(true);
-    }
-    if (300..400).contains(&status) {
-        let to = answer
-            .location
-            .as_deref()
-            .map(|l| format!(" to {}", scrubber.line(l, 200)))
-            .unwrap_or_default();
-        return Error::new(
-            ErrorKind::InvalidResponse,
-            format!("{url} redirected the {what} (HTTP {status}){to}; redirects are not followed so the client secret cannot leak to another host: configure the final URL as the authority or token endpoint"),
-        )
-        .with_status(status);
-    }
-    Error::new(
-        ErrorKind::InvalidResponse,
-        format!("{url} answered the {what} with HTTP {status} and {shown}, which is not an OAuth answer: check that the authority points to AIM (https://HOST/identitymanager)"),
-    )
-    .with_status(status)
-    .with_retry_after(answer.retry_after)
+    aim_error(answer, url, what, scrubber)
 }
 
 /// A 2xx answer that is not a usable token answer.
 fn invalid(answer: &Answer<'_>, url: &str, scrubber: &Scrubber, problem: &str) -> Error {
-    let snippet = scrubber.snippet(answer.body);
-    let shown = if snippet.is_empty() {
-        String::new()
-    } else {
-        format!(": \"{snippet}\"")
-    };
-    Error::new(
+    let scrubber = scrubber.with_tokens_of(answer.body);
+    Facts::of(answer, url, "token request", &scrubber).error(
         ErrorKind::InvalidResponse,
-        format!(
-            "{url} answered HTTP {} with {problem}, not a token answer{shown}; check that the authority points to AIM",
-            answer.status
-        ),
+        false,
+        url,
+        "token request",
+        &format!("{problem}, not a token answer: check that the authority points to AIM"),
     )
-    .with_status(answer.status)
-}
-
-/// A UTF-8 byte order mark, which some Windows servers put before JSON.
-pub(crate) fn without_bom(body: &[u8]) -> &[u8] {
-    body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
 }
 
 /// Why a body is not JSON, in words.
@@ -328,7 +272,9 @@ mod tests {
             status,
             retry_after: None,
             location: None,
+            content_type: None,
             body: body.as_bytes(),
+            body_len: None,
         };
         parse_token_answer(&answer, &ctx, &scrubber())
     }
@@ -551,7 +497,9 @@ mod tests {
         let err = parse(404, "<html><body>Not Found</body></html>").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
         assert_eq!(err.status(), Some(404));
-        assert!(err.to_string().contains("Not Found"), "{err}");
+        // Status and length, never the body.
+        assert!(err.to_string().contains("HTTP 404, 35 bytes"), "{err}");
+        assert!(!err.to_string().contains("Not Found"), "{err}");
         let err = parse(401, "").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
         assert!(err.to_string().contains("empty body"), "{err}");
@@ -567,7 +515,8 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Server, "{status}");
             assert!(err.is_transient(), "{status}");
             assert_eq!(err.status(), Some(status));
-            assert!(err.to_string().contains("Service Unavailable"), "{err}");
+            assert!(!err.to_string().contains("Service Unavailable"), "{err}");
+            assert!(err.to_string().contains("try again later"), "{err}");
         }
     }
 
@@ -577,7 +526,9 @@ mod tests {
             status: 302,
             retry_after: None,
             location: Some("https://elsewhere/login".into()),
+            content_type: None,
             body: b"",
+            body_len: None,
         };
         let err = status_error(&answer, URL, &scrubber(), "token request");
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
@@ -614,7 +565,9 @@ mod tests {
                 status: 429,
                 retry_after: Some(Duration::from_secs(7)),
                 location: None,
+                content_type: None,
                 body: body.as_bytes(),
+                body_len: None,
             };
             let err = parse_token_answer(&answer, &ctx, &scrubber()).unwrap_err();
             assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{body}");

@@ -1,10 +1,25 @@
 //! Making server answers safe to show: a short, printable snippet without
 //! the client secret (servers do echo it) or anything token-shaped.
+//!
+//! Servers echo a value in spellings of their own: HTML-escaped (`&amp;`,
+//! `&#43;`), JSON-escaped the way .NET writes it (`\u0026`, `\u002B`),
+//! percent-encoded in either case, or several of these nested. So the text
+//! is decoded (HTML entities, JSON escapes, percent-encoding, until nothing
+//! changes) and the secret is looked for, ASCII case-insensitively, before
+//! and after every round. What is shown is the decoded, scrubbed text.
+
+use base64::Engine as _;
+use percent_encoding::utf8_percent_encode;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The longest snippet of a server answer that goes into an error message.
 const SNIPPET_CHARS: usize = 200;
 
 const REDACTED: &str = "[redacted]";
+
+/// Decoding rounds: enough for an HTML page showing a percent-encoded,
+/// JSON-escaped echo; bounded so a hostile body cannot make it loop.
+const DECODE_ROUNDS: usize = 4;
 
 /// JSON members whose values are never shown, even cut off.
 const SECRET_FIELDS: [&str; 4] = ["access_token", "refresh_token", "id_token", "client_secret"];
@@ -13,8 +28,15 @@ const SECRET_FIELDS: [&str; 4] = ["access_token", "refresh_token", "id_token", "
 /// token-looking values from text.
 #[derive(Clone, Default)]
 pub(crate) struct Scrubber {
-    /// Longest first, so a longer encoding is not half-replaced by a shorter one.
+    /// Longest first, so a longer encoding is not half-replaced by a
+    /// shorter one. ASCII lower case: matching ignores case. Zeroized on drop.
     spellings: Vec<String>,
+}
+
+impl Drop for Scrubber {
+    fn drop(&mut self) {
+        self.spellings.zeroize();
+    }
 }
 
 impl std::fmt::Debug for Scrubber {
@@ -25,35 +47,107 @@ impl std::fmt::Debug for Scrubber {
     }
 }
 
+/// The ways a value is put on the wire and could come back: raw, percent-
+/// encoded as in a Basic header, form-encoded (space as `+`, and that form
+/// percent-decoded again), and base64 (standard and URL-safe).
+pub(crate) fn spellings_of(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return Vec::new();
+    }
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value));
+    let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+    vec![
+        value.to_owned(),
+        utf8_percent_encode(value, crate::credentials::BASIC_ENCODE).to_string(),
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        value.replace(' ', "+"),
+        b64.trim_end_matches('=').to_owned(),
+        b64_url,
+    ]
+}
+
 impl Scrubber {
-    pub(crate) fn new(mut spellings: Vec<String>) -> Self {
-        spellings.retain(|s| !s.is_empty());
+    pub(crate) fn new(spellings: Vec<String>) -> Self {
+        let mut spellings: Vec<String> = spellings
+            .into_iter()
+            .map(|mut s| {
+                let lower = s.to_ascii_lowercase();
+                s.zeroize();
+                lower
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
         spellings.sort_unstable();
         spellings.dedup();
         spellings.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Scrubber { spellings }
     }
 
-    /// `text` without the secret, JSON token members and JWT-looking runs.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for spelling in &self.spellings {
-            if out.contains(spelling.as_str()) {
-                out = out.replace(spelling.as_str(), REDACTED);
+    /// A scrubber for these secrets in all their [`spellings_of`].
+    pub(crate) fn for_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::new(secrets.into_iter().flat_map(spellings_of).collect())
+    }
+
+    /// This scrubber plus the token values a (possibly broken) JSON answer
+    /// carries in its token members: a server that echoes the token it just
+    /// issued elsewhere in the same body must not leak it that way.
+    pub(crate) fn with_tokens_of(&self, body: &[u8]) -> Scrubber {
+        let text = Zeroizing::new(String::from_utf8_lossy(body).into_owned());
+        let mut spellings = self.spellings.clone();
+        for field in SECRET_FIELDS {
+            for value in json_string_members(&text, field) {
+                spellings.extend(spellings_of(&value));
             }
         }
-        for field in SECRET_FIELDS {
-            out = redact_json_member(&out, field);
-            out = redact_form_field(&out, field);
+        Scrubber::new(spellings)
+    }
+
+    /// `text` decoded, without the secret, JSON token members and JWT-looking runs.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = Zeroizing::new(text.to_owned());
+        for _ in 0..DECODE_ROUNDS {
+            self.redact_spellings(&mut out);
+            let decoded = Zeroizing::new(decode_once(&out));
+            if *decoded == *out {
+                break;
+            }
+            out = decoded;
         }
-        redact_jwts(&out)
+        self.redact_spellings(&mut out);
+        let mut result = out.to_string();
+        for field in SECRET_FIELDS {
+            result = redact_json_member(&result, field);
+            result = redact_form_field(&result, field);
+        }
+        redact_jwts(&result)
+    }
+
+    /// Replaces every (ASCII case-insensitive) occurrence of a spelling.
+    fn redact_spellings(&self, text: &mut Zeroizing<String>) {
+        for spelling in &self.spellings {
+            // ASCII lower-casing keeps byte offsets, so positions carry over.
+            let lower = Zeroizing::new(text.to_ascii_lowercase());
+            if !lower.contains(spelling.as_str()) {
+                continue;
+            }
+            let mut out = Zeroizing::new(String::with_capacity(text.len()));
+            let mut last = 0;
+            for (at, _) in lower.match_indices(spelling.as_str()) {
+                out.push_str(&text[last..at]);
+                out.push_str(REDACTED);
+                last = at + spelling.len();
+            }
+            out.push_str(&text[last..]);
+            *text = out;
+        }
     }
 
     /// A server string (an OAuth error code or description, a Location) for
-    /// a message: control and invisible characters as spaces, secret-free,
-    /// at most `max` characters.
+    /// a message: decoded, secret-free, control and invisible characters as
+    /// spaces (so CR/LF cannot forge a log line), at most `max` characters.
     pub(crate) fn line(&self, text: &str, max: usize) -> String {
-        let flat: String = text
+        let scrubbed = self.scrub(text);
+        let flat: String = scrubbed
             .chars()
             .map(|c| {
                 if c.is_control() || is_invisible(c) {
@@ -63,16 +157,19 @@ impl Scrubber {
                 }
             })
             .collect();
-        truncate_chars(&self.scrub(flat.trim()), max)
+        truncate_chars(flat.trim(), max)
     }
 
-    /// A short, printable, secret-free excerpt of a body for an error message.
+    /// A short, printable, secret-free excerpt of a body: for TRACE events
+    /// only, never for an error message.
     pub(crate) fn snippet(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
+        // Scrubbed before the markup goes: a secret with `<` in it must
+        // not be cut in two by the tag stripper.
+        let text = Zeroizing::new(self.scrub(&String::from_utf8_lossy(body)));
         let text = if looks_like_html(&text) {
-            strip_tags(&text)
+            Zeroizing::new(strip_tags(&text))
         } else {
-            text.into_owned()
+            text
         };
         // Printable, one line: control characters become spaces, runs collapse.
         let mut flat = String::with_capacity(text.len().min(4096));
@@ -93,9 +190,157 @@ impl Scrubber {
                 last_space = false;
             }
         }
-        let scrubbed = self.scrub(flat.trim());
-        truncate_chars(&scrubbed, SNIPPET_CHARS)
+        truncate_chars(flat.trim(), SNIPPET_CHARS)
     }
+}
+
+/// One round of decoding: HTML character references, JSON string escapes,
+/// percent-encoding (any case). Invalid sequences stay as they are.
+fn decode_once(text: &str) -> String {
+    let html = Zeroizing::new(decode_html_entities(text));
+    let json = Zeroizing::new(decode_json_escapes(&html));
+    percent_encoding::percent_decode_str(&json)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `&amp;`, `&#43;`, `&#x2B;` and the named references of the punctuation
+/// a secret may contain.
+fn decode_html_entities(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        // Bytes, not a str slice: byte 12 may fall inside a character.
+        let semicolon = rest.bytes().take(12).position(|b| b == b';');
+        let decoded = semicolon.and_then(|end| {
+            let name = &rest[1..end];
+            let c = match name.strip_prefix('#') {
+                Some(num) => match num.strip_prefix(['x', 'X']) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => num.parse().ok(),
+                }
+                .and_then(char::from_u32),
+                None => named_entity(name),
+            }?;
+            Some((c, end + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn named_entity(name: &str) -> Option<char> {
+    Some(match name {
+        "amp" | "AMP" => '&',
+        "lt" | "LT" => '<',
+        "gt" | "GT" => '>',
+        "quot" | "QUOT" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "plus" => '+',
+        "percnt" => '%',
+        "sol" => '/',
+        "bsol" => '\\',
+        "num" => '#',
+        "colon" => ':',
+        "semi" => ';',
+        "quest" => '?',
+        "equals" => '=',
+        "excl" => '!',
+        "commat" => '@',
+        "dollar" => '$',
+        "lpar" => '(',
+        "rpar" => ')',
+        "ast" | "midast" => '*',
+        "comma" => ',',
+        "period" => '.',
+        "lowbar" => '_',
+        "grave" => '`',
+        "lbrace" | "lcub" => '{',
+        "rbrace" | "rcub" => '}',
+        "lsqb" | "lbrack" => '[',
+        "rsqb" | "rbrack" => ']',
+        "verbar" | "vert" => '|',
+        "Hat" => '^',
+        "tilde" => '~',
+        "hyphen" | "dash" => '-',
+        _ => return None,
+    })
+}
+
+/// `\u0026`, `\u002b`, surrogate pairs, `\"`, `\/`, `\\`, `\n`...
+fn decode_json_escapes(text: &str) -> String {
+    if !text.contains('\\') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let (decoded, len) = match rest.as_bytes().get(1) {
+            Some(b'u') => match hex4(rest, 2) {
+                Some(high @ 0xD800..=0xDBFF) => {
+                    let low = rest
+                        .get(6..8)
+                        .filter(|s| *s == "\\u")
+                        .and_then(|_| hex4(rest, 8))
+                        .filter(|l| (0xDC00..=0xDFFF).contains(l));
+                    match low {
+                        Some(low) => (
+                            char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)),
+                            12,
+                        ),
+                        None => (None, 0),
+                    }
+                }
+                Some(code) => (char::from_u32(code), 6),
+                None => (None, 0),
+            },
+            Some(b'"') => (Some('"'), 2),
+            Some(b'/') => (Some('/'), 2),
+            Some(b'\\') => (Some('\\'), 2),
+            Some(b'n') => (Some('\n'), 2),
+            Some(b'r') => (Some('\r'), 2),
+            Some(b't') => (Some('\t'), 2),
+            Some(b'b') => (Some('\u{8}'), 2),
+            Some(b'f') => (Some('\u{c}'), 2),
+            _ => (None, 0),
+        };
+        match decoded {
+            Some(c) if len > 0 => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            _ => {
+                out.push('\\');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Four hex digits at `text[at..at + 4]`.
+fn hex4(text: &str, at: usize) -> Option<u32> {
+    let digits = text.get(at..at + 4)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
 }
 
 /// Zero-width and bidi-control characters: invisible in a terminal, and
@@ -196,6 +441,20 @@ fn redact_json_member(text: &str, field: &str) -> String {
     out
 }
 
+/// The string values of `"field": "..."` in `text`, also when the JSON
+/// around them is broken or cut off (then up to the end of the text).
+fn json_string_members(text: &str, field: &str) -> Vec<String> {
+    let key = format!("\"{field}\"");
+    text.match_indices(&key)
+        .filter_map(|(at, _)| {
+            let rest = text[at + key.len()..].trim_start().strip_prefix(':')?;
+            let value = rest.trim_start().strip_prefix('"')?;
+            let end = value.find('"').unwrap_or(value.len());
+            Some(value[..end].to_owned()).filter(|v| v.len() >= 4)
+        })
+        .collect()
+}
+
 /// `field=value&` (a form-encoded answer) -> `field=[redacted]&`.
 fn redact_form_field(text: &str, field: &str) -> String {
     let key = format!("{field}=");
@@ -263,6 +522,93 @@ mod tests {
             assert!(!out.contains("w0rd"), "{out}");
             assert!(out.contains(REDACTED), "{out}");
         }
+    }
+
+    #[test]
+    fn echoes_are_found_after_decoding_in_any_spelling() {
+        let secret = "Kx7&Vb+9 %Wm/\"<'>";
+        let s = Scrubber::for_secrets([secret]);
+        let html = secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+            .replace('+', "&#43;")
+            .replace('/', "&#x2F;");
+        let dotnet = secret
+            .replace('&', "\\u0026")
+            .replace('+', "\\u002B")
+            .replace('<', "\\u003c")
+            .replace('"', "\\\"");
+        let lower: String = secret
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect();
+        let nested = lower.replace('%', "&#37;");
+        for echo in [secret.to_owned(), html, dotnet, lower, nested] {
+            for text in [format!("bad {echo} here"), format!("<p>{echo}</p>")] {
+                for out in [
+                    s.scrub(&text),
+                    s.line(&text, 500),
+                    s.snippet(text.as_bytes()),
+                ] {
+                    assert!(
+                        !out.contains("Kx7") && !out.contains("Wm"),
+                        "{text} -> {out}"
+                    );
+                    assert!(out.contains(REDACTED), "{text} -> {out}");
+                }
+            }
+        }
+        // A hostile body cannot make decoding loop: bounded rounds.
+        let deep = "%25".repeat(10_000);
+        assert!(s.scrub(&deep).len() <= deep.len());
+        // Multi-byte characters after `&` or `\\` do not panic.
+        for text in ["&ééééééééé;", "&é;", "&#é;", "\\é", "\\uéééé", "%é&", "&"] {
+            let _ = s.scrub(text);
+        }
+        // Surrogate pairs and broken escapes do not panic.
+        assert_eq!(
+            s.scrub("\\ud83d\\ude00 \\ud83d \\u12 &#xZZ; &#99999999;"),
+            "😀 \\ud83d \\u12 &#xZZ; &#99999999;"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any text around the secret, in any of the echo spellings: no
+        /// panic, and the secret never survives.
+        #[test]
+        fn no_panic_and_no_secret_whatever_surrounds_it(
+            before in "\\PC{0,40}",
+            after in "\\PC{0,40}",
+            spelling in 0usize..4,
+        ) {
+            let secret = "Zq9&+ %Kw/<\"x";
+            let s = Scrubber::for_secrets([secret]);
+            let echo = match spelling {
+                0 => secret.to_owned(),
+                1 => secret.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;"),
+                2 => secret.replace('&', "\\u0026").replace('+', "\\u002b").replace('"', "\\\""),
+                _ => url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>().to_ascii_lowercase(),
+            };
+            let text = format!("{before}{echo}{after}");
+            for out in [s.scrub(&text), s.line(&text, 1000), s.snippet(text.as_bytes())] {
+                proptest::prop_assert!(!out.contains("Zq9"), "{:?} -> {:?}", text, out);
+            }
+        }
+    }
+
+    #[test]
+    fn spellings_are_wiped_when_dropped() {
+        let mut s = Scrubber::for_secrets(["Kx7-secret"]);
+        assert!(!s.spellings.is_empty());
+        s.spellings.zeroize();
+        assert!(s.spellings.is_empty());
     }
 
     #[test]

@@ -12,6 +12,17 @@
 use crate::authority::parse_endpoint;
 use crate::error::{Error, Result};
 
+/// What the administrator may need after `Add-IdentityManagerClient`, as
+/// PowerShell comments: the cmdlets AVEVA documents on the AIM node for
+/// changing a client and for the certificate AIM uses, and the service
+/// restart some registrations need.
+pub(crate) const FOLLOW_UP: &str = "\
+# To change the token lifetime (or another setting) later: Update-IdentityManagerClient \
+(see Get-Help Update-IdentityManagerClient).
+# Some registrations take effect only after a restart of the AVEVA Identity Manager service on this node.
+# If the app reports an untrusted certificate: Get-RootCertificate gives the certificate AIM uses; \
+give it to the app as AIM_CA_CERT (PEM).";
+
 /// `value` as a PowerShell single-quoted string, or an error naming `field`.
 pub(crate) fn quote(field: &str, value: &str) -> Result<String> {
     if let Some(bad) = value.chars().find(|&c| is_unsafe(c)) {
@@ -159,6 +170,23 @@ mod tests {
         ] {
             assert!(host_base(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn follow_up_names_the_documented_cmdlets_as_comments() {
+        for needle in [
+            "Update-IdentityManagerClient",
+            "Get-RootCertificate",
+            "restart of the AVEVA Identity Manager service",
+            "AIM_CA_CERT",
+        ] {
+            assert!(FOLLOW_UP.contains(needle), "{needle}");
+        }
+        // Pasted into the shell with the commands: comments only.
+        assert!(
+            FOLLOW_UP.lines().all(|l| l.starts_with("# ")),
+            "{FOLLOW_UP}"
+        );
     }
 
     #[test]

@@ -427,6 +427,9 @@ fn claims(report: &mut Report, token: &AccessToken, client_id: &str) {
             return;
         }
     }
+    if let Some(crate::decode::Date::OutOfRange(raw)) = jwt.date("exp") {
+        detail.push_str(&format!("; exp {raw} is out of range"));
+    }
     if jwt.text("client_id").is_some_and(|c| c != client_id) {
         detail.push_str(&format!(
             " (note: not the configured client ID {client_id})"
@@ -443,6 +446,17 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             return;
         }
     };
+    // The library's rule, not a copy: the token goes over https, or plain
+    // http only to this machine.
+    if let Err(e) = aim_token::check_token_destination(url) {
+        report.fail(
+            "mes",
+            exit::USAGE,
+            format!("{url}: the token was not sent: {e}"),
+            "give --mes an https:// URL (plain http only to 127.0.0.1, ::1 or localhost)",
+        );
+        return;
+    }
     match http.get(url).bearer_auth(token.secret()).send().await {
         Ok(r) if r.status().is_success() => {
             report.pass("mes", format!("{url}: HTTP {}", r.status().as_u16()))

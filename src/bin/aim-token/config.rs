@@ -1,5 +1,6 @@
 //! The global flags (mirroring the AIM_* variables) and the client built from them.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use aim_token::{AimClient, AimClientBuilder};
 
 use crate::exit;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub(crate) struct Global {
     /// The AIM server: sms01, sms01.plant.local, https://sms01.plant.local or
     /// https://sms01/identitymanager.
@@ -46,6 +47,25 @@ pub(crate) struct Global {
     /// Seconds to wait for each network step.
     #[arg(long, global = true, default_value_t = 15, value_name = "SECONDS")]
     pub(crate) timeout: u64,
+}
+
+/// `[redacted]` for a secret that is set: what every secret-holding flag
+/// shows in `Debug`.
+pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "[redacted]")
+}
+
+impl fmt::Debug for Global {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Global")
+            .field("authority", &self.authority)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("scopes", &self.scopes)
+            .field("ca_cert", &self.ca_cert)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// A failure before any network I/O, with its exit code.
@@ -141,6 +161,13 @@ impl Global {
 
     /// A token client from the flags.
     pub(crate) fn client(&self) -> Result<AimClient, Failure> {
+        self.client_builder()?
+            .build()
+            .map_err(|e| Failure::usage(e.to_string()))
+    }
+
+    /// The builder of [`client`](Self::client), to refine before building.
+    pub(crate) fn client_builder(&self) -> Result<AimClientBuilder, Failure> {
         let connection = self.connection()?;
         let client_id = self.client_id()?;
         let secret = self
@@ -148,12 +175,10 @@ impl Global {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Failure::usage("no client secret: set AIM_CLIENT_SECRET"))?;
-        connection
+        Ok(connection
             .client_id(client_id)
             .client_secret(secret)
-            .scopes(self.scopes())
-            .build()
-            .map_err(|e| Failure::usage(e.to_string()))
+            .scopes(self.scopes()))
     }
 
     /// An HTTP client for the doctor's own requests: same trust, no redirects.
@@ -181,5 +206,34 @@ pub(crate) fn progress(message: &str) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
         eprintln!("... {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        global: Global,
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let cli = Cli::parse_from([
+            "aim-token",
+            "--client-id",
+            "svc",
+            "--client-secret",
+            "hunter2-secret",
+        ]);
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("[redacted]") && shown.contains("svc"),
+            "{shown}"
+        );
     }
 }

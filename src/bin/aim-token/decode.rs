@@ -10,14 +10,37 @@ use crate::exit;
 pub(crate) const AFTER_HELP: &str = "\
 The signature is NOT verified: this shows what the token claims, not whether
 it is genuine. The token itself is never printed.
+Exit status: 0 when the token was decoded (a date claim out of range, such
+as a negative exp or one past the year 9999, is reported, not fatal);
+2 when the input is not a JWT.
   aim-token decode eyJhbGciOi...
   aim-token token | aim-token decode -";
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub(crate) struct Args {
     /// The JWT; `-` or nothing reads it from stdin.
     jwt: Option<String>,
 }
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The JWT is a bearer token: never shown.
+        f.debug_struct("Args")
+            .field("jwt", &crate::config::redacted(&self.jwt))
+            .finish()
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2): a time that can be shown, or the raw
+/// value when it cannot (negative, not a number, past the year 9999).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Date {
+    At(SystemTime),
+    OutOfRange(String),
+}
+
+/// 9999-12-31T23:59:59Z: the last second an HTTP date can show.
+const LAST_SHOWN_SECS: u64 = 253_402_300_799;
 
 /// A JWT's header and claims, unverified.
 #[derive(Debug)]
@@ -59,13 +82,32 @@ impl Jwt {
         })
     }
 
-    /// A numeric date claim (`exp`, `iat`, `nbf`).
+    /// A numeric date claim (`exp`, `iat`, `nbf`), when it is one that can
+    /// be shown; see [`date`](Self::date) for why not.
     pub(crate) fn time(&self, claim: &str) -> Option<SystemTime> {
+        match self.date(claim)? {
+            Date::At(t) => Some(t),
+            Date::OutOfRange(_) => None,
+        }
+    }
+
+    /// A numeric date claim, or its raw value when it is out of range.
+    pub(crate) fn date(&self, claim: &str) -> Option<Date> {
         let v = self.claims.get(claim)?;
-        let secs = v
-            .as_u64()
-            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))?;
-        UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+        let secs = v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f <= LAST_SHOWN_SECS as f64)
+                .map(|f| f.trunc() as u64)
+        });
+        Some(
+            match secs
+                .filter(|s| *s <= LAST_SHOWN_SECS)
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+            {
+                Some(t) => Date::At(t),
+                None => Date::OutOfRange(v.to_string().chars().take(40).collect()),
+            },
+        )
     }
 
     /// A claim as text: strings as they are, arrays joined with spaces.
@@ -86,6 +128,11 @@ impl Jwt {
 
 /// `Tue, 24 Nov 2026 10:00:00 GMT (in 23h 59m 58s)`.
 pub(crate) fn when(t: SystemTime, now: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs());
+    if !secs.is_ok_and(|s| s <= LAST_SHOWN_SECS) {
+        // httpdate panics outside 1970..=9999.
+        return "a date out of range".to_owned();
+    }
     let date = httpdate::fmt_http_date(t);
     match t.duration_since(now) {
         Ok(ahead) => format!("{date} (in {})", human(ahead)),
@@ -135,14 +182,19 @@ pub(crate) async fn run(args: Args) -> u8 {
     println!("Signature: NOT verified (this shows what the token claims, not that it is genuine)");
     println!("Header:\n{}", pretty(&jwt.header));
     println!("Claims:\n{}", pretty(&jwt.claims));
-    if let Some(iat) = jwt.time("iat") {
-        println!("Issued:    {}", when(iat, now));
+    for (claim, label) in [("iat", "Issued:    "), ("nbf", "Not before:")] {
+        match jwt.date(claim) {
+            Some(Date::At(t)) => println!("{label} {}", when(t, now)),
+            Some(Date::OutOfRange(raw)) => println!("{label} out of range ({raw})"),
+            None => {}
+        }
     }
-    if let Some(nbf) = jwt.time("nbf") {
-        println!("Not before: {}", when(nbf, now));
-    }
-    match jwt.time("exp") {
-        Some(exp) => {
+    match jwt.date("exp") {
+        Some(Date::OutOfRange(raw)) => {
+            println!("Expires:   out of range ({raw}): not a NumericDate between 1970 and 9999");
+            println!("Status:    unknown (the exp claim is out of range)");
+        }
+        Some(Date::At(exp)) => {
             println!("Expires:   {}", when(exp, now));
             if let Some(lifetime) = jwt.time("iat").and_then(|iat| exp.duration_since(iat).ok()) {
                 println!("Lifetime:  {}", human(lifetime));
@@ -187,6 +239,42 @@ mod tests {
         assert!(Jwt::parse(&jwt("{}", "[1]"))
             .unwrap_err()
             .contains("JSON object"));
+    }
+
+    #[test]
+    fn dates_out_of_range_never_panic() {
+        for (claims, expected) in [
+            (r#"{"exp":253402300800}"#, Some("253402300800")),
+            (r#"{"exp":-1}"#, Some("-1")),
+            (r#"{"exp":1e300}"#, Some("1e+300")),
+            (
+                r#"{"exp":18446744073709551615}"#,
+                Some("18446744073709551615"),
+            ),
+            (r#"{"exp":"soon"}"#, Some("\"soon\"")),
+            (r#"{"exp":253402300799}"#, None),
+            (r#"{"exp":0}"#, None),
+            (r#"{"exp":1.5}"#, None),
+        ] {
+            let j = Jwt::parse(&jwt("{}", claims)).unwrap();
+            match (j.date("exp").unwrap(), expected) {
+                (Date::OutOfRange(raw), Some(want)) => assert_eq!(raw, want, "{claims}"),
+                (Date::At(t), None) => {
+                    let _ = when(t, SystemTime::now());
+                }
+                (got, want) => panic!("{claims}: {got:?}, expected {want:?}"),
+            }
+            assert_eq!(j.time("exp").is_some(), expected.is_none(), "{claims}");
+        }
+        let far = UNIX_EPOCH + Duration::from_secs(LAST_SHOWN_SECS + 1);
+        assert_eq!(when(far, SystemTime::now()), "a date out of range");
+        let format = format!(
+            "{:?}",
+            Args {
+                jwt: Some("eyJ.secret.x".into())
+            }
+        );
+        assert!(!format.contains("secret"), "{format}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ Examples:
   aim-token check --mes https://mes01/mesmw/api/v3/...
   curl -H \"Authorization: Bearer $(aim-token token)\" https://mes01/mesmw/api/...
   aim-token token | aim-token decode -
-  aim-token register --powershell --id mes-reporting --scope mes.api
+  aim-token register --powershell --id mes-reporting
 
 Exit codes:
   0  success

@@ -23,10 +23,10 @@ or provider-issued one is printed once on stdout: store it now.
 Scopes are the global --scope / AIM_SCOPE.
 
 Examples:
-  aim-token --authority sms01.plant.local register --powershell --id mes-reporting --scope mes.api
+  aim-token --authority sms01.plant.local register --powershell --id mes-reporting
   AIM_INITIAL_ACCESS_TOKEN=... aim-token --authority https://idp.example register --id svc --verify";
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub(crate) struct Args {
     /// The client ID to register (default: --client-id / AIM_CLIENT_ID).
     #[arg(long, value_name = "ID")]
@@ -64,6 +64,24 @@ pub(crate) struct Args {
     /// After registering, fetch a token with the new credentials.
     #[arg(long)]
     verify: bool,
+}
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("lifetime", &self.lifetime)
+            .field("disabled", &self.disabled)
+            .field("powershell", &self.powershell)
+            .field("host_base", &self.host_base)
+            .field(
+                "initial_access_token",
+                &crate::config::redacted(&self.initial_access_token),
+            )
+            .field("verify", &self.verify)
+            .finish()
+    }
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> u8 {
@@ -177,5 +195,6 @@ fn print_powershell(
         println!("# The -Secret is newly generated: give it to the app as AIM_CLIENT_SECRET.");
     }
     println!("{commands}");
+    println!("{}", ClientRegistration::powershell_follow_up());
     Ok(())
 }

@@ -1,18 +1,46 @@
 //! `aim-token token`: the bearer value on stdout, for shell pipelines.
 
-use crate::config::{self, Global};
+use aim_token::store::{self, FileStore, TokenStore};
+
+use crate::config::{self, Failure, Global};
 use crate::exit;
 
 pub(crate) const AFTER_HELP: &str = "\
 Only the token goes to stdout, so it can be used in a pipeline:
   curl -H \"Authorization: Bearer $(aim-token token)\" https://mes01/mesmw/api/...
-Errors go to stderr, with the exit codes of `aim-token --help`.";
+Errors go to stderr, with the exit codes of `aim-token --help`.
+
+The token is kept (sealed with a key derived from the client secret, readable
+by your user only) in your cache directory (~/.cache/aim-token, or
+%LOCALAPPDATA%\\aim-token on Windows), so a job that runs every minute asks AIM
+once per token lifetime, not every minute. --store or AIM_TOKEN_STORE choose
+another store (file:DIR, redis://HOST:PORT/DB, rediss://...), --no-cache or
+AIM_TOKEN_STORE=none ask AIM every time.";
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Ask AIM for a new token every time instead of using the cached one
+    /// (wins over --store and AIM_TOKEN_STORE).
+    #[arg(long)]
+    no_cache: bool,
 
-pub(crate) async fn run(global: &Global, _args: Args) -> u8 {
-    let client = match global.client() {
+    /// Where to keep the token: file:DIR, redis://HOST:PORT/DB, rediss://... or
+    /// none. Default: the per-user cache directory.
+    #[arg(long, env = "AIM_TOKEN_STORE", value_name = "STORE")]
+    store: Option<String>,
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> u8 {
+    let client = match global
+        .client_builder()
+        .and_then(|builder| {
+            Ok(match chosen_store(&args)? {
+                Some(store) => builder.token_store(store),
+                None => builder,
+            })
+        })
+        .and_then(|builder| builder.build().map_err(|e| Failure::usage(e.to_string())))
+    {
         Ok(c) => c,
         Err(f) => return f.report(),
     };
@@ -23,5 +51,23 @@ pub(crate) async fn run(global: &Global, _args: Args) -> u8 {
             exit::OK
         }
         Err(e) => exit::report(&e),
+    }
+}
+
+/// The store of `--store`/`AIM_TOKEN_STORE`, none with `--no-cache`, else
+/// the per-user cache (none, with a warning, if the OS names no such place).
+fn chosen_store(args: &Args) -> Result<Option<std::sync::Arc<dyn TokenStore>>, Failure> {
+    if args.no_cache {
+        return Ok(None);
+    }
+    if let Some(spec) = args.store.as_deref().filter(|s| !s.trim().is_empty()) {
+        return store::from_spec(spec).map_err(|e| Failure::usage(e.to_string()));
+    }
+    match FileStore::user_cache() {
+        Ok(store) => Ok(Some(std::sync::Arc::new(store))),
+        Err(e) => {
+            eprintln!("warning: not caching the token: {e}");
+            Ok(None)
+        }
     }
 }

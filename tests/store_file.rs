@@ -1,0 +1,428 @@
+//! The shared token store on disk (`FileStore`), end to end: real child
+//! processes sharing one directory, a simulated day of shared refreshes,
+//! sealing, 401 renewal, and stores that fail or hang.
+
+mod store_support;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aim_token::emulator::{AimEmulator, Endpoint, Fault};
+use aim_token::store::{BoxFuture, FileStore, Lease, TokenStore};
+use aim_token::{AimClient, ErrorKind, TokioClock};
+use store_support::*;
+use tokio::time::Instant;
+
+/// The child role of this binary (see `store_support::spawn_child`).
+#[test]
+fn child_process() {
+    if std::env::var(ROLE).is_ok() {
+        child_main();
+    }
+}
+
+fn file_env(aim: &AimEmulator, dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut env = aim_env(aim);
+    env.push(("AIM_TOKEN_STORE".into(), format!("file:{}", dir.display())));
+    env
+}
+
+async fn reports(children: Vec<std::process::Child>) -> Vec<Report> {
+    tokio::task::spawn_blocking(move || children.into_iter().map(report).collect())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_processes_sharing_a_file_store_make_one_token_request() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_outage(
+        Endpoint::Token,
+        Some(Fault::Delay(Duration::from_millis(500))),
+    );
+    let dir = temp_dir("file8");
+    let env = file_env(&aim, &dir);
+    let children = (0..8).map(|_| spawn_child("cold", &env)).collect();
+    let reports = reports(children).await;
+    assert_eq!(aim.token_requests(), 1, "{reports:#?}");
+    let first = &reports[0].tokens[0];
+    for r in &reports {
+        assert_eq!(r.tokens.len(), 50);
+        assert!(r.tokens.iter().all(|t| t == first), "{r:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaseholder_killed_mid_request_does_not_block_the_others() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_outage(Endpoint::Token, Some(Fault::Delay(Duration::from_secs(60))));
+    let dir = temp_dir("file-kill");
+    let mut env = file_env(&aim, &dir);
+    env.push(("TASKS".into(), "1".into()));
+    let mut holder = spawn_child("holder", &env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while aim.token_requests() == 0 {
+        assert!(Instant::now() < deadline, "the first child never asked AIM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    aim.set_outage(Endpoint::Token, None);
+    let started = Instant::now();
+    let r = reports(vec![spawn_child("next", &env)]).await.remove(0);
+    assert_eq!(r.tokens.len(), 1);
+    assert_eq!(aim.token_requests(), 2);
+    // The OS released the dead holder's lock: no wait for any expiry.
+    assert!(started.elapsed() < Duration::from_secs(10), "{r:?}");
+    // And the survivor stored its token for the next process.
+    let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
+    assert_eq!(after.tokens, r.tokens);
+    assert_eq!(aim.token_requests(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn files_are_sealed_user_only_and_foreign_or_tampered_entries_are_misses() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-seal");
+    let store = FileStore::new(&dir);
+    let first = aim
+        .client_builder()
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let token = first.token().await.unwrap();
+    let files = files(&dir);
+    assert!(!files.is_empty());
+    for (path, content) in &files {
+        assert!(!contains(content, token.secret().as_bytes()), "{path:?}");
+        assert!(
+            !contains(content, AimEmulator::CLIENT_SECRET.as_bytes()),
+            "{path:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{path:?} is {mode:o}");
+        }
+    }
+
+    // Another secret: the entry does not open (a miss), AIM says why.
+    let other = aim
+        .client_builder()
+        .client_secret("another-secret")
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let err = other.token().await.unwrap_err();
+    assert_eq!(err.oauth_error(), Some("invalid_client"), "{err}");
+    let stats = other.stats();
+    assert_eq!((stats.store_hits, stats.store_errors), (0, 0), "{stats:?}");
+    assert!(stats.store_misses >= 1, "{stats:?}");
+
+    // The right secret: the stored token, no request.
+    let second = aim
+        .client_builder()
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(second.token().await.unwrap().secret(), token.secret());
+    assert_eq!(second.stats().store_hits, 1);
+    assert_eq!(aim.token_requests(), 2); // first + the foreign secret's
+
+    // One flipped byte: a miss, a new token from AIM, no error.
+    let (path, mut content) = files
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
+        .unwrap();
+    let last = content.len() - 1;
+    content[last] ^= 0x20;
+    std::fs::write(&path, content).unwrap();
+    let third = aim.client_builder().token_store(store).build().unwrap();
+    let fresh = third.token().await.unwrap();
+    assert_ne!(fresh.secret(), token.secret());
+    assert_eq!(aim.token_requests(), 3);
+    assert_eq!(third.stats().store_hits, 0);
+    assert!(third.stats().store_misses >= 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_401_renewal_replaces_the_shared_token_once_for_everyone() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-401");
+    let store = FileStore::new(&dir);
+    let client = || {
+        aim.client_builder()
+            .token_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (client(), client());
+    let old = a.token().await.unwrap();
+    assert_eq!(b.token().await.unwrap().secret(), old.secret());
+    assert_eq!(aim.token_requests(), 1);
+
+    // MES refused the token on host A: A must not get it back from the store.
+    a.invalidate(&old);
+    let renewed = a.token().await.unwrap();
+    assert_ne!(renewed.secret(), old.secret());
+    assert_eq!(aim.token_requests(), 2);
+
+    // Host B saw the same 401: it takes A's new token, no second renewal, and
+    // its compare-and-delete leaves A's new token in the store.
+    b.invalidate(&b.token().await.unwrap());
+    assert_eq!(b.token().await.unwrap().secret(), renewed.secret());
+    assert_eq!(client().token().await.unwrap().secret(), renewed.secret());
+    assert_eq!(aim.token_requests(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_simulated_day_three_clients_sharing_a_store_one_request_per_refresh_period() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .token_lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_dir("file-day");
+    let clients: Vec<AimClient> = (0..3)
+        .map(|_| {
+            aim.client_builder()
+                .clock(clock.clone())
+                .token_store(FileStore::new(&dir))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(24 * 3600) {
+        for c in &clients {
+            let token = c.token().await.unwrap();
+            assert!(token.remaining_at(aim_token::Clock::now(&*clock)) > Duration::from_secs(30));
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    // Refresh at 40..50 % of 600 s (the jitter is shared: derived from the
+    // token): 288..360 periods a day. Alone, each client would make as many.
+    let requests = aim.token_requests();
+    assert!((288..=361).contains(&requests), "{requests} token requests");
+    let own: u64 = clients.iter().map(|c| c.stats().token_requests).sum();
+    assert_eq!(own, requests);
+    let hits: u64 = clients.iter().map(|c| c.stats().store_hits).sum();
+    assert!(
+        hits >= 2 * (requests - 1),
+        "{hits} store hits for {requests} requests"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A store whose every operation fails, or never answers.
+#[derive(Debug)]
+struct Broken {
+    hang: bool,
+    calls: AtomicU64,
+}
+
+impl Broken {
+    fn op<T: Send + 'static>(&self) -> BoxFuture<'static, io::Result<T>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.hang {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(async { Err(io::Error::other("connection refused")) })
+        }
+    }
+}
+
+impl TokenStore for Broken {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        self.op()
+    }
+    fn put<'a>(&'a self, _: &'a str, _: &'a [u8], _: Duration) -> BoxFuture<'a, io::Result<()>> {
+        self.op()
+    }
+    fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        self.op()
+    }
+    fn try_lease<'a>(
+        &'a self,
+        _: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        self.op()
+    }
+    fn release(&self, _: Lease) -> BoxFuture<'_, io::Result<()>> {
+        self.op()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_or_hanging_store_costs_at_most_its_timeout_and_never_an_error() {
+    for hang in [false, true] {
+        let aim = AimEmulator::start().await.unwrap();
+        let store = Arc::new(Broken {
+            hang,
+            calls: AtomicU64::new(0),
+        });
+        let client = aim
+            .client_builder()
+            .token_store(store.clone())
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let token = client.token().await.unwrap();
+        let elapsed = started.elapsed();
+        // One bounded read (250 ms), then AIM directly: no lease, no write.
+        assert!(elapsed < Duration::from_millis(250 + 1750), "{elapsed:?}");
+        if hang {
+            assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+        }
+        assert_eq!(store.calls.load(Ordering::Relaxed), 1);
+        let stats = client.stats();
+        assert_eq!(stats.store_errors, 1, "{stats:?}");
+        assert_eq!(aim.token_requests(), 1);
+        // A renewal soon after skips the failing store altogether.
+        client.invalidate(&token);
+        client.token().await.unwrap();
+        assert_eq!(store.calls.load(Ordering::Relaxed), 1);
+    }
+    // A directory that cannot be created: a plain failure, no caller error.
+    let aim = AimEmulator::start().await.unwrap();
+    let file = temp_dir("file-blocked").join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let client = aim
+        .client_builder()
+        .token_store(FileStore::new(file.join("sub")))
+        .build()
+        .unwrap();
+    client.token().await.unwrap();
+    assert!(client.stats().store_errors >= 1, "{:?}", client.stats());
+    assert_eq!(aim.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn the_store_is_not_touched_by_cached_calls() {
+    let aim = AimEmulator::start().await.unwrap();
+    let store = Arc::new(Counting::default());
+    let client = aim
+        .client_builder()
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    client.token().await.unwrap();
+    let after_first = store.calls.load(Ordering::Relaxed);
+    assert!(
+        after_first >= 3,
+        "read, lease, re-read, write, release: {after_first}"
+    );
+    for _ in 0..1000 {
+        client.token().await.unwrap();
+    }
+    assert_eq!(store.calls.load(Ordering::Relaxed), after_first);
+    assert_eq!(
+        ErrorKind::Config,
+        aim_token::store::from_spec("x").unwrap_err().kind()
+    );
+}
+
+/// An in-memory store that counts its calls.
+#[derive(Debug, Default)]
+struct Counting {
+    calls: AtomicU64,
+    value: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl TokenStore for Counting {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let v = self.value.lock().unwrap().clone();
+        Box::pin(async move { Ok(v) })
+    }
+    fn put<'a>(
+        &'a self,
+        _: &'a str,
+        value: &'a [u8],
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        *self.value.lock().unwrap() = Some(value.to_vec());
+        Box::pin(async { Ok(()) })
+    }
+    fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(false) })
+    }
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(Some(Lease::new(key, Lease::random_owner()))) })
+    }
+    fn release(&self, _: Lease) -> BoxFuture<'_, io::Result<()>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A store where another process always holds the lease and never writes.
+#[derive(Debug, Default)]
+struct LeasedForever {
+    puts: AtomicU64,
+}
+
+impl TokenStore for LeasedForever {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn put<'a>(&'a self, _: &'a str, _: &'a [u8], _: Duration) -> BoxFuture<'a, io::Result<()>> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+    fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn try_lease<'a>(
+        &'a self,
+        _: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn release(&self, _: Lease) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_asks_aim_itself_after_its_retry_deadline() {
+    let aim = AimEmulator::start().await.unwrap();
+    let store = Arc::new(LeasedForever::default());
+    let client = aim
+        .client_builder()
+        .retry_deadline(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.token().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(client.stats().lease_waits, 1);
+    assert_eq!(aim.token_requests(), 1);
+    assert_eq!(
+        store.puts.load(Ordering::Relaxed),
+        1,
+        "stored for the others"
+    );
+}

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time.
 ///
-/// The default, [`SystemClock`], reads the system's coarse real-time clock
-/// (a few nanoseconds, millisecond resolution). Tests inject another one
+/// The default, [`SystemClock`], reads the system's real-time clock: on
+/// Linux and Android the coarse one (a few nanoseconds, millisecond
+/// resolution), elsewhere `SystemTime::now()`. Tests inject another one
 /// with [`AimClientBuilder::clock`](crate::AimClientBuilder::clock), e.g.
 /// [`TokioClock`] to make the wall clock follow tokio's paused time and to
 /// jump it forward like a PC waking from sleep.
@@ -18,7 +19,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> SystemTime;
 }
 
-/// The system's real-time clock, read coarsely (see [`Clock`]).
+/// The system's real-time clock (see [`Clock`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -105,8 +106,11 @@ pub(crate) fn system_now_ms() -> u64 {
     secs.saturating_mul(1000).saturating_add(millis)
 }
 
-/// Elsewhere the standard clock (on Windows it is already the cheap,
-/// coarse system time).
+/// Elsewhere the standard clock. On Windows std reads it with
+/// `GetSystemTimePreciseAsFileTime` (sub-microsecond, dearer than a plain
+/// memory read), not the coarse `GetSystemTimeAsFileTime`; that one is only
+/// reachable through `unsafe` FFI, which this crate forbids, and the cached
+/// `token()` stays cheap without it (BENCHMARKS.md, "Windows").
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[inline]
 pub(crate) fn system_now_ms() -> u64 {

@@ -164,7 +164,7 @@ async fn fetch(req: &DiscoveryRequest<'_>) -> Result<ProviderMetadata> {
     parse_metadata(&answer, req, &url)
 }
 
-fn parse_metadata(
+pub(crate) fn parse_metadata(
     answer: &Answer<'_>,
     req: &DiscoveryRequest<'_>,
     url: &str,

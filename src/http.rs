@@ -65,6 +65,14 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
         }
     };
     let no_extra_roots = roots.is_empty();
+    if !no_extra_roots && !config.danger_accept_invalid_certs {
+        // The OS store plus the given roots, by the crate's one rule (tls.rs).
+        let tls = extra_roots_tls(&config.root_certificates)?;
+        return builder(config)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(setup_error);
+    }
     match builder(config).tls_certs_merge(roots).build() {
         Ok(client) => Ok(client),
         // A machine without an OS trust store (a bare container): still
@@ -97,6 +105,37 @@ fn proxy(url: &str) -> Result<reqwest::Proxy> {
         return Err(invalid(&"it needs http:// or https:// and a host"));
     }
     reqwest::Proxy::all(parsed.as_str()).map_err(|e| invalid(&e))
+}
+
+/// rustls as reqwest configures it (safe default versions, ALPN h2 and
+/// http/1.1), verifying with the OS store plus `pems` (the CLI's too).
+pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = Vec::new();
+    for pem in pems {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            roots.push(cert.map_err(|e| {
+                Error::config(format!(
+                    "a root certificate is not valid PEM ({e}): give the CA certificate in PEM (-----BEGIN CERTIFICATE-----)"
+                ))
+            })?);
+        }
+    }
+    let provider = crate::tls::provider();
+    let unusable = |e: rustls::Error| {
+        Error::config(format!(
+            "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
+        ))
+    };
+    let verifier = crate::tls::server_verifier(roots, provider.clone()).map_err(unusable)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(unusable)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
 }
 
 /// Everything but the roots: no redirects (the secret must not follow one

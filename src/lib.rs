@@ -202,7 +202,20 @@ pub mod mes;
 mod registration;
 mod secret_env;
 pub mod store;
+mod tls;
 mod token;
+
+// The CLI trusts by the same rule as the client; not API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+#[path = "cli_support.rs"]
+pub mod __cli;
+
+// The fuzz targets' door to the parsers (fuzz/); not API.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 
 #[cfg(feature = "emulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]

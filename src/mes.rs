@@ -341,8 +341,7 @@ impl MesClient {
             body: &body,
             body_len: Some(body_len),
         };
-        let facts = Facts::of(&answer, url.as_str(), WHAT, &scrubber_for(&tokens));
-        let mut err = errors::mes_error(&facts, &body);
+        let mut err = answer_error(&answer, url.as_str(), &tokens);
         if let Some(fresh) = tokens.get(1) {
             if bearer::is_token_rejected(status) {
                 // The renewed token was refused too: no renewals for a while.
@@ -557,6 +556,12 @@ where
 
 /// What MES calls are called in messages.
 const WHAT: &str = "MES call";
+
+/// The error of a non-2xx MES answer to a call made with `tokens`.
+pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
+    let facts = Facts::of(answer, url, WHAT, &scrubber_for(tokens));
+    errors::mes_error(&facts, answer.body)
+}
 
 /// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.
 const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";

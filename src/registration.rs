@@ -2,7 +2,7 @@
 //! provider offers it, and the `Add-IdentityManagerClient` command for the
 //! AIM administrator where it does not (AIM today).
 
-mod dcr;
+pub(crate) mod dcr;
 mod powershell;
 
 use std::fmt;

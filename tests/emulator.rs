@@ -29,9 +29,11 @@ fn http() -> reqwest::Client {
 /// A client that trusts the CA of an https emulator.
 fn trusting(aim: &AimEmulator) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(aim.ca_pem().unwrap().as_bytes()).unwrap();
+    // Only the emulator's CA (rustls' WebPKI): also runs under Wine, whose
+    // CryptoAPI refuses the platform verifier's extra-root chain engine.
     reqwest::Client::builder()
         .no_proxy()
-        .add_root_certificate(ca)
+        .tls_certs_only([ca])
         .build()
         .unwrap()
 }

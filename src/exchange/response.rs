@@ -360,6 +360,23 @@ mod tests {
         assert_eq!(lifetime(&body), h);
     }
 
+    /// fuzz/token_response's invariant (lifetime in [1 s, cap]): `1e-10` made a token born
+    /// expired, and a JWT `exp` centuries ahead escaped the cap.
+    #[test]
+    fn sub_nanosecond_and_beyond_the_cap_lifetimes_are_clamped() {
+        let cap = crate::token::MAX_LIFETIME;
+        for tiny in ["1e-10", "\"1e-10\"", "0.0000000001"] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{tiny}}}"#);
+            assert_eq!(lifetime(&body), Duration::from_secs(1), "{tiny}");
+        }
+        let far = 1_800_000_000 + cap.as_secs() + 1;
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(far));
+        assert_eq!(lifetime(&body), cap);
+        let at_cap = 1_800_000_000 + cap.as_secs();
+        let body = format!(r#"{{"access_token":"{}"}}"#, jwt(at_cap));
+        assert_eq!(lifetime(&body), cap);
+    }
+
     #[test]
     fn absurd_lifetimes_are_clamped_to_one_second_and_one_cap() {
         let cap = crate::token::MAX_LIFETIME;

@@ -189,14 +189,25 @@ pub(super) async fn register(
         body: &body,
         body_len: None,
     };
-    let url = endpoint.as_str();
+    read_answer(&answer, endpoint.as_str(), &scrubber)
+}
+
+/// The registration endpoint's answer: the registered client, an RFC 7591
+/// §3.2.2 error, or what the status says.
+pub(crate) fn read_answer(
+    answer: &Answer<'_>,
+    url: &str,
+    scrubber: &Scrubber,
+) -> Result<RegisteredClient> {
+    let status = answer.status;
+    let body = answer.body;
     // What a (broken) answer issues is scrubbed as well as what was sent.
-    let scrubber = scrubber.with_tokens_of(&body);
-    let facts = || Facts::of(&answer, url, WHAT, &scrubber);
+    let scrubber = scrubber.with_tokens_of(body);
+    let facts = || Facts::of(answer, url, WHAT, &scrubber);
     if !(200..300).contains(&status) {
         return Err(registration_error(&facts(), url));
     }
-    let json = serde_json::from_slice::<serde_json::Value>(without_bom(&body))
+    let json = serde_json::from_slice::<serde_json::Value>(without_bom(body))
         .ok()
         .filter(|v| v.is_object())
         .ok_or_else(|| {
@@ -208,7 +219,7 @@ pub(super) async fn register(
                 "the body is not a JSON object, so not an RFC 7591 answer: check the registration endpoint",
             )
         })?;
-    let context = format!("client registration at {endpoint}");
+    let context = format!("client registration at {url}");
     parse_registered(&json).map_err(|e| e.with_status(status).context(&context))
 }
 

@@ -276,6 +276,9 @@ mod tests {
     use super::*;
     use crate::store::seal::MAX_VALUE;
 
+    // Only the XDG test uses it: elsewhere (Windows) it would be dead code,
+    // which scripts/windows.sh's -Dwarnings refuses.
+    #[cfg(all(unix, not(target_os = "macos")))]
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
         let pairs: Vec<(String, PathBuf)> = pairs
             .iter()

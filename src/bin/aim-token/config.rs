@@ -315,9 +315,12 @@ impl Global {
             builder = builder.proxy(proxy);
         }
         if let Some(pem) = self.ca_pem()? {
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Failure::usage(format!("the CA certificate is not valid PEM: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
+            // The OS store plus the CA, by the library's rule.
+            let tls = aim_token::__cli::tls_config_with_roots(&[pem])
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(tls);
         }
         builder
             .build()

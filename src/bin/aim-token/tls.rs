@@ -91,10 +91,10 @@ pub(crate) async fn probe(
             extra.push(cert.map_err(|e| format!("the CA file is not valid PEM: {e}"))?);
         }
     }
-    let inner = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+    let inner = aim_token::__cli::server_verifier(extra, provider.clone())
         .map_err(|e| format!("cannot load trusted certificates: {e}"))?;
     let recording = Arc::new(Recording {
-        inner: Arc::new(inner),
+        inner,
         outcome: Mutex::new(None),
         end_entity: Mutex::new(None),
     });

@@ -1,0 +1,58 @@
+//! The token endpoint's answer: success (every `expires_in` spelling, JWT
+//! `exp` fallback, scopes, token types) and RFC 6749 §5.2 errors under any
+//! status, with the client secret planted anywhere in it.
+#![no_main]
+
+use std::time::Duration;
+
+use aim_token::__fuzz;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::*;
+
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+fuzz_target!(|data: &[u8]| {
+    let spellings = __fuzz::secret_spellings(SECRET);
+    let input = frame(data, &spellings);
+    let result = __fuzz::token_answer(
+        input.status,
+        input.header.as_deref(),
+        &input.body,
+        SECRET,
+        now(),
+        DEFAULT_LIFETIME,
+    );
+    match result {
+        Ok(token) => {
+            assert!(
+                (200..300).contains(&input.status),
+                "a token from HTTP {}",
+                input.status
+            );
+            let secret = token.secret();
+            assert!(!secret.is_empty() && secret.trim() == secret, "{secret:?}");
+            assert_eq!(token.token_type(), "Bearer");
+            assert_eq!(token.issued_at(), now());
+            let lifetime = token.lifetime();
+            assert!(
+                lifetime > Duration::ZERO && lifetime <= __fuzz::MAX_LIFETIME,
+                "lifetime {lifetime:?} outside (0, {:?}]",
+                __fuzz::MAX_LIFETIME
+            );
+            // The token's Debug never shows its secret.
+            assert!(!format!("{token:?}").contains(secret) || secret.len() < 4);
+        }
+        Err(err) => {
+            assert_clean(&err, &spellings);
+            if err.oauth_error().is_some() && (input.status == 429 || input.status >= 500) {
+                assert!(err.is_transient(), "{err}");
+            }
+            if (200..300).contains(&input.status) && err.oauth_error().is_none() {
+                assert!(!err.is_transient(), "{err}");
+            }
+        }
+    }
+});

@@ -118,14 +118,18 @@ pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> 
                 Error::config(format!(
                     "a root certificate is not valid PEM ({e}): give the CA certificate in PEM (-----BEGIN CERTIFICATE-----)"
                 ))
+                .with_source(e)
             })?);
         }
     }
     let provider = crate::tls::provider();
+    // The cause rides along as the source: the CLI words its own fix and
+    // quotes only the root cause.
     let unusable = |e: rustls::Error| {
         Error::config(format!(
             "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
         ))
+        .with_source(e)
     };
     let verifier = crate::tls::server_verifier(roots, provider.clone()).map_err(unusable)?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)

@@ -148,7 +148,19 @@ async fn files_are_sealed_user_only_and_foreign_or_tampered_entries_are_misses()
     assert_eq!(aim.token_requests(), 3);
     assert_eq!(third.stats().store_hits, 0);
     assert!(third.stats().store_misses >= 1);
-    std::fs::remove_dir_all(dir).unwrap();
+    // The lease is released in the background after token() returns; on
+    // Windows a file still open cannot be deleted, so wait (bounded) for it.
+    drop((first, second, third, other));
+    for attempt in 0.. {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => break,
+            Err(e) if attempt < 100 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
 }
 
 #[tokio::test]

@@ -27,3 +27,12 @@ pub fn server_verifier(
 pub fn tls_config_with_roots(pems: &[Vec<u8>]) -> crate::Result<rustls::ClientConfig> {
     crate::http::extra_roots_tls(pems)
 }
+
+/// The rustls error in an error's source chain, found as the client finds
+/// it (through the `io::Error`s that reqwest, hyper and tokio-rustls wrap
+/// it in), never by the message text.
+pub fn find_rustls_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    crate::http::find_rustls_error(err)
+}

@@ -63,7 +63,7 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
             "check that AIM (IIS) is running on the SMS node and that no firewall or proxy holds the \
              connection, or allow more time with --timeout SECONDS",
         ),
-        ErrorKind::Tls => match crate::tls::find_rustls(err) {
+        ErrorKind::Tls => match aim_token::__cli::find_rustls_error(err) {
             Some(tls) => {
                 let (why, fix) = crate::tls::explain(tls, cx.host, false, &[]);
                 Advice::new(code, format!("TLS with {}: {why}", cx.host), fix)

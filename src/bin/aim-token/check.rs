@@ -529,7 +529,7 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             format!("{url}: HTTP {}", r.status().as_u16()),
             "check the MES URL (https://HOST/mesmw/api/...)",
         ),
-        Err(e) => match crate::tls::find_rustls(&e) {
+        Err(e) => match aim_token::__cli::find_rustls_error(&e) {
             Some(tls) => {
                 let host = e.url().and_then(|u| u.host_str()).unwrap_or("MES");
                 let (why, fix) = crate::tls::explain(tls, host, false, &[]);
@@ -686,7 +686,7 @@ fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
 }
 
 fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    crate::tls::find_rustls(err).is_some()
+    aim_token::__cli::find_rustls_error(err).is_some()
 }
 
 fn chain(err: &dyn std::error::Error) -> String {

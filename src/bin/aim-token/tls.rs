@@ -248,28 +248,3 @@ pub(crate) fn explain(
         other => (format!("not trusted: {other}"), trust_fix.into()),
     }
 }
-
-/// The rustls error in a source chain, if any (reqwest and hyper wrap it in
-/// `io::Error`s, whose `source` skips what they wrap: descend with `get_ref`).
-/// Not by the text: a URL with "tls" in it must not make a refused
-/// connection a TLS failure.
-pub(crate) fn find_rustls<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-    // Bounded, in case of a cyclic chain.
-    for _ in 0..32 {
-        let e = next?;
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        next = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    None
-}

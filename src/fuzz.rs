@@ -89,14 +89,7 @@ pub fn discovery(authority: &str, body: &[u8], secret: &str) -> Result<(String, 
         now: SystemTime::now(),
         also_issuer: None,
     };
-    let answer = Answer {
-        status: 200,
-        retry_after: None,
-        location: None,
-        content_type: None,
-        body,
-        body_len: None,
-    };
+    let answer = Answer::new(200, body);
     crate::discovery::parse_metadata(&answer, &req, &authority.discovery_url())
         .map(|m| (m.issuer, m.token_endpoint))
 }
@@ -122,14 +115,7 @@ pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
 /// `None` for a status that is not an HTTP status.
 pub fn mes_error(status: u16, body: &[u8], token: &str) -> Option<crate::Error> {
     reqwest::StatusCode::from_u16(status).ok()?;
-    let answer = Answer {
-        status,
-        retry_after: None,
-        location: None,
-        content_type: None,
-        body,
-        body_len: None,
-    };
+    let answer = Answer::new(status, body);
     let token = AccessToken::new(token, SystemTime::now());
     Some(crate::mes::answer_error(
         &answer,
@@ -147,14 +133,7 @@ pub fn registration_answer(
     secret: &str,
 ) -> Result<RegisteredClient> {
     let scrubber = Scrubber::new(vec![initial_access_token.to_owned(), secret.to_owned()]);
-    let answer = Answer {
-        status,
-        retry_after: None,
-        location: None,
-        content_type: None,
-        body,
-        body_len: None,
-    };
+    let answer = Answer::new(status, body);
     crate::registration::dcr::read_answer(
         &answer,
         "https://sms01/identitymanager/connect/register",

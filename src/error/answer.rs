@@ -45,7 +45,7 @@ pub(crate) struct Answer<'a> {
 
 impl<'a> Answer<'a> {
     /// An answer of `status` with `body` and nothing else known.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "__fuzz"))]
     pub(crate) fn new(status: u16, body: &'a [u8]) -> Self {
         Answer {
             status,

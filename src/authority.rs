@@ -182,10 +182,13 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
             "the {what} `{shown}` contains a space: remove it"
         )));
     }
-    if host_part.contains('@') {
-        return Err(Error::config(format!(
+    let userinfo = || {
+        Error::config(format!(
             "the {what} `{shown}` contains user info (`user@`): remove it; the client ID and secret are set with .client_id(..) and .client_secret(..)"
-        )));
+        ))
+    };
+    if host_part.contains('@') {
+        return Err(userinfo());
     }
     // Also checked before parsing, so `https://` gets this message and not the url crate's.
     let no_host = || {
@@ -201,6 +204,11 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
             "the {what} `{shown}` is not a valid URL ({e}): give the AIM server, e.g. `sms01.plant.local`"
         ))
     })?;
+    // The parse decides, not the split above: the url crate reads `\` as
+    // `/`, so `\\//\\[x@host` has user info that the split did not see.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(userinfo());
+    }
     let Some(host) = url.host() else {
         return Err(no_host());
     };
@@ -377,6 +385,10 @@ mod tests {
         assert!(config_error("sms 01").contains("space"));
         assert!(config_error("https://sms 01.plant.local/identitymanager").contains("space"));
         assert!(config_error("https://sms01/identity manager").contains("space"));
+        // Found by fuzz/authority: backslashes hid the `@` from the
+        // pre-parse check, and the url crate made `%5B!` the user name.
+        let hidden = config_error("\\\\\\/////\\[!@nti");
+        assert!(hidden.contains("user info"), "{hidden}");
         let userinfo = config_error("https://admin:hunter2@sms01/identitymanager");
         assert!(userinfo.contains("user info"), "{userinfo}");
         assert!(!userinfo.contains("hunter2"), "{userinfo}");

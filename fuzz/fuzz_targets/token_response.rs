@@ -60,10 +60,16 @@ fuzz_target!(|data: &[u8]| {
                 token.token_type(),
                 token.authority(),
             ];
-            for part in token.scopes().iter().map(String::as_str).chain(known) {
-                if !part.is_empty() {
-                    shown = shown.replace(part, "\u{1}");
-                }
+            // Longest first: a one-letter scope must not cut a longer one.
+            let mut parts: Vec<&str> = token
+                .scopes()
+                .iter()
+                .map(String::as_str)
+                .chain(known)
+                .collect();
+            parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                shown = shown.replace(part, "\u{1}");
             }
             assert!(
                 !shown.contains(secret) || secret.len() < 4,

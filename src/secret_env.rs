@@ -137,6 +137,21 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Notepad (and PowerShell's `Out-File -Encoding utf8` before 6.0)
+    /// begin a UTF-8 file with a byte order mark: not part of the secret.
+    #[test]
+    fn a_file_loses_a_byte_order_mark() {
+        let dir = dir("bom");
+        let path = dir.join("secret");
+        std::fs::write(&path, "\u{feff}s3cr3t\r\n").unwrap();
+        let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
+        assert_eq!(secret.expose_secret(), "s3cr3t");
+        std::fs::write(&path, "\u{feff}\r\n").unwrap();
+        let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);
+        assert!(msg.contains("empty"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn both_variables_is_an_error() {
         let msg = config_error(&[

@@ -3,7 +3,8 @@
 //!
 //! 1. `AIM_CLIENT_SECRET`, the value itself;
 //! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
-//!    Kubernetes secrets; one trailing newline is not part of the secret);
+//!    Kubernetes secrets; one trailing newline, and a leading UTF-8 byte
+//!    order mark, are not part of the secret);
 //!    setting both is an error, not a guess;
 //! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
 //!    passes it with `LoadCredential=aim_client_secret:/path`.
@@ -71,6 +72,8 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
         )));
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| unreadable(&"it is not UTF-8 text"))?;
+    // Notepad starts UTF-8 files with a byte order mark; no secret does.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
     let secret = text
         .strip_suffix('\n')
@@ -144,7 +147,8 @@ mod tests {
         let dir = dir("bom");
         let path = dir.join("secret");
         std::fs::write(&path, "\u{feff}s3cr3t\r\n").unwrap();
-        let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
+        let secret =
+            client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
         assert_eq!(secret.expose_secret(), "s3cr3t");
         std::fs::write(&path, "\u{feff}\r\n").unwrap();
         let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);

@@ -40,6 +40,8 @@ struct Row {
 
 const CLOCK_FIX: &str = "synchronize this machine's clock with the SMS node's (w32tm /resync on Windows, chrony or systemd-timesyncd elsewhere); a wrong time zone setting shifts it by whole hours";
 
+const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY): that it runs, that it lets this machine CONNECT to AIM's host and port, and the user and password it asks for (--proxy http://USER:PASSWORD@HOST:PORT); or exempt AIM from it with NO_PROXY=HOST";
+
 const ROWS: &[Row] = &[
     Row {
         symptom: "AIM accepts the connection and never answers (https)",
@@ -168,6 +170,30 @@ const ROWS: &[Row] = &[
         code: 7,
         says: "the token is not valid for another",
         fix: CLOCK_FIX,
+    },
+    Row {
+        symptom: "the proxy asks for credentials (HTTP 407)",
+        command: "check",
+        step: "discovery",
+        code: 3,
+        says: "through the proxy http://[redacted]@127.0.0.1:",
+        fix: PROXY_FIX,
+    },
+    Row {
+        symptom: "the proxy closes the connection instead of tunnelling to AIM",
+        command: "check",
+        step: "discovery",
+        code: 3,
+        says: "through the proxy http://127.0.0.1:",
+        fix: PROXY_FIX,
+    },
+    Row {
+        symptom: "the proxy asks for credentials (HTTP 407) (`aim-token token`)",
+        command: "token",
+        step: "token",
+        code: 3,
+        says: "through the proxy http://127.0.0.1:",
+        fix: PROXY_FIX,
     },
 ];
 
@@ -988,4 +1014,86 @@ async fn progress_is_overwritten_on_a_terminal() {
         }
     }
     assert!(shown.contains("all checks passed"), "{shown}");
+}
+
+/// A proxy that refuses the tunnel is the proxy's problem, and the fix says
+/// how to configure the proxy, not "check that AIM is running"; its
+/// password is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_the_tunnel_names_the_proxy() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = temp_file("proxy-refuses", &emu.ca_pem().unwrap());
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+
+    let proxy = connect_proxy::ConnectProxy::asking_for_credentials().await;
+    let out = aim_token(&["check", "--proxy", &proxy.url_with_password], &env).await;
+    assert_verdict(row("the proxy asks for credentials (HTTP 407)"), &out);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    assert!(!proxy.targets().is_empty(), "the proxy was asked");
+
+    let proxy = connect_proxy::ConnectProxy::behaving(connect_proxy::Behaviour::Close).await;
+    let mut via_variable = env.clone();
+    via_variable.push(("HTTPS_PROXY", proxy.url.clone()));
+    let out = aim_token(&["check"], &via_variable).await;
+    assert_verdict(
+        row("the proxy closes the connection instead of tunnelling to AIM"),
+        &out,
+    );
+
+    let proxy = connect_proxy::ConnectProxy::asking_for_credentials().await;
+    let out = aim_token(&["--timeout", "2", "token", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("the proxy asks for credentials (HTTP 407) (`aim-token token`)"),
+        &out,
+    );
+    assert_eq!(emu.counters().token, 0, "nothing reached AIM");
+}
+
+/// NO_PROXY exempting AIM means `check` connects directly, so the direct
+/// steps run (not "a proxy is configured"); and a proxy variable written
+/// without a scheme (reqwest reads it as http://) keeps its password out of
+/// the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_follows_no_proxy_and_hides_a_schemeless_proxy_password() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let ca = temp_file("no-proxy", &emu.ca_pem().unwrap());
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut exempt = env.clone();
+    exempt.push(("HTTPS_PROXY", proxy.url.clone()));
+    exempt.push(("NO_PROXY", "localhost,127.0.0.1".to_owned()));
+    let out = aim_token(&["check"], &exempt).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    for step in ["dns", "tcp", "tls"] {
+        assert!(
+            out.stdout.contains(&format!("PASS  {step:<10} ")),
+            "{step} must run when NO_PROXY exempts AIM:\n{}",
+            out.stdout
+        );
+    }
+    assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut schemeless = env.clone();
+    let url = proxy
+        .url_with_password
+        .trim_start_matches("http://")
+        .to_owned();
+    schemeless.push(("HTTPS_PROXY", url));
+    let out = aim_token(&["check"], &schemeless).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("a proxy is configured"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        "{}",
+        out.stdout
+    );
+    assert!(!proxy.targets().is_empty(), "the proxy was used");
 }

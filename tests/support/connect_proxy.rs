@@ -12,22 +12,54 @@ use tokio::task::JoinHandle;
 /// The running proxy; stops when dropped.
 pub struct ConnectProxy {
     pub url: String,
+    /// `url` with `user:hunter2@` in it, for tests of redaction.
+    pub url_with_password: String,
     targets: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
+/// What the proxy does with a `CONNECT`.
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// Tunnels it.
+    Tunnel,
+    /// Answers this status line and header block, and closes.
+    Refuse(&'static str),
+    /// Reads it and closes the connection without a word.
+    Close,
+}
+
 impl ConnectProxy {
     pub async fn start() -> ConnectProxy {
+        ConnectProxy::behaving(Behaviour::Tunnel).await
+    }
+
+    /// A proxy that asks for credentials it never accepts (HTTP 407).
+    pub async fn asking_for_credentials() -> ConnectProxy {
+        ConnectProxy::behaving(Behaviour::Refuse(
+            "HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"plant\"\r\ncontent-length: 0\r\n\r\n",
+        ))
+        .await
+    }
+
+    pub async fn behaving(behaviour: Behaviour) -> ConnectProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let url_with_password = format!("http://user:hunter2@{addr}");
         let targets = Arc::new(Mutex::new(Vec::new()));
         let seen = targets.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(tunnel(client, seen.clone()));
+                tokio::spawn(tunnel(client, seen.clone(), behaviour));
             }
         });
-        ConnectProxy { url, targets, task }
+        ConnectProxy {
+            url,
+            url_with_password,
+            targets,
+            task,
+        }
     }
 
     /// The `CONNECT` targets (`host:port`) asked for so far.
@@ -43,8 +75,9 @@ impl Drop for ConnectProxy {
 }
 
 /// Reads `CONNECT host:port HTTP/1.1` and its headers, connects, answers
-/// 200 and copies bytes both ways; anything else gets a 405.
-async fn tunnel(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+/// 200 and copies bytes both ways (or refuses, as `behaviour` says);
+/// anything else gets a 405.
+async fn tunnel(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>, behaviour: Behaviour) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -63,6 +96,14 @@ async fn tunnel(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
         return;
     }
     seen.lock().unwrap().push(target.to_owned());
+    match behaviour {
+        Behaviour::Tunnel => {}
+        Behaviour::Refuse(answer) => {
+            let _ = client.write_all(answer.as_bytes()).await;
+            return;
+        }
+        Behaviour::Close => return,
+    }
     let Ok(mut upstream) = TcpStream::connect(target).await else {
         let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
         return;

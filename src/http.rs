@@ -93,7 +93,7 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
 }
 
 /// A proxy for every request, from an `http://` or `https://` URL.
-fn proxy(url: &str) -> Result<reqwest::Proxy> {
+pub(crate) fn proxy(url: &str) -> Result<reqwest::Proxy> {
     let shown = crate::authority::without_userinfo(url);
     let invalid = |why: &dyn std::fmt::Display| {
         Error::config(format!(

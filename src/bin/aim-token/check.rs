@@ -120,11 +120,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     );
 
     // dns, tcp, tls: direct connections, which a proxy replaces.
-    match global.proxy_for(base.scheme()) {
+    let proxy = global.proxy_for(base.as_str());
+    match &proxy {
         Some(proxy) => {
             let why = format!(
-                "a proxy is configured ({}): the discovery and token steps test the way to AIM",
-                crate::config::redacted_url(&proxy)
+                "a proxy is configured ({proxy}): the discovery and token steps test the way to AIM"
             );
             for step in ["dns", "tcp", "tls"] {
                 report.skip(step, &why);
@@ -139,7 +139,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
         report.skip("discovery", EARLIER);
     } else {
         progress("fetching the discovery document");
-        server_date = discovery(&mut report, global, &base).await;
+        server_date = discovery(&mut report, global, &base, proxy.as_deref()).await;
     }
 
     // token
@@ -175,6 +175,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
                         host: &host,
                         timeout: global.timeout(),
                         reached: true,
+                        proxy: proxy.as_deref(),
                     },
                 );
                 report.fail("token", advice.code, advice.reason, advice.fix);
@@ -352,6 +353,7 @@ async fn discovery(
     report: &mut Report,
     global: &Global,
     base: &url::Url,
+    proxy: Option<&str>,
 ) -> Option<(SystemTime, SystemTime)> {
     let url = format!(
         "{}/.well-known/openid-configuration",
@@ -367,8 +369,13 @@ async fn discovery(
     let response = match http.get(&url).send().await {
         Ok(r) => r,
         Err(e) => {
-            let (code, fix) = classify_http(&e);
-            report.fail("discovery", code, format!("{url}: {}", chain(&e)), fix);
+            let (code, through, fix) = classify_http(&e, proxy);
+            report.fail(
+                "discovery",
+                code,
+                format!("{url}: {through}{}", chain(&e)),
+                fix,
+            );
             return None;
         }
     };
@@ -547,8 +554,9 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
                 report.fail("mes", exit::TLS, format!("{url}: TLS with MES: {why}"), fix);
             }
             None => {
-                let (code, fix) = classify_http(&e);
-                report.fail("mes", code, format!("{url}: {}", chain(&e)), fix);
+                let proxy = global.proxy_for(url);
+                let (code, through, fix) = classify_http(&e, proxy.as_deref());
+                report.fail("mes", code, format!("{url}: {through}{}", chain(&e)), fix);
             }
         },
     }
@@ -671,17 +679,26 @@ pub(crate) fn scopes_text(scopes: &[String]) -> String {
     }
 }
 
-/// The exit code and fix for a failed request of the doctor's own.
-fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
+/// The exit code, where the request failed (through which proxy) and the
+/// fix for a failed request of the doctor's own through `proxy`, if any.
+fn classify_http(err: &reqwest::Error, proxy: Option<&str>) -> (u8, String, &'static str) {
     if is_tls(err) {
-        (exit::TLS, crate::tls::TRUST_FIX)
+        (exit::TLS, String::new(), crate::tls::TRUST_FIX)
+    } else if let Some(proxy) = proxy.filter(|_| err.is_connect()) {
+        // Through a proxy, connecting is the proxy's part (its tunnel).
+        (
+            exit::NETWORK,
+            format!("through the proxy {proxy}: "),
+            advice::PROXY_FIX,
+        )
     } else if err.is_timeout() || err.is_connect() {
         (
             exit::NETWORK,
+            String::new(),
             "check that the server is reachable from this machine",
         )
     } else {
-        (exit::OTHER, "see the reason above")
+        (exit::OTHER, String::new(), "see the reason above")
     }
 }
 
@@ -732,7 +749,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err:?}");
-        assert_eq!(classify_http(&err).0, exit::NETWORK, "{}", chain(&err));
+        assert_eq!(
+            classify_http(&err, None).0,
+            exit::NETWORK,
+            "{}",
+            chain(&err)
+        );
     }
 
     #[cfg(feature = "emulator")]
@@ -744,7 +766,7 @@ mod tests {
             .await
             .unwrap();
         let err = reqwest::get(emu.authority()).await.unwrap_err();
-        assert_eq!(classify_http(&err).0, exit::TLS, "{}", chain(&err));
+        assert_eq!(classify_http(&err, None).0, exit::TLS, "{}", chain(&err));
     }
 
     #[test]

@@ -80,7 +80,13 @@ impl fmt::Debug for Global {
             .field("scopes", &self.scopes)
             .field("secret_from_flag", &self.secret_from_flag)
             .field("ca_cert", &self.ca_cert)
-            .field("proxy", &self.proxy.as_deref().map(redacted_url))
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_deref()
+                    .map(aim_token::__cli::without_userinfo),
+            )
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -122,21 +128,11 @@ impl Failure {
 }
 
 impl Global {
-    /// The proxy requests to `scheme` URLs go through, if any: `--proxy`,
-    /// else the variables reqwest reads (NO_PROXY may still exempt a host).
-    pub(crate) fn proxy_for(&self, scheme: &str) -> Option<String> {
-        if let Some(proxy) = &self.proxy {
-            return Some(proxy.clone());
-        }
-        let specific = if scheme == "https" {
-            "HTTPS_PROXY"
-        } else {
-            "HTTP_PROXY"
-        };
-        [specific, "ALL_PROXY"]
-            .into_iter()
-            .flat_map(|name| [name.to_owned(), name.to_ascii_lowercase()])
-            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    /// The proxy a request to `url` goes through, for output (password
+    /// hidden): `--proxy`, else the variables as reqwest reads them
+    /// (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY exempts hosts).
+    pub(crate) fn proxy_for(&self, url: &str) -> Option<String> {
+        aim_token::__cli::proxy_shown_for(self.proxy.as_deref(), url)
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -308,8 +304,9 @@ impl Global {
             .connect_timeout(self.timeout())
             .timeout(self.timeout());
         if let Some(url) = &self.proxy {
-            let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| {
-                Failure::usage(format!("--proxy is not a proxy URL: {e}"))
+            // The builder's rule, so the doctor goes the client's way.
+            let proxy = aim_token::__cli::proxy(url).map_err(|e| {
+                Failure::usage(format!("--proxy: {e}"))
                     .fix("give the proxy as --proxy http://HOST:PORT")
             })?;
             builder = builder.proxy(proxy);
@@ -325,19 +322,6 @@ impl Global {
         builder
             .build()
             .map_err(|e| Failure::usage(format!("cannot set up HTTP: {e}")))
-    }
-}
-
-/// A URL for output: user and password replaced.
-pub(crate) fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("[redacted]");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

@@ -7,22 +7,23 @@
 //! from [`ROWS`] and checked by `readme_table_matches_the_verdicts`
 //! (`AIM_TOKEN_BLESS=1` rewrites it).
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/connect_proxy.rs"]
 mod connect_proxy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use cli::{aim_token, emulator_env, temp_file, Output, BIN, NO_ENV};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aim-token");
 
 /// One misconfiguration and the verdict it must get.
 struct Row {
@@ -203,50 +204,6 @@ fn row(symptom: &str) -> &'static Row {
         .unwrap_or_else(|| panic!("no row {symptom:?}"))
 }
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs the binary with only the given AIM_* variables.
-async fn aim_token(args: &[&str], env: &[(&'static str, String)]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args).kill_on_drop(true);
-    for (name, _) in std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
-        .filter(|(k, _)| k.starts_with("AIM_") || k.ends_with("_PROXY") || k.ends_with("_proxy"))
-    {
-        cmd.env_remove(name);
-    }
-    cmd.env_remove("CREDENTIALS_DIRECTORY");
-    // No token cache between runs (the tests count token requests), and
-    // none in the real user's cache directory.
-    cmd.env("AIM_TOKEN_STORE", "none");
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("aim-token did not finish within 60 s")
-        .unwrap();
-    let output = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
-    };
-    eprintln!(
-        "$ aim-token {}\n-- exit {} after {:?}\n-- stdout:\n{}-- stderr:\n{}",
-        args.join(" "),
-        output.code,
-        output.took,
-        output.stdout,
-        output.stderr
-    );
-    output
-}
-
 /// Asserts the row's verdict: exit code, the failing step (or `token`'s
 /// stderr), the reason and the fix line; no library names anywhere.
 fn assert_verdict(row: &Row, out: &Output) {
@@ -309,21 +266,6 @@ fn assert_verdict(row: &Row, out: &Output) {
             row.symptom
         );
     }
-}
-
-fn emulator_env(authority: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AIM_AUTHORITY", authority.to_owned()),
-        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID.to_owned()),
-        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET.to_owned()),
-    ]
-}
-
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("check-verdicts-{name}-{}.pem", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
 }
 
 /// A TLS server on 127.0.0.1 presenting `cert_pem` that completes
@@ -919,7 +861,7 @@ async fn token_and_check_go_through_the_proxy_they_are_given() {
 /// One wording for AIM_SCOPE everywhere in the help.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_says_one_thing_about_aim_scope() {
-    let out = aim_token(&["--help"], &[]).await;
+    let out = aim_token(&["--help"], NO_ENV).await;
     assert_eq!(out.code, 0);
     let help = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(!help.contains("space-separated"), "{help}");
@@ -944,7 +886,7 @@ async fn decode_lines_up_its_columns() {
         URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let out = aim_token(&["decode", &jwt], &[]).await;
+    let out = aim_token(&["decode", &jwt], NO_ENV).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let labelled: Vec<&str> = out
         .stdout

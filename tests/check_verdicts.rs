@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use cli::{aim_token, emulator_env, temp_file, Output, BIN, NO_ENV};
+use cli::{aim_token, emulator_env, step, temp_file, Output, BIN, NO_ENV};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -399,7 +399,7 @@ async fn a_token_endpoint_that_hangs_after_discovery_is_not_unreachable() {
     .await;
     assert_verdict(row("discovery works, then the token endpoint hangs"), &out);
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("PASS  discovery")),
+        step(&out.stdout, "discovery").starts_with("PASS"),
         "{}",
         out.stdout
     );
@@ -557,7 +557,7 @@ async fn a_silently_dropped_scope_fails_the_token_step() {
     // Asking for nothing, or for what is granted, passes.
     let out = aim_token(&["check", "--scope", "openid"], &env).await;
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("PASS  token")),
+        step(&out.stdout, "token").starts_with("PASS"),
         "{}",
         out.stdout
     );
@@ -848,12 +848,12 @@ async fn token_and_check_go_through_the_proxy_they_are_given() {
     let with_password = proxy.url.replace("http://", "http://user:hunter2@");
     let out = aim_token(&["check", "--proxy", &with_password], &env).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
-    let tcp = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("SKIP  tcp"))
-        .unwrap_or_default();
-    assert!(tcp.contains("a proxy is configured"), "{}", out.stdout);
+    let tcp = step(&out.stdout, "tcp");
+    assert!(
+        tcp.starts_with("SKIP") && tcp.contains("a proxy is configured"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
     assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
 }
@@ -1009,10 +1009,10 @@ async fn check_follows_no_proxy_and_hides_a_schemeless_proxy_password() {
     exempt.push(("NO_PROXY", "localhost,127.0.0.1".to_owned()));
     let out = aim_token(&["check"], &exempt).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
-    for step in ["dns", "tcp", "tls"] {
+    for name in ["dns", "tcp", "tls"] {
         assert!(
-            out.stdout.contains(&format!("PASS  {step:<10} ")),
-            "{step} must run when NO_PROXY exempts AIM:\n{}",
+            step(&out.stdout, name).starts_with("PASS"),
+            "{name} must run when NO_PROXY exempts AIM:\n{}",
             out.stdout
         );
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aim_token::emulator::{AimEmulator, EmulatorClient};
-use cli::{aim_token, emulator_env, temp_file, NO_ENV};
+use cli::{aim_token, emulator_env, step, temp_file, NO_ENV};
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -15,16 +15,6 @@ fn write_ca(emu: &AimEmulator, name: &str) -> PathBuf {
 
 async fn https_emulator() -> AimEmulator {
     AimEmulator::builder().https(true).start().await.unwrap()
-}
-
-fn step<'a>(stdout: &'a str, name: &str) -> &'a str {
-    stdout
-        .lines()
-        .find(|l| {
-            l.get(6..)
-                .is_some_and(|rest| rest.starts_with(&format!("{name} ")))
-        })
-        .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,12 +37,20 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
         (Some(secret), None) => Ok(SecretString::from(secret)),
         (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
         (None, None) => {
-            let credential = get(CREDENTIALS_DIRECTORY)
-                .map(|dir| PathBuf::from(dir.trim()).join(CREDENTIAL_NAME))
+            let directory = get(CREDENTIALS_DIRECTORY).map(|dir| PathBuf::from(dir.trim()));
+            let credential = directory
+                .as_ref()
+                .map(|dir| dir.join(CREDENTIAL_NAME))
                 .filter(|path| path.exists());
-            match credential {
-                Some(path) => read(&path, "$CREDENTIALS_DIRECTORY/aim_client_secret"),
-                None => Err(Error::config(format!(
+            match (credential, directory) {
+                (Some(path), _) => read(&path, "$CREDENTIALS_DIRECTORY/aim_client_secret"),
+                // systemd passed credentials, just not this one (often a
+                // LoadCredential= line with another name).
+                (None, Some(dir)) => Err(Error::config(format!(
+                    "no client secret: {CREDENTIALS_DIRECTORY} = {} holds no {CREDENTIAL_NAME}; name the credential LoadCredential={CREDENTIAL_NAME}:/path/to/secret in the service unit, or set {CLIENT_SECRET} or {CLIENT_SECRET_FILE}",
+                    dir.display()
+                ))),
+                (None, None) => Err(Error::config(format!(
                     "no client secret: set {CLIENT_SECRET} to the secret registered with AIM, or {CLIENT_SECRET_FILE} to a file holding it (or pass it as the systemd credential {CREDENTIAL_NAME})"
                 ))),
             }
@@ -212,10 +220,17 @@ mod tests {
             msg.contains("CREDENTIALS_DIRECTORY") && msg.contains("empty"),
             "{msg}"
         );
-        // A directory without the credential is simply no secret.
+        // A directory without the credential is no secret, and the error
+        // says what systemd passed instead (a credential named otherwise).
         std::fs::remove_file(dir.join(CREDENTIAL_NAME)).unwrap();
+        std::fs::write(dir.join("aim-secret"), "x").unwrap();
         let msg = config_error(&[(CREDENTIALS_DIRECTORY, dir_str)]);
         assert!(msg.contains("no client secret"), "{msg}");
+        assert!(
+            msg.contains("holds no aim_client_secret")
+                && msg.contains("LoadCredential=aim_client_secret:"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

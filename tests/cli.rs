@@ -416,3 +416,13 @@ async fn check_sends_the_token_to_mes_only_over_https_or_loopback() {
         assert_eq!(emu.counters().mes, before);
     }
 }
+
+/// `--timeout 0` is refused with the flag's name, not silently made one
+/// second (nor read as "no limit", as some tools do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_is_refused_by_name() {
+    let out = aim_token(&["--timeout", "0", "check"], NO_ENV).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.is_empty(), "nothing ran: {}", out.stdout);
+    assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
+}

@@ -56,8 +56,14 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) proxy: Option<String>,
 
-    /// Seconds to wait for each network step.
-    #[arg(long, global = true, default_value_t = 15, value_name = "SECONDS")]
+    /// Seconds to wait for each network step (at least 1).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub(crate) timeout: u64,
 }
 
@@ -136,7 +142,7 @@ impl Global {
     }
 
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout.max(1))
+        Duration::from_secs(self.timeout)
     }
 
     pub(crate) fn authority(&self) -> Result<&str, Failure> {

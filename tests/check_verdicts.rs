@@ -43,6 +43,8 @@ const CLOCK_FIX: &str = "synchronize this machine's clock with the SMS node's (w
 
 const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY): that it runs, that it lets this machine CONNECT to AIM's host and port, and the user and password it asks for (--proxy http://USER:PASSWORD@HOST:PORT); or exempt AIM from it with NO_PROXY=HOST";
 
+const NOT_AIM_FIX: &str = "check --authority / AIM_AUTHORITY: it must name the AIM server (https://HOST/identitymanager), not another web site on the same host";
+
 const ROWS: &[Row] = &[
     Row {
         symptom: "AIM accepts the connection and never answers (https)",
@@ -154,7 +156,7 @@ const ROWS: &[Row] = &[
         step: "token",
         code: 6,
         says: "answered the token request with HTTP 501: it is not AIM's token endpoint",
-        fix: "check --authority / AIM_AUTHORITY: it must name the AIM server (https://HOST/identitymanager), not another web site on the same host",
+        fix: NOT_AIM_FIX,
     },
     Row {
         symptom: "AIM's clock is hours behind: tokens arrive expired",
@@ -171,6 +173,30 @@ const ROWS: &[Row] = &[
         code: 7,
         says: "the token is not valid for another",
         fix: CLOCK_FIX,
+    },
+    Row {
+        symptom: "a plain web server at the authority (no discovery document, HTML 404)",
+        command: "check",
+        step: "discovery",
+        code: 6,
+        says: "HTTP 404",
+        fix: NOT_AIM_FIX,
+    },
+    Row {
+        symptom: "AIM reports another issuer than the configured authority",
+        command: "check",
+        step: "discovery",
+        code: 6,
+        says: "the issuer is http://sms01.plant.local/identitymanager, but the authority is",
+        fix: "set --authority / AIM_AUTHORITY to the issuer AIM reports (often the FQDN AIM was installed with)",
+    },
+    Row {
+        symptom: "the --mes URL is not a MES Web API route (HTTP 404)",
+        command: "check",
+        step: "mes",
+        code: 6,
+        says: "HTTP 404",
+        fix: "check the URL given with --mes (https://HOST/mesmw/api/v3/...); MES also answers 404 when its Default Background User (system attribute 199) lacks the privilege for the entity",
     },
     Row {
         symptom: "the proxy asks for credentials (HTTP 407)",
@@ -1038,4 +1064,49 @@ async fn check_follows_no_proxy_and_hides_a_schemeless_proxy_password() {
         out.stdout
     );
     assert!(!proxy.targets().is_empty(), "the proxy was used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_a_plain_web_server_names_the_authority_flag() {
+    let (port, _) = http_server(plain_web_server).await;
+    let env = emulator_env(&format!("http://127.0.0.1:{port}"));
+    let out = aim_token(&["check"], &env).await;
+    assert_verdict(
+        row("a plain web server at the authority (no discovery document, HTML 404)"),
+        &out,
+    );
+}
+
+fn other_issuer_provider(method: &str, path: &str, _port: u16) -> (u16, &'static str, String) {
+    match (method, path) {
+        ("GET", "/identitymanager/.well-known/openid-configuration") => {
+            let base = "http://sms01.plant.local/identitymanager";
+            let doc = serde_json::json!({"issuer": base, "token_endpoint": format!("{base}/connect/token")});
+            (200, "application/json", doc.to_string())
+        }
+        _ => (404, "text/html", "<html>Not Found</html>".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_issuer_says_which_flag_to_set() {
+    let (port, posts) = http_server(other_issuer_provider).await;
+    let env = emulator_env(&format!("http://127.0.0.1:{port}/identitymanager"));
+    let out = aim_token(&["check"], &env).await;
+    assert_verdict(
+        row("AIM reports another issuer than the configured authority"),
+        &out,
+    );
+    assert_eq!(posts.load(Ordering::SeqCst), 0, "no secret sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mes_404_names_the_mes_flag_and_the_privilege() {
+    let emu = AimEmulator::start().await.unwrap();
+    let mes = format!("{}api/v3/no-such-route", emu.mes_base());
+    let out = aim_token(&["check", "--mes", &mes], &emulator_env(&emu.authority())).await;
+    assert_verdict(
+        row("the --mes URL is not a MES Web API route (HTTP 404)"),
+        &out,
+    );
 }

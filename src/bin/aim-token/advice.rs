@@ -48,6 +48,12 @@ pub(crate) struct Context<'a> {
     pub(crate) proxy: Option<&'a str>,
 }
 
+/// What to do when the authority answers, but not as AIM: it names another
+/// web site (its discovery or token path is not found, or not JSON).
+pub(crate) const NOT_AIM_FIX: &str =
+    "check --authority / AIM_AUTHORITY: it must name the AIM server \
+     (https://HOST/identitymanager), not another web site on the same host";
+
 /// What to do when the way to AIM through a proxy fails: the proxy, not
 /// AIM, refused or dropped the tunnel (or could not reach AIM).
 pub(crate) const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY): that it runs, \
@@ -116,8 +122,7 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
                     "the server at {} answered the token request with HTTP {status}: it is not AIM's token endpoint",
                     cx.host
                 ),
-                "check --authority / AIM_AUTHORITY: it must name the AIM server \
-                 (https://HOST/identitymanager), not another web site on the same host",
+                NOT_AIM_FIX,
             ),
             Some(status) if status >= 500 => Advice::new(
                 code,

@@ -393,7 +393,7 @@ async fn discovery(
             "discovery",
             exit::OTHER,
             format!("{url}: HTTP {}", status.as_u16()),
-            "check the authority: AIM's discovery lives at https://HOST/identitymanager/.well-known/openid-configuration",
+            advice::NOT_AIM_FIX,
         );
         return date;
     }
@@ -404,7 +404,7 @@ async fn discovery(
                 "discovery",
                 exit::OTHER,
                 format!("{url}: not a JSON discovery document"),
-                "check the authority points at AIM (…/identitymanager), not another web site",
+                advice::NOT_AIM_FIX,
             );
             return date;
         }
@@ -415,7 +415,7 @@ async fn discovery(
             "discovery",
             exit::OTHER,
             format!("the issuer is {issuer}, but the authority is {base}"),
-            "configure the authority as the issuer AIM reports (often the FQDN AIM was installed with)",
+            "set --authority / AIM_AUTHORITY to the issuer AIM reports (often the FQDN AIM was installed with)",
         );
         return date;
     }
@@ -530,11 +530,20 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             format!("{url}: HTTP 403, the token is valid but the call is not allowed"),
             "service calls run as MES's Default Background User (system attribute 199): grant it the privilege this call needs",
         ),
+        // MES's 404 means a wrong route, a missing parameter or a missing
+        // privilege (AVEVA's documentation): the fix names both.
+        Ok(r) if r.status().as_u16() == 404 => report.fail(
+            "mes",
+            exit::OTHER,
+            format!("{url}: HTTP 404"),
+            "check the URL given with --mes (https://HOST/mesmw/api/v3/...); MES also answers 404 when its \
+             Default Background User (system attribute 199) lacks the privilege for the entity",
+        ),
         Ok(r) => report.fail(
             "mes",
             exit::OTHER,
             format!("{url}: HTTP {}", r.status().as_u16()),
-            "check the MES URL (https://HOST/mesmw/api/...)",
+            "check the URL given with --mes (https://HOST/mesmw/api/v3/...), and MES's log",
         ),
         Err(e) => match aim_token::__cli::find_rustls_error(&e) {
             Some(tls) => {

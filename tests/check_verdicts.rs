@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use cli::{aim_token, emulator_env, step, temp_file, Output, BIN, NO_ENV};
+use cli::{aim_token, emulator_env, step, temp_file, trusting_env, Output, BIN, NO_ENV};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -834,10 +834,8 @@ async fn token_reads_the_secret_from_a_file_or_systemd_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_check_go_through_the_proxy_they_are_given() {
     let emu = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = temp_file("proxy", &emu.ca_pem().unwrap());
     let target = format!("127.0.0.1:{}", emu.port());
-    let mut env = emulator_env(&emu.authority());
-    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+    let env = trusting_env(&emu, "proxy");
 
     let proxy = connect_proxy::ConnectProxy::start().await;
     let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
@@ -990,9 +988,7 @@ async fn progress_is_overwritten_on_a_terminal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_refuses_the_tunnel_names_the_proxy() {
     let emu = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = temp_file("proxy-refuses", &emu.ca_pem().unwrap());
-    let mut env = emulator_env(&emu.authority());
-    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+    let env = trusting_env(&emu, "proxy-refuses");
 
     let proxy = connect_proxy::ConnectProxy::asking_for_credentials().await;
     let out = aim_token(&["check", "--proxy", &proxy.url_with_password], &env).await;
@@ -1025,9 +1021,7 @@ async fn a_proxy_that_refuses_the_tunnel_names_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_follows_no_proxy_and_hides_a_schemeless_proxy_password() {
     let emu = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = temp_file("no-proxy", &emu.ca_pem().unwrap());
-    let mut env = emulator_env(&emu.authority());
-    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+    let env = trusting_env(&emu, "no-proxy");
 
     let proxy = connect_proxy::ConnectProxy::start().await;
     let mut exempt = env.clone();

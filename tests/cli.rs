@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aim_token::emulator::{AimEmulator, EmulatorClient};
-use cli::{aim_token, emulator_env, step, temp_file, NO_ENV};
+use cli::{aim_token, emulator_env, step, temp_file, trusting_env, NO_ENV};
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -20,18 +20,8 @@ async fn https_emulator() -> AimEmulator {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_every_step() {
     let emu = https_emulator().await;
-    let ca = write_ca(&emu, "pass");
-    let authority = emu.authority();
     let mes = format!("{}api/v3/entity", emu.mes_base());
-    let out = aim_token(
-        &["check", "--mes", &mes],
-        &[
-            &emulator_env(&authority)[..],
-            &[("AIM_CA_CERT", ca.to_str().unwrap().to_owned())],
-        ]
-        .concat(),
-    )
-    .await;
+    let out = aim_token(&["check", "--mes", &mes], &trusting_env(&emu, "pass")).await;
     assert_eq!(out.code, 0);
     for name in [
         "config",

@@ -770,10 +770,7 @@ async fn fault_retry_after_date_beyond_year_9999_answers_without_the_header() {
     for after in [Duration::from_secs(9_000 * 365 * 86_400), Duration::MAX] {
         aim.inject(
             Endpoint::Token,
-            Fault::RetryAfterDate {
-                status: 503,
-                after,
-            },
+            Fault::RetryAfterDate { status: 503, after },
         );
         let resp = cc(&aim).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{after:?}");

@@ -74,6 +74,15 @@ pub fn emulator_env(authority: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// [`emulator_env`] of an https emulator, with its CA in a file named for
+/// `name` as AIM_CA_CERT (as the PCS root CA would be).
+pub fn trusting_env(emu: &AimEmulator, name: &str) -> Vec<(&'static str, String)> {
+    let ca = temp_file(name, &emu.ca_pem().expect("an https emulator"));
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", ca.to_string_lossy().into_owned()));
+    env
+}
+
 /// A file in the test target's temporary directory, named for this test
 /// process (so parallel test binaries do not share it).
 pub fn temp_file(name: &str, contents: &str) -> PathBuf {

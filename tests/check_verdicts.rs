@@ -45,6 +45,8 @@ const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY):
 
 const NOT_AIM_FIX: &str = "check --authority / AIM_AUTHORITY: it must name the AIM server (https://HOST/identitymanager), not another web site on the same host";
 
+const HTTPS_PROXY_TRUST_FIX: &str = "trust the CA of AIM's certificate and that of the https proxy's: put both in the --ca-cert / AIM_CA_CERT file (concatenated PEM), or speak to the proxy over plain http (--proxy http://HOST:PORT)";
+
 const ROWS: &[Row] = &[
     Row {
         symptom: "AIM accepts the connection and never answers (https)",
@@ -197,6 +199,22 @@ const ROWS: &[Row] = &[
         code: 6,
         says: "HTTP 404",
         fix: "check the URL given with --mes (https://HOST/mesmw/api/v3/...); MES also answers 404 when its Default Background User (system attribute 199) lacks the privilege for the entity",
+    },
+    Row {
+        symptom: "an https:// proxy whose certificate this machine does not trust",
+        command: "check",
+        step: "discovery",
+        code: 4,
+        says: "through the https proxy https://127.0.0.1:",
+        fix: HTTPS_PROXY_TRUST_FIX,
+    },
+    Row {
+        symptom: "an https:// proxy whose certificate this machine does not trust (`aim-token token`)",
+        command: "token",
+        step: "token",
+        code: 4,
+        says: "or with the https proxy https://127.0.0.1:",
+        fix: HTTPS_PROXY_TRUST_FIX,
     },
     Row {
         symptom: "the proxy asks for credentials (HTTP 407)",
@@ -1103,4 +1121,32 @@ async fn a_mes_404_names_the_mes_flag_and_the_privilege() {
         row("the --mes URL is not a MES Web API route (HTTP 404)"),
         &out,
     );
+}
+
+/// A TLS failure through an https:// proxy may be the proxy's certificate:
+/// the fix says to trust both CAs, not only AIM's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_https_proxy_says_to_trust_both_cas() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let env = trusting_env(&emu, "https-proxy");
+    let (proxy, proxy_ca) = connect_proxy::ConnectProxy::over_tls().await;
+    let out = aim_token(&["check", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("an https:// proxy whose certificate this machine does not trust"),
+        &out,
+    );
+    let out = aim_token(&["--timeout", "2", "token", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("an https:// proxy whose certificate this machine does not trust (`aim-token token`)"),
+        &out,
+    );
+    // With both CAs in the file, it works.
+    let both = temp_file(
+        "https-proxy-both",
+        &format!("{}{proxy_ca}", emu.ca_pem().unwrap()),
+    );
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", both.to_string_lossy().into_owned()));
+    let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }

@@ -48,6 +48,17 @@ pub(crate) struct Context<'a> {
     pub(crate) proxy: Option<&'a str>,
 }
 
+/// What to do when TLS fails through an `https://` proxy: the certificate
+/// that failed may be the proxy's as well as AIM's.
+pub(crate) const HTTPS_PROXY_TRUST_FIX: &str = "trust the CA of AIM's certificate and that of the https proxy's: \
+     put both in the --ca-cert / AIM_CA_CERT file (concatenated PEM), or speak to the proxy over plain http \
+     (--proxy http://HOST:PORT)";
+
+/// Whether `proxy` (as shown) is spoken to over TLS.
+pub(crate) fn is_https_proxy(proxy: Option<&str>) -> bool {
+    proxy.is_some_and(|p| p.starts_with("https://"))
+}
+
 /// What to do when the authority answers, but not as AIM: it names another
 /// web site (its discovery or token path is not found, or not JSON).
 pub(crate) const NOT_AIM_FIX: &str =
@@ -77,6 +88,16 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
             format!("no answer from AIM at {} within {timeout}", cx.host),
             "check that AIM (IIS) is running on the SMS node and that no firewall or proxy holds the \
              connection, or allow more time with --timeout SECONDS",
+        ),
+        ErrorKind::Tls if is_https_proxy(cx.proxy) => Advice::new(
+            code,
+            format!(
+                "TLS with {} or with the https proxy {} failed: {}",
+                cx.host,
+                cx.proxy.unwrap_or_default(),
+                root_cause(err)
+            ),
+            HTTPS_PROXY_TRUST_FIX,
         ),
         ErrorKind::Tls => match aim_token::__cli::find_rustls_error(err) {
             Some(tls) => {

@@ -691,7 +691,13 @@ pub(crate) fn scopes_text(scopes: &[String]) -> String {
 /// The exit code, where the request failed (through which proxy) and the
 /// fix for a failed request of the doctor's own through `proxy`, if any.
 fn classify_http(err: &reqwest::Error, proxy: Option<&str>) -> (u8, String, &'static str) {
-    if is_tls(err) {
+    if is_tls(err) && advice::is_https_proxy(proxy) {
+        (
+            exit::TLS,
+            format!("through the https proxy {}: ", proxy.unwrap_or_default()),
+            advice::HTTPS_PROXY_TRUST_FIX,
+        )
+    } else if is_tls(err) {
         (exit::TLS, String::new(), crate::tls::TRUST_FIX)
     } else if let Some(proxy) = proxy.filter(|_| err.is_connect()) {
         // Through a proxy, connecting is the proxy's part (its tunnel).

@@ -217,6 +217,14 @@ const ROWS: &[Row] = &[
         fix: HTTPS_PROXY_TRUST_FIX,
     },
     Row {
+        symptom: "--proxy is not a proxy URL",
+        command: "check",
+        step: "config",
+        code: 2,
+        says: "the proxy `[redacted]@proxy.plant.local:3128` is not a proxy URL",
+        fix: "give the proxy as --proxy http://HOST:PORT (or https://HOST:PORT), with USER:PASSWORD@ before the host if it asks for them",
+    },
+    Row {
         symptom: "the proxy asks for credentials (HTTP 407)",
         command: "check",
         step: "discovery",
@@ -1149,4 +1157,16 @@ async fn an_untrusted_https_proxy_says_to_trust_both_cas() {
     env.push(("AIM_CA_CERT", both.to_string_lossy().into_owned()));
     let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_flag_that_is_not_a_url_names_the_flag_not_aim_variables() {
+    let env = emulator_env("sms01.plant.invalid");
+    let out = aim_token(
+        &["check", "--proxy", "user:hunter2@proxy.plant.local:3128"],
+        &env,
+    )
+    .await;
+    assert_verdict(row("--proxy is not a proxy URL"), &out);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
 }

@@ -8,7 +8,7 @@ use aim_token::{AimClient, AimClientBuilder};
 
 use crate::exit;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub(crate) struct Global {
     /// The AIM server: sms01, sms01.plant.local, https://sms01.plant.local or
     /// https://sms01/identitymanager.
@@ -281,6 +281,17 @@ impl Global {
                 crate::advice::root_cause(&err)
             ))
             .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT");
+        }
+        // A --proxy the builder refuses: asked by building without it.
+        let without_proxy = Global {
+            proxy: None,
+            ..self.clone()
+        };
+        if self.proxy.is_some() && !probe(self.connection()) && probe(without_proxy.connection()) {
+            return Failure::usage(crate::advice::root_cause(&err)).fix(
+                "give the proxy as --proxy http://HOST:PORT (or https://HOST:PORT), with USER:PASSWORD@ \
+                 before the host if it asks for them",
+            );
         }
         let builds = |allow_http: bool| {
             self.connection().is_ok_and(|b| {

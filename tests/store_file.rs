@@ -440,3 +440,145 @@ async fn a_waiter_asks_aim_itself_after_its_retry_deadline() {
         "stored for the others"
     );
 }
+
+/// The waiter that gave up on a slow holder stored a token; the holder's
+/// own, answered last, expires first. Written last, it would replace the
+/// longer-lived one for every process: the holder adopts the stored token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_writer_keeps_the_longer_lived_token_another_process_stored_meanwhile() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_token_lifetime(Duration::from_secs(3600));
+    // The holder's token request is answered after 6 s.
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(6)), 1);
+    let dir = temp_dir("file-late");
+    let mut env = file_env(&aim, &dir);
+    env.push(("TASKS".into(), "1".into()));
+    let mut holder = spawn_child("holder", &env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while aim.token_requests() == 0 {
+        assert!(Instant::now() < deadline, "the holder never asked AIM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // This one waits 1 s for the holder, then asks AIM and stores its token.
+    let mut impatient = env.clone();
+    impatient.push(("DEADLINE_MS".into(), "1000".into()));
+    let waiter = reports(vec![spawn_child("waiter", &impatient)])
+        .await
+        .remove(0);
+    assert_eq!(aim.token_requests(), 2);
+    // From now on AIM issues 10-minute tokens: the holder's among them.
+    aim.set_token_lifetime(Duration::from_secs(600));
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "inconclusive: the holder finished before the waiter (machine too slow)"
+    );
+    let holder = reports(vec![holder]).await.remove(0);
+    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(holder.tokens, waiter.tokens, "the holder adopts the stored token");
+    let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
+    assert_eq!(after.tokens, waiter.tokens, "the store kept the longer-lived token");
+    assert_eq!(aim.token_requests(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A write that timed out must not land afterwards: here another process
+/// sits in the entry's write critical section (its lock held) while the
+/// client writes; the client gives up after the store timeout, MES refuses
+/// the token, the client renews. When the lock is freed, the abandoned
+/// write would put the refused token into the store for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_abandoned_at_its_timeout_does_not_land_later_with_a_refused_token() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-late-put");
+    let store = FileStore::new(&dir);
+    let client = || {
+        aim.client_builder()
+            .token_store(store.clone())
+            .min_refresh_interval(Duration::from_micros(1))
+            .build()
+            .unwrap()
+    };
+    // The entry's file name, from a first client; then an empty store.
+    client().token().await.unwrap();
+    let (entry, _) = files(&dir)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
+        .unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    let wlock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(entry.with_extension("wlock"))
+        .unwrap();
+    wlock.lock().unwrap();
+
+    let a = client();
+    let refused = a.token().await.unwrap();
+    assert!(a.stats().store_errors >= 1, "the write timed out: {:?}", a.stats());
+    a.invalidate(&refused);
+    let renewed = a.token().await.unwrap();
+    assert_ne!(digest(renewed.secret()), digest(refused.secret()));
+
+    wlock.unlock().unwrap();
+    drop(wlock);
+    // Time for an abandoned write to land, if it is going to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = client();
+    let got = b.token().await.unwrap();
+    assert_ne!(
+        digest(got.secret()),
+        digest(refused.secret()),
+        "the refused token came back"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A wall clock offset from the system's: another host's.
+#[derive(Debug)]
+struct Skewed {
+    ahead: Duration,
+}
+
+impl aim_token::Clock for Skewed {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now() + self.ahead
+    }
+}
+
+/// A token stored by a host whose clock is 10 minutes ahead says it was
+/// issued in this host's future. Refused by MES here, it must still be
+/// renewable: "issued less than min_refresh_interval ago" is not true of
+/// a token from the future.
+#[tokio::test]
+async fn a_token_stored_by_a_host_whose_clock_is_ahead_can_still_be_renewed_after_a_401() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-skew");
+    let ahead = aim
+        .client_builder()
+        .clock(Arc::new(Skewed {
+            ahead: Duration::from_secs(600),
+        }))
+        .token_store(FileStore::new(&dir))
+        .build()
+        .unwrap();
+    let stored = ahead.token().await.unwrap();
+    let here = aim
+        .client_builder()
+        .token_store(FileStore::new(&dir))
+        .build()
+        .unwrap();
+    assert_eq!(
+        digest(here.token().await.unwrap().secret()),
+        digest(stored.secret())
+    );
+    assert_eq!(here.stats().store_hits, 1);
+    here.invalidate(&stored);
+    let renewed = here.token().await.unwrap();
+    assert_ne!(
+        digest(renewed.secret()),
+        digest(stored.secret()),
+        "the refused token again"
+    );
+    assert_eq!(aim.token_requests(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}

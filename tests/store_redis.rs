@@ -377,3 +377,49 @@ async fn a_huge_redis_value_is_not_read_whole() {
         Some(&b"value"[..])
     );
 }
+
+/// A holder that outlives its lease (a GC pause, a slow AIM answer, a
+/// suspended VM: here its lease is expired by hand while AIM keeps it
+/// waiting): another process takes over and stores a token. The stalled
+/// holder's token, answered last, expires first; written last, it would
+/// replace the longer-lived one for every host. It adopts the stored one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
+    let Some(redis) = Redis::start() else { return };
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_token_lifetime(Duration::from_secs(3600));
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(6)), 1);
+    let mut env = redis_env(&aim, &redis);
+    env.push(("TASKS".into(), "1".into()));
+    let mut holder = spawn_child("holder", &env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while aim.token_requests() == 0 {
+        assert!(Instant::now() < deadline, "the holder never asked AIM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = raw(&redis).await;
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("aim-token:lease:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(&leases[0])
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let taker = reports(vec![spawn_child("taker", &env)]).await.remove(0);
+    assert_eq!(aim.token_requests(), 2);
+    aim.set_token_lifetime(Duration::from_secs(600));
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "inconclusive: the holder finished before the taker (machine too slow)"
+    );
+    let holder = reports(vec![holder]).await.remove(0);
+    assert_eq!(holder.tokens, taker.tokens, "the holder adopts the stored token");
+    let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
+    assert_eq!(after.tokens, taker.tokens, "Redis kept the longer-lived token");
+    assert_eq!(aim.token_requests(), 2);
+}

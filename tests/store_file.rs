@@ -474,9 +474,15 @@ async fn a_late_writer_keeps_the_longer_lived_token_another_process_stored_meanw
     );
     let holder = reports(vec![holder]).await.remove(0);
     assert_eq!(aim.token_requests(), 2);
-    assert_eq!(holder.tokens, waiter.tokens, "the holder adopts the stored token");
+    assert_eq!(
+        holder.tokens, waiter.tokens,
+        "the holder adopts the stored token"
+    );
     let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
-    assert_eq!(after.tokens, waiter.tokens, "the store kept the longer-lived token");
+    assert_eq!(
+        after.tokens, waiter.tokens,
+        "the store kept the longer-lived token"
+    );
     assert_eq!(aim.token_requests(), 2);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -514,7 +520,11 @@ async fn a_write_abandoned_at_its_timeout_does_not_land_later_with_a_refused_tok
 
     let a = client();
     let refused = a.token().await.unwrap();
-    assert!(a.stats().store_errors >= 1, "the write timed out: {:?}", a.stats());
+    assert!(
+        a.stats().store_errors >= 1,
+        "the write timed out: {:?}",
+        a.stats()
+    );
     a.invalidate(&refused);
     let renewed = a.token().await.unwrap();
     assert_ne!(digest(renewed.secret()), digest(refused.secret()));
@@ -567,12 +577,10 @@ async fn a_token_stored_by_a_host_whose_clock_is_ahead_can_still_be_renewed_afte
         .token_store(FileStore::new(&dir))
         .build()
         .unwrap();
-    assert_eq!(
-        digest(here.token().await.unwrap().secret()),
-        digest(stored.secret())
-    );
+    let adopted = here.token().await.unwrap();
+    assert_eq!(digest(adopted.secret()), digest(stored.secret()));
     assert_eq!(here.stats().store_hits, 1);
-    here.invalidate(&stored);
+    here.invalidate(&adopted);
     let renewed = here.token().await.unwrap();
     assert_ne!(
         digest(renewed.secret()),

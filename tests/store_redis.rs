@@ -418,8 +418,14 @@ async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
         "inconclusive: the holder finished before the taker (machine too slow)"
     );
     let holder = reports(vec![holder]).await.remove(0);
-    assert_eq!(holder.tokens, taker.tokens, "the holder adopts the stored token");
+    assert_eq!(
+        holder.tokens, taker.tokens,
+        "the holder adopts the stored token"
+    );
     let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
-    assert_eq!(after.tokens, taker.tokens, "Redis kept the longer-lived token");
+    assert_eq!(
+        after.tokens, taker.tokens,
+        "Redis kept the longer-lived token"
+    );
     assert_eq!(aim.token_requests(), 2);
 }

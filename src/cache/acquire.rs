@@ -341,8 +341,15 @@ impl Shared {
         let Some(store) = &self.config.store else {
             return fetch().await;
         };
+        let now_ms = || self.clock.now_ms();
         let accept = |token: &AccessToken| self.adoptable(need, token);
-        match store.acquire(self.clock.now_ms(), &accept, fetch).await {
+        let usable = |token: &AccessToken| self.adoptable(&Need::Usable, token);
+        let judge = store::Judge {
+            now_ms: &now_ms,
+            accept: &accept,
+            usable: &usable,
+        };
+        match store.acquire(&judge, fetch).await {
             Obtained::Stored(token) => {
                 let count = self.source.authority_count();
                 let index = (0..count)

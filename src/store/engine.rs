@@ -26,6 +26,10 @@ pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_LATER: Duration = Duration::from_secs(2);
 /// How often a process waiting for another one's token looks again.
 const POLL: Duration = Duration::from_millis(40);
+/// How many times a write looks again after another writer got in first.
+const FENCE_ROUNDS: usize = 3;
+/// How many refused tokens an entry remembers (a renewal each is rare).
+const REMEMBERED_REFUSALS: usize = 8;
 
 /// How an acquisition through the store ended.
 pub(crate) enum Obtained {
@@ -50,9 +54,9 @@ pub(crate) struct Attached {
     retry_at: Mutex<Option<Instant>>,
     /// Whether the current failure episode has been warned about.
     degraded: AtomicBool,
-    /// The token a resource server refused (`invalidate`): never adopted
-    /// again from the store, and deleted there by the next acquisition.
-    rejected: Mutex<Option<AccessToken>>,
+    /// The tokens a resource server refused (`invalidate`), until they
+    /// expire: never adopted from the store, deleted there when seen.
+    rejected: Mutex<Vec<AccessToken>>,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -100,6 +104,30 @@ enum Op<T> {
     Failed,
 }
 
+/// How the cache judges the tokens the store holds (its clock and policy).
+pub(crate) struct Judge<'a> {
+    /// The client's wall clock, in Unix milliseconds.
+    pub(crate) now_ms: &'a (dyn Fn() -> u64 + Sync),
+    /// Whether a stored token answers this acquisition (no request then).
+    pub(crate) accept: &'a (dyn Fn(&AccessToken) -> bool + Sync),
+    /// Whether a stored token may still be handed out.
+    pub(crate) usable: &'a (dyn Fn(&AccessToken) -> bool + Sync),
+}
+
+/// What a read gave: a token to adopt, or what the store holds instead.
+enum Read {
+    Adopt(AccessToken),
+    Miss(Option<Vec<u8>>),
+}
+
+/// What the store holds: the value as read (what a write compares with)
+/// and its token, if it opened and was not refused here.
+#[derive(Default)]
+struct Found {
+    raw: Option<Vec<u8>>,
+    token: Option<AccessToken>,
+}
+
 impl Attached {
     /// `store` for the token `config` asks for. `lease_ttl` must exceed
     /// one acquisition's deadline, so a live holder never loses its lease;
@@ -126,7 +154,7 @@ impl Attached {
             writer: format!("{host}/{}", std::process::id()),
             retry_at: Mutex::new(None),
             degraded: AtomicBool::new(false),
-            rejected: Mutex::new(None),
+            rejected: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -143,23 +171,31 @@ impl Attached {
         stats.lease_waits = get(&self.lease_waits);
     }
 
-    /// Remembers that a resource server refused `token`: the next
-    /// acquisition deletes it from the store if the store still holds it.
-    pub(crate) fn reject(&self, token: &AccessToken) {
-        *lock(&self.rejected) = Some(token.clone());
+    /// Remembers that a resource server refused `token`: never adopted from
+    /// the store again while it lasts, and deleted there whenever it is
+    /// seen (compare-and-delete), whoever writes it back.
+    pub(crate) fn reject(&self, token: &AccessToken, now_ms: u64) {
+        let mut rejected = lock(&self.rejected);
+        rejected.retain(|r| r.expires_at_ms() > now_ms && r.secret() != token.secret());
+        if rejected.len() >= REMEMBERED_REFUSALS {
+            rejected.remove(0);
+        }
+        rejected.push(token.clone());
     }
 
-    /// One acquisition through the store: a stored token that `accept`s,
-    /// else under the lease a re-read, then `fetch` (AIM) and a write. While
-    /// another process holds the lease, wait for its token, taking the lease
-    /// over if it expires (its holder died); after `wait_limit`, `fetch`
-    /// without it. Any store failure: `fetch` directly, no more store calls.
-    pub(crate) async fn acquire<F, Fut>(
-        &self,
-        now_ms: u64,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
-        fetch: F,
-    ) -> Obtained
+    fn is_refused(&self, token: &AccessToken) -> bool {
+        lock(&self.rejected)
+            .iter()
+            .any(|r| r.secret() == token.secret())
+    }
+
+    /// One acquisition through the store: a stored token that `judge`
+    /// accepts, else under the lease a re-read, then `fetch` (AIM) and a
+    /// fenced write. While another process holds the lease, wait for its
+    /// token, taking the lease over if it expires (its holder died); after
+    /// `wait_limit`, `fetch` without it. Any store failure: `fetch`
+    /// directly, no more store calls.
+    pub(crate) async fn acquire<F, Fut>(&self, judge: &Judge<'_>, fetch: F) -> Obtained
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken>>,
@@ -170,11 +206,11 @@ impl Attached {
         let started = Instant::now();
         let mut waited = false;
         loop {
-            match self.read(accept).await {
-                Op::Ok(Some(token)) => return Obtained::Stored(token),
-                Op::Ok(None) => {}
+            let seen = match self.read(judge).await {
+                Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
+                Op::Ok(Read::Miss(seen)) => seen,
                 Op::Failed => return Obtained::Fetched(fetch().await),
-            }
+            };
             let lease = match self
                 .bounded(self.store.try_lease(&self.key, self.lease_ttl))
                 .await
@@ -188,7 +224,7 @@ impl Attached {
                     lease: Some(lease),
                     timeout: self.op_timeout,
                 };
-                return self.as_leaseholder(held, now_ms, accept, fetch).await;
+                return self.as_leaseholder(held, judge, fetch).await;
             }
             if !waited {
                 waited = true;
@@ -201,23 +237,13 @@ impl Attached {
                     waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "the process holding the store's lease did not write a token within the retry deadline; asking AIM directly"
                 );
-                let outcome = fetch().await;
-                if let Ok(token) = &outcome {
-                    self.write(token, now_ms).await;
-                }
-                return Obtained::Fetched(outcome);
+                return self.fetch_and_write(seen, judge, fetch).await;
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    async fn as_leaseholder<F, Fut>(
-        &self,
-        held: Held<'_>,
-        now_ms: u64,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
-        fetch: F,
-    ) -> Obtained
+    async fn as_leaseholder<F, Fut>(&self, held: Held<'_>, judge: &Judge<'_>, fetch: F) -> Obtained
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken>>,
@@ -226,76 +252,144 @@ impl Attached {
         // not wait for it, and a failing store costs no further timeout.
         let _held = held;
         // Another process may have written between the read and the lease.
-        match self.read(accept).await {
-            Op::Ok(Some(token)) => return Obtained::Stored(token),
-            Op::Ok(None) => {}
+        let seen = match self.read(judge).await {
+            Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
+            Op::Ok(Read::Miss(seen)) => seen,
             Op::Failed => return Obtained::Fetched(fetch().await),
-        }
+        };
+        self.fetch_and_write(seen, judge, fetch).await
+    }
+
+    /// `fetch`, then the write of its token where the store held `seen`;
+    /// the token another process stored meanwhile if that one lasts longer.
+    async fn fetch_and_write<F, Fut>(
+        &self,
+        seen: Option<Vec<u8>>,
+        judge: &Judge<'_>,
+        fetch: F,
+    ) -> Obtained
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AccessToken>>,
+    {
         let outcome = fetch().await;
         if let Ok(token) = &outcome {
-            self.write(token, now_ms).await;
+            if let Some(theirs) = self.write(token, seen, judge).await {
+                return Obtained::Stored(theirs);
+            }
         }
         Obtained::Fetched(outcome)
     }
 
-    /// The stored token, if it opens and `accept`s. A refused token still in
-    /// the store is deleted (compare-and-delete: only that value).
-    async fn read(
-        &self,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
-    ) -> Op<Option<AccessToken>> {
+    /// The stored token if `judge` accepts it, else what the store holds
+    /// (for the write to compare against).
+    async fn read(&self, judge: &Judge<'_>) -> Op<Read> {
+        let Op::Ok(found) = self.look().await else {
+            return Op::Failed;
+        };
+        match found.token {
+            Some(token) if (judge.accept)(&token) => {
+                bump(&self.hits);
+                tracing::debug!(target: TARGET, authority = token.authority(), "token from the shared store");
+                Op::Ok(Read::Adopt(token))
+            }
+            _ => {
+                bump(&self.misses);
+                Op::Ok(Read::Miss(found.raw))
+            }
+        }
+    }
+
+    /// The stored value, and its token if it opens and was not refused
+    /// here. A refused token is deleted (compare-and-delete: only that value).
+    async fn look(&self) -> Op<Found> {
         let Op::Ok(value) = self.bounded(self.store.get(&self.key)).await else {
             return Op::Failed;
         };
         let Some(value) = value else {
-            bump(&self.misses);
-            return Op::Ok(None);
+            return Op::Ok(Found::default());
         };
         let token = match self.sealer.open(&value) {
             Ok(token) => token,
             Err(why) => {
-                bump(&self.misses);
                 let why = match why {
                     Unreadable::Format => "not in this version's format",
                     Unreadable::Seal => "sealed with another client secret, or tampered with",
                     Unreadable::Content => "not a token record",
                 };
                 tracing::warn!(target: TARGET, entry = %self.key, "ignoring the stored token: {why}");
-                return Op::Ok(None);
+                return Op::Ok(Found {
+                    raw: Some(value),
+                    token: None,
+                });
             }
         };
-        let refused = lock(&self.rejected)
-            .as_ref()
-            .is_some_and(|r| r.secret() == token.secret());
-        if refused {
-            bump(&self.misses);
+        if self.is_refused(&token) {
             if let Op::Ok(true) = self.bounded(self.store.delete_if(&self.key, &value)).await {
                 tracing::debug!(target: TARGET, "deleted the refused token from the store");
+                return Op::Ok(Found::default());
             }
-            return Op::Ok(None);
+            return Op::Ok(Found {
+                raw: Some(value),
+                token: None,
+            });
         }
-        if accept(&token) {
-            bump(&self.hits);
-            tracing::debug!(target: TARGET, authority = token.authority(), "token from the shared store");
-            Op::Ok(Some(token))
-        } else {
-            bump(&self.misses);
-            Op::Ok(None)
-        }
+        Op::Ok(Found {
+            raw: Some(value),
+            token: Some(token),
+        })
     }
 
-    async fn write(&self, token: &AccessToken, now_ms: u64) {
-        let ttl = Duration::from_millis(token.expires_at_ms().saturating_sub(now_ms));
-        if ttl.is_zero() {
-            return;
-        }
-        let Some(value) = self.sealer.seal(token, &self.writer) else {
+    /// Stores `mine` if the store still holds `seen` (compare-and-set). If
+    /// another process wrote meanwhile (a holder that outlived its lease, a
+    /// waiter that gave up, a writer whose clock is behind), its token
+    /// stays when it is usable and lasts at least as long as `mine`: it is
+    /// returned, to be used instead. Otherwise `mine` replaces it.
+    async fn write(
+        &self,
+        mine: &AccessToken,
+        mut seen: Option<Vec<u8>>,
+        judge: &Judge<'_>,
+    ) -> Option<AccessToken> {
+        let Some(value) = self.sealer.seal(mine, &self.writer) else {
             tracing::warn!(target: TARGET, "no randomness for sealing; not storing the token");
-            return;
+            return None;
         };
-        if let Op::Ok(()) = self.bounded(self.store.put(&self.key, &value, ttl)).await {
-            *lock(&self.rejected) = None;
+        for _ in 0..FENCE_ROUNDS {
+            // What is left now, not when the acquisition began: the fetch
+            // may have taken long.
+            let ttl = Duration::from_millis(mine.expires_at_ms().saturating_sub((judge.now_ms)()));
+            if ttl.is_zero() {
+                return None;
+            }
+            let replace = self
+                .store
+                .replace_if(&self.key, seen.as_deref(), &value, ttl);
+            match self.bounded(replace).await {
+                Op::Ok(true) | Op::Failed => return None,
+                Op::Ok(false) => {}
+            }
+            let Op::Ok(found) = self.look().await else {
+                return None;
+            };
+            if let Some(theirs) = found.token {
+                if theirs.secret() == mine.secret() {
+                    return None;
+                }
+                if (judge.usable)(&theirs) && theirs.expires_at_ms() >= mine.expires_at_ms() {
+                    bump(&self.hits);
+                    tracing::info!(
+                        target: TARGET,
+                        authority = theirs.authority(),
+                        "another process stored a token lasting at least as long while this one was fetching; using it rather than replacing it"
+                    );
+                    return Some(theirs);
+                }
+            }
+            seen = found.raw;
         }
+        tracing::debug!(target: TARGET, "the store's entry kept changing under this write; leaving it to the other writers");
+        None
     }
 
     /// Whether to use the store now (not within `RETRY_LATER` of a failure;

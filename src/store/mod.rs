@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::engine::{
-    lease_time, shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT,
+    lease_time, shared_jitter_unit, Attached, Judge, Obtained, DEFAULT_OP_TIMEOUT,
 };
 pub use self::file::FileStore;
 #[cfg(feature = "redis")]
@@ -152,6 +152,32 @@ pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8])
         -> BoxFuture<'a, io::Result<bool>>;
 
+    /// Stores `value` under `key` (like [`put`](Self::put)) only if `key`
+    /// still holds `current` as [`get`](Self::get) returns it (`None`:
+    /// nothing); says whether it did. The crate writes tokens through this,
+    /// so that a write cannot replace a token its writer has not seen: one
+    /// from a holder that outlived its lease, a writer that slept between
+    /// its read and its write, a write that arrives late.
+    ///
+    /// The default compares with [`get`](Self::get), then calls
+    /// [`put`](Self::put): a writer stalled between the two can still
+    /// replace a newer value. Override it with the backend's own
+    /// compare-and-set where it has one ([`FileStore`] and `RedisStore` do).
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async move {
+            if self.get(key).await?.as_deref() != current {
+                return Ok(false);
+            }
+            self.put(key, value, ttl).await.map(|()| true)
+        })
+    }
+
     /// Takes the lease on `key` without waiting: `None` while another holder
     /// has it. The lease ends at [`release`](Self::release), when its holder
     /// dies, or after `ttl`, whichever comes first.
@@ -245,6 +271,15 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
         expected: &'a [u8],
     ) -> BoxFuture<'a, io::Result<bool>> {
         (**self).delete_if(key, expected)
+    }
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        (**self).replace_if(key, current, value, ttl)
     }
     fn try_lease<'a>(
         &'a self,

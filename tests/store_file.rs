@@ -590,3 +590,102 @@ async fn a_token_stored_by_a_host_whose_clock_is_ahead_can_still_be_renewed_afte
     assert_eq!(aim.token_requests(), 2);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The token MES refused here is written back into the store after this
+/// client renewed (a write from another process that lands late, a backup
+/// restored): this client must not take it again, as long as it lasts.
+#[tokio::test]
+async fn a_refused_token_written_back_after_the_renewal_is_not_taken_again() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-back");
+    let client = aim
+        .client_builder()
+        .token_store(FileStore::new(&dir))
+        .min_refresh_interval(Duration::from_micros(1))
+        .build()
+        .unwrap();
+    let refused = client.token().await.unwrap();
+    let (entry, sealed) = files(&dir)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
+        .unwrap();
+    client.invalidate(&refused);
+    let renewed = client.token().await.unwrap();
+    assert_ne!(digest(renewed.secret()), digest(refused.secret()));
+    std::fs::write(&entry, sealed).unwrap();
+    let refreshed = client.refresh().await.unwrap();
+    assert_ne!(
+        digest(refreshed.secret()),
+        digest(refused.secret()),
+        "the refused token again"
+    );
+    assert_eq!(aim.token_requests(), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A store that keeps one value and records the lifetime of each write.
+#[derive(Debug, Default)]
+struct Recording {
+    value: std::sync::Mutex<Option<Vec<u8>>>,
+    ttls: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl TokenStore for Recording {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        let v = self.value.lock().unwrap().clone();
+        Box::pin(async move { Ok(v) })
+    }
+    fn put<'a>(
+        &'a self,
+        _: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        *self.value.lock().unwrap() = Some(value.to_vec());
+        self.ttls.lock().unwrap().push(ttl);
+        Box::pin(async { Ok(()) })
+    }
+    fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        Box::pin(async move { Ok(Some(Lease::new(key, Lease::random_owner()))) })
+    }
+    fn release(&self, _: Lease) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// AIM took 20 s to answer: the entry must not outlive the token by that
+/// much (its lifetime is what is left when it is written).
+#[tokio::test(start_paused = true)]
+async fn a_stored_entry_lives_as_long_as_the_token_has_left_when_written() {
+    let clock = Arc::new(TokioClock::new());
+    let aim = AimEmulator::builder()
+        .clock(clock.clone())
+        .token_lifetime(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(20)), 1);
+    let store = Arc::new(Recording::default());
+    let client = aim
+        .client_builder()
+        .clock(clock.clone())
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let token = client.token().await.unwrap();
+    let left = token.remaining_at(aim_token::Clock::now(&*clock));
+    let ttls = store.ttls.lock().unwrap().clone();
+    assert_eq!(ttls.len(), 1, "{ttls:?}");
+    assert!(
+        ttls[0] <= left + Duration::from_secs(1),
+        "stored for {:?}, the token has {left:?} left",
+        ttls[0]
+    );
+}

@@ -689,3 +689,73 @@ async fn a_stored_entry_lives_as_long_as_the_token_has_left_when_written() {
         ttls[0]
     );
 }
+
+/// A store that answers every call correctly, each just before the store
+/// timeout (250 ms): never a failure by the per-call rule.
+#[derive(Debug, Default)]
+struct JustInTime {
+    inner: Recording,
+}
+
+impl JustInTime {
+    const LATENCY: Duration = Duration::from_millis(240);
+
+    fn late<'a, T: Send + 'a>(op: BoxFuture<'a, io::Result<T>>) -> BoxFuture<'a, io::Result<T>> {
+        Box::pin(async move {
+            tokio::time::sleep(Self::LATENCY).await;
+            op.await
+        })
+    }
+}
+
+impl TokenStore for JustInTime {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        Self::late(self.inner.get(key))
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Self::late(self.inner.put(key, value, ttl))
+    }
+    fn delete_if<'a>(&'a self, key: &'a str, v: &'a [u8]) -> BoxFuture<'a, io::Result<bool>> {
+        Self::late(self.inner.delete_if(key, v))
+    }
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
+        Self::late(self.inner.try_lease(key, ttl))
+    }
+    fn release(&self, lease: Lease) -> BoxFuture<'_, io::Result<()>> {
+        Self::late(self.inner.release(lease))
+    }
+}
+
+/// Each call answers in time, but an acquisition makes several: the
+/// store must not add more than twice its timeout to a token request.
+#[tokio::test(start_paused = true)]
+async fn a_store_answering_just_within_its_timeout_adds_at_most_twice_the_timeout() {
+    let aim = AimEmulator::start().await.unwrap();
+    let plain = aim.client_builder().build().unwrap();
+    let started = Instant::now();
+    plain.token().await.unwrap();
+    let without = started.elapsed();
+
+    let store = Arc::new(JustInTime::default());
+    let client = aim
+        .client_builder()
+        .token_store(store.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.token().await.unwrap();
+    let added = started.elapsed().saturating_sub(without);
+    assert!(
+        added <= Duration::from_millis(2 * 250 + 20),
+        "the store added {added:?}"
+    );
+}

@@ -204,15 +204,20 @@ impl Attached {
             return Obtained::Fetched(fetch().await);
         }
         let started = Instant::now();
+        // What the store may add to this acquisition; polls while another
+        // process holds the lease are waiting, not added latency.
+        let budget = Budget::new(self.op_timeout.saturating_mul(2));
+        let polls = Budget::unlimited();
         let mut waited = false;
         loop {
-            let seen = match self.read(judge).await {
+            let charged = if waited { &polls } else { &budget };
+            let seen = match self.read(judge, charged).await {
                 Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
                 Op::Ok(Read::Miss(seen)) => seen,
                 Op::Failed => return Obtained::Fetched(fetch().await),
             };
             let lease = match self
-                .bounded(self.store.try_lease(&self.key, self.lease_ttl))
+                .bounded(self.store.try_lease(&self.key, self.lease_ttl), charged, 1)
                 .await
             {
                 Op::Ok(lease) => lease,
@@ -224,7 +229,7 @@ impl Attached {
                     lease: Some(lease),
                     timeout: self.op_timeout,
                 };
-                return self.as_leaseholder(held, judge, fetch).await;
+                return self.as_leaseholder(held, judge, &budget, fetch).await;
             }
             if !waited {
                 waited = true;
@@ -237,13 +242,19 @@ impl Attached {
                     waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "the process holding the store's lease did not write a token within the retry deadline; asking AIM directly"
                 );
-                return self.fetch_and_write(seen, judge, fetch).await;
+                return self.fetch_and_write(seen, judge, &budget, fetch).await;
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    async fn as_leaseholder<F, Fut>(&self, held: Held<'_>, judge: &Judge<'_>, fetch: F) -> Obtained
+    async fn as_leaseholder<F, Fut>(
+        &self,
+        held: Held<'_>,
+        judge: &Judge<'_>,
+        budget: &Budget,
+        fetch: F,
+    ) -> Obtained
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken>>,
@@ -252,12 +263,12 @@ impl Attached {
         // not wait for it, and a failing store costs no further timeout.
         let _held = held;
         // Another process may have written between the read and the lease.
-        let seen = match self.read(judge).await {
+        let seen = match self.read(judge, budget).await {
             Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
             Op::Ok(Read::Miss(seen)) => seen,
             Op::Failed => return Obtained::Fetched(fetch().await),
         };
-        self.fetch_and_write(seen, judge, fetch).await
+        self.fetch_and_write(seen, judge, budget, fetch).await
     }
 
     /// `fetch`, then the write of its token where the store held `seen`;
@@ -266,6 +277,7 @@ impl Attached {
         &self,
         seen: Option<Vec<u8>>,
         judge: &Judge<'_>,
+        budget: &Budget,
         fetch: F,
     ) -> Obtained
     where
@@ -274,7 +286,7 @@ impl Attached {
     {
         let outcome = fetch().await;
         if let Ok(token) = &outcome {
-            if let Some(theirs) = self.write(token, seen, judge).await {
+            if let Some(theirs) = self.write(token, seen, judge, budget).await {
                 return Obtained::Stored(theirs);
             }
         }
@@ -283,8 +295,8 @@ impl Attached {
 
     /// The stored token if `judge` accepts it, else what the store holds
     /// (for the write to compare against).
-    async fn read(&self, judge: &Judge<'_>) -> Op<Read> {
-        let Op::Ok(found) = self.look().await else {
+    async fn read(&self, judge: &Judge<'_>, budget: &Budget) -> Op<Read> {
+        let Op::Ok(found) = self.look(budget).await else {
             return Op::Failed;
         };
         match found.token {
@@ -302,8 +314,8 @@ impl Attached {
 
     /// The stored value, and its token if it opens and was not refused
     /// here. A refused token is deleted (compare-and-delete: only that value).
-    async fn look(&self) -> Op<Found> {
-        let Op::Ok(value) = self.bounded(self.store.get(&self.key)).await else {
+    async fn look(&self, budget: &Budget) -> Op<Found> {
+        let Op::Ok(value) = self.bounded(self.store.get(&self.key), budget, 1).await else {
             return Op::Failed;
         };
         let Some(value) = value else {
@@ -325,7 +337,8 @@ impl Attached {
             }
         };
         if self.is_refused(&token) {
-            if let Op::Ok(true) = self.bounded(self.store.delete_if(&self.key, &value)).await {
+            let delete = self.store.delete_if(&self.key, &value);
+            if let Op::Ok(true) = self.bounded(delete, budget, 1).await {
                 tracing::debug!(target: TARGET, "deleted the refused token from the store");
                 return Op::Ok(Found::default());
             }
@@ -350,6 +363,7 @@ impl Attached {
         mine: &AccessToken,
         mut seen: Option<Vec<u8>>,
         judge: &Judge<'_>,
+        budget: &Budget,
     ) -> Option<AccessToken> {
         let Some(value) = self.sealer.seal(mine, &self.writer) else {
             tracing::warn!(target: TARGET, "no randomness for sealing; not storing the token");
@@ -365,11 +379,12 @@ impl Attached {
             let replace = self
                 .store
                 .replace_if(&self.key, seen.as_deref(), &value, ttl);
-            match self.bounded(replace).await {
+            // Two calls' time: the trait's default compares, then puts.
+            match self.bounded(replace, budget, 2).await {
                 Op::Ok(true) | Op::Failed => return None,
                 Op::Ok(false) => {}
             }
-            let Op::Ok(found) = self.look().await else {
+            let Op::Ok(found) = self.look(budget).await else {
                 return None;
             };
             if let Some(theirs) = found.token {
@@ -409,10 +424,20 @@ impl Attached {
         }
     }
 
-    /// `op` bounded by the store timeout; a failure starts (or continues)
-    /// an episode: one warning, then the store is skipped for a while.
-    async fn bounded<T>(&self, op: super::BoxFuture<'_, std::io::Result<T>>) -> Op<T> {
-        let error = match tokio::time::timeout(self.op_timeout, op).await {
+    /// `op` bounded by the store timeout (`calls` times it) and by what is
+    /// left of `budget`; a failure starts (or continues) an episode: one
+    /// warning, then the store is skipped for a while.
+    async fn bounded<T>(
+        &self,
+        op: super::BoxFuture<'_, std::io::Result<T>>,
+        budget: &Budget,
+        calls: u32,
+    ) -> Op<T> {
+        let limit = budget.cap(self.op_timeout.saturating_mul(calls));
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(limit, op).await;
+        budget.charge(started.elapsed());
+        let error = match outcome {
             Ok(Ok(value)) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!(target: TARGET, store = ?self.store, "the token store answers again");
@@ -420,7 +445,11 @@ impl Attached {
                 return Op::Ok(value);
             }
             Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {:?}", self.op_timeout),
+            Err(_) if limit < self.op_timeout => format!(
+                "answering too slowly: this acquisition's store calls took more than {:?} in all",
+                budget.total
+            ),
+            Err(_) => format!("no answer within {limit:?}"),
         };
         bump(&self.errors);
         *lock(&self.retry_at) = Some(Instant::now() + RETRY_LATER);
@@ -435,6 +464,41 @@ impl Attached {
             );
         }
         Op::Failed
+    }
+}
+
+/// The store time one acquisition may still spend: each call is charged
+/// what it took, so a store that answers every call just within its
+/// timeout cannot add that timeout once per call.
+struct Budget {
+    total: Duration,
+    left_us: AtomicU64,
+}
+
+impl Budget {
+    fn new(total: Duration) -> Budget {
+        Budget {
+            total,
+            left_us: AtomicU64::new(u64::try_from(total.as_micros()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    fn unlimited() -> Budget {
+        Budget::new(Duration::MAX)
+    }
+
+    /// `limit`, or less if less is left.
+    fn cap(&self, limit: Duration) -> Duration {
+        limit.min(Duration::from_micros(self.left_us.load(Ordering::Relaxed)))
+    }
+
+    fn charge(&self, spent: Duration) {
+        let spent = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .left_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(spent))
+            });
     }
 }
 

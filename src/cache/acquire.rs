@@ -343,11 +343,9 @@ impl Shared {
         };
         let now_ms = || self.clock.now_ms();
         let accept = |token: &AccessToken| self.adoptable(need, token);
-        let usable = |token: &AccessToken| self.adoptable(&Need::Usable, token);
         let judge = store::Judge {
             now_ms: &now_ms,
             accept: &accept,
-            usable: &usable,
         };
         match store.acquire(&judge, fetch).await {
             Obtained::Stored(token) => {

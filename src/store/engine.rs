@@ -110,8 +110,6 @@ pub(crate) struct Judge<'a> {
     pub(crate) now_ms: &'a (dyn Fn() -> u64 + Sync),
     /// Whether a stored token answers this acquisition (no request then).
     pub(crate) accept: &'a (dyn Fn(&AccessToken) -> bool + Sync),
-    /// Whether a stored token may still be handed out.
-    pub(crate) usable: &'a (dyn Fn(&AccessToken) -> bool + Sync),
 }
 
 /// What a read gave: a token to adopt, or what the store holds instead.
@@ -356,8 +354,10 @@ impl Attached {
     /// Stores `mine` if the store still holds `seen` (compare-and-set). If
     /// another process wrote meanwhile (a holder that outlived its lease, a
     /// waiter that gave up, a writer whose clock is behind), its token
-    /// stays when it is usable and lasts at least as long as `mine`: it is
-    /// returned, to be used instead. Otherwise `mine` replaces it.
+    /// stays when it answers the acquisition (usable; for a refresh, not
+    /// the token being replaced nor itself due) and lasts at least as long
+    /// as `mine`: it is returned, to be used instead. Otherwise `mine`
+    /// replaces it. A refused token is never kept.
     async fn write(
         &self,
         mine: &AccessToken,
@@ -391,7 +391,7 @@ impl Attached {
                 if theirs.secret() == mine.secret() {
                     return None;
                 }
-                if (judge.usable)(&theirs) && theirs.expires_at_ms() >= mine.expires_at_ms() {
+                if (judge.accept)(&theirs) && theirs.expires_at_ms() >= mine.expires_at_ms() {
                     bump(&self.hits);
                     tracing::info!(
                         target: TARGET,

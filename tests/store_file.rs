@@ -759,3 +759,53 @@ async fn a_store_answering_just_within_its_timeout_adds_at_most_twice_the_timeou
         "the store added {added:?}"
     );
 }
+
+/// A holder stopped mid-request (Ctrl-Z on `aim-token token`, a debugger,
+/// a stalled process) keeps its OS lock: its lease must still end after
+/// its lease time, as the `TokenStore` contract says, or every process of
+/// the host waits its whole retry deadline on every acquisition.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_holder_loses_its_lease_after_the_lease_time() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(3)), 1);
+    let dir = temp_dir("file-stopped");
+    let mut env = file_env(&aim, &dir);
+    env.push(("TASKS".into(), "1".into()));
+    // Deadline 1 s + 2 × request timeout 1 s + 2 × 250 ms + 1 s: a 4.5 s lease.
+    let mut holder_env = env.clone();
+    holder_env.push(("DEADLINE_MS".into(), "1000".into()));
+    let mut holder = spawn_child("holder", &holder_env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while aim.token_requests() == 0 {
+        assert!(Instant::now() < deadline, "the holder never asked AIM");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stopped = Instant::now();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &holder.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // This one would wait up to 30 s (its retry deadline) for the holder.
+    let mut patient = env.clone();
+    patient.push(("RETRY_DEADLINE_MS".into(), "30000".into()));
+    let r = reports(vec![spawn_child("patient", &patient)])
+        .await
+        .remove(0);
+    let after = stopped.elapsed();
+    signal("-CONT");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(r.tokens.len(), 1);
+    assert!(r.stats.contains("lease_waits: 1"), "{r:?}");
+    assert_eq!(aim.token_requests(), 2);
+    assert!(
+        after < Duration::from_secs(15),
+        "waited {after:?} for a stopped holder"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::file_lease;
 use super::seal::MAX_VALUE;
 use super::{BoxFuture, Lease, TokenStore};
 use crate::error::{Error, Result};
@@ -333,22 +334,19 @@ impl TokenStore for FileStore {
         })
     }
 
-    /// An exclusive OS lock on `KEY.lease`; `ttl` is not needed: the OS
-    /// releases the lock when its holder exits or dies.
+    /// An exclusive OS lock on `KEY.lease`, which the OS releases when its
+    /// holder exits or dies; on Unix it also ends after `ttl`, for a holder
+    /// that is stopped or hung (see `file_lease`).
     fn try_lease<'a>(
         &'a self,
         key: &'a str,
-        _ttl: Duration,
+        ttl: Duration,
     ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
         let key = key.to_owned();
         self.blocking(move |store, _| {
             store.ensure_dir()?;
-            let file = Self::open_private(&store.path(&key, "lease"), false)?;
-            match file.try_lock() {
-                Ok(()) => Ok(Some(Lease::new(key, Lease::random_owner()).holding(file))),
-                Err(TryLockError::WouldBlock) => Ok(None),
-                Err(TryLockError::Error(e)) => Err(e),
-            }
+            let taken = file_lease::take(&store.path(&key, "lease"), ttl, Self::open_private)?;
+            Ok(taken.map(|file| Lease::new(key, Lease::random_owner()).holding(file)))
         })
     }
 

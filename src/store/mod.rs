@@ -41,6 +41,7 @@
 
 mod engine;
 mod file;
+mod file_lease;
 mod key;
 #[cfg(feature = "redis")]
 mod redis;

@@ -809,3 +809,37 @@ async fn a_stopped_holder_loses_its_lease_after_the_lease_time() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A backend of the user's that implements only the required methods (no
+/// `replace_if` of its own) and grants every lease (no mutual exclusion):
+/// the writer whose token was answered last and expires first still keeps
+/// the longer-lived token stored meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_without_its_own_compare_and_set_is_fenced_too() {
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_token_lifetime(Duration::from_secs(3600));
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(2)), 1);
+    let store = Arc::new(Recording::default());
+    let client = || {
+        aim.client_builder()
+            .token_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (slow, quick) = (client(), client());
+    let slow_token = tokio::spawn(async move { slow.token().await.unwrap() });
+    while aim.token_requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stored = quick.token().await.unwrap();
+    aim.set_token_lifetime(Duration::from_secs(600));
+    let late = slow_token.await.unwrap();
+    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(digest(late.secret()), digest(stored.secret()));
+    let third = client();
+    assert_eq!(
+        digest(third.token().await.unwrap().secret()),
+        digest(stored.secret())
+    );
+    assert_eq!(third.stats().store_hits, 1);
+}

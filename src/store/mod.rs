@@ -10,6 +10,13 @@
 //! so a fleet restarted at once sends **one** token request, and refreshes
 //! ahead of expiry are shared the same way.
 //!
+//! - **Writes are fenced.** A token is written only where the store still
+//!   holds what its writer read ([`TokenStore::replace_if`]): a holder that
+//!   outlived its lease, a waiter that gave up, a host whose clock is behind
+//!   cannot replace a token it has not seen. If another process stored a
+//!   usable token lasting at least as long meanwhile, that one is used.
+//!   A token a resource server refused here is never taken from the store
+//!   again while it lasts, whoever writes it back.
 //! - **Encrypted at rest.** An entry's key is a hash of what identifies the
 //!   token (authority, client ID, scopes, extra form parameters), never the
 //!   secret; its value is sealed with AES-256-GCM under a key derived from
@@ -17,8 +24,9 @@
 //!   holds nothing usable. An entry sealed with another secret, tampered
 //!   with or of an unknown format is a miss, never an error.
 //! - **The store can fail; the client cannot.** Every store operation has a
-//!   short timeout (250 ms). A failing store means: ask AIM directly, log
-//!   one warning per outage, try the store again a little later.
+//!   short timeout (250 ms), and all of one acquisition's together twice
+//!   that. A failing store means: ask AIM directly, log one warning per
+//!   outage, try the store again a little later.
 //!
 //! Backends: [`FileStore`] (a directory, with OS file locks: the processes
 //! of one host) and `RedisStore` (feature `redis`: Redis or Valkey, the

@@ -555,8 +555,8 @@ impl aim_token::Clock for Skewed {
     }
 }
 
-/// A token stored by a host whose clock is 10 minutes ahead says it was
-/// issued in this host's future. Refused by MES here, it must still be
+/// A token stored by a host whose clock is 20 s ahead (within the expiry
+/// margin, so it is taken) says it was issued in this host's future. Refused by MES here, it must still be
 /// renewable: "issued less than min_refresh_interval ago" is not true of
 /// a token from the future.
 #[tokio::test]
@@ -566,7 +566,7 @@ async fn a_token_stored_by_a_host_whose_clock_is_ahead_can_still_be_renewed_afte
     let ahead = aim
         .client_builder()
         .clock(Arc::new(Skewed {
-            ahead: Duration::from_secs(600),
+            ahead: Duration::from_secs(20),
         }))
         .token_store(FileStore::new(&dir))
         .build()
@@ -842,4 +842,46 @@ async fn a_backend_without_its_own_compare_and_set_is_fenced_too() {
         digest(stored.secret())
     );
     assert_eq!(third.stats().store_hits, 1);
+}
+
+/// A host whose clock is 2 hours ahead stores a 4-hour token: by that clock
+/// it expires 6 hours from now, by AIM's in four. Adopted here, it would be
+/// handed out for two hours after it expired. A token "issued" further in
+/// this clock's future than the expiry margin is not taken; this host's own
+/// token replaces it, and the fast host takes that one.
+#[tokio::test]
+async fn a_token_stored_by_a_host_whose_clock_is_far_ahead_is_not_taken() {
+    let aim = AimEmulator::builder()
+        .token_lifetime(Duration::from_secs(4 * 3600))
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_dir("file-far-ahead");
+    let fast = || {
+        aim.client_builder()
+            .clock(Arc::new(Skewed {
+                ahead: Duration::from_secs(2 * 3600),
+            }))
+            .token_store(FileStore::new(&dir))
+            .build()
+            .unwrap()
+    };
+    let skewed = fast().token().await.unwrap();
+    let here = aim
+        .client_builder()
+        .token_store(FileStore::new(&dir))
+        .build()
+        .unwrap();
+    let mine = here.token().await.unwrap();
+    assert_ne!(digest(mine.secret()), digest(skewed.secret()));
+    assert_eq!(here.stats().store_hits, 0, "{:?}", here.stats());
+    assert!(mine.remaining_at(std::time::SystemTime::now()) <= Duration::from_secs(4 * 3600));
+    // The fast host's next client takes this host's token (issued in its past).
+    let next = fast();
+    assert_eq!(
+        digest(next.token().await.unwrap().secret()),
+        digest(mine.secret())
+    );
+    assert_eq!(aim.token_requests(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
 }

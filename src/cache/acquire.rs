@@ -361,10 +361,17 @@ impl Shared {
     }
 
     /// Whether a token from the store answers `need`: usable; for a refresh
-    /// also another token than the one seen, and not itself due.
+    /// also another token than the one seen, and not itself due. Never one
+    /// "issued" further in this clock's future than the expiry margin: its
+    /// writer's clock is ahead, so its expiry is too, and it would be
+    /// handed out after it expired.
     fn adoptable(&self, need: &Need, token: &AccessToken) -> bool {
         let schedule = policy::schedule(token, &self.config, store::shared_jitter_unit(token));
         let now = self.clock.now_ms();
+        let issued = crate::clock::unix_millis(token.issued_at());
+        if issued > now.saturating_add(millis(self.config.expiry_margin)) {
+            return false;
+        }
         match need {
             Need::Usable => now < schedule.usable_until_ms,
             Need::Newer(seen) => {

@@ -827,15 +827,20 @@ async fn a_backend_without_its_own_compare_and_set_is_fenced_too() {
             .unwrap()
     };
     let (slow, quick) = (client(), client());
-    let slow_token = tokio::spawn(async move { slow.token().await.unwrap() });
+    let slow_token = tokio::spawn(async move {
+        let token = slow.token().await.unwrap();
+        (token, slow.stats())
+    });
     while aim.token_requests() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stored = quick.token().await.unwrap();
     aim.set_token_lifetime(Duration::from_secs(600));
-    let late = slow_token.await.unwrap();
+    let (late, stats) = slow_token.await.unwrap();
     assert_eq!(aim.token_requests(), 2);
     assert_eq!(digest(late.secret()), digest(stored.secret()));
+    // One acquisition, one token request: one refresh, not two installs.
+    assert_eq!((stats.token_requests, stats.refreshes), (1, 1), "{stats:?}");
     let third = client();
     assert_eq!(
         digest(third.token().await.unwrap().secret()),

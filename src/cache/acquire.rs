@@ -349,15 +349,24 @@ impl Shared {
         };
         match store.acquire(&judge, fetch).await {
             Obtained::Stored(token) => {
-                let count = self.source.authority_count();
-                let index = (0..count)
-                    .find(|&i| self.source.authority_label(i) == token.authority())
-                    .unwrap_or(0);
-                self.install(token.clone(), index);
+                self.install(token.clone(), self.authority_of(&token));
+                Ok(token)
+            }
+            // The fetch counted and installed its token; this one replaces
+            // it without counting a second acquisition.
+            Obtained::Kept(token) => {
+                self.set_current(token.clone(), self.authority_of(&token));
                 Ok(token)
             }
             Obtained::Fetched(outcome) => outcome,
         }
+    }
+
+    /// The index of the authority that issued a stored token (0 if none of ours).
+    fn authority_of(&self, token: &AccessToken) -> usize {
+        (0..self.source.authority_count())
+            .find(|&i| self.source.authority_label(i) == token.authority())
+            .unwrap_or(0)
     }
 
     /// Whether a token from the store answers `need`: usable; for a refresh
@@ -383,8 +392,15 @@ impl Shared {
         }
     }
 
-    /// Makes `token` the current one and schedules its refresh.
+    /// Makes `token` the current one, schedules its refresh and counts the
+    /// acquisition.
     fn install(&self, token: AccessToken, authority: usize) {
+        self.set_current(token, authority);
+        bump(&self.counters.refreshes);
+    }
+
+    /// Makes `token` the current one and schedules its refresh.
+    fn set_current(&self, token: AccessToken, authority: usize) {
         // With a shared store every process derives the same jitter from
         // the token, hence the same refresh instant.
         let jitter = match &self.config.store {
@@ -410,7 +426,6 @@ impl Shared {
             proactive_failures: AtomicU32::new(0),
             copies: super::local::Copies::default(),
         })));
-        bump(&self.counters.refreshes);
         self.wake.notify_one();
     }
 }

@@ -37,6 +37,9 @@ pub(crate) enum Obtained {
     Stored(AccessToken),
     /// This process asked AIM (the fetch installed its token itself).
     Fetched(Result<AccessToken>),
+    /// This process asked AIM, but the store kept another process's token
+    /// written meanwhile (the fence): it replaces the fetched one.
+    Kept(AccessToken),
 }
 
 /// A [`TokenStore`] attached to one client: its entry key and sealer, the
@@ -285,7 +288,7 @@ impl Attached {
         let outcome = fetch().await;
         if let Ok(token) = &outcome {
             if let Some(theirs) = self.write(token, seen, judge, budget).await {
-                return Obtained::Stored(theirs);
+                return Obtained::Kept(theirs);
             }
         }
         Obtained::Fetched(outcome)

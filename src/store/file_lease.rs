@@ -93,7 +93,12 @@ fn take_over(path: &Path, held: File, ttl: Duration, open: Opener) -> io::Result
     let aside = path.with_extension(format!("{}.stale", super::Lease::random_owner()));
     std::fs::rename(path, &aside)?;
     let _ = std::fs::remove_file(&aside);
-    let fresh = open(path, true)?;
+    let fresh = match open(path, true) {
+        Ok(file) => file,
+        // A waiter's ordinary take created it since the move: its lease.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e),
+    };
     match fresh.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Ok(None),

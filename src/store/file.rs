@@ -1,7 +1,7 @@
 //! `FileStore`: the shared store in a directory, for the processes of one
 //! host (scheduled jobs, scripts, services).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,12 +176,7 @@ impl FileStore {
     fn write_lock(&self, key: &str, abandoned: &Abandoned) -> io::Result<File> {
         self.ensure_dir()?;
         let file = Self::open_private(&self.path(key, "wlock"), false)?;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => return Err(e),
-            }
+        while !file_lease::try_lock(&file)? {
             if abandoned.is_set() {
                 return Err(abandoned.error());
             }

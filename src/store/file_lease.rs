@@ -17,12 +17,19 @@ pub(super) type Opener = fn(&Path, bool) -> io::Result<File>;
 /// holder has it (and, on Unix, its lease time has not passed).
 pub(super) fn take(path: &Path, ttl: Duration, open: Opener) -> io::Result<Option<File>> {
     let file = open(path, false)?;
+    if !try_lock(&file)? {
+        return take_over(path, file, ttl, open);
+    }
+    mark(&file, ttl)?;
+    Ok(Some(file))
+}
+
+/// Tries the exclusive lock of `file`: whether it was taken (`false`:
+/// another holder has it).
+pub(super) fn try_lock(file: &File) -> io::Result<bool> {
     match file.try_lock() {
-        Ok(()) => {
-            mark(&file, ttl)?;
-            Ok(Some(file))
-        }
-        Err(TryLockError::WouldBlock) => take_over(path, file, ttl, open),
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
         Err(TryLockError::Error(e)) => Err(e),
     }
 }
@@ -70,19 +77,13 @@ fn take_over(path: &Path, held: File, ttl: Duration, open: Opener) -> io::Result
         return Ok(None);
     }
     let guard = open(&path.with_extension("steal"), false)?;
-    match guard.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(None),
-        Err(TryLockError::Error(e)) => return Err(e),
+    if !try_lock(&guard)? {
+        return Ok(None);
     }
     // Released meanwhile: an ordinary take.
-    match held.try_lock() {
-        Ok(()) => {
-            mark(&held, ttl)?;
-            return Ok(Some(held));
-        }
-        Err(TryLockError::WouldBlock) => {}
-        Err(TryLockError::Error(e)) => return Err(e),
+    if try_lock(&held)? {
+        mark(&held, ttl)?;
+        return Ok(Some(held));
     }
     // Still the file found expired (no other waiter took over), still expired?
     let here = std::fs::symlink_metadata(path)?;
@@ -99,10 +100,8 @@ fn take_over(path: &Path, held: File, ttl: Duration, open: Opener) -> io::Result
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
         Err(e) => return Err(e),
     };
-    match fresh.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(None),
-        Err(TryLockError::Error(e)) => return Err(e),
+    if !try_lock(&fresh)? {
+        return Ok(None);
     }
     mark(&fresh, ttl)?;
     tracing::warn!(

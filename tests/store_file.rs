@@ -448,8 +448,8 @@ async fn a_waiter_asks_aim_itself_after_its_retry_deadline() {
 async fn a_late_writer_keeps_the_longer_lived_token_another_process_stored_meanwhile() {
     let aim = AimEmulator::start().await.unwrap();
     aim.set_token_lifetime(Duration::from_secs(3600));
-    // The holder's token request is answered after 6 s.
-    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(6)), 1);
+    // The holder's token request is answered after 8 s.
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(8)), 1);
     let dir = temp_dir("file-late");
     let mut env = file_env(&aim, &dir);
     env.push(("TASKS".into(), "1".into()));

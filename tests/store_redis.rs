@@ -388,7 +388,7 @@ async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
     let Some(redis) = Redis::start() else { return };
     let aim = AimEmulator::start().await.unwrap();
     aim.set_token_lifetime(Duration::from_secs(3600));
-    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(6)), 1);
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(8)), 1);
     let mut env = redis_env(&aim, &redis);
     env.push(("TASKS".into(), "1".into()));
     let mut holder = spawn_child("holder", &env);

@@ -623,6 +623,44 @@ async fn a_refused_token_written_back_after_the_renewal_is_not_taken_again() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// MES refuses token after token (a misconfigured audience, a broken
+/// node): more than the refusals a client keeps by name. The first refused
+/// token, written back into the store afterwards, must still not be taken:
+/// "never taken again while it lasts" holds for every refusal, not the last 8.
+#[tokio::test]
+async fn the_first_of_nine_refused_tokens_written_back_is_not_taken_again() {
+    let aim = AimEmulator::start().await.unwrap();
+    let dir = temp_dir("file-nine");
+    let client = aim
+        .client_builder()
+        .token_store(FileStore::new(&dir))
+        .min_refresh_interval(Duration::from_micros(1))
+        .build()
+        .unwrap();
+    let first = client.token().await.unwrap();
+    let (entry, sealed) = files(&dir)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
+        .unwrap();
+    client.invalidate(&first);
+    for _ in 1..9 {
+        let next = client.token().await.unwrap();
+        client.invalidate(&next);
+    }
+    let renewed = client.token().await.unwrap();
+    assert_eq!(aim.token_requests(), 10);
+    assert_ne!(digest(renewed.secret()), digest(first.secret()));
+    std::fs::write(&entry, sealed).unwrap();
+    let refreshed = client.refresh().await.unwrap();
+    assert_ne!(
+        digest(refreshed.secret()),
+        digest(first.secret()),
+        "the first refused token again"
+    );
+    assert_eq!(aim.token_requests(), 11);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A store that keeps one value and records the lifetime of each write.
 #[derive(Debug, Default)]
 struct Recording {

@@ -53,6 +53,7 @@ mod file_lease;
 mod key;
 #[cfg(feature = "redis")]
 mod redis;
+mod refusals;
 mod seal;
 
 use std::any::Any;

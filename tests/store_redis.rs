@@ -505,3 +505,50 @@ async fn values_that_do_not_open_are_misses_and_replaced_by_the_next_write() {
         assert_eq!(aim.token_requests(), before + 1, "{what} value");
     }
 }
+
+/// The compare-and-set script at the size bound: a value of 256 KiB is
+/// read whole, one of 256 KiB + 1 or more as its first 256 KiB + 1 bytes;
+/// a write compares with exactly what a read returned, so it replaces each
+/// of them, and no other value of that size.
+#[tokio::test]
+async fn replace_if_at_the_value_size_bound() {
+    use aim_token::store::TokenStore;
+    let Some(redis) = Redis::start() else { return };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut c = raw(&redis).await;
+    const MAX: usize = 256 * 1024;
+    let ttl = Duration::from_secs(60);
+    for len in [MAX - 1, MAX, MAX + 1, MAX + 2, 300 << 10] {
+        let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let _: () = redis::cmd("SET")
+            .arg("aim-token:token:k")
+            .arg(&value)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let read = store.get("k").await.unwrap().unwrap();
+        assert_eq!(read.len(), len.min(MAX + 1), "{len} bytes");
+        let mut other = read.clone();
+        other[len.min(MAX + 1) - 1] ^= 1;
+        assert!(
+            !store.replace_if("k", Some(&other), b"new", ttl).await.unwrap(),
+            "{len} bytes: replaced a value it was not given"
+        );
+        assert!(
+            !store.replace_if("k", None, b"new", ttl).await.unwrap(),
+            "{len} bytes: replaced as if there were none"
+        );
+        assert!(
+            store.replace_if("k", Some(&read), b"new", ttl).await.unwrap(),
+            "{len} bytes: not replaced"
+        );
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+    }
+    let _: () = redis::cmd("DEL")
+        .arg("aim-token:token:k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(store.replace_if("k", None, b"first", ttl).await.unwrap());
+    assert!(!store.replace_if("k", None, b"second", ttl).await.unwrap());
+}

@@ -531,7 +531,10 @@ async fn replace_if_at_the_value_size_bound() {
         let mut other = read.clone();
         other[len.min(MAX + 1) - 1] ^= 1;
         assert!(
-            !store.replace_if("k", Some(&other), b"new", ttl).await.unwrap(),
+            !store
+                .replace_if("k", Some(&other), b"new", ttl)
+                .await
+                .unwrap(),
             "{len} bytes: replaced a value it was not given"
         );
         assert!(
@@ -539,7 +542,10 @@ async fn replace_if_at_the_value_size_bound() {
             "{len} bytes: replaced as if there were none"
         );
         assert!(
-            store.replace_if("k", Some(&read), b"new", ttl).await.unwrap(),
+            store
+                .replace_if("k", Some(&read), b"new", ttl)
+                .await
+                .unwrap(),
             "{len} bytes: not replaced"
         );
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));

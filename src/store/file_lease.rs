@@ -296,6 +296,58 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Many threads (each with its own open file, as processes have) take
+    /// the lease over and over; each holder leaves the lease time of a
+    /// lease long past behind when it lets go, so every next take races
+    /// with waiters that see it expired. Never two holders at once.
+    /// (Before `confirm`: 5 to 47 overlaps in 800 takes.)
+    #[test]
+    fn holders_of_leases_with_passed_times_never_overlap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (path, dir) = lease_path("overlap");
+        let inside = Arc::new(AtomicUsize::new(0));
+        let (overlaps, taken) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, inside) = (path.clone(), inside.clone());
+                let (overlaps, taken) = (overlaps.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    // A process preempted between its lock and its lease
+                    // time, as a loaded machine does now and then.
+                    PAUSE.with(|p| {
+                        *p.borrow_mut() = Some(Box::new(|stage| {
+                            if stage == Stage::Locked {
+                                std::thread::sleep(Duration::from_micros(300));
+                            }
+                        }));
+                    });
+                    for _ in 0..200 {
+                        let Some(file) = take(&path, Duration::from_secs(60), open).unwrap() else {
+                            std::thread::yield_now();
+                            continue;
+                        };
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::Relaxed);
+                        }
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        use std::os::unix::fs::FileExt as _;
+                        file.set_len(0).unwrap();
+                        file.write_all_at(b"1", 0).unwrap();
+                        drop(file);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(taken.load(Ordering::Relaxed) > 0);
+        assert_eq!(overlaps.load(Ordering::Relaxed), 0, "two holders at once");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// The ordinary cases still hold: a free lease is taken, a live one is
     /// not, an expired one is taken over once.
     #[test]

@@ -183,10 +183,13 @@ enum Stage {
 #[cfg(not(test))]
 fn pause(_stage: Stage) {}
 
+/// What a test runs when this thread's take reaches a stage.
+#[cfg(test)]
+type Hook = Box<dyn FnMut(Stage)>;
+
 #[cfg(test)]
 thread_local! {
-    static PAUSE: std::cell::RefCell<Option<Box<dyn FnMut(Stage)>>> =
-        const { std::cell::RefCell::new(None) };
+    static PAUSE: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(test)]

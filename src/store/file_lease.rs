@@ -47,6 +47,20 @@ fn mark(file: &File, ttl: Duration) -> io::Result<()> {
     file.write_all_at(until.to_string().as_bytes(), 0)
 }
 
+/// Erases the lease time before `file` is let go: a released lease leaves
+/// no time behind that a waiter could read as a stalled holder's while the
+/// next holder (or one of an older version, which writes none) has it.
+#[cfg(unix)]
+pub(super) fn clear(file: &File) -> io::Result<()> {
+    file.set_len(0)
+}
+
+/// Windows: no lease time (see [`mark`]).
+#[cfg(not(unix))]
+pub(super) fn clear(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
 /// Windows locks keep others from reading the file: no lease time there.
 #[cfg(not(unix))]
 fn mark(_file: &File, _ttl: Duration) -> io::Result<()> {

@@ -34,6 +34,32 @@ async fn token_and_discovery_go_through_the_explicit_proxy() {
     assert_eq!(emu.counters().tokens_issued, 1);
 }
 
+/// MesClient takes its AimClient's proxy with the rest of its connection
+/// settings: its own connection pool opens its own tunnel, and nothing
+/// reaches MES around the proxy.
+#[tokio::test]
+async fn mes_calls_go_through_the_aim_clients_proxy() {
+    let emu = https_emulator().await;
+    let proxy = ConnectProxy::start().await;
+    let aim = emu
+        .client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .proxy(&proxy.url)
+        .build()
+        .unwrap();
+    aim.token().await.unwrap();
+    let tunnels = proxy.targets().len();
+    let mes = aim_token::MesClient::new(emu.mes_base(), aim).unwrap();
+    let entities: serde_json::Value = mes.get_json("api/v3/entity").await.unwrap();
+    assert!(entities.is_array(), "{entities}");
+    assert_eq!(emu.counters().mes, 1);
+    assert!(
+        proxy.targets().len() > tunnels,
+        "MES was reached without the proxy: {:?}",
+        proxy.targets()
+    );
+}
+
 /// An `https://` proxy (the builder accepts one): the client speaks TLS to
 /// it, trusting it by the same roots as AIM, and tunnels through it.
 #[tokio::test]

@@ -110,6 +110,15 @@ fn proxy(url: &str) -> Result<reqwest::Proxy> {
 /// rustls as reqwest configures it (safe default versions, ALPN h2 and
 /// http/1.1), verifying with the OS store plus `pems` (the CLI's too).
 pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
+    let mut tls = tls_with_verifier(extra_roots_verifier(pems)?)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// The verifier of the OS store plus the CA certificates in `pems`.
+pub(crate) fn extra_roots_verifier(
+    pems: &[Vec<u8>],
+) -> Result<std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>> {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = Vec::new();
     for pem in pems {
@@ -122,24 +131,31 @@ pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> 
             })?);
         }
     }
-    let provider = crate::tls::provider();
-    // The cause rides along as the source: the CLI words its own fix and
-    // quotes only the root cause.
-    let unusable = |e: rustls::Error| {
-        Error::config(format!(
-            "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
-        ))
-        .with_source(e)
-    };
-    let verifier = crate::tls::server_verifier(roots, provider.clone()).map_err(unusable)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(unusable)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tls)
+    crate::tls::server_verifier(roots, crate::tls::provider()).map_err(unusable_roots)
+}
+
+/// A client configuration (safe default versions, no client certificate)
+/// that trusts what `verifier` trusts.
+pub(crate) fn tls_with_verifier(
+    verifier: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<rustls::ClientConfig> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(unusable_roots)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
+}
+
+/// The cause rides along as the source: the CLI words its own fix and
+/// quotes only the root cause.
+fn unusable_roots(e: rustls::Error) -> Error {
+    Error::config(format!(
+        "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
+    ))
+    .with_source(e)
 }
 
 /// Everything but the roots: no redirects (the secret must not follow one

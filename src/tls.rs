@@ -49,6 +49,8 @@ macro_rules! delegate_signature_checks {
         }
     };
 }
+// For the CLI's recording verifier (cli_support.rs).
+#[cfg(feature = "cli")]
 pub(crate) use delegate_signature_checks;
 
 /// The crypto provider reqwest would pick: a process default if one was

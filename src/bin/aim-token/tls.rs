@@ -2,11 +2,10 @@
 //! the certificate and whether the real verifier (OS store + `--ca-cert`)
 //! trusts it — so an untrusted certificate can still be shown and explained.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::CertificateError;
 use tokio::net::TcpStream;
 
 /// What the handshake showed.
@@ -23,60 +22,6 @@ pub(crate) struct TlsReport {
     pub(crate) trust: Result<(), (String, String)>,
 }
 
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ServerCertVerifier>,
-    outcome: Mutex<Option<Result<(), rustls::Error>>>,
-    end_entity: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let outcome = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map(|_| ());
-        if let Ok(mut slot) = self.outcome.lock() {
-            *slot = Some(outcome);
-        }
-        if let Ok(mut slot) = self.end_entity.lock() {
-            *slot = Some(end_entity.clone().into_owned());
-        }
-        // Finish the handshake whatever the verdict: this connection carries
-        // no secret, and the verdict is reported, not ignored.
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// Handshakes over `tcp` with `host`, trusting the OS store plus `extra_pem`.
 /// `Err` is a handshake that failed outright (not a trust verdict).
 pub(crate) async fn probe(
@@ -84,26 +29,19 @@ pub(crate) async fn probe(
     host: &str,
     extra_pem: Option<&[u8]>,
 ) -> Result<TlsReport, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut extra = Vec::new();
-    if let Some(pem) = extra_pem {
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem) {
-            extra.push(cert.map_err(|e| format!("the CA file is not valid PEM: {e}"))?);
-        }
-    }
-    let inner = aim_token::__cli::server_verifier(extra, provider.clone())
-        .map_err(|e| format!("cannot load trusted certificates: {e}"))?;
-    let recording = Arc::new(Recording {
-        inner,
-        outcome: Mutex::new(None),
-        end_entity: Mutex::new(None),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(recording.clone())
-        .with_no_client_auth();
+    let pems: Vec<Vec<u8>> = extra_pem.map(<[u8]>::to_vec).into_iter().collect();
+    let (config, record) =
+        aim_token::__cli::recording_tls_config(&pems).map_err(
+            |e| match std::error::Error::source(&e) {
+                Some(pem) if pem.is::<rustls::pki_types::pem::Error>() => {
+                    format!("the CA file is not valid PEM: {pem}")
+                }
+                _ => match aim_token::__cli::find_rustls_error(&e) {
+                    Some(tls) => format!("cannot load trusted certificates: {tls}"),
+                    None => format!("cannot load trusted certificates: {e}"),
+                },
+            },
+        )?;
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -117,18 +55,7 @@ pub(crate) async fn probe(
         .protocol_version()
         .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}").replace('_', "."));
 
-    let der = recording
-        .end_entity
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-        .ok_or("the server sent no certificate")?;
-    let outcome = recording
-        .outcome
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-        .unwrap_or(Ok(()));
+    let (der, outcome) = record.take().ok_or("the server sent no certificate")?;
     let parsed = x509_parser::parse_x509_certificate(der.as_ref());
     let (subject, issuer, not_after, names) = match &parsed {
         Ok((_, cert)) => (

@@ -57,22 +57,29 @@ pub(crate) async fn probe(
 
     let (der, outcome) = record.take().ok_or("the server sent no certificate")?;
     let parsed = x509_parser::parse_x509_certificate(der.as_ref());
-    let (subject, issuer, not_after, names) = match &parsed {
+    let (subject, issuer, not_after, names, not_for_servers) = match &parsed {
         Ok((_, cert)) => (
             cert.subject().to_string(),
             cert.issuer().to_string(),
             cert.validity().not_after.to_string(),
             subject_alt_names(cert),
+            not_for_servers_cert(cert),
         ),
         Err(_) => (
             "(unparsable)".into(),
             "(unparsable)".into(),
             "?".into(),
             Vec::new(),
+            false,
         ),
     };
     let self_signed = subject == issuer;
-    let trust = outcome.map_err(|e| explain(&e, host, self_signed, &names));
+    let presented = Presented {
+        self_signed,
+        names: &names,
+        not_for_servers,
+    };
+    let trust = outcome.map_err(|e| explain(&e, host, &presented));
     Ok(TlsReport {
         version,
         subject,
@@ -114,21 +121,45 @@ pub(crate) const TRUST_FIX: &str = "trust the CA that issued AIM's certificate (
      on the AIM node, Get-RootCertificate shows the certificate AIM uses; export it as Base-64 X.509): \
      --ca-cert FILE or AIM_CA_CERT=FILE";
 
+/// What is known of the certificate a verdict is about (nothing, where
+/// only the error is: `Presented::default()`).
+#[derive(Debug, Default)]
+pub(crate) struct Presented<'a> {
+    pub(crate) self_signed: bool,
+    /// The names it is valid for.
+    pub(crate) names: &'a [String],
+    /// Its extended key usage names purposes, TLS server not among them.
+    pub(crate) not_for_servers: bool,
+}
+
 /// Why a certificate is not trusted, and what to do, in the CLI's terms.
-/// `names`: what the certificate is valid for, if known.
 pub(crate) fn explain(
     err: &rustls::Error,
     host: &str,
-    self_signed: bool,
-    names: &[String],
+    presented: &Presented<'_>,
 ) -> (String, String) {
-    let trust_fix = if self_signed {
-        "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA;          on the AIM node, Get-RootCertificate shows the certificate AIM uses) with          --ca-cert FILE or AIM_CA_CERT=FILE"
+    let names = presented.names;
+    let trust_fix = if presented.self_signed {
+        "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA; \
+         on the AIM node, Get-RootCertificate shows the certificate AIM uses) with \
+         --ca-cert FILE or AIM_CA_CERT=FILE"
     } else {
         TRUST_FIX
     };
     match err {
         rustls::Error::InvalidCertificate(cert_err) => match cert_err {
+            // The OS words a wrong purpose its own way (rustls-platform-verifier: "certificate
+            // had invalid extensions"); the certificate itself says which it is.
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                not_for_servers()
+            }
+            CertificateError::Other(_) if presented.not_for_servers => not_for_servers(),
+            CertificateError::Revoked => (
+                "the certificate has been revoked by the CA that issued it".into(),
+                "re-issue AIM's certificate from the PCS root CA and bind the new one to AIM's \
+                 site in IIS on the SMS node; trusting it does not help"
+                    .into(),
+            ),
             CertificateError::UnknownIssuer | CertificateError::BadSignature => (
                 "not trusted: issued by a CA that is not in the trust store".into(),
                 trust_fix.into(),
@@ -170,8 +201,64 @@ pub(crate) fn explain(
                  certificate does not help"
                     .into(),
             ),
+            // The OS's own words, not rustls' debug form of them.
+            CertificateError::Other(other) => (format!("not trusted: {other}"), trust_fix.into()),
             other => (format!("not trusted: {other}"), trust_fix.into()),
         },
         other => (format!("not trusted: {other}"), trust_fix.into()),
+    }
+}
+
+fn not_for_servers() -> (String, String) {
+    (
+        "the certificate is not for TLS servers (its extended key usage lacks serverAuth)".into(),
+        "re-issue AIM's certificate with the Server Authentication purpose (extended key usage \
+         serverAuth, 1.3.6.1.5.5.7.3.1), signed by the PCS root CA; trusting it does not help"
+            .into(),
+    )
+}
+
+/// Whether the certificate's extended key usage leaves out TLS servers.
+fn not_for_servers_cert(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    matches!(
+        cert.extended_key_usage(),
+        Ok(Some(eku)) if !eku.value.server_auth && !eku.value.any
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explain_alone(e: CertificateError) -> (String, String) {
+        explain(
+            &rustls::Error::InvalidCertificate(e),
+            "sms01.plant.local",
+            &Presented::default(),
+        )
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_reissued_not_trusted() {
+        // The OS (Windows' CRL/OCSP check) found it revoked; trusting its CA
+        // again, the generic advice, cannot help.
+        let (why, fix) = explain_alone(CertificateError::Revoked);
+        assert!(why.contains("revoked"), "{why}");
+        assert!(fix.starts_with("re-issue AIM's certificate"), "{fix}");
+        assert!(!fix.contains("--ca-cert"), "{fix}");
+    }
+
+    #[test]
+    fn an_os_reason_is_quoted_in_its_own_words() {
+        let os = rustls::OtherError(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(
+            "A certificate chain could not be built to a trusted root authority.",
+        )));
+        let (why, _) = explain_alone(CertificateError::Other(os));
+        assert_eq!(
+            why,
+            "not trusted: A certificate chain could not be built to a trusted root authority."
+        );
     }
 }

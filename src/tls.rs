@@ -77,11 +77,18 @@ pub(crate) fn server_verifier(
     }
     let mut store = rustls::RootCertStore::empty();
     for (i, root) in extra_roots.into_iter().enumerate() {
-        // rustls words this for a server's certificate ("invalid peer
-        // certificate"); this one is from the CA file.
         store.add(root).map_err(|e| {
+            // rustls words this for a server's certificate ("invalid peer
+            // certificate"); this one is from the CA file.
+            let why = match e {
+                rustls::Error::InvalidCertificate(CertificateError::BadEncoding) => {
+                    "its DER encoding is broken".to_owned()
+                }
+                rustls::Error::InvalidCertificate(e) => format!("{e:?}"),
+                e => e.to_string(),
+            };
             rustls::Error::General(format!(
-                "CA certificate #{} cannot be read as an X.509 certificate ({e})",
+                "CA certificate #{} cannot be read as an X.509 certificate ({why})",
                 i + 1
             ))
         })?;
@@ -138,25 +145,16 @@ fn os_then_extra_roots(
     os: Option<Result<ServerCertVerified, rustls::Error>>,
     extra: impl FnOnce() -> Result<ServerCertVerified, rustls::Error>,
 ) -> Result<ServerCertVerified, rustls::Error> {
-    let os_error = match os {
-        Some(Ok(verified)) => return Ok(verified),
+    match os {
+        Some(Ok(verified)) => Ok(verified),
         // The OS built a chain to a root it knows and refused it (revoked,
         // explicitly distrusted, expired, not for this name or purpose):
         // that stands, even if an extra root (one the OS may hold too)
         // would accept it; WebPKI here checks no revocation at all.
-        Some(Err(e)) if !finds_no_trusted_root(&e) => return Err(e),
-        Some(Err(e)) => Some(e),
-        None => None,
-    };
-    match extra() {
-        Ok(verified) => Ok(verified),
-        // Not issued by an extra root either: the OS's reason stands.
-        Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => Err(os_error
-            .unwrap_or(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            ))),
-        // Issued by an extra root, but wrong: that is the reason.
-        Err(e) => Err(e),
+        Some(Err(e)) if !finds_no_trusted_root(&e) => Err(e),
+        // No root the OS trusts, or no OS store: the extra roots decide,
+        // and say UnknownIssuer (on every OS alike) if none issued it.
+        Some(Err(_)) | None => extra(),
     }
 }
 
@@ -170,8 +168,11 @@ fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
         // sends only its own certificate, issued by a CA not in the store)
         // is CERT_E_CHAINING, which it reports as the OS's message text.
         // That text is made here the same way, so it is matched whole.
+        // macOS: the Security framework's errSecNotTrusted, which the
+        // platform verifier passes on as "{description}: -67843".
         rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            other.to_string() == windows_error_text(CERT_E_CHAINING)
+            let text = other.to_string();
+            text == windows_error_text(CERT_E_CHAINING) || text.ends_with(ERR_SEC_NOT_TRUSTED)
         }
         _ => false,
     }
@@ -180,6 +181,9 @@ fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
 /// `CERT_E_CHAINING`: "A certificate chain could not be built to a trusted
 /// root authority."
 const CERT_E_CHAINING: i32 = 0x800B_010A_u32 as i32;
+
+/// How rustls-platform-verifier ends the text of macOS' errSecNotTrusted.
+const ERR_SEC_NOT_TRUSTED: &str = ": -67843";
 
 /// The text rustls-platform-verifier gives a Windows error it does not map.
 fn windows_error_text(hresult: i32) -> String {
@@ -238,6 +242,8 @@ mod tests {
         // Windows, for a server that sends only its own certificate.
         let chaining = other(windows_error_text(CERT_E_CHAINING));
         assert_eq!(verdict(Some(Some(chaining)), None), (Ok(()), true));
+        let mac = other("\u{201c}sms01\u{201d} certificate is not trusted: -67843".into());
+        assert_eq!(verdict(Some(Some(mac)), None), (Ok(()), true));
         // No OS store at all (bare container): the extra roots alone.
         assert_eq!(verdict(None, None), (Ok(()), true));
     }
@@ -264,9 +270,15 @@ mod tests {
     }
 
     #[test]
-    fn the_os_reason_stands_for_a_certificate_no_extra_root_issued() {
+    fn a_certificate_no_trusted_root_issued_is_of_an_unknown_issuer_on_every_os() {
         assert_eq!(
             verdict(Some(Some(UnknownIssuer)), Some(UnknownIssuer)),
+            (err(UnknownIssuer), true)
+        );
+        // Not Windows' message text: the CLI explains UnknownIssuer.
+        let chaining = other(windows_error_text(CERT_E_CHAINING));
+        assert_eq!(
+            verdict(Some(Some(chaining)), Some(UnknownIssuer)),
             (err(UnknownIssuer), true)
         );
         assert_eq!(
@@ -286,5 +298,129 @@ mod tests {
             verdict(Some(Some(UnknownIssuer)), Some(Expired)),
             (err(Expired), true)
         );
+    }
+}
+
+/// The real verifier (this machine's OS store plus one extra root) against
+/// certificates a hostile or misconfigured server presents.
+#[cfg(all(test, feature = "emulator"))]
+mod real_certificates {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+        Issuer, KeyPair, NameConstraints,
+    };
+
+    const PCS: &str = "PCS root CA (tls.rs test)";
+
+    /// A PCS-like root CA named `name`, shaped by `ca`; the verifier trusting it.
+    fn pcs_ca(
+        name: &str,
+        ca: impl FnOnce(&mut CertificateParams),
+    ) -> (Issuer<'static, KeyPair>, Arc<dyn ServerCertVerifier>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca(&mut params);
+        let der = params.self_signed(&key).unwrap().der().clone();
+        let verifier = server_verifier(vec![der], provider()).unwrap();
+        (Issuer::new(params, key), verifier)
+    }
+
+    fn leaf(
+        issuer: &Issuer<'_, KeyPair>,
+        names: &[&str],
+        shape: impl FnOnce(&mut CertificateParams),
+    ) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        shape(&mut params);
+        let key = KeyPair::generate().unwrap();
+        params.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    fn verify(
+        verifier: &Arc<dyn ServerCertVerifier>,
+        cert: &CertificateDer<'_>,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        verifier
+            .verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn a_certificate_the_extra_root_issued_for_the_name_is_trusted() {
+        let (ca, verifier) = pcs_ca(PCS, |_| {});
+        let cert = leaf(&ca, &["sms01.plant.local"], |_| {});
+        verify(&verifier, &cert, "sms01.plant.local").unwrap();
+    }
+
+    #[test]
+    fn the_extra_root_does_not_excuse_a_wrong_name_an_expiry_or_a_client_only_purpose() {
+        let (ca, verifier) = pcs_ca(PCS, |_| {});
+        let cert = leaf(&ca, &["sms01.plant.local"], |_| {});
+        assert!(verify(&verifier, &cert, "mes01.plant.local").is_err());
+        let expired = leaf(&ca, &["sms01.plant.local"], |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        });
+        assert!(verify(&verifier, &expired, "sms01.plant.local").is_err());
+        let client_only = leaf(&ca, &["sms01.plant.local"], |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        });
+        assert!(verify(&verifier, &client_only, "sms01.plant.local").is_err());
+    }
+
+    #[test]
+    fn a_name_constrained_extra_root_vouches_only_inside_its_constraint() {
+        let (ca, verifier) = pcs_ca(PCS, |p| {
+            p.name_constraints = Some(NameConstraints {
+                permitted_subtrees: vec![GeneralSubtree::DnsName("plant.local".to_owned())],
+                excluded_subtrees: Vec::new(),
+            });
+        });
+        let inside = leaf(&ca, &["sms01.plant.local"], |_| {});
+        verify(&verifier, &inside, "sms01.plant.local").unwrap();
+        let outside = leaf(&ca, &["login.example.com"], |_| {});
+        assert!(verify(&verifier, &outside, "login.example.com").is_err());
+    }
+
+    #[test]
+    fn a_certificate_another_ca_issued_is_unknown() {
+        let (_, verifier) = pcs_ca(PCS, |_| {});
+        // An impostor under the PCS CA's name: found by name, refused by key.
+        let (impostor, _) = pcs_ca(PCS, |_| {});
+        let cert = leaf(&impostor, &["sms01.plant.local"], |_| {});
+        assert_eq!(
+            verify(&verifier, &cert, "sms01.plant.local"),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadSignature
+            ))
+        );
+        let (other, _) = pcs_ca("another CA", |_| {});
+        let cert = leaf(&other, &["sms01.plant.local"], |_| {});
+        assert_eq!(
+            verify(&verifier, &cert, "sms01.plant.local"),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        );
+    }
+
+    #[test]
+    fn an_extra_root_that_is_no_certificate_is_named_as_the_ca_files() {
+        let e = server_verifier(
+            vec![CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])],
+            provider(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("CA certificate #1"), "{e}");
+        // rustls' wording is for the server's certificate, not the CA file's.
+        assert!(!e.contains("peer"), "{e}");
     }
 }

@@ -164,19 +164,35 @@ fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
     match os_error {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => true,
         // rustls-platform-verifier maps only CERT_E_UNTRUSTEDROOT to
-        // UnknownIssuer; a chain that reaches no root at all (the server
-        // sends only its own certificate, issued by a CA not in the store)
-        // is CERT_E_CHAINING, which it reports as the OS's message text.
-        // That text is made here the same way, so it is matched whole.
+        // UnknownIssuer and passes other Windows errors on as the OS's
+        // message text, made here the same way so it is matched whole:
+        // - CERT_E_CHAINING: the chain reaches no root at all (the server
+        //   sends only its own certificate, issued by a CA not in the store);
+        // - revocation that could not be checked (no CRL or OCSP answer):
+        //   Windows ignores it (the verifier asks it to), Wine reports it
+        //   for every chain to an unknown root. Revoked is another error.
         // macOS: the Security framework's errSecNotTrusted, which the
         // platform verifier passes on as "{description}: -67843".
         rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
             let text = other.to_string();
-            text == windows_error_text(CERT_E_CHAINING) || text.ends_with(ERR_SEC_NOT_TRUSTED)
+            NO_TRUSTED_ROOT_OR_UNCHECKED
+                .iter()
+                .any(|&hresult| text == windows_error_text(hresult))
+                || text.ends_with(ERR_SEC_NOT_TRUSTED)
         }
         _ => false,
     }
 }
+
+/// The Windows errors that say no more than "no trusted root" or "could
+/// not check": `CERT_E_CHAINING`, `CERT_E_REVOCATION_FAILURE`,
+/// `CRYPT_E_NO_REVOCATION_CHECK`, `CRYPT_E_REVOCATION_OFFLINE`.
+const NO_TRUSTED_ROOT_OR_UNCHECKED: [i32; 4] = [
+    CERT_E_CHAINING,
+    0x800B_010E_u32 as i32,
+    0x8009_2012_u32 as i32,
+    0x8009_2013_u32 as i32,
+];
 
 /// `CERT_E_CHAINING`: "A certificate chain could not be built to a trusted
 /// root authority."
@@ -242,6 +258,9 @@ mod tests {
         // Windows, for a server that sends only its own certificate.
         let chaining = other(windows_error_text(CERT_E_CHAINING));
         assert_eq!(verdict(Some(Some(chaining)), None), (Ok(()), true));
+        // Wine, for every chain to an unknown root.
+        let unchecked = other(windows_error_text(0x800B_010E_u32 as i32));
+        assert_eq!(verdict(Some(Some(unchecked)), None), (Ok(()), true));
         let mac = other("\u{201c}sms01\u{201d} certificate is not trusted: -67843".into());
         assert_eq!(verdict(Some(Some(mac)), None), (Ok(()), true));
         // No OS store at all (bare container): the extra roots alone.

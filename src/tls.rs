@@ -162,7 +162,13 @@ fn os_then_extra_roots(
 /// to a root the OS trusts: the one verdict the extra roots may overrule.
 fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
     match os_error {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => true,
+        // A signature in the chain the OS built does not verify (a CA of
+        // the OS store with the PCS CA's name; Wine, for some chains to an
+        // unknown root): the extra roots' WebPKI checks every signature of
+        // its own chain, so a forged one fails there too.
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => true,
         // rustls-platform-verifier maps only CERT_E_UNTRUSTEDROOT to
         // UnknownIssuer and passes other Windows errors on as the OS's
         // message text, made here the same way so it is matched whole:
@@ -184,14 +190,16 @@ fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
     }
 }
 
-/// The Windows errors that say no more than "no trusted root" or "could
-/// not check": `CERT_E_CHAINING`, `CERT_E_REVOCATION_FAILURE`,
-/// `CRYPT_E_NO_REVOCATION_CHECK`, `CRYPT_E_REVOCATION_OFFLINE`.
-const NO_TRUSTED_ROOT_OR_UNCHECKED: [i32; 4] = [
+/// The Windows errors that say no more than "no trusted root", "could
+/// not check" or "a signature does not verify": `CERT_E_CHAINING`,
+/// `CERT_E_REVOCATION_FAILURE`, `CRYPT_E_NO_REVOCATION_CHECK`,
+/// `CRYPT_E_REVOCATION_OFFLINE`, `TRUST_E_CERT_SIGNATURE`.
+const NO_TRUSTED_ROOT_OR_UNCHECKED: [i32; 5] = [
     CERT_E_CHAINING,
     0x800B_010E_u32 as i32,
     0x8009_2012_u32 as i32,
     0x8009_2013_u32 as i32,
+    0x8009_6004_u32 as i32,
 ];
 
 /// `CERT_E_CHAINING`: "A certificate chain could not be built to a trusted
@@ -211,7 +219,9 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
-    use CertificateError::{Expired, InvalidPurpose, NotValidForName, Revoked, UnknownIssuer};
+    use CertificateError::{
+        BadSignature, Expired, InvalidPurpose, NotValidForName, Revoked, UnknownIssuer,
+    };
 
     fn refused(e: CertificateError) -> Result<ServerCertVerified, rustls::Error> {
         Err(rustls::Error::InvalidCertificate(e))
@@ -258,6 +268,10 @@ mod tests {
         // Windows, for a server that sends only its own certificate.
         let chaining = other(windows_error_text(CERT_E_CHAINING));
         assert_eq!(verdict(Some(Some(chaining)), None), (Ok(()), true));
+        // A CA of the OS store with the PCS CA's name (Windows: in words).
+        assert_eq!(verdict(Some(Some(BadSignature)), None), (Ok(()), true));
+        let signature = other(windows_error_text(0x8009_6004_u32 as i32));
+        assert_eq!(verdict(Some(Some(signature)), None), (Ok(()), true));
         // Wine, for every chain to an unknown root.
         let unchecked = other(windows_error_text(0x800B_010E_u32 as i32));
         assert_eq!(verdict(Some(Some(unchecked)), None), (Ok(()), true));

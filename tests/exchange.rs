@@ -14,6 +14,9 @@ const ID: &str = "mes:client one";
 const SECRET: &str = "P@ss w0rd&+=%:/?#";
 /// Every test finishes well within this, whatever the server does.
 const BOUND: Duration = Duration::from_secs(10);
+/// The request timeout of the fault tables: a fault that answers at once
+/// must never look like a timeout, even on a loaded machine under Wine.
+const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------
 // A scripted HTTP/1.1 server: records each request, answers with the next
@@ -1121,7 +1124,7 @@ mod emulator {
             for (fault, kind, transient, status) in &cases {
                 let aim = once(&emu)
                     .auth_method(method)
-                    .request_timeout(Duration::from_millis(500))
+                    .request_timeout(FAULT_TIMEOUT)
                     .build()
                     .unwrap();
                 let before = emu.counters().token;
@@ -1174,10 +1177,7 @@ mod emulator {
             (Fault::Truncated, ErrorKind::InvalidResponse),
             (Fault::Delay(Duration::from_secs(30)), ErrorKind::Timeout),
         ] {
-            let aim = once(&emu)
-                .request_timeout(Duration::from_millis(500))
-                .build()
-                .unwrap();
+            let aim = once(&emu).request_timeout(FAULT_TIMEOUT).build().unwrap();
             emu.inject(Endpoint::Discovery, fault.clone());
             let err = token(&aim).await.unwrap_err();
             assert_eq!(err.kind(), kind, "{fault:?}: {err:?}");

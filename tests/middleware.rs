@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aim_token::emulator::{Endpoint, Fault};
 use aim_token::middleware::BearerAuth;
 use aim_token::{AimClient, ErrorKind};
-use attach_support::{emulator, wrong_secret_client, Recorder, Rule};
+use attach_support::{emulator, impatient_client, wrong_secret_client, Recorder, Rule};
 use reqwest::header::AUTHORIZATION;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
@@ -125,7 +125,8 @@ async fn fails_closed_when_the_secret_is_wrong() {
 
 #[tokio::test]
 async fn fails_closed_when_aim_is_down() {
-    let (emu, aim) = emulator().await;
+    let (emu, _) = emulator().await;
+    let aim = impatient_client(&emu);
     emu.set_outage(
         Endpoint::Token,
         Some(Fault::Status {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aim_token::emulator::{Endpoint, Fault};
 use aim_token::layer::{BearerAuthLayer, BearerError};
 use aim_token::ErrorKind;
-use attach_support::{emulator, wrong_secret_client, Recorder, Rule};
+use attach_support::{emulator, impatient_client, wrong_secret_client, Recorder, Rule};
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
@@ -122,7 +122,8 @@ async fn an_existing_authorization_header_is_left_alone() {
 
 #[tokio::test]
 async fn fails_closed_when_aim_fails() {
-    let (emu, aim) = emulator().await;
+    let (emu, _) = emulator().await;
+    let aim = impatient_client(&emu);
     let inspect = Inspect::default();
 
     let svc = BearerAuthLayer::new(wrong_secret_client(&emu))

@@ -157,13 +157,26 @@ pub async fn emulator() -> (AimEmulator, AimClient) {
     let aim = emu
         .client_builder()
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
-        .retry_deadline(Duration::from_millis(500))
+        // Real time: generous, so a loaded machine (or Wine) never turns a
+        // slow answer into a failed test. Tests of an AIM that is down use
+        // `impatient_client`.
+        .retry_deadline(Duration::from_secs(10))
         // Below a millisecond: a token refused right after it was fetched
         // (one revoked at AIM) is renewed at once, as these tests expect.
         .min_refresh_interval(Duration::from_micros(1))
         .build()
         .expect("client builds");
     (emu, aim)
+}
+
+/// A client of the emulator that gives up after half a second: for tests
+/// of an AIM that never answers with a token.
+pub fn impatient_client(emu: &AimEmulator) -> AimClient {
+    emu.client_builder()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .retry_deadline(Duration::from_millis(500))
+        .build()
+        .expect("client builds")
 }
 
 /// A client of the emulator with a wrong secret: AIM answers `invalid_client`.

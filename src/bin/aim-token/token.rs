@@ -1,6 +1,6 @@
 //! `aim-token token`: the bearer value on stdout, for shell pipelines.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aim_token::store::{self, FileStore, TokenStore};
 
@@ -18,7 +18,14 @@ by your user only) in your cache directory (~/.cache/aim-token, or
 %LOCALAPPDATA%\\aim-token on Windows), so a job that runs every minute asks AIM
 once per token lifetime, not every minute. --store or AIM_TOKEN_STORE choose
 another store (file:DIR, redis://HOST:PORT/DB, rediss://...), --no-cache or
-AIM_TOKEN_STORE=none ask AIM every time.";
+AIM_TOKEN_STORE=none ask AIM every time. A store that does not answer within
+2 s is passed over: the run asks AIM instead.";
+
+/// The bound of each store operation. A run that misses the cache asks AIM
+/// for a token, which is what the cache is for: a one-shot run can wait
+/// longer than a service's 250 ms (a virus scanner opening the cache file,
+/// a loaded machine).
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -38,7 +45,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
         .client_builder()
         .and_then(|builder| {
             Ok(match chosen_store(&args)? {
-                Some(store) => builder.token_store(store),
+                Some(store) => builder
+                    .token_store(store)
+                    .token_store_timeout(STORE_TIMEOUT),
                 None => builder,
             })
         })

@@ -339,11 +339,25 @@ fn tls_message(tls: &rustls::Error, url: &str) -> String {
         | E::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
             "the server's certificate has expired: renew it on the AIM node (or check this machine's clock)"
         }
+        // Trusting a CA cannot help these: the certificate must be replaced.
+        E::InvalidCertificate(CertificateError::Revoked) => {
+            "the server's certificate has been revoked by its CA: re-issue AIM's certificate (from the PCS root CA) and bind the new one in IIS on the AIM node"
+        }
+        E::InvalidCertificate(CertificateError::InvalidPurpose)
+        | E::InvalidCertificate(CertificateError::InvalidPurposeContext { .. }) => {
+            "the server's certificate is not for TLS servers (no serverAuth extended key usage): re-issue AIM's certificate with the Server Authentication purpose"
+        }
         _ => {
             "check the server's certificate; if it is issued by the PCS root CA, give that CA with .root_certificate_pem(..) or AIM_CA_CERT"
         }
     };
-    format!("TLS with {url} failed ({tls}): {fix}")
+    // An OS reason in its own words, not rustls' `Other(OtherError(..))`.
+    match tls {
+        E::InvalidCertificate(CertificateError::Other(os)) => {
+            format!("TLS with {url} failed (invalid peer certificate: {os}): {fix}")
+        }
+        _ => format!("TLS with {url} failed ({tls}): {fix}"),
+    }
 }
 
 /// The innermost cause: what actually happened, without the wrappers'
@@ -403,6 +417,30 @@ mod tests {
         let mut config = config(Vec::new());
         config.proxy = Some("http://user:hunter2@127.0.0.1:3128".to_owned());
         assert!(build_client(&config).is_ok());
+    }
+
+    #[test]
+    fn a_certificate_that_must_be_replaced_is_not_fixed_by_trusting_a_ca() {
+        use rustls::CertificateError as C;
+        for refused in [C::Revoked, C::InvalidPurpose] {
+            let message = tls_message(
+                &rustls::Error::InvalidCertificate(refused.clone()),
+                "https://sms01",
+            );
+            assert!(message.contains("re-issue"), "{message}");
+            assert!(!message.contains("root_certificate_pem"), "{message}");
+        }
+        let os = rustls::OtherError(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from("the OS's reason")));
+        let message = tls_message(
+            &rustls::Error::InvalidCertificate(C::Other(os)),
+            "https://sms01",
+        );
+        assert!(
+            message.contains("(invalid peer certificate: the OS's reason)"),
+            "{message}"
+        );
     }
 
     #[test]

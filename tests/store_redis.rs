@@ -377,3 +377,131 @@ async fn a_huge_redis_value_is_not_read_whole() {
         Some(&b"value"[..])
     );
 }
+
+/// A holder that outlives its lease (a GC pause, a slow AIM answer, a
+/// suspended VM: here its lease is expired by hand while AIM keeps it
+/// waiting): another process takes over and stores a token. The stalled
+/// holder's token, answered last, expires first; written last, it would
+/// replace the longer-lived one for every host. It adopts the stored one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
+    let Some(redis) = Redis::start() else { return };
+    let aim = AimEmulator::start().await.unwrap();
+    aim.set_token_lifetime(Duration::from_secs(3600));
+    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(8)), 1);
+    let mut env = redis_env(&aim, &redis);
+    env.push(("TASKS".into(), "1".into()));
+    let mut holder = spawn_child("holder", &env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while aim.token_requests() == 0 {
+        assert!(Instant::now() < deadline, "the holder never asked AIM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = raw(&redis).await;
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("aim-token:lease:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(&leases[0])
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let taker = reports(vec![spawn_child("taker", &env)]).await.remove(0);
+    assert_eq!(aim.token_requests(), 2);
+    aim.set_token_lifetime(Duration::from_secs(600));
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "inconclusive: the holder finished before the taker (machine too slow)"
+    );
+    let holder = reports(vec![holder]).await.remove(0);
+    assert_eq!(
+        holder.tokens, taker.tokens,
+        "the holder adopts the stored token"
+    );
+    let after = reports(vec![spawn_child("after", &env)]).await.remove(0);
+    assert_eq!(
+        after.tokens, taker.tokens,
+        "Redis kept the longer-lived token"
+    );
+    assert_eq!(aim.token_requests(), 2);
+}
+
+/// What the store holds that does not open — an oversized value, a
+/// truncated one, one sealed for another scope of the same client — is a
+/// miss, and the next write replaces it: the compare-and-set compares
+/// what `get` reads (the first 256 KiB + 1 bytes), so an oversized value
+/// cannot block writes for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_that_do_not_open_are_misses_and_replaced_by_the_next_write() {
+    let Some(redis) = Redis::start() else { return };
+    let aim = AimEmulator::start().await.unwrap();
+    let url = redis.url();
+    let client = |scope: &str| {
+        aim.client_builder()
+            .scope(scope)
+            .token_store(RedisStore::new(&url).unwrap())
+            .build()
+            .unwrap()
+    };
+    let mut c = raw(&redis).await;
+    client("emulator.api").token().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aim-token:token:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys[0].clone();
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // A value sealed for another scope: copy the entry of "emulator.api"
+    // under the key of the client without a scope.
+    client("").token().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aim-token:token:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let other = keys.into_iter().find(|k| *k != key).unwrap();
+    let oversized = [sealed.clone(), vec![b'x'; 300 << 10]].concat();
+    let truncated = sealed[..sealed.len() - 1].to_vec();
+    for (what, value) in [
+        ("another scope's", sealed.clone()),
+        ("an oversized", oversized),
+        ("a truncated", truncated),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&other)
+            .arg(&value)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let before = aim.token_requests();
+        let fresh = client("");
+        fresh.token().await.unwrap();
+        assert_eq!(aim.token_requests(), before + 1, "{what} value");
+        assert_eq!(fresh.stats().store_hits, 0, "{what} value");
+        assert_eq!(fresh.stats().store_errors, 0, "{what} value");
+        let now: Vec<u8> = redis::cmd("GET")
+            .arg(&other)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(now != value, "{what} value was not replaced");
+        let next = client("");
+        next.token().await.unwrap();
+        assert_eq!(
+            next.stats().store_hits,
+            1,
+            "{what} value: the new entry is shared"
+        );
+        assert_eq!(aim.token_requests(), before + 1, "{what} value");
+    }
+}

@@ -341,25 +341,46 @@ impl Shared {
         let Some(store) = &self.config.store else {
             return fetch().await;
         };
+        let now_ms = || self.clock.now_ms();
         let accept = |token: &AccessToken| self.adoptable(need, token);
-        match store.acquire(self.clock.now_ms(), &accept, fetch).await {
+        let judge = store::Judge {
+            now_ms: &now_ms,
+            accept: &accept,
+        };
+        match store.acquire(&judge, fetch).await {
             Obtained::Stored(token) => {
-                let count = self.source.authority_count();
-                let index = (0..count)
-                    .find(|&i| self.source.authority_label(i) == token.authority())
-                    .unwrap_or(0);
-                self.install(token.clone(), index);
+                self.install(token.clone(), self.authority_of(&token));
+                Ok(token)
+            }
+            // The fetch counted and installed its token; this one replaces
+            // it without counting a second acquisition.
+            Obtained::Kept(token) => {
+                self.set_current(token.clone(), self.authority_of(&token));
                 Ok(token)
             }
             Obtained::Fetched(outcome) => outcome,
         }
     }
 
+    /// The index of the authority that issued a stored token (0 if none of ours).
+    fn authority_of(&self, token: &AccessToken) -> usize {
+        (0..self.source.authority_count())
+            .find(|&i| self.source.authority_label(i) == token.authority())
+            .unwrap_or(0)
+    }
+
     /// Whether a token from the store answers `need`: usable; for a refresh
-    /// also another token than the one seen, and not itself due.
+    /// also another token than the one seen, and not itself due. Never one
+    /// "issued" further in this clock's future than the expiry margin: its
+    /// writer's clock is ahead, so its expiry is too, and it would be
+    /// handed out after it expired.
     fn adoptable(&self, need: &Need, token: &AccessToken) -> bool {
         let schedule = policy::schedule(token, &self.config, store::shared_jitter_unit(token));
         let now = self.clock.now_ms();
+        let issued = crate::clock::unix_millis(token.issued_at());
+        if issued > now.saturating_add(millis(self.config.expiry_margin)) {
+            return false;
+        }
         match need {
             Need::Usable => now < schedule.usable_until_ms,
             Need::Newer(seen) => {
@@ -371,8 +392,15 @@ impl Shared {
         }
     }
 
-    /// Makes `token` the current one and schedules its refresh.
+    /// Makes `token` the current one, schedules its refresh and counts the
+    /// acquisition.
     fn install(&self, token: AccessToken, authority: usize) {
+        self.set_current(token, authority);
+        bump(&self.counters.refreshes);
+    }
+
+    /// Makes `token` the current one and schedules its refresh.
+    fn set_current(&self, token: AccessToken, authority: usize) {
         // With a shared store every process derives the same jitter from
         // the token, hence the same refresh instant.
         let jitter = match &self.config.store {
@@ -398,7 +426,6 @@ impl Shared {
             proactive_failures: AtomicU32::new(0),
             copies: super::local::Copies::default(),
         })));
-        bump(&self.counters.refreshes);
         self.wake.notify_one();
     }
 }

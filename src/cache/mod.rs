@@ -286,10 +286,14 @@ impl Shared {
             && now < due.saturating_add(millis(refresher::STALL_GRACE)))
     }
 
-    /// Whether `token` was issued less than `min_refresh_interval` ago.
+    /// Whether `token` was issued less than `min_refresh_interval` ago. A
+    /// token "issued" in this clock's future (stored by a host whose clock
+    /// is ahead, or this clock was set back) is not: otherwise a refused
+    /// one could not be renewed for as long as the clocks differ.
     fn is_young(&self, token: &AccessToken) -> bool {
         let issued = crate::clock::unix_millis(token.issued_at());
-        self.clock.now_ms() < issued.saturating_add(millis(self.config.min_refresh_interval))
+        let now = self.clock.now_ms();
+        issued <= now && now < issued.saturating_add(millis(self.config.min_refresh_interval))
     }
 
     fn invalidate(&self, token: &AccessToken) {
@@ -309,7 +313,7 @@ impl Shared {
         }
         // The seam to the shared store: compare-and-delete there too.
         if let Some(store) = &self.config.store {
-            store.reject(token);
+            store.reject(token, self.clock.now_ms());
         }
         let previous = self.current.compare_and_swap(&current, None);
         let swapped = previous.as_ref().map(Arc::as_ptr) == Some(Arc::as_ptr(entry));

@@ -26,6 +26,10 @@ pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_LATER: Duration = Duration::from_secs(2);
 /// How often a process waiting for another one's token looks again.
 const POLL: Duration = Duration::from_millis(40);
+/// How many times a write looks again after another writer got in first.
+const FENCE_ROUNDS: usize = 3;
+/// How many refused tokens an entry remembers (a renewal each is rare).
+const REMEMBERED_REFUSALS: usize = 8;
 
 /// How an acquisition through the store ended.
 pub(crate) enum Obtained {
@@ -33,6 +37,9 @@ pub(crate) enum Obtained {
     Stored(AccessToken),
     /// This process asked AIM (the fetch installed its token itself).
     Fetched(Result<AccessToken>),
+    /// This process asked AIM, but the store kept another process's token
+    /// written meanwhile (the fence): it replaces the fetched one.
+    Kept(AccessToken),
 }
 
 /// A [`TokenStore`] attached to one client: its entry key and sealer, the
@@ -50,9 +57,9 @@ pub(crate) struct Attached {
     retry_at: Mutex<Option<Instant>>,
     /// Whether the current failure episode has been warned about.
     degraded: AtomicBool,
-    /// The token a resource server refused (`invalidate`): never adopted
-    /// again from the store, and deleted there by the next acquisition.
-    rejected: Mutex<Option<AccessToken>>,
+    /// The tokens a resource server refused (`invalidate`), until they
+    /// expire: never adopted from the store, deleted there when seen.
+    rejected: Mutex<Vec<AccessToken>>,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -100,6 +107,28 @@ enum Op<T> {
     Failed,
 }
 
+/// How the cache judges the tokens the store holds (its clock and policy).
+pub(crate) struct Judge<'a> {
+    /// The client's wall clock, in Unix milliseconds.
+    pub(crate) now_ms: &'a (dyn Fn() -> u64 + Sync),
+    /// Whether a stored token answers this acquisition (no request then).
+    pub(crate) accept: &'a (dyn Fn(&AccessToken) -> bool + Sync),
+}
+
+/// What a read gave: a token to adopt, or what the store holds instead.
+enum Read {
+    Adopt(AccessToken),
+    Miss(Option<Vec<u8>>),
+}
+
+/// What the store holds: the value as read (what a write compares with)
+/// and its token, if it opened and was not refused here.
+#[derive(Default)]
+struct Found {
+    raw: Option<Vec<u8>>,
+    token: Option<AccessToken>,
+}
+
 impl Attached {
     /// `store` for the token `config` asks for. `lease_ttl` must exceed
     /// one acquisition's deadline, so a live holder never loses its lease;
@@ -126,7 +155,7 @@ impl Attached {
             writer: format!("{host}/{}", std::process::id()),
             retry_at: Mutex::new(None),
             degraded: AtomicBool::new(false),
-            rejected: Mutex::new(None),
+            rejected: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -143,23 +172,31 @@ impl Attached {
         stats.lease_waits = get(&self.lease_waits);
     }
 
-    /// Remembers that a resource server refused `token`: the next
-    /// acquisition deletes it from the store if the store still holds it.
-    pub(crate) fn reject(&self, token: &AccessToken) {
-        *lock(&self.rejected) = Some(token.clone());
+    /// Remembers that a resource server refused `token`: never adopted from
+    /// the store again while it lasts, and deleted there whenever it is
+    /// seen (compare-and-delete), whoever writes it back.
+    pub(crate) fn reject(&self, token: &AccessToken, now_ms: u64) {
+        let mut rejected = lock(&self.rejected);
+        rejected.retain(|r| r.expires_at_ms() > now_ms && r.secret() != token.secret());
+        if rejected.len() >= REMEMBERED_REFUSALS {
+            rejected.remove(0);
+        }
+        rejected.push(token.clone());
     }
 
-    /// One acquisition through the store: a stored token that `accept`s,
-    /// else under the lease a re-read, then `fetch` (AIM) and a write. While
-    /// another process holds the lease, wait for its token, taking the lease
-    /// over if it expires (its holder died); after `wait_limit`, `fetch`
-    /// without it. Any store failure: `fetch` directly, no more store calls.
-    pub(crate) async fn acquire<F, Fut>(
-        &self,
-        now_ms: u64,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
-        fetch: F,
-    ) -> Obtained
+    fn is_refused(&self, token: &AccessToken) -> bool {
+        lock(&self.rejected)
+            .iter()
+            .any(|r| r.secret() == token.secret())
+    }
+
+    /// One acquisition through the store: a stored token that `judge`
+    /// accepts, else under the lease a re-read, then `fetch` (AIM) and a
+    /// fenced write. While another process holds the lease, wait for its
+    /// token, taking the lease over if it expires (its holder died); after
+    /// `wait_limit`, `fetch` without it. Any store failure: `fetch`
+    /// directly, no more store calls.
+    pub(crate) async fn acquire<F, Fut>(&self, judge: &Judge<'_>, fetch: F) -> Obtained
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken>>,
@@ -168,15 +205,20 @@ impl Attached {
             return Obtained::Fetched(fetch().await);
         }
         let started = Instant::now();
+        // What the store may add to this acquisition; polls while another
+        // process holds the lease are waiting, not added latency.
+        let budget = Budget::new(self.op_timeout.saturating_mul(2));
+        let polls = Budget::unlimited();
         let mut waited = false;
         loop {
-            match self.read(accept).await {
-                Op::Ok(Some(token)) => return Obtained::Stored(token),
-                Op::Ok(None) => {}
+            let charged = if waited { &polls } else { &budget };
+            let seen = match self.read(judge, charged).await {
+                Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
+                Op::Ok(Read::Miss(seen)) => seen,
                 Op::Failed => return Obtained::Fetched(fetch().await),
-            }
+            };
             let lease = match self
-                .bounded(self.store.try_lease(&self.key, self.lease_ttl))
+                .bounded(self.store.try_lease(&self.key, self.lease_ttl), charged, 1)
                 .await
             {
                 Op::Ok(lease) => lease,
@@ -188,7 +230,7 @@ impl Attached {
                     lease: Some(lease),
                     timeout: self.op_timeout,
                 };
-                return self.as_leaseholder(held, now_ms, accept, fetch).await;
+                return self.as_leaseholder(held, judge, &budget, fetch).await;
             }
             if !waited {
                 waited = true;
@@ -201,11 +243,7 @@ impl Attached {
                     waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "the process holding the store's lease did not write a token within the retry deadline; asking AIM directly"
                 );
-                let outcome = fetch().await;
-                if let Ok(token) = &outcome {
-                    self.write(token, now_ms).await;
-                }
-                return Obtained::Fetched(outcome);
+                return self.fetch_and_write(seen, judge, &budget, fetch).await;
             }
             tokio::time::sleep(POLL).await;
         }
@@ -214,8 +252,8 @@ impl Attached {
     async fn as_leaseholder<F, Fut>(
         &self,
         held: Held<'_>,
-        now_ms: u64,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
+        judge: &Judge<'_>,
+        budget: &Budget,
         fetch: F,
     ) -> Obtained
     where
@@ -226,76 +264,150 @@ impl Attached {
         // not wait for it, and a failing store costs no further timeout.
         let _held = held;
         // Another process may have written between the read and the lease.
-        match self.read(accept).await {
-            Op::Ok(Some(token)) => return Obtained::Stored(token),
-            Op::Ok(None) => {}
+        let seen = match self.read(judge, budget).await {
+            Op::Ok(Read::Adopt(token)) => return Obtained::Stored(token),
+            Op::Ok(Read::Miss(seen)) => seen,
             Op::Failed => return Obtained::Fetched(fetch().await),
-        }
+        };
+        self.fetch_and_write(seen, judge, budget, fetch).await
+    }
+
+    /// `fetch`, then the write of its token where the store held `seen`;
+    /// the token another process stored meanwhile if that one lasts longer.
+    async fn fetch_and_write<F, Fut>(
+        &self,
+        seen: Option<Vec<u8>>,
+        judge: &Judge<'_>,
+        budget: &Budget,
+        fetch: F,
+    ) -> Obtained
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AccessToken>>,
+    {
         let outcome = fetch().await;
         if let Ok(token) = &outcome {
-            self.write(token, now_ms).await;
+            if let Some(theirs) = self.write(token, seen, judge, budget).await {
+                return Obtained::Kept(theirs);
+            }
         }
         Obtained::Fetched(outcome)
     }
 
-    /// The stored token, if it opens and `accept`s. A refused token still in
-    /// the store is deleted (compare-and-delete: only that value).
-    async fn read(
-        &self,
-        accept: &(dyn Fn(&AccessToken) -> bool + Sync),
-    ) -> Op<Option<AccessToken>> {
-        let Op::Ok(value) = self.bounded(self.store.get(&self.key)).await else {
+    /// The stored token if `judge` accepts it, else what the store holds
+    /// (for the write to compare against).
+    async fn read(&self, judge: &Judge<'_>, budget: &Budget) -> Op<Read> {
+        let Op::Ok(found) = self.look(budget).await else {
+            return Op::Failed;
+        };
+        match found.token {
+            Some(token) if (judge.accept)(&token) => {
+                bump(&self.hits);
+                tracing::debug!(target: TARGET, authority = token.authority(), "token from the shared store");
+                Op::Ok(Read::Adopt(token))
+            }
+            _ => {
+                bump(&self.misses);
+                Op::Ok(Read::Miss(found.raw))
+            }
+        }
+    }
+
+    /// The stored value, and its token if it opens and was not refused
+    /// here. A refused token is deleted (compare-and-delete: only that value).
+    async fn look(&self, budget: &Budget) -> Op<Found> {
+        let Op::Ok(value) = self.bounded(self.store.get(&self.key), budget, 1).await else {
             return Op::Failed;
         };
         let Some(value) = value else {
-            bump(&self.misses);
-            return Op::Ok(None);
+            return Op::Ok(Found::default());
         };
         let token = match self.sealer.open(&value) {
             Ok(token) => token,
             Err(why) => {
-                bump(&self.misses);
                 let why = match why {
                     Unreadable::Format => "not in this version's format",
                     Unreadable::Seal => "sealed with another client secret, or tampered with",
                     Unreadable::Content => "not a token record",
                 };
                 tracing::warn!(target: TARGET, entry = %self.key, "ignoring the stored token: {why}");
-                return Op::Ok(None);
+                return Op::Ok(Found {
+                    raw: Some(value),
+                    token: None,
+                });
             }
         };
-        let refused = lock(&self.rejected)
-            .as_ref()
-            .is_some_and(|r| r.secret() == token.secret());
-        if refused {
-            bump(&self.misses);
-            if let Op::Ok(true) = self.bounded(self.store.delete_if(&self.key, &value)).await {
+        if self.is_refused(&token) {
+            let delete = self.store.delete_if(&self.key, &value);
+            if let Op::Ok(true) = self.bounded(delete, budget, 1).await {
                 tracing::debug!(target: TARGET, "deleted the refused token from the store");
+                return Op::Ok(Found::default());
             }
-            return Op::Ok(None);
+            return Op::Ok(Found {
+                raw: Some(value),
+                token: None,
+            });
         }
-        if accept(&token) {
-            bump(&self.hits);
-            tracing::debug!(target: TARGET, authority = token.authority(), "token from the shared store");
-            Op::Ok(Some(token))
-        } else {
-            bump(&self.misses);
-            Op::Ok(None)
-        }
+        Op::Ok(Found {
+            raw: Some(value),
+            token: Some(token),
+        })
     }
 
-    async fn write(&self, token: &AccessToken, now_ms: u64) {
-        let ttl = Duration::from_millis(token.expires_at_ms().saturating_sub(now_ms));
-        if ttl.is_zero() {
-            return;
-        }
-        let Some(value) = self.sealer.seal(token, &self.writer) else {
+    /// Stores `mine` if the store still holds `seen` (compare-and-set). If
+    /// another process wrote meanwhile (a holder that outlived its lease, a
+    /// waiter that gave up, a writer whose clock is behind), its token
+    /// stays when it answers the acquisition (usable; for a refresh, not
+    /// the token being replaced nor itself due) and lasts at least as long
+    /// as `mine`: it is returned, to be used instead. Otherwise `mine`
+    /// replaces it. A refused token is never kept.
+    async fn write(
+        &self,
+        mine: &AccessToken,
+        mut seen: Option<Vec<u8>>,
+        judge: &Judge<'_>,
+        budget: &Budget,
+    ) -> Option<AccessToken> {
+        let Some(value) = self.sealer.seal(mine, &self.writer) else {
             tracing::warn!(target: TARGET, "no randomness for sealing; not storing the token");
-            return;
+            return None;
         };
-        if let Op::Ok(()) = self.bounded(self.store.put(&self.key, &value, ttl)).await {
-            *lock(&self.rejected) = None;
+        for _ in 0..FENCE_ROUNDS {
+            // What is left now, not when the acquisition began: the fetch
+            // may have taken long.
+            let ttl = Duration::from_millis(mine.expires_at_ms().saturating_sub((judge.now_ms)()));
+            if ttl.is_zero() {
+                return None;
+            }
+            let replace = self
+                .store
+                .replace_if(&self.key, seen.as_deref(), &value, ttl);
+            // Two calls' time: the trait's default compares, then puts.
+            match self.bounded(replace, budget, 2).await {
+                Op::Ok(true) | Op::Failed => return None,
+                Op::Ok(false) => {}
+            }
+            let Op::Ok(found) = self.look(budget).await else {
+                return None;
+            };
+            if let Some(theirs) = found.token {
+                if theirs.secret() == mine.secret() {
+                    return None;
+                }
+                if (judge.accept)(&theirs) && theirs.expires_at_ms() >= mine.expires_at_ms() {
+                    bump(&self.hits);
+                    tracing::info!(
+                        target: TARGET,
+                        authority = theirs.authority(),
+                        "another process stored a token lasting at least as long while this one was fetching; using it rather than replacing it"
+                    );
+                    return Some(theirs);
+                }
+            }
+            seen = found.raw;
         }
+        tracing::debug!(target: TARGET, "the store's entry kept changing under this write; leaving it to the other writers");
+        None
     }
 
     /// Whether to use the store now (not within `RETRY_LATER` of a failure;
@@ -315,10 +427,20 @@ impl Attached {
         }
     }
 
-    /// `op` bounded by the store timeout; a failure starts (or continues)
-    /// an episode: one warning, then the store is skipped for a while.
-    async fn bounded<T>(&self, op: super::BoxFuture<'_, std::io::Result<T>>) -> Op<T> {
-        let error = match tokio::time::timeout(self.op_timeout, op).await {
+    /// `op` bounded by the store timeout (`calls` times it) and by what is
+    /// left of `budget`; a failure starts (or continues) an episode: one
+    /// warning, then the store is skipped for a while.
+    async fn bounded<T>(
+        &self,
+        op: super::BoxFuture<'_, std::io::Result<T>>,
+        budget: &Budget,
+        calls: u32,
+    ) -> Op<T> {
+        let limit = budget.cap(self.op_timeout.saturating_mul(calls));
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(limit, op).await;
+        budget.charge(started.elapsed());
+        let error = match outcome {
             Ok(Ok(value)) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!(target: TARGET, store = ?self.store, "the token store answers again");
@@ -326,7 +448,11 @@ impl Attached {
                 return Op::Ok(value);
             }
             Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {:?}", self.op_timeout),
+            Err(_) if limit < self.op_timeout => format!(
+                "answering too slowly: this acquisition's store calls took more than {:?} in all",
+                budget.total
+            ),
+            Err(_) => format!("no answer within {limit:?}"),
         };
         bump(&self.errors);
         *lock(&self.retry_at) = Some(Instant::now() + RETRY_LATER);
@@ -341,6 +467,41 @@ impl Attached {
             );
         }
         Op::Failed
+    }
+}
+
+/// The store time one acquisition may still spend: each call is charged
+/// what it took, so a store that answers every call just within its
+/// timeout cannot add that timeout once per call.
+struct Budget {
+    total: Duration,
+    left_us: AtomicU64,
+}
+
+impl Budget {
+    fn new(total: Duration) -> Budget {
+        Budget {
+            total,
+            left_us: AtomicU64::new(u64::try_from(total.as_micros()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    fn unlimited() -> Budget {
+        Budget::new(Duration::MAX)
+    }
+
+    /// `limit`, or less if less is left.
+    fn cap(&self, limit: Duration) -> Duration {
+        limit.min(Duration::from_micros(self.left_us.load(Ordering::Relaxed)))
+    }
+
+    fn charge(&self, spent: Duration) {
+        let spent = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .left_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(spent))
+            });
     }
 }
 

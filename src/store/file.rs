@@ -1,12 +1,14 @@
 //! `FileStore`: the shared store in a directory, for the processes of one
 //! host (scheduled jobs, scripts, services).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::file_lease;
 use super::seal::MAX_VALUE;
 use super::{BoxFuture, Lease, TokenStore};
 use crate::error::{Error, Result};
@@ -65,16 +67,22 @@ impl FileStore {
         self.dir.join(format!("{key}.{suffix}"))
     }
 
-    /// Runs blocking file I/O off the async threads.
+    /// Runs blocking file I/O off the async threads. Dropping the future
+    /// (the store timeout) cannot stop a thread, so the job is told through
+    /// [`Abandoned`] and must not change anything afterwards.
     fn blocking<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&FileStore) -> io::Result<T> + Send + 'static,
+        job: impl FnOnce(&FileStore, &Abandoned) -> io::Result<T> + Send + 'static,
     ) -> BoxFuture<'static, io::Result<T>> {
         let store = self.clone();
+        let abandoned = Abandoned::default();
+        let on_drop = abandoned.clone().on_drop();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || job(&store))
+            let result = tokio::task::spawn_blocking(move || job(&store, &abandoned))
                 .await
-                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+            drop(on_drop);
+            result
         })
     }
 
@@ -160,13 +168,88 @@ impl FileStore {
         Ok(Some(bytes))
     }
 
-    /// Holds the write lock of `key` (short: around a rename or a
-    /// compare-and-delete, so a delete never removes a newer value).
-    fn write_lock(&self, key: &str) -> io::Result<File> {
+    /// Holds the write lock of `key` (short: around a compare-and-rename or
+    /// a compare-and-delete, so neither replaces nor removes a newer value).
+    /// Waits for another holder only until the caller gave up: a write that
+    /// got the lock after its timeout would land unseen, perhaps with a
+    /// token the client has meanwhile seen refused.
+    fn write_lock(&self, key: &str, abandoned: &Abandoned) -> io::Result<File> {
         self.ensure_dir()?;
         let file = Self::open_private(&self.path(key, "wlock"), false)?;
-        file.lock()?;
+        while !file_lease::try_lock(&file)? {
+            if abandoned.is_set() {
+                return Err(abandoned.error());
+            }
+            std::thread::sleep(LOCK_POLL);
+        }
+        // Given up on while the lock was being taken: change nothing.
+        if abandoned.is_set() {
+            return Err(abandoned.error());
+        }
         Ok(file)
+    }
+
+    /// Writes `value` to a temporary file, then renames it into place
+    /// under the write lock: always (`current: None`), or only if the entry
+    /// holds what `current` says (`Some(None)`: no entry).
+    fn write_entry(
+        &self,
+        key: &str,
+        current: Option<Option<&[u8]>>,
+        value: &[u8],
+        abandoned: &Abandoned,
+    ) -> io::Result<bool> {
+        self.ensure_dir()?;
+        let target = self.path(key, "token");
+        let temp = self.path(key, &format!("{}.tmp", Lease::random_owner()));
+        let replaced = Self::open_private(&temp, true)
+            .and_then(|mut f| f.write_all(value))
+            .and_then(|()| {
+                let _lock = self.write_lock(key, abandoned)?;
+                if let Some(current) = current {
+                    if Self::read_entry(&target)?.as_deref() != current {
+                        return Ok(false);
+                    }
+                }
+                fs::rename(&temp, &target).map(|()| true)
+            });
+        if !matches!(replaced, Ok(true)) {
+            let _ = fs::remove_file(&temp);
+        }
+        replaced
+    }
+}
+
+/// How long a writer sleeps between tries of a held write lock (held for
+/// a rename only, so this is rarely waited for twice).
+const LOCK_POLL: Duration = Duration::from_millis(2);
+
+/// Set when the future of a blocking job is dropped (its caller's store
+/// timeout), so the job changes nothing after it.
+#[derive(Debug, Clone, Default)]
+struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "given up on (store timeout) while waiting for the entry's write lock",
+        )
+    }
+
+    /// Sets the flag when the returned guard is dropped.
+    fn on_drop(self) -> impl Drop + Send {
+        struct SetOnDrop(Abandoned);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0 .0.store(true, Ordering::Release);
+            }
+        }
+        SetOnDrop(self)
     }
 }
 
@@ -194,7 +277,7 @@ fn user_cache_dir(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
 impl TokenStore for FileStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
         let path = self.path(key, "token");
-        self.blocking(move |store| {
+        self.blocking(move |store, _| {
             if !store.dir.exists() {
                 return Ok(None);
             }
@@ -210,19 +293,23 @@ impl TokenStore for FileStore {
         _ttl: Duration,
     ) -> BoxFuture<'a, io::Result<()>> {
         let (key, value) = (key.to_owned(), value.to_vec());
-        self.blocking(move |store| {
-            store.ensure_dir()?;
-            let target = store.path(&key, "token");
-            let temp = store.path(&key, &format!("{}.tmp", Lease::random_owner()));
-            let written = Self::open_private(&temp, true).and_then(|mut f| f.write_all(&value));
-            let _lock = store.write_lock(&key)?;
-            match written.and_then(|()| fs::rename(&temp, &target)) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let _ = fs::remove_file(&temp);
-                    Err(e)
-                }
-            }
+        self.blocking(move |store, abandoned| {
+            store.write_entry(&key, None, &value, abandoned).map(drop)
+        })
+    }
+
+    /// The compare and the rename under the entry's write lock.
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        _ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        let current = current.map(<[u8]>::to_vec);
+        self.blocking(move |store, abandoned| {
+            store.write_entry(&key, Some(current.as_deref()), &value, abandoned)
         })
     }
 
@@ -232,8 +319,8 @@ impl TokenStore for FileStore {
         expected: &'a [u8],
     ) -> BoxFuture<'a, io::Result<bool>> {
         let (key, expected) = (key.to_owned(), expected.to_vec());
-        self.blocking(move |store| {
-            let _lock = store.write_lock(&key)?;
+        self.blocking(move |store, abandoned| {
+            let _lock = store.write_lock(&key, abandoned)?;
             let path = store.path(&key, "token");
             match Self::read_entry(&path)? {
                 Some(current) if current == expected => fs::remove_file(&path).map(|()| true),
@@ -242,22 +329,19 @@ impl TokenStore for FileStore {
         })
     }
 
-    /// An exclusive OS lock on `KEY.lease`; `ttl` is not needed: the OS
-    /// releases the lock when its holder exits or dies.
+    /// An exclusive OS lock on `KEY.lease`, which the OS releases when its
+    /// holder exits or dies; on Unix it also ends after `ttl`, for a holder
+    /// that is stopped or hung (see `file_lease`).
     fn try_lease<'a>(
         &'a self,
         key: &'a str,
-        _ttl: Duration,
+        ttl: Duration,
     ) -> BoxFuture<'a, io::Result<Option<Lease>>> {
         let key = key.to_owned();
-        self.blocking(move |store| {
+        self.blocking(move |store, _| {
             store.ensure_dir()?;
-            let file = Self::open_private(&store.path(&key, "lease"), false)?;
-            match file.try_lock() {
-                Ok(()) => Ok(Some(Lease::new(key, Lease::random_owner()).holding(file))),
-                Err(TryLockError::WouldBlock) => Ok(None),
-                Err(TryLockError::Error(e)) => Err(e),
-            }
+            let taken = file_lease::take(&store.path(&key, "lease"), ttl, Self::open_private)?;
+            Ok(taken.map(|file| Lease::new(key, Lease::random_owner()).holding(file)))
         })
     }
 

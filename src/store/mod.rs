@@ -10,6 +10,13 @@
 //! so a fleet restarted at once sends **one** token request, and refreshes
 //! ahead of expiry are shared the same way.
 //!
+//! - **Writes are fenced.** A token is written only where the store still
+//!   holds what its writer read ([`TokenStore::replace_if`]): a holder that
+//!   outlived its lease, a waiter that gave up, a host whose clock is behind
+//!   cannot replace a token it has not seen. If another process stored a
+//!   usable token lasting at least as long meanwhile, that one is used.
+//!   A token a resource server refused here is never taken from the store
+//!   again while it lasts, whoever writes it back.
 //! - **Encrypted at rest.** An entry's key is a hash of what identifies the
 //!   token (authority, client ID, scopes, extra form parameters), never the
 //!   secret; its value is sealed with AES-256-GCM under a key derived from
@@ -17,8 +24,9 @@
 //!   holds nothing usable. An entry sealed with another secret, tampered
 //!   with or of an unknown format is a miss, never an error.
 //! - **The store can fail; the client cannot.** Every store operation has a
-//!   short timeout (250 ms). A failing store means: ask AIM directly, log
-//!   one warning per outage, try the store again a little later.
+//!   short timeout (250 ms), and all of one acquisition's together twice
+//!   that. A failing store means: ask AIM directly, log one warning per
+//!   outage, try the store again a little later.
 //!
 //! Backends: [`FileStore`] (a directory, with OS file locks: the processes
 //! of one host) and `RedisStore` (feature `redis`: Redis or Valkey, the
@@ -41,6 +49,7 @@
 
 mod engine;
 mod file;
+mod file_lease;
 mod key;
 #[cfg(feature = "redis")]
 mod redis;
@@ -55,7 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::engine::{
-    lease_time, shared_jitter_unit, Attached, Obtained, DEFAULT_OP_TIMEOUT,
+    lease_time, shared_jitter_unit, Attached, Judge, Obtained, DEFAULT_OP_TIMEOUT,
 };
 pub use self::file::FileStore;
 #[cfg(feature = "redis")]
@@ -152,6 +161,32 @@ pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8])
         -> BoxFuture<'a, io::Result<bool>>;
 
+    /// Stores `value` under `key` (like [`put`](Self::put)) only if `key`
+    /// still holds `current` as [`get`](Self::get) returns it (`None`:
+    /// nothing); says whether it did. The crate writes tokens through this,
+    /// so that a write cannot replace a token its writer has not seen: one
+    /// from a holder that outlived its lease, a writer that slept between
+    /// its read and its write, a write that arrives late.
+    ///
+    /// The default compares with [`get`](Self::get), then calls
+    /// [`put`](Self::put): a writer stalled between the two can still
+    /// replace a newer value. Override it with the backend's own
+    /// compare-and-set where it has one ([`FileStore`] and `RedisStore` do).
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async move {
+            if self.get(key).await?.as_deref() != current {
+                return Ok(false);
+            }
+            self.put(key, value, ttl).await.map(|()| true)
+        })
+    }
+
     /// Takes the lease on `key` without waiting: `None` while another holder
     /// has it. The lease ends at [`release`](Self::release), when its holder
     /// dies, or after `ttl`, whichever comes first.
@@ -245,6 +280,15 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
         expected: &'a [u8],
     ) -> BoxFuture<'a, io::Result<bool>> {
         (**self).delete_if(key, expected)
+    }
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        (**self).replace_if(key, current, value, ttl)
     }
     fn try_lease<'a>(
         &'a self,

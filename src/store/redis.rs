@@ -23,6 +23,18 @@ end
 return 0
 ";
 
+/// Sets `KEYS[1]` to `ARGV[2]` for `ARGV[3]` ms only while it holds
+/// `ARGV[1]` as `get` reads it (the first `ARGV[4]` + 1 bytes; a missing key
+/// reads as empty): a write cannot replace a value its writer has not seen,
+/// even one that reaches Redis late.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GETRANGE', KEYS[1], 0, tonumber(ARGV[4])) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+";
+
 /// A token store on Redis 6+ or Valkey (a single node; see the README for
 /// replicas, Sentinel and Cluster). Values are `SET … PX` with the token's
 /// remaining lifetime, leases `SET … NX PX` with a random owner, released by
@@ -180,6 +192,28 @@ impl TokenStore for RedisStore {
             c.pset_ex(self.token_key(key), value, millis(ttl))
                 .await
                 .map_err(io::Error::other)
+        })
+    }
+
+    fn replace_if<'a>(
+        &'a self,
+        key: &'a str,
+        current: Option<&'a [u8]>,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        Box::pin(async move {
+            let mut c = self.connection()?;
+            let replaced: i64 = Script::new(COMPARE_AND_SET)
+                .key(self.token_key(key))
+                .arg(current.unwrap_or_default())
+                .arg(value)
+                .arg(millis(ttl))
+                .arg(MAX_VALUE)
+                .invoke_async(&mut c)
+                .await
+                .map_err(io::Error::other)?;
+            Ok(replaced > 0)
         })
     }
 

@@ -10,7 +10,7 @@
 //! the PCS root CA). With all three set (optionally `AIM_SCOPE`,
 //! `AIM_CA_CERT`) it talks to that AIM instead; set `MES_BASE_URL` (e.g.
 //! `https://mes01.plant.local/mesmw/`) to also call MES there. With only
-//! some of them set it says which are missing rather than guess.
+//! some of them set it says what is missing rather than guess.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -19,8 +19,15 @@ use std::time::Duration;
 use aim_token::emulator::AimEmulator;
 use aim_token::{AccessToken, AimClient};
 
-/// What a real AIM needs; all or none.
-const REQUIRED: [&str; 3] = ["AIM_AUTHORITY", "AIM_CLIENT_ID", "AIM_CLIENT_SECRET"];
+/// The variables that select a real AIM. What each must hold, and where
+/// else the secret may come from (systemd's credentials), is
+/// `AimClient::from_env`'s to decide.
+const REAL_AIM: [&str; 4] = [
+    "AIM_AUTHORITY",
+    "AIM_CLIENT_ID",
+    "AIM_CLIENT_SECRET",
+    "AIM_CLIENT_SECRET_FILE",
+];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,28 +41,13 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether a variable is set to something other than blanks (the secret
-/// also by AIM_CLIENT_SECRET_FILE, a file holding it).
-fn is_set(name: &str) -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    set(name) || (name == "AIM_CLIENT_SECRET" && set("AIM_CLIENT_SECRET_FILE"))
-}
-
 async fn run() -> Result<(), Box<dyn Error>> {
-    let (set, missing): (Vec<&str>, Vec<&str>) = REQUIRED.iter().partition(|v| is_set(v));
-    if !set.is_empty() && !missing.is_empty() {
-        return Err(format!(
-            "{} {} set but {} {} not: set all of AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to use a real AIM, or none of them to use the built-in emulator",
-            set.join(" and "),
-            if set.len() == 1 { "is" } else { "are" },
-            missing.join(" and "),
-            if missing.len() == 1 { "is" } else { "are" },
-        )
-        .into());
-    }
+    let real_aim = REAL_AIM
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
     // Kept alive until the end: dropping the emulator stops it.
     let mut _emulator = None;
-    let (aim, mes_base, ca_pem) = if set.is_empty() {
+    let (aim, mes_base, ca_pem) = if !real_aim {
         eprintln!("AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET are not set: starting the AIM emulator on 127.0.0.1 (https, with its own CA).");
         eprintln!(
             "Set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to talk to a real AIM.\n"
@@ -73,7 +65,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
         _emulator = Some(emulator);
         (aim, mes_base, Some(ca_pem.into_bytes()))
     } else {
-        let aim = AimClient::from_env()?;
+        let aim = AimClient::from_env().map_err(|e| {
+            format!("{e} (or unset the AIM_* variables to use the built-in emulator)")
+        })?;
         eprintln!(
             "AIM_* variables set: using the AIM at {} as client {}.\n",
             aim.authority(),

@@ -81,3 +81,34 @@ pub fn find_rustls_error<'a>(
 ) -> Option<&'a rustls::Error> {
     crate::http::find_rustls_error(err)
 }
+
+/// `url` for output, with any user name and password hidden (the one
+/// redaction of every URL the crate prints).
+pub fn without_userinfo(url: &str) -> String {
+    crate::authority::without_userinfo(url)
+}
+
+/// The proxy `url` as the client builds it from `--proxy` (the builder's
+/// rule: `http://` or `https://` and a host).
+///
+/// # Errors
+/// A URL that is not a proxy URL, in words without its password.
+pub fn proxy(url: &str) -> crate::Result<reqwest::Proxy> {
+    crate::http::proxy(url)
+}
+
+/// The proxy a request to `url` goes through, for output (user info
+/// hidden): `explicit` (the builder's proxy) if given, else the proxy
+/// environment variables as reqwest reads them (`HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, through hyper-util's matcher,
+/// which is reqwest's own), or none.
+pub fn proxy_shown_for(explicit: Option<&str>, url: &str) -> Option<String> {
+    if let Some(explicit) = explicit {
+        return Some(without_userinfo(explicit.trim()));
+    }
+    let uri: http::Uri = url.parse().ok()?;
+    hyper_util::client::proxy::matcher::Matcher::from_system()
+        .intercept(&uri)
+        // The matcher keeps credentials apart: the URI holds none.
+        .map(|proxy| without_userinfo(&proxy.uri().to_string()))
+}

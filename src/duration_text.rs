@@ -1,4 +1,4 @@
-//! Durations for people: "850 ms", "6.8 s", "42 s", "12 min 5 s",
+//! Durations for people: "under 1 ms", "850 ms", "6.8 s", "42 s", "12 min 5 s",
 //! "23 h 59 min", "2 d 3 h" — two units at most, never nanoseconds.
 //! Shared by the library's messages and the CLI (which includes this file).
 
@@ -9,7 +9,9 @@ pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_millis();
     let s = d.as_secs();
     let (days, hours, minutes, seconds) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if ms < 1000 {
+    if ms == 0 && !d.is_zero() {
+        "under 1 ms".to_owned()
+    } else if ms < 1000 {
         format!("{ms} ms")
     } else if s < 10 && d.subsec_millis() >= 100 {
         // One decimal, rounded down: 9.96 s is "9.9 s", not "10.0 s".
@@ -41,6 +43,9 @@ mod tests {
     fn human_durations() {
         let cases = [
             (Duration::ZERO, "0 ms"),
+            // A retry deadline of 500 µs is not "0 ms".
+            (Duration::from_micros(500), "under 1 ms"),
+            (Duration::from_nanos(1), "under 1 ms"),
             (Duration::from_millis(850), "850 ms"),
             (Duration::from_nanos(6_787_640_010), "6.7 s"),
             (Duration::from_millis(9_960), "9.9 s"),

@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the reqwest client is built from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct HttpConfig {
     pub(crate) root_certificates: Vec<Vec<u8>>,
     pub(crate) danger_accept_invalid_certs: bool,
@@ -26,6 +26,29 @@ pub(crate) struct HttpConfig {
     /// An explicit proxy URL; without one, reqwest reads the proxy
     /// environment variables (`HTTPS_PROXY`, `NO_PROXY`, ...).
     pub(crate) proxy: Option<String>,
+}
+
+// By hand: the proxy URL may carry a password, and every struct that holds
+// this one (the client's config, the exchange) derives Debug.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("root_certificates", &self.root_certificates.len())
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_deref()
+                    .map(crate::authority::without_userinfo),
+            )
+            .finish()
+    }
 }
 
 /// Builds the client. Bad PEM is a configuration error, found here and not
@@ -93,7 +116,7 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
 }
 
 /// A proxy for every request, from an `http://` or `https://` URL.
-fn proxy(url: &str) -> Result<reqwest::Proxy> {
+pub(crate) fn proxy(url: &str) -> Result<reqwest::Proxy> {
     let shown = crate::authority::without_userinfo(url);
     let invalid = |why: &dyn std::fmt::Display| {
         Error::config(format!(
@@ -417,6 +440,11 @@ mod tests {
         let mut config = config(Vec::new());
         config.proxy = Some("http://user:hunter2@127.0.0.1:3128".to_owned());
         assert!(build_client(&config).is_ok());
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("127.0.0.1:3128") && !debug.contains("hunter2"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! 1. `AIM_CLIENT_SECRET`, the value itself;
 //! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
-//!    Kubernetes secrets; one trailing newline is not part of the secret);
+//!    Kubernetes secrets; one trailing newline, and a leading UTF-8 byte
+//!    order mark, are not part of the secret);
 //!    setting both is an error, not a guess;
 //! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
 //!    passes it with `LoadCredential=aim_client_secret:/path`.
@@ -36,12 +37,20 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
         (Some(secret), None) => Ok(SecretString::from(secret)),
         (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
         (None, None) => {
-            let credential = get(CREDENTIALS_DIRECTORY)
-                .map(|dir| PathBuf::from(dir.trim()).join(CREDENTIAL_NAME))
+            let directory = get(CREDENTIALS_DIRECTORY).map(|dir| PathBuf::from(dir.trim()));
+            let credential = directory
+                .as_ref()
+                .map(|dir| dir.join(CREDENTIAL_NAME))
                 .filter(|path| path.exists());
-            match credential {
-                Some(path) => read(&path, "$CREDENTIALS_DIRECTORY/aim_client_secret"),
-                None => Err(Error::config(format!(
+            match (credential, directory) {
+                (Some(path), _) => read(&path, "$CREDENTIALS_DIRECTORY/aim_client_secret"),
+                // systemd passed credentials, just not this one (often a
+                // LoadCredential= line with another name).
+                (None, Some(dir)) => Err(Error::config(format!(
+                    "no client secret: {CREDENTIALS_DIRECTORY} = {} holds no {CREDENTIAL_NAME}; name the credential LoadCredential={CREDENTIAL_NAME}:/path/to/secret in the service unit, or set {CLIENT_SECRET} or {CLIENT_SECRET_FILE}",
+                    dir.display()
+                ))),
+                (None, None) => Err(Error::config(format!(
                     "no client secret: set {CLIENT_SECRET} to the secret registered with AIM, or {CLIENT_SECRET_FILE} to a file holding it (or pass it as the systemd credential {CREDENTIAL_NAME})"
                 ))),
             }
@@ -71,6 +80,8 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
         )));
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| unreadable(&"it is not UTF-8 text"))?;
+    // Notepad starts UTF-8 files with a byte order mark; no secret does.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
     let secret = text
         .strip_suffix('\n')
@@ -137,6 +148,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Notepad (and PowerShell's `Out-File -Encoding utf8` before 6.0)
+    /// begin a UTF-8 file with a byte order mark: not part of the secret.
+    #[test]
+    fn a_file_loses_a_byte_order_mark() {
+        let dir = dir("bom");
+        let path = dir.join("secret");
+        std::fs::write(&path, "\u{feff}s3cr3t\r\n").unwrap();
+        let secret =
+            client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
+        assert_eq!(secret.expose_secret(), "s3cr3t");
+        std::fs::write(&path, "\u{feff}\r\n").unwrap();
+        let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);
+        assert!(msg.contains("empty"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn both_variables_is_an_error() {
         let msg = config_error(&[
@@ -193,10 +220,17 @@ mod tests {
             msg.contains("CREDENTIALS_DIRECTORY") && msg.contains("empty"),
             "{msg}"
         );
-        // A directory without the credential is simply no secret.
+        // A directory without the credential is no secret, and the error
+        // says what systemd passed instead (a credential named otherwise).
         std::fs::remove_file(dir.join(CREDENTIAL_NAME)).unwrap();
+        std::fs::write(dir.join("aim-secret"), "x").unwrap();
         let msg = config_error(&[(CREDENTIALS_DIRECTORY, dir_str)]);
         assert!(msg.contains("no client secret"), "{msg}");
+        assert!(
+            msg.contains("holds no aim_client_secret")
+                && msg.contains("LoadCredential=aim_client_secret:"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

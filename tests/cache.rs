@@ -39,6 +39,15 @@ async fn setup(lifetime: Duration) -> Setup {
     Setup { clock, aim, client }
 }
 
+/// An emulator with default settings on the test's clock.
+async fn emulator_on(clock: &Arc<TokioClock>) -> AimEmulator {
+    AimEmulator::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
 fn unavailable() -> Fault {
     Fault::Status {
         status: 503,
@@ -95,11 +104,7 @@ async fn a_day_of_calls_with_600s_tokens_refreshes_every_300s() {
 #[tokio::test(start_paused = true)]
 async fn the_default_jitter_refreshes_between_40_and_50_percent() {
     let clock = Arc::new(TokioClock::new());
-    let aim = AimEmulator::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
+    let aim = emulator_on(&clock).await;
     let client = aim.client_builder().clock(clock).build().unwrap();
     let first = client.token().await.unwrap();
     sleep(9 * HOUR + 35 * MIN).await;
@@ -256,11 +261,7 @@ async fn permanent_errors_are_not_retried_and_cool_down() {
 #[tokio::test(start_paused = true)]
 async fn zero_retry_deadline_means_one_attempt() {
     let clock = Arc::new(TokioClock::new());
-    let aim = AimEmulator::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
+    let aim = emulator_on(&clock).await;
     let client = aim
         .client_builder()
         .clock(clock)
@@ -395,16 +396,8 @@ async fn failover_to_the_secondary_and_back_to_the_primary() {
 #[tokio::test(start_paused = true)]
 async fn a_5xx_primary_fails_over_without_backoff() {
     let clock = Arc::new(TokioClock::new());
-    let primary = AimEmulator::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
-    let secondary = AimEmulator::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
+    let primary = emulator_on(&clock).await;
+    let secondary = emulator_on(&clock).await;
     let client = primary
         .client_builder()
         .fallback_authority(secondary.authority())

@@ -7,22 +7,23 @@
 //! from [`ROWS`] and checked by `readme_table_matches_the_verdicts`
 //! (`AIM_TOKEN_BLESS=1` rewrites it).
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/connect_proxy.rs"]
 mod connect_proxy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use cli::{aim_token, emulator_env, step, temp_file, trusting_env, Output, BIN, NO_ENV};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aim-token");
 
 /// One misconfiguration and the verdict it must get.
 struct Row {
@@ -39,6 +40,12 @@ struct Row {
 }
 
 const CLOCK_FIX: &str = "synchronize this machine's clock with the SMS node's (w32tm /resync on Windows, chrony or systemd-timesyncd elsewhere); a wrong time zone setting shifts it by whole hours";
+
+const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY): that it runs, that it lets this machine CONNECT to AIM's host and port, and the user and password it asks for (--proxy http://USER:PASSWORD@HOST:PORT); or exempt AIM from it with NO_PROXY=HOST";
+
+const NOT_AIM_FIX: &str = "check --authority / AIM_AUTHORITY: it must name the AIM server (https://HOST/identitymanager), not another web site on the same host";
+
+const HTTPS_PROXY_TRUST_FIX: &str = "trust the CA of AIM's certificate and that of the https proxy's: put both in the --ca-cert / AIM_CA_CERT file (concatenated PEM), or speak to the proxy over plain http (--proxy http://HOST:PORT)";
 
 const ROWS: &[Row] = &[
     Row {
@@ -167,7 +174,7 @@ const ROWS: &[Row] = &[
         step: "token",
         code: 6,
         says: "answered the token request with HTTP 501: it is not AIM's token endpoint",
-        fix: "check --authority / AIM_AUTHORITY: it must name the AIM server (https://HOST/identitymanager), not another web site on the same host",
+        fix: NOT_AIM_FIX,
     },
     Row {
         symptom: "AIM's clock is hours behind: tokens arrive expired",
@@ -185,56 +192,84 @@ const ROWS: &[Row] = &[
         says: "the token is not valid for another",
         fix: CLOCK_FIX,
     },
+    Row {
+        symptom: "a plain web server at the authority (no discovery document, HTML 404)",
+        command: "check",
+        step: "discovery",
+        code: 6,
+        says: "HTTP 404",
+        fix: NOT_AIM_FIX,
+    },
+    Row {
+        symptom: "AIM reports another issuer than the configured authority",
+        command: "check",
+        step: "discovery",
+        code: 6,
+        says: "the issuer is http://sms01.plant.local/identitymanager, but the authority is",
+        fix: "set --authority / AIM_AUTHORITY to the issuer AIM reports (often the FQDN AIM was installed with)",
+    },
+    Row {
+        symptom: "the --mes URL is not a MES Web API route (HTTP 404)",
+        command: "check",
+        step: "mes",
+        code: 6,
+        says: "HTTP 404",
+        fix: "check the URL given with --mes (https://HOST/mesmw/api/v3/...); MES also answers 404 when its Default Background User (system attribute 199) lacks the privilege for the entity",
+    },
+    Row {
+        symptom: "an https:// proxy whose certificate this machine does not trust",
+        command: "check",
+        step: "discovery",
+        code: 4,
+        says: "through the https proxy https://127.0.0.1:",
+        fix: HTTPS_PROXY_TRUST_FIX,
+    },
+    Row {
+        symptom: "an https:// proxy whose certificate this machine does not trust (`aim-token token`)",
+        command: "token",
+        step: "token",
+        code: 4,
+        says: "or with the https proxy https://127.0.0.1:",
+        fix: HTTPS_PROXY_TRUST_FIX,
+    },
+    Row {
+        symptom: "--proxy is not a proxy URL",
+        command: "check",
+        step: "config",
+        code: 2,
+        says: "the proxy `[redacted]@proxy.plant.local:3128` is not a proxy URL",
+        fix: "give the proxy as --proxy http://HOST:PORT (or https://HOST:PORT), with USER:PASSWORD@ before the host if it asks for them",
+    },
+    Row {
+        symptom: "the proxy asks for credentials (HTTP 407)",
+        command: "check",
+        step: "discovery",
+        code: 3,
+        says: "through the proxy http://[redacted]@127.0.0.1:",
+        fix: PROXY_FIX,
+    },
+    Row {
+        symptom: "the proxy closes the connection instead of tunnelling to AIM",
+        command: "check",
+        step: "discovery",
+        code: 3,
+        says: "through the proxy http://127.0.0.1:",
+        fix: PROXY_FIX,
+    },
+    Row {
+        symptom: "the proxy asks for credentials (HTTP 407) (`aim-token token`)",
+        command: "token",
+        step: "token",
+        code: 3,
+        says: "through the proxy http://127.0.0.1:",
+        fix: PROXY_FIX,
+    },
 ];
 
 fn row(symptom: &str) -> &'static Row {
     ROWS.iter()
         .find(|r| r.symptom == symptom)
         .unwrap_or_else(|| panic!("no row {symptom:?}"))
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs the binary with only the given AIM_* variables.
-async fn aim_token(args: &[&str], env: &[(&'static str, String)]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args).kill_on_drop(true);
-    for (name, _) in std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
-        .filter(|(k, _)| k.starts_with("AIM_") || k.ends_with("_PROXY") || k.ends_with("_proxy"))
-    {
-        cmd.env_remove(name);
-    }
-    cmd.env_remove("CREDENTIALS_DIRECTORY");
-    // No token cache between runs (the tests count token requests), and
-    // none in the real user's cache directory.
-    cmd.env("AIM_TOKEN_STORE", "none");
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("aim-token did not finish within 60 s")
-        .unwrap();
-    let output = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
-    };
-    eprintln!(
-        "$ aim-token {}\n-- exit {} after {:?}\n-- stdout:\n{}-- stderr:\n{}",
-        args.join(" "),
-        output.code,
-        output.took,
-        output.stdout,
-        output.stderr
-    );
-    output
 }
 
 /// Asserts the row's verdict: exit code, the failing step (or `token`'s
@@ -299,21 +334,6 @@ fn assert_verdict(row: &Row, out: &Output) {
             row.symptom
         );
     }
-}
-
-fn emulator_env(authority: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AIM_AUTHORITY", authority.to_owned()),
-        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID.to_owned()),
-        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET.to_owned()),
-    ]
-}
-
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("check-verdicts-{name}-{}.pem", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
 }
 
 /// A TLS server on 127.0.0.1 presenting `cert_pem` that completes
@@ -447,7 +467,7 @@ async fn a_token_endpoint_that_hangs_after_discovery_is_not_unreachable() {
     .await;
     assert_verdict(row("discovery works, then the token endpoint hangs"), &out);
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("PASS  discovery")),
+        step(&out.stdout, "discovery").starts_with("PASS"),
         "{}",
         out.stdout
     );
@@ -648,7 +668,7 @@ async fn a_silently_dropped_scope_fails_the_token_step() {
     // Asking for nothing, or for what is granted, passes.
     let out = aim_token(&["check", "--scope", "openid"], &env).await;
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("PASS  token")),
+        step(&out.stdout, "token").starts_with("PASS"),
         "{}",
         out.stdout
     );
@@ -899,10 +919,8 @@ async fn token_reads_the_secret_from_a_file_or_systemd_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_check_go_through_the_proxy_they_are_given() {
     let emu = AimEmulator::builder().https(true).start().await.unwrap();
-    let ca = temp_file("proxy", &emu.ca_pem().unwrap());
     let target = format!("127.0.0.1:{}", emu.port());
-    let mut env = emulator_env(&emu.authority());
-    env.push(("AIM_CA_CERT", ca.to_str().unwrap().to_owned()));
+    let env = trusting_env(&emu, "proxy");
 
     let proxy = connect_proxy::ConnectProxy::start().await;
     let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
@@ -939,12 +957,12 @@ async fn token_and_check_go_through_the_proxy_they_are_given() {
     let with_password = proxy.url.replace("http://", "http://user:hunter2@");
     let out = aim_token(&["check", "--proxy", &with_password], &env).await;
     assert_eq!(out.code, 0, "{}", out.stdout);
-    let tcp = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("SKIP  tcp"))
-        .unwrap_or_default();
-    assert!(tcp.contains("a proxy is configured"), "{}", out.stdout);
+    let tcp = step(&out.stdout, "tcp");
+    assert!(
+        tcp.starts_with("SKIP") && tcp.contains("a proxy is configured"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
     assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
 }
@@ -952,7 +970,7 @@ async fn token_and_check_go_through_the_proxy_they_are_given() {
 /// One wording for AIM_SCOPE everywhere in the help.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_says_one_thing_about_aim_scope() {
-    let out = aim_token(&["--help"], &[]).await;
+    let out = aim_token(&["--help"], NO_ENV).await;
     assert_eq!(out.code, 0);
     let help = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(!help.contains("space-separated"), "{help}");
@@ -977,7 +995,7 @@ async fn decode_lines_up_its_columns() {
         URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let out = aim_token(&["decode", &jwt], &[]).await;
+    let out = aim_token(&["decode", &jwt], NO_ENV).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let labelled: Vec<&str> = out
         .stdout
@@ -1047,4 +1065,167 @@ async fn progress_is_overwritten_on_a_terminal() {
         }
     }
     assert!(shown.contains("all checks passed"), "{shown}");
+}
+
+/// A proxy that refuses the tunnel is the proxy's problem, and the fix says
+/// how to configure the proxy, not "check that AIM is running"; its
+/// password is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_the_tunnel_names_the_proxy() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let env = trusting_env(&emu, "proxy-refuses");
+
+    let proxy = connect_proxy::ConnectProxy::asking_for_credentials().await;
+    let out = aim_token(&["check", "--proxy", &proxy.url_with_password], &env).await;
+    assert_verdict(row("the proxy asks for credentials (HTTP 407)"), &out);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+    assert!(!proxy.targets().is_empty(), "the proxy was asked");
+
+    let proxy = connect_proxy::ConnectProxy::behaving(connect_proxy::Behaviour::Close).await;
+    let mut via_variable = env.clone();
+    via_variable.push(("HTTPS_PROXY", proxy.url.clone()));
+    let out = aim_token(&["check"], &via_variable).await;
+    assert_verdict(
+        row("the proxy closes the connection instead of tunnelling to AIM"),
+        &out,
+    );
+
+    let proxy = connect_proxy::ConnectProxy::asking_for_credentials().await;
+    let out = aim_token(&["--timeout", "2", "token", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("the proxy asks for credentials (HTTP 407) (`aim-token token`)"),
+        &out,
+    );
+    assert_eq!(emu.counters().token, 0, "nothing reached AIM");
+}
+
+/// NO_PROXY exempting AIM means `check` connects directly, so the direct
+/// steps run (not "a proxy is configured"); and a proxy variable written
+/// without a scheme (reqwest reads it as http://) keeps its password out of
+/// the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_follows_no_proxy_and_hides_a_schemeless_proxy_password() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let env = trusting_env(&emu, "no-proxy");
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut exempt = env.clone();
+    exempt.push(("HTTPS_PROXY", proxy.url.clone()));
+    exempt.push(("NO_PROXY", "localhost,127.0.0.1".to_owned()));
+    let out = aim_token(&["check"], &exempt).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    for name in ["dns", "tcp", "tls"] {
+        assert!(
+            step(&out.stdout, name).starts_with("PASS"),
+            "{name} must run when NO_PROXY exempts AIM:\n{}",
+            out.stdout
+        );
+    }
+    assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let mut schemeless = env.clone();
+    let url = proxy
+        .url_with_password
+        .trim_start_matches("http://")
+        .to_owned();
+    schemeless.push(("HTTPS_PROXY", url));
+    let out = aim_token(&["check"], &schemeless).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("a proxy is configured"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        "{}",
+        out.stdout
+    );
+    assert!(!proxy.targets().is_empty(), "the proxy was used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_a_plain_web_server_names_the_authority_flag() {
+    let (port, _) = http_server(plain_web_server).await;
+    let env = emulator_env(&format!("http://127.0.0.1:{port}"));
+    let out = aim_token(&["check"], &env).await;
+    assert_verdict(
+        row("a plain web server at the authority (no discovery document, HTML 404)"),
+        &out,
+    );
+}
+
+fn other_issuer_provider(method: &str, path: &str, _port: u16) -> (u16, &'static str, String) {
+    match (method, path) {
+        ("GET", "/identitymanager/.well-known/openid-configuration") => {
+            let base = "http://sms01.plant.local/identitymanager";
+            let doc = serde_json::json!({"issuer": base, "token_endpoint": format!("{base}/connect/token")});
+            (200, "application/json", doc.to_string())
+        }
+        _ => (404, "text/html", "<html>Not Found</html>".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_issuer_says_which_flag_to_set() {
+    let (port, posts) = http_server(other_issuer_provider).await;
+    let env = emulator_env(&format!("http://127.0.0.1:{port}/identitymanager"));
+    let out = aim_token(&["check"], &env).await;
+    assert_verdict(
+        row("AIM reports another issuer than the configured authority"),
+        &out,
+    );
+    assert_eq!(posts.load(Ordering::SeqCst), 0, "no secret sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mes_404_names_the_mes_flag_and_the_privilege() {
+    let emu = AimEmulator::start().await.unwrap();
+    let mes = format!("{}api/v3/no-such-route", emu.mes_base());
+    let out = aim_token(&["check", "--mes", &mes], &emulator_env(&emu.authority())).await;
+    assert_verdict(
+        row("the --mes URL is not a MES Web API route (HTTP 404)"),
+        &out,
+    );
+}
+
+/// A TLS failure through an https:// proxy may be the proxy's certificate:
+/// the fix says to trust both CAs, not only AIM's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_https_proxy_says_to_trust_both_cas() {
+    let emu = AimEmulator::builder().https(true).start().await.unwrap();
+    let env = trusting_env(&emu, "https-proxy");
+    let (proxy, proxy_ca) = connect_proxy::ConnectProxy::over_tls().await;
+    let out = aim_token(&["check", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("an https:// proxy whose certificate this machine does not trust"),
+        &out,
+    );
+    let out = aim_token(&["--timeout", "2", "token", "--proxy", &proxy.url], &env).await;
+    assert_verdict(
+        row("an https:// proxy whose certificate this machine does not trust (`aim-token token`)"),
+        &out,
+    );
+    // With both CAs in the file, it works.
+    let both = temp_file(
+        "https-proxy-both",
+        &format!("{}{proxy_ca}", emu.ca_pem().unwrap()),
+    );
+    let mut env = emulator_env(&emu.authority());
+    env.push(("AIM_CA_CERT", both.to_string_lossy().into_owned()));
+    let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_flag_that_is_not_a_url_names_the_flag_not_aim_variables() {
+    let env = emulator_env("sms01.plant.invalid");
+    let out = aim_token(
+        &["check", "--proxy", "user:hunter2@proxy.plant.local:3128"],
+        &env,
+    )
+    .await;
+    assert_verdict(row("--proxy is not a proxy URL"), &out);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
 }

@@ -4,99 +4,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aim_token::emulator::{AimEmulator, EmulatorClient};
+use cli::{aim_token, emulator_env, step, temp_file, trusting_env, NO_ENV};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aim-token");
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with only the given AIM_* variables. The emulator lives
-/// in this test's runtime, which keeps serving while the child runs.
-async fn aim_token(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args).kill_on_drop(true);
-    for var in [
-        "AIM_AUTHORITY",
-        "AIM_CLIENT_ID",
-        "AIM_CLIENT_SECRET",
-        "AIM_SCOPE",
-        "AIM_CA_CERT",
-        "AIM_INITIAL_ACCESS_TOKEN",
-    ] {
-        cmd.env_remove(var);
-    }
-    // No token cache in the user's home from tests (tests/store_cli.rs covers it).
-    cmd.env("AIM_TOKEN_STORE", "none");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("aim-token did not finish within 60 s")
-        .unwrap();
-    let output = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "$ aim-token {}\n-- exit {}\n-- stdout:\n{}-- stderr:\n{}",
-        args.join(" "),
-        output.code,
-        output.stdout,
-        output.stderr
-    );
-    output
-}
-
-/// The AIM_* variables of the emulator's own client at `authority`.
-fn emulator_client_env(authority: &str) -> [(&'static str, &str); 3] {
-    [
-        ("AIM_AUTHORITY", authority),
-        ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
-        ("AIM_CLIENT_SECRET", AimEmulator::CLIENT_SECRET),
-    ]
-}
+#[path = "support/cli.rs"]
+mod cli;
 
 fn write_ca(emu: &AimEmulator, name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("aim-token-cli-{name}-{}.pem", std::process::id()));
-    std::fs::write(&path, emu.ca_pem().unwrap()).unwrap();
-    path
+    temp_file(name, &emu.ca_pem().unwrap())
 }
 
 async fn https_emulator() -> AimEmulator {
     AimEmulator::builder().https(true).start().await.unwrap()
 }
 
-fn step<'a>(stdout: &'a str, name: &str) -> &'a str {
-    stdout
-        .lines()
-        .find(|l| {
-            l.get(6..)
-                .is_some_and(|rest| rest.starts_with(&format!("{name} ")))
-        })
-        .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_every_step() {
     let emu = https_emulator().await;
-    let ca = write_ca(&emu, "pass");
-    let authority = emu.authority();
     let mes = format!("{}api/v3/entity", emu.mes_base());
-    let out = aim_token(
-        &["check", "--mes", &mes],
-        &[
-            &emulator_client_env(&authority)[..],
-            &[("AIM_CA_CERT", ca.to_str().unwrap())],
-        ]
-        .concat(),
-    )
-    .await;
+    let out = aim_token(&["check", "--mes", &mes], &trusting_env(&emu, "pass")).await;
     assert_eq!(out.code, 0);
     for name in [
         "config",
@@ -131,7 +56,7 @@ async fn check_fails_with_invalid_client_for_a_wrong_secret() {
     let out = aim_token(
         &["check"],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_CLIENT_ID", AimEmulator::CLIENT_ID),
             ("AIM_CLIENT_SECRET", "wrong-secret-value"),
         ],
@@ -153,7 +78,7 @@ async fn check_fails_with_invalid_client_for_a_wrong_secret() {
 async fn check_fails_with_the_fix_for_an_untrusted_ca() {
     let emu = https_emulator().await;
     let authority = emu.authority();
-    let out = aim_token(&["check"], &emulator_client_env(&authority)).await;
+    let out = aim_token(&["check"], &emulator_env(&authority)).await;
     assert_eq!(out.code, 4);
     let tls = step(&out.stdout, "tls");
     assert!(
@@ -178,7 +103,7 @@ async fn check_fails_with_a_network_error_for_an_unreachable_host() {
     let out = aim_token(
         &["--timeout", "5", "check"],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_CLIENT_ID", "x"),
             ("AIM_CLIENT_SECRET", "y"),
         ],
@@ -208,10 +133,10 @@ async fn check_fails_with_a_network_error_for_an_unreachable_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_without_configuration_is_a_usage_error() {
-    let out = aim_token(&["check"], &[]).await;
+    let out = aim_token(&["check"], NO_ENV).await;
     assert_eq!(out.code, 2);
     assert!(step(&out.stdout, "config").starts_with("FAIL"));
-    let out = aim_token(&["no-such-command"], &[]).await;
+    let out = aim_token(&["no-such-command"], NO_ENV).await;
     assert_eq!(out.code, 2);
 }
 
@@ -226,7 +151,7 @@ async fn token_prints_only_the_token_and_decode_reads_it() {
     let out = aim_token(
         &["token", "--client-secret", "cli-secret"],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_CLIENT_ID", "cli-client"),
         ],
     )
@@ -238,7 +163,7 @@ async fn token_prints_only_the_token_and_decode_reads_it() {
     assert!(out.stderr.contains("process lists"), "warns about the flag");
     assert!(!out.stderr.contains("cli-secret"));
 
-    let out = aim_token(&["decode", token], &[]).await;
+    let out = aim_token(&["decode", token], NO_ENV).await;
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("NOT verified"));
     assert!(out.stdout.contains("\"client_id\": \"cli-client\""));
@@ -249,14 +174,14 @@ async fn token_prints_only_the_token_and_decode_reads_it() {
         "the token itself is not echoed"
     );
 
-    let out = aim_token(&["decode", "not-a-jwt"], &[]).await;
+    let out = aim_token(&["decode", "not-a-jwt"], NO_ENV).await;
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("not a JWT"));
 
     let out = aim_token(
         &["token"],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_CLIENT_ID", "cli-client"),
             ("AIM_CLIENT_SECRET", "nope"),
         ],
@@ -311,7 +236,7 @@ async fn register_prints_powershell_or_registers_dynamically() {
             "--verify",
         ],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
         ],
     )
@@ -329,7 +254,7 @@ async fn register_prints_powershell_or_registers_dynamically() {
     let out = aim_token(
         &["register", "--id", "svc"],
         &[
-            ("AIM_AUTHORITY", &authority),
+            ("AIM_AUTHORITY", authority.as_str()),
             ("AIM_INITIAL_ACCESS_TOKEN", "x"),
         ],
     )
@@ -365,7 +290,7 @@ async fn check_explains_a_mes_403_as_a_missing_privilege() {
     emu.set_mes_forbidden(true);
     let authority = emu.authority();
     let mes = format!("{}api/v3/entity", emu.mes_base());
-    let out = aim_token(&["check", "--mes", &mes], &emulator_client_env(&authority)).await;
+    let out = aim_token(&["check", "--mes", &mes], &emulator_env(&authority)).await;
     assert_eq!(out.code, 5);
     assert!(step(&out.stdout, "token").starts_with("PASS"));
     let mes = step(&out.stdout, "mes");
@@ -390,7 +315,7 @@ async fn check_fails_with_the_clock_code_when_tokens_are_expired_on_arrival() {
         .await
         .unwrap();
     let authority = emu.authority();
-    let out = aim_token(&["check"], &emulator_client_env(&authority)).await;
+    let out = aim_token(&["check"], &emulator_env(&authority)).await;
     assert_eq!(out.code, 7);
     let claims = step(&out.stdout, "claims");
     assert!(
@@ -410,7 +335,7 @@ async fn token_over_https_needs_the_ca_and_says_so() {
     let emu = https_emulator().await;
     let ca = write_ca(&emu, "token");
     let authority = emu.authority();
-    let env = emulator_client_env(&authority);
+    let env = emulator_env(&authority);
     let out = aim_token(&["--timeout", "5", "token"], &env).await;
     assert_eq!(out.code, 4, "an untrusted certificate is a TLS failure");
     assert!(out.stdout.is_empty());
@@ -444,7 +369,7 @@ fn jwt_with(claims: &str) -> String {
 async fn decode_reports_dates_out_of_range_without_panicking() {
     for exp in ["253402300800", "-1"] {
         let jwt = jwt_with(&format!(r#"{{"exp":{exp},"iat":{exp},"nbf":{exp}}}"#));
-        let out = aim_token(&["decode", &jwt], &[]).await;
+        let out = aim_token(&["decode", &jwt], NO_ENV).await;
         assert_eq!(
             out.code, 0,
             "documented: decoded, the range problem reported"
@@ -469,7 +394,7 @@ async fn check_sends_the_token_to_mes_only_over_https_or_loopback() {
         "http://localhost.:9/mesmw/api/v3/entity",
     ] {
         let before = emu.counters().mes;
-        let out = aim_token(&["check", "--mes", mes], &emulator_client_env(&authority)).await;
+        let out = aim_token(&["check", "--mes", mes], &emulator_env(&authority)).await;
         assert_eq!(out.code, 2, "a usage error: the flag is wrong");
         assert!(step(&out.stdout, "token").starts_with("PASS"));
         let step = step(&out.stdout, "mes");
@@ -480,4 +405,14 @@ async fn check_sends_the_token_to_mes_only_over_https_or_loopback() {
         assert!(out.stdout.contains("https://"), "{}", out.stdout);
         assert_eq!(emu.counters().mes, before);
     }
+}
+
+/// `--timeout 0` is refused with the flag's name, not silently made one
+/// second (nor read as "no limit", as some tools do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_is_refused_by_name() {
+    let out = aim_token(&["--timeout", "0", "check"], NO_ENV).await;
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.is_empty(), "nothing ran: {}", out.stdout);
+    assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
 }

@@ -761,6 +761,23 @@ async fn fault_retry_after_date_comes_from_the_clock() {
     assert!(diff <= Duration::from_secs(2), "{date:?} vs {expected:?}");
 }
 
+/// A Retry-After date past what HTTP dates can say (or past what a
+/// `SystemTime` can hold) still gets its status, without the header: the
+/// emulator neither panics nor drops the connection.
+#[tokio::test]
+async fn fault_retry_after_date_beyond_year_9999_answers_without_the_header() {
+    let aim = AimEmulator::start().await.unwrap();
+    for after in [Duration::from_secs(9_000 * 365 * 86_400), Duration::MAX] {
+        aim.inject(
+            Endpoint::Token,
+            Fault::RetryAfterDate { status: 503, after },
+        );
+        let resp = cc(&aim).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{after:?}");
+        assert!(resp.headers().get(RETRY_AFTER).is_none(), "{after:?}");
+    }
+}
+
 #[tokio::test]
 async fn fault_oauth_error() {
     let aim = AimEmulator::start().await.unwrap();

@@ -76,6 +76,14 @@ impl Scripted {
         Self::start_with(None).await
     }
 
+    /// AIM's discovery, and `replies` (in order) from its token endpoint.
+    async fn answering_tokens(replies: Vec<Reply>) -> Scripted {
+        let server = Self::start().await;
+        server.serve_discovery();
+        server.route("/identitymanager/connect/token", replies);
+        server
+    }
+
     /// Serves https with `tls` (else http).
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -279,9 +287,7 @@ fn assert_secret_free(err: &Error, token: &str) {
 
 #[tokio::test]
 async fn post_sends_the_form_encoded_exactly_once() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let server = Scripted::answering_tokens(vec![json(200, TOKEN_OK)]).await;
     let aim = server
         .builder()
         .scope("mes.api")
@@ -321,9 +327,7 @@ async fn post_sends_the_form_encoded_exactly_once() {
 
 #[tokio::test]
 async fn basic_sends_percent_encoded_credentials_in_the_header() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let server = Scripted::answering_tokens(vec![json(200, TOKEN_OK)]).await;
     let aim = server
         .builder()
         .auth_method(ClientAuthMethod::Basic)
@@ -363,9 +367,7 @@ async fn ipv6_loopback_literal_over_http() {
 
 #[tokio::test]
 async fn build_sends_nothing_until_the_first_token() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let server = Scripted::answering_tokens(vec![json(200, TOKEN_OK)]).await;
     // Default settings (background refresh on), inside a runtime: nothing
     // may be started that talks to AIM before a token is asked for.
     let aim = AimClient::builder()
@@ -408,9 +410,7 @@ async fn discovery_is_cached_and_its_endpoint_used() {
 
 #[tokio::test]
 async fn discovery_is_fetched_again_after_an_hour_of_wall_clock() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![json(200, TOKEN_OK)]);
+    let server = Scripted::answering_tokens(vec![json(200, TOKEN_OK)]).await;
     let clock = Arc::new(aim_token::TokioClock::new());
     let aim = server.builder().clock(clock.clone()).build().unwrap();
     let refresh = || async {
@@ -460,15 +460,11 @@ async fn token_endpoint_skips_discovery() {
 
 #[tokio::test]
 async fn discovery_is_kept_after_a_transient_failure() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route(
-        "/identitymanager/connect/token",
-        vec![
-            Reply::Http(503, vec![], b"busy".to_vec()),
-            json(200, TOKEN_OK),
-        ],
-    );
+    let server = Scripted::answering_tokens(vec![
+        Reply::Http(503, vec![], b"busy".to_vec()),
+        json(200, TOKEN_OK),
+    ])
+    .await;
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server);
@@ -479,15 +475,11 @@ async fn discovery_is_kept_after_a_transient_failure() {
 
 #[tokio::test]
 async fn discovery_is_fetched_again_after_the_endpoint_was_not_found() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route(
-        "/identitymanager/connect/token",
-        vec![
-            Reply::Http(404, vec![], b"<html>not found</html>".to_vec()),
-            json(200, TOKEN_OK),
-        ],
-    );
+    let server = Scripted::answering_tokens(vec![
+        Reply::Http(404, vec![], b"<html>not found</html>".to_vec()),
+        json(200, TOKEN_OK),
+    ])
+    .await;
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidResponse);
@@ -538,35 +530,27 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn bodies_over_one_mib_are_refused() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
     let huge = format!(r#"{{"access_token":"{}"}}"#, "a".repeat(1024 * 1024 + 1));
-    server.route("/identitymanager/connect/token", vec![json(200, &huge)]);
+    let server = Scripted::answering_tokens(vec![json(200, &huge)]).await;
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidResponse);
     assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");
     // Just under the cap is fine.
-    let server = Scripted::start().await;
-    server.serve_discovery();
     let big = format!(r#"{{"access_token":"{}"}}"#, "a".repeat(1024 * 1024 - 100));
-    server.route("/identitymanager/connect/token", vec![json(200, &big)]);
+    let server = Scripted::answering_tokens(vec![json(200, &big)]).await;
     let aim = server.builder().build().unwrap();
     assert_eq!(token(&aim).await.unwrap().secret().len(), 1024 * 1024 - 100);
 }
 
 #[tokio::test]
 async fn retry_after_header_is_reported() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route(
-        "/identitymanager/connect/token",
-        vec![Reply::Http(
-            429,
-            vec![("Retry-After", "17".into())],
-            b"slow down".to_vec(),
-        )],
-    );
+    let server = Scripted::answering_tokens(vec![Reply::Http(
+        429,
+        vec![("Retry-After", "17".into())],
+        b"slow down".to_vec(),
+    )])
+    .await;
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server);
@@ -602,9 +586,7 @@ async fn echoed_secrets_and_tokens_never_reach_errors() {
         Reply::Close,
     ];
     for reply in replies {
-        let server = Scripted::start().await;
-        server.serve_discovery();
-        server.route("/identitymanager/connect/token", vec![reply]);
+        let server = Scripted::answering_tokens(vec![reply]).await;
         for method in [ClientAuthMethod::Post, ClientAuthMethod::Basic] {
             let aim = server.builder().auth_method(method).build().unwrap();
             let err = token(&aim).await.unwrap_err();
@@ -615,9 +597,7 @@ async fn echoed_secrets_and_tokens_never_reach_errors() {
 
 #[tokio::test]
 async fn request_timeout_is_a_timeout() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![Reply::Hang]);
+    let server = Scripted::answering_tokens(vec![Reply::Hang]).await;
     let aim = server
         .builder()
         .request_timeout(Duration::from_millis(300))
@@ -630,9 +610,7 @@ async fn request_timeout_is_a_timeout() {
 
 #[tokio::test]
 async fn closed_connection_and_refused_port_are_transport_errors() {
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route("/identitymanager/connect/token", vec![Reply::Close]);
+    let server = Scripted::answering_tokens(vec![Reply::Close]).await;
     let aim = server.builder().build().unwrap();
     let err = token(&aim).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
@@ -728,15 +706,11 @@ async fn logs_child() {
         let aim = server.builder().auth_method(method).build().unwrap();
         token(&aim).await.unwrap();
     }
-    let server = Scripted::start().await;
-    server.serve_discovery();
-    server.route(
-        "/identitymanager/connect/token",
-        vec![json(
-            400,
-            &format!(r#"{{"error":"invalid_client","error_description":"{SECRET}"}}"#),
-        )],
-    );
+    let server = Scripted::answering_tokens(vec![json(
+        400,
+        &format!(r#"{{"error":"invalid_client","error_description":"{SECRET}"}}"#),
+    )])
+    .await;
     let aim = server
         .builder()
         .danger_accept_invalid_certs(true)

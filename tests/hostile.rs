@@ -213,9 +213,16 @@ impl Clock for HandClock {
     }
 }
 
-#[test]
-fn a_refresher_that_died_with_its_runtime_is_replaced_at_half_life() {
-    // AIM lives on a runtime of its own for the whole test.
+/// AIM with one-hour tokens on a runtime of its own (returned: it must
+/// outlive the test), and a client of it on a hand-moved clock.
+struct HandClocked {
+    _server: tokio::runtime::Runtime,
+    aim: AimEmulator,
+    clock: Arc<HandClock>,
+    client: AimClient,
+}
+
+fn hand_clocked() -> HandClocked {
     let server = tokio::runtime::Runtime::new().unwrap();
     let aim = server
         .block_on(AimEmulator::builder().token_lifetime(HOUR).start())
@@ -227,6 +234,23 @@ fn a_refresher_that_died_with_its_runtime_is_replaced_at_half_life() {
         .refresh_jitter(0.0)
         .build()
         .unwrap();
+    HandClocked {
+        _server: server,
+        aim,
+        clock,
+        client,
+    }
+}
+
+#[test]
+fn a_refresher_that_died_with_its_runtime_is_replaced_at_half_life() {
+    // AIM lives on a runtime of its own for the whole test.
+    let HandClocked {
+        _server,
+        aim,
+        clock,
+        client,
+    } = hand_clocked();
 
     // The first token in a short-lived current-thread runtime (a set-up
     // step, a test fixture), which starts the refresher there and then goes.
@@ -257,17 +281,12 @@ fn a_refresher_that_died_with_its_runtime_is_replaced_at_half_life() {
 
 #[test]
 fn a_refresher_on_a_current_thread_runtime_between_block_on_calls_is_covered_by_callers() {
-    let server = tokio::runtime::Runtime::new().unwrap();
-    let aim = server
-        .block_on(AimEmulator::builder().token_lifetime(HOUR).start())
-        .unwrap();
-    let clock = Arc::new(HandClock(Mutex::new(SystemTime::now())));
-    let client = aim
-        .client_builder()
-        .clock(clock.clone())
-        .refresh_jitter(0.0)
-        .build()
-        .unwrap();
+    let HandClocked {
+        _server,
+        aim,
+        clock,
+        client,
+    } = hand_clocked();
     // One current-thread runtime that lives on but runs only inside short
     // `block_on` calls: the refresher spawned there is alive but idle.
     let app = tokio::runtime::Builder::new_current_thread()

@@ -14,7 +14,8 @@ use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
 use aim_token::{
-    AccessToken, AimClient, AimClientBuilder, ClientAuthMethod, ClientRegistration, ErrorKind,
+    AccessToken, AimClient, AimClientBuilder, ClientAuthMethod, ClientRegistration, Error,
+    ErrorKind,
 };
 use base64::Engine as _;
 use peer::{Peer, PeerClient, PeerOptions, TestCa};
@@ -165,6 +166,26 @@ async fn basic_over_https_gets_token() {
     gets_token(true, BASIC_ID, ClientAuthMethod::Basic).await;
 }
 
+/// `err` is the permanent OAuth `error` of AIM's shape (never retried),
+/// and the peer saw `requests` token requests, one of them answered `error`.
+async fn assert_permanent(
+    err: &Error,
+    error: &str,
+    status: Option<u16>,
+    peer: &Peer,
+    requests: u64,
+) {
+    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
+    assert_eq!(err.oauth_error(), Some(error), "{err:?}");
+    if let Some(status) = status {
+        assert_eq!(err.status(), Some(status), "{err:?}");
+    }
+    assert!(!err.is_transient(), "{err:?}");
+    let stats = peer.stats().await;
+    assert_eq!(stats.token_requests, requests, "{stats:?}");
+    assert_eq!(stats.token_errors.get(error), Some(&1), "{stats:?}");
+}
+
 async fn wrong_secret_is_invalid_client(tls: bool, client_id: &str, method: ClientAuthMethod) {
     let peer = start_peer!(options(tls));
     let wrong = "Wr0ng s3cret&=%";
@@ -174,26 +195,12 @@ async fn wrong_secret_is_invalid_client(tls: bool, client_id: &str, method: Clie
         .unwrap();
 
     let err = aim.token().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
-    assert_eq!(err.oauth_error(), Some("invalid_client"), "{err:?}");
-    assert_eq!(
-        err.status(),
-        Some(401),
-        "oidc-provider answers 401: {err:?}"
-    );
-    assert!(!err.is_transient(), "{err:?}");
     for shown in [err.to_string(), format!("{err:?}")] {
         assert!(!shown.contains(wrong), "secret leaked: {shown}");
     }
-
-    // Exactly one request: a permanent error is not retried.
-    let stats = peer.stats().await;
-    assert_eq!(stats.token_requests, 1, "{stats:?}");
-    assert_eq!(
-        stats.token_errors.get("invalid_client"),
-        Some(&1),
-        "{stats:?}"
-    );
+    // oidc-provider answers 401; exactly one request: a permanent error is
+    // not retried.
+    assert_permanent(&err, "invalid_client", Some(401), &peer, 1).await;
 }
 
 #[tokio::test]
@@ -215,18 +222,7 @@ async fn disallowed_scope_is_invalid_scope_and_not_retried() {
         .unwrap();
 
     let err = aim.token().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
-    assert_eq!(err.oauth_error(), Some("invalid_scope"), "{err:?}");
-    assert_eq!(err.status(), Some(400), "{err:?}");
-    assert!(!err.is_transient(), "{err:?}");
-
-    let stats = peer.stats().await;
-    assert_eq!(stats.token_requests, 1, "{stats:?}");
-    assert_eq!(
-        stats.token_errors.get("invalid_scope"),
-        Some(&1),
-        "{stats:?}"
-    );
+    assert_permanent(&err, "invalid_scope", Some(400), &peer, 1).await;
 }
 
 #[tokio::test]
@@ -401,17 +397,7 @@ async fn resource_form_param_reaches_the_provider() {
         .build()
         .unwrap();
     let err = aim.token().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OAuth, "{err:?}");
-    assert_eq!(err.oauth_error(), Some("invalid_target"), "{err:?}");
-    assert!(!err.is_transient(), "{err:?}");
-
-    let stats = peer.stats().await;
-    assert_eq!(stats.token_requests, 2, "{stats:?}");
-    assert_eq!(
-        stats.token_errors.get("invalid_target"),
-        Some(&1),
-        "{stats:?}"
-    );
+    assert_permanent(&err, "invalid_target", None, &peer, 2).await;
 }
 
 /// Redundant AIM nodes (RSSO) do not share tokens: when the node that issued

@@ -34,6 +34,36 @@ async fn token_and_discovery_go_through_the_explicit_proxy() {
     assert_eq!(emu.counters().tokens_issued, 1);
 }
 
+/// An `https://` proxy (the builder accepts one): the client speaks TLS to
+/// it, trusting it by the same roots as AIM, and tunnels through it.
+#[tokio::test]
+async fn an_https_proxy_is_spoken_to_over_tls() {
+    let emu = https_emulator().await;
+    let (proxy, proxy_ca) = ConnectProxy::over_tls().await;
+    assert!(proxy.url.starts_with("https://"), "{}", proxy.url);
+    // Not trusting the proxy's CA: refused as TLS, nothing tunnelled.
+    let untrusting = emu
+        .client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .proxy(&proxy.url)
+        .retry_deadline(std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let err = untrusting.token().await.unwrap_err();
+    assert!(proxy.targets().is_empty(), "{err:?}");
+    let aim = emu
+        .client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .root_certificate_pem(proxy_ca)
+        .proxy(&proxy.url)
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    assert!(!token.secret().is_empty());
+    let target = format!("127.0.0.1:{}", emu.port());
+    assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
+}
+
 #[tokio::test]
 async fn without_a_proxy_nothing_goes_through_it() {
     let emu = https_emulator().await;

@@ -747,9 +747,9 @@ async fn registration_echoes_never_reach_errors_or_logs() {
     assert_logs_free(&SECRET_MARKERS);
 }
 
-#[tokio::test]
-async fn mes_echoes_never_reach_errors_or_logs() {
-    let _ = logs();
+/// An AIM stub that issues [`TOKEN`], a MES stub, and a `MesClient` of
+/// the two; the stubs are returned, to script MES and read what each saw.
+async fn aim_and_mes() -> (Stub, Stub, aim_token::MesClient) {
     let aim_node = Stub::start().await;
     aim_node.own_discovery();
     aim_node.route(
@@ -763,6 +763,13 @@ async fn mes_echoes_never_reach_errors_or_logs() {
     let mes_node = Stub::start().await;
     let aim = aim_node.builder().build().unwrap();
     let mes = aim_token::MesClient::new(format!("{}/mesmw/", mes_node.base), aim).unwrap();
+    (aim_node, mes_node, mes)
+}
+
+#[tokio::test]
+async fn mes_echoes_never_reach_errors_or_logs() {
+    let _ = logs();
+    let (aim_node, mes_node, mes) = aim_and_mes().await;
     let mut cases = hostile_bodies(TOKEN);
     for status in [403, 404, 405, 500, 503] {
         for (name, e) in encodings(TOKEN) {
@@ -803,22 +810,7 @@ async fn mes_echoes_never_reach_errors_or_logs() {
 
 #[tokio::test]
 async fn mes_bodies_are_read_with_a_cap() {
-    let aim_node = Stub::start().await;
-    aim_node.own_discovery();
-    aim_node.route(
-        "/identitymanager/connect/token",
-        answer(
-            200,
-            "application/json",
-            serde_json::json!({"access_token": TOKEN, "expires_in": 3600}).to_string(),
-        ),
-    );
-    let mes_node = Stub::start().await;
-    let mes = aim_token::MesClient::new(
-        format!("{}/mesmw/", mes_node.base),
-        aim_node.builder().build().unwrap(),
-    )
-    .unwrap();
+    let (_aim_node, mes_node, mes) = aim_and_mes().await;
     // 20 MiB of error page, and 40 MiB of "success".
     mes_node.route(
         "/mesmw/api/v3/entity",
@@ -888,22 +880,7 @@ async fn localhost_with_a_trailing_dot_is_not_loopback_anywhere() {
 #[tokio::test]
 async fn an_mes_error_page_cut_at_its_cap_leaves_no_partial_token_in_logs() {
     let _ = logs();
-    let aim_node = Stub::start().await;
-    aim_node.own_discovery();
-    aim_node.route(
-        "/identitymanager/connect/token",
-        answer(
-            200,
-            "application/json",
-            serde_json::json!({"access_token": TOKEN, "expires_in": 3600}).to_string(),
-        ),
-    );
-    let mes_node = Stub::start().await;
-    let mes = aim_token::MesClient::new(
-        format!("{}/mesmw/", mes_node.base),
-        aim_node.builder().build().unwrap(),
-    )
-    .unwrap();
+    let (_aim_node, mes_node, mes) = aim_and_mes().await;
     // Markup up to just before the 64 KiB the error page is read to, then
     // the token: the cut leaves its first half, which no scrubber can
     // recognise as the token.

@@ -123,8 +123,7 @@ pub(crate) fn apply(fault: Fault, endpoint: Endpoint, clock: &dyn Clock) -> Acti
         }
         Fault::RetryAfterDate { status, after } => {
             let mut resp = respond(status_code(status), "text/plain; charset=utf-8", "");
-            let date = httpdate::fmt_http_date(clock.now() + after);
-            if let Ok(value) = HeaderValue::from_str(&date) {
+            if let Some(value) = super::server::http_date(clock.now().checked_add(after)) {
                 resp.headers_mut().insert(header::RETRY_AFTER, value);
             }
             Action::Respond(resp)

@@ -261,17 +261,24 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
 /// Sets `Date` from the emulator's clock (hyper would use the real one), so
 /// a skewed emulator clock shows as server clock skew, as a real AIM's does.
 fn dated(resp: &mut Response<Body>, now: std::time::SystemTime) {
-    // httpdate panics outside 1970..=9999; a test clock may be anywhere.
+    if let Some(value) = http_date(Some(now)) {
+        resp.headers_mut().insert(axum::http::header::DATE, value);
+    }
+}
+
+/// `time` as an HTTP date, or none when there is no such time (an
+/// overflowed sum) or HTTP dates cannot say it: httpdate panics outside
+/// 1970..=9999, and a test clock or fault may be anywhere.
+pub(crate) fn http_date(time: Option<std::time::SystemTime>) -> Option<axum::http::HeaderValue> {
     const YEAR_10000: u64 = 253_402_300_800;
-    let in_range = now
+    let time = time?;
+    let in_range = time
         .duration_since(std::time::UNIX_EPOCH)
         .is_ok_and(|d| d.as_secs() < YEAR_10000);
     if !in_range {
-        return;
+        return None;
     }
-    if let Ok(value) = axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
-        resp.headers_mut().insert(axum::http::header::DATE, value);
-    }
+    axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()
 }
 
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, DroppedByFault> {

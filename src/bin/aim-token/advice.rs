@@ -44,11 +44,37 @@ pub(crate) struct Context<'a> {
     pub(crate) timeout: Duration,
     /// Whether AIM answered an earlier request (the discovery document).
     pub(crate) reached: bool,
+    /// The proxy the request went through, password hidden.
+    pub(crate) proxy: Option<&'a str>,
 }
+
+/// What to do when TLS fails through an `https://` proxy: the certificate
+/// that failed may be the proxy's as well as AIM's.
+pub(crate) const HTTPS_PROXY_TRUST_FIX: &str = "trust the CA of AIM's certificate and that of the https proxy's: \
+     put both in the --ca-cert / AIM_CA_CERT file (concatenated PEM), or speak to the proxy over plain http \
+     (--proxy http://HOST:PORT)";
+
+/// Whether `proxy` (as shown) is spoken to over TLS.
+pub(crate) fn is_https_proxy(proxy: Option<&str>) -> bool {
+    proxy.is_some_and(|p| p.starts_with("https://"))
+}
+
+/// What to do when the authority answers, but not as AIM: it names another
+/// web site (its discovery or token path is not found, or not JSON).
+pub(crate) const NOT_AIM_FIX: &str =
+    "check --authority / AIM_AUTHORITY: it must name the AIM server \
+     (https://HOST/identitymanager), not another web site on the same host";
+
+/// What to do when the way to AIM through a proxy fails: the proxy, not
+/// AIM, refused or dropped the tunnel (or could not reach AIM).
+pub(crate) const PROXY_FIX: &str = "check the proxy (--proxy, or HTTPS_PROXY / HTTP_PROXY): that it runs, \
+     that it lets this machine CONNECT to AIM's host and port, and the user and password it asks for \
+     (--proxy http://USER:PASSWORD@HOST:PORT); or exempt AIM from it with NO_PROXY=HOST";
 
 /// The advice for a failed token request.
 pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
     let code = exit::for_error(err);
+    let err = last_attempt(err);
     let timeout = human(cx.timeout);
     match err.kind() {
         ErrorKind::Timeout if cx.reached => Advice::new(
@@ -63,6 +89,16 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
             "check that AIM (IIS) is running on the SMS node and that no firewall or proxy holds the \
              connection, or allow more time with --timeout SECONDS",
         ),
+        ErrorKind::Tls if is_https_proxy(cx.proxy) => Advice::new(
+            code,
+            format!(
+                "TLS with {} or with the https proxy {} failed: {}",
+                cx.host,
+                cx.proxy.unwrap_or_default(),
+                root_cause(err)
+            ),
+            HTTPS_PROXY_TRUST_FIX,
+        ),
         ErrorKind::Tls => match aim_token::__cli::find_rustls_error(err) {
             Some(tls) => {
                 let (why, fix) = crate::tls::explain(tls, cx.host, &crate::tls::Presented::default());
@@ -74,6 +110,16 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
                 crate::tls::TRUST_FIX,
             ),
         },
+        ErrorKind::Transport if cx.proxy.is_some() => Advice::new(
+            code,
+            format!(
+                "cannot reach AIM at {} through the proxy {}: {}",
+                cx.host,
+                cx.proxy.unwrap_or_default(),
+                root_cause(err)
+            ),
+            PROXY_FIX,
+        ),
         ErrorKind::Transport => Advice::new(
             code,
             format!("cannot reach AIM at {}: {}", cx.host, root_cause(err)),
@@ -97,8 +143,7 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
                     "the server at {} answered the token request with HTTP {status}: it is not AIM's token endpoint",
                     cx.host
                 ),
-                "check --authority / AIM_AUTHORITY: it must name the AIM server \
-                 (https://HOST/identitymanager), not another web site on the same host",
+                NOT_AIM_FIX,
             ),
             Some(status) if status >= 500 => Advice::new(
                 code,
@@ -108,6 +153,22 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
             _ => Advice::new(code, err.to_string(), "see the reason above"),
         },
     }
+}
+
+/// The error of the last attempt when the retry deadline ran out (the
+/// library's `Timeout` carries it as its source): what actually failed. A
+/// proxy that refuses every tunnel is not "no answer from AIM".
+fn last_attempt(err: &Error) -> &Error {
+    let mut err = err;
+    // Bounded: a deadline wraps one attempt's error, which wraps no deadline.
+    for _ in 0..4 {
+        let inner = std::error::Error::source(err).and_then(|s| s.downcast_ref::<Error>());
+        match inner {
+            Some(inner) if err.kind() == ErrorKind::Timeout => err = inner,
+            _ => break,
+        }
+    }
+    err
 }
 
 /// How far a token's `iat`/`nbf` may lie ahead of this machine's clock

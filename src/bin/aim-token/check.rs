@@ -120,11 +120,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     );
 
     // dns, tcp, tls: direct connections, which a proxy replaces.
-    match global.proxy_for(base.scheme()) {
+    let proxy = global.proxy_for(base.as_str());
+    match &proxy {
         Some(proxy) => {
             let why = format!(
-                "a proxy is configured ({}): the discovery and token steps test the way to AIM",
-                crate::config::redacted_url(&proxy)
+                "a proxy is configured ({proxy}): the discovery and token steps test the way to AIM"
             );
             for step in ["dns", "tcp", "tls"] {
                 report.skip(step, &why);
@@ -139,7 +139,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
         report.skip("discovery", EARLIER);
     } else {
         progress("fetching the discovery document");
-        server_date = discovery(&mut report, global, &base).await;
+        server_date = discovery(&mut report, global, &base, proxy.as_deref()).await;
     }
 
     // token
@@ -175,6 +175,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
                         host: &host,
                         timeout: global.timeout(),
                         reached: true,
+                        proxy: proxy.as_deref(),
                     },
                 );
                 report.fail("token", advice.code, advice.reason, advice.fix);
@@ -352,6 +353,7 @@ async fn discovery(
     report: &mut Report,
     global: &Global,
     base: &url::Url,
+    proxy: Option<&str>,
 ) -> Option<(SystemTime, SystemTime)> {
     let url = format!(
         "{}/.well-known/openid-configuration",
@@ -367,8 +369,13 @@ async fn discovery(
     let response = match http.get(&url).send().await {
         Ok(r) => r,
         Err(e) => {
-            let (code, fix) = classify_http(&e);
-            report.fail("discovery", code, format!("{url}: {}", chain(&e)), fix);
+            let (code, through, fix) = classify_http(&e, proxy);
+            report.fail(
+                "discovery",
+                code,
+                format!("{url}: {through}{}", chain(&e)),
+                fix,
+            );
             return None;
         }
     };
@@ -386,7 +393,7 @@ async fn discovery(
             "discovery",
             exit::OTHER,
             format!("{url}: HTTP {}", status.as_u16()),
-            "check the authority: AIM's discovery lives at https://HOST/identitymanager/.well-known/openid-configuration",
+            advice::NOT_AIM_FIX,
         );
         return date;
     }
@@ -397,7 +404,7 @@ async fn discovery(
                 "discovery",
                 exit::OTHER,
                 format!("{url}: not a JSON discovery document"),
-                "check the authority points at AIM (…/identitymanager), not another web site",
+                advice::NOT_AIM_FIX,
             );
             return date;
         }
@@ -408,7 +415,7 @@ async fn discovery(
             "discovery",
             exit::OTHER,
             format!("the issuer is {issuer}, but the authority is {base}"),
-            "configure the authority as the issuer AIM reports (often the FQDN AIM was installed with)",
+            "set --authority / AIM_AUTHORITY to the issuer AIM reports (often the FQDN AIM was installed with)",
         );
         return date;
     }
@@ -523,11 +530,20 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             format!("{url}: HTTP 403, the token is valid but the call is not allowed"),
             "service calls run as MES's Default Background User (system attribute 199): grant it the privilege this call needs",
         ),
+        // MES's 404 means a wrong route, a missing parameter or a missing
+        // privilege (AVEVA's documentation): the fix names both.
+        Ok(r) if r.status().as_u16() == 404 => report.fail(
+            "mes",
+            exit::OTHER,
+            format!("{url}: HTTP 404"),
+            "check the URL given with --mes (https://HOST/mesmw/api/v3/...); MES also answers 404 when its \
+             Default Background User (system attribute 199) lacks the privilege for the entity",
+        ),
         Ok(r) => report.fail(
             "mes",
             exit::OTHER,
             format!("{url}: HTTP {}", r.status().as_u16()),
-            "check the MES URL (https://HOST/mesmw/api/...)",
+            "check the URL given with --mes (https://HOST/mesmw/api/v3/...), and MES's log",
         ),
         Err(e) => match aim_token::__cli::find_rustls_error(&e) {
             Some(tls) => {
@@ -547,8 +563,9 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
                 report.fail("mes", exit::TLS, format!("{url}: TLS with MES: {why}"), fix);
             }
             None => {
-                let (code, fix) = classify_http(&e);
-                report.fail("mes", code, format!("{url}: {}", chain(&e)), fix);
+                let proxy = global.proxy_for(url);
+                let (code, through, fix) = classify_http(&e, proxy.as_deref());
+                report.fail("mes", code, format!("{url}: {through}{}", chain(&e)), fix);
             }
         },
     }
@@ -671,17 +688,32 @@ pub(crate) fn scopes_text(scopes: &[String]) -> String {
     }
 }
 
-/// The exit code and fix for a failed request of the doctor's own.
-fn classify_http(err: &reqwest::Error) -> (u8, &'static str) {
-    if is_tls(err) {
-        (exit::TLS, crate::tls::TRUST_FIX)
+/// The exit code, where the request failed (through which proxy) and the
+/// fix for a failed request of the doctor's own through `proxy`, if any.
+fn classify_http(err: &reqwest::Error, proxy: Option<&str>) -> (u8, String, &'static str) {
+    if is_tls(err) && advice::is_https_proxy(proxy) {
+        (
+            exit::TLS,
+            format!("through the https proxy {}: ", proxy.unwrap_or_default()),
+            advice::HTTPS_PROXY_TRUST_FIX,
+        )
+    } else if is_tls(err) {
+        (exit::TLS, String::new(), crate::tls::TRUST_FIX)
+    } else if let Some(proxy) = proxy.filter(|_| err.is_connect()) {
+        // Through a proxy, connecting is the proxy's part (its tunnel).
+        (
+            exit::NETWORK,
+            format!("through the proxy {proxy}: "),
+            advice::PROXY_FIX,
+        )
     } else if err.is_timeout() || err.is_connect() {
         (
             exit::NETWORK,
+            String::new(),
             "check that the server is reachable from this machine",
         )
     } else {
-        (exit::OTHER, "see the reason above")
+        (exit::OTHER, String::new(), "see the reason above")
     }
 }
 
@@ -732,7 +764,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err:?}");
-        assert_eq!(classify_http(&err).0, exit::NETWORK, "{}", chain(&err));
+        assert_eq!(
+            classify_http(&err, None).0,
+            exit::NETWORK,
+            "{}",
+            chain(&err)
+        );
     }
 
     #[cfg(feature = "emulator")]
@@ -744,7 +781,7 @@ mod tests {
             .await
             .unwrap();
         let err = reqwest::get(emu.authority()).await.unwrap_err();
-        assert_eq!(classify_http(&err).0, exit::TLS, "{}", chain(&err));
+        assert_eq!(classify_http(&err, None).0, exit::TLS, "{}", chain(&err));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aim_token::{AimClient, AimClientBuilder};
 
 use crate::exit;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub(crate) struct Global {
     /// The AIM server: sms01, sms01.plant.local, https://sms01.plant.local or
     /// https://sms01/identitymanager.
@@ -56,8 +56,14 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) proxy: Option<String>,
 
-    /// Seconds to wait for each network step.
-    #[arg(long, global = true, default_value_t = 15, value_name = "SECONDS")]
+    /// Seconds to wait for each network step (at least 1).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub(crate) timeout: u64,
 }
 
@@ -80,7 +86,13 @@ impl fmt::Debug for Global {
             .field("scopes", &self.scopes)
             .field("secret_from_flag", &self.secret_from_flag)
             .field("ca_cert", &self.ca_cert)
-            .field("proxy", &self.proxy.as_deref().map(redacted_url))
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_deref()
+                    .map(aim_token::__cli::without_userinfo),
+            )
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -122,25 +134,15 @@ impl Failure {
 }
 
 impl Global {
-    /// The proxy requests to `scheme` URLs go through, if any: `--proxy`,
-    /// else the variables reqwest reads (NO_PROXY may still exempt a host).
-    pub(crate) fn proxy_for(&self, scheme: &str) -> Option<String> {
-        if let Some(proxy) = &self.proxy {
-            return Some(proxy.clone());
-        }
-        let specific = if scheme == "https" {
-            "HTTPS_PROXY"
-        } else {
-            "HTTP_PROXY"
-        };
-        [specific, "ALL_PROXY"]
-            .into_iter()
-            .flat_map(|name| [name.to_owned(), name.to_ascii_lowercase()])
-            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    /// The proxy a request to `url` goes through, for output (password
+    /// hidden): `--proxy`, else the variables as reqwest reads them
+    /// (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY exempts hosts).
+    pub(crate) fn proxy_for(&self, url: &str) -> Option<String> {
+        aim_token::__cli::proxy_shown_for(self.proxy.as_deref(), url)
     }
 
     pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout.max(1))
+        Duration::from_secs(self.timeout)
     }
 
     pub(crate) fn authority(&self) -> Result<&str, Failure> {
@@ -280,6 +282,17 @@ impl Global {
             ))
             .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT");
         }
+        // A --proxy the builder refuses: asked by building without it.
+        let without_proxy = Global {
+            proxy: None,
+            ..self.clone()
+        };
+        if self.proxy.is_some() && !probe(self.connection()) && probe(without_proxy.connection()) {
+            return Failure::usage(crate::advice::root_cause(&err)).fix(
+                "give the proxy as --proxy http://HOST:PORT (or https://HOST:PORT), with USER:PASSWORD@ \
+                 before the host if it asks for them",
+            );
+        }
         let builds = |allow_http: bool| {
             self.connection().is_ok_and(|b| {
                 b.client_id("probe")
@@ -308,8 +321,9 @@ impl Global {
             .connect_timeout(self.timeout())
             .timeout(self.timeout());
         if let Some(url) = &self.proxy {
-            let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| {
-                Failure::usage(format!("--proxy is not a proxy URL: {e}"))
+            // The builder's rule, so the doctor goes the client's way.
+            let proxy = aim_token::__cli::proxy(url).map_err(|e| {
+                Failure::usage(format!("--proxy: {e}"))
                     .fix("give the proxy as --proxy http://HOST:PORT")
             })?;
             builder = builder.proxy(proxy);
@@ -325,19 +339,6 @@ impl Global {
         builder
             .build()
             .map_err(|e| Failure::usage(format!("cannot set up HTTP: {e}")))
-    }
-}
-
-/// A URL for output: user and password replaced.
-pub(crate) fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("[redacted]");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

@@ -62,8 +62,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
     // A name that does not resolve will not resolve on a retry either: say
     // so now rather than after the retry deadline.
     // (Through a proxy, the proxy resolves it.)
-    let scheme = client.authority().split(':').next().unwrap_or("https");
-    if global.proxy_for(scheme).is_none() {
+    let proxy = global.proxy_for(client.authority());
+    if proxy.is_none() {
         config::progress(&format!("resolving {host}"));
         if let Err(advice) = crate::check::resolve(&host, port, global.timeout()).await {
             return advice.report();
@@ -88,6 +88,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
                 host: &host,
                 timeout: global.timeout(),
                 reached: false,
+                proxy: proxy.as_deref(),
             };
             advice::token_error(&e, cx).report()
         }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use aim_token::emulator::{AimEmulator, Endpoint, Fault};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use cli::{aim_token, emulator_env, step, temp_file, trusting_env, Output, BIN, NO_ENV};
+use cli::{aim_token, emulator_env, step, temp_file, trusting_env, Output, NO_ENV};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -1031,10 +1031,11 @@ async fn decode_lines_up_its_columns() {
 async fn progress_is_overwritten_on_a_terminal() {
     let emu = AimEmulator::start().await.unwrap();
     let command = format!(
-        "AIM_TOKEN_STORE=none AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{BIN}' check",
+        "AIM_TOKEN_STORE=none AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{bin}' check",
         emu.authority(),
         AimEmulator::CLIENT_ID,
-        AimEmulator::CLIENT_SECRET
+        AimEmulator::CLIENT_SECRET,
+        bin = cli::BIN,
     );
     let out = tokio::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])

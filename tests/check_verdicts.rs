@@ -1030,6 +1030,7 @@ async fn decode_lines_up_its_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_overwritten_on_a_terminal() {
     let emu = AimEmulator::start().await.unwrap();
+    let bin = cli::BIN;
     let command = format!(
         "AIM_TOKEN_STORE=none AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{bin}' check",
         emu.authority(),

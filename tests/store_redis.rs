@@ -40,6 +40,51 @@ async fn raw(redis: &Redis) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Starts a holder and waits until it asked AIM holding the lease (Redis
+/// has a lease key); with `kill`, kills it then and checks its lease is
+/// still there. On a loaded machine the holder can miss the setup: its
+/// first store call (which connects) misses the 250 ms store timeout and
+/// it asks AIM without the lease, or its short deadline passes before the
+/// kill and it releases the lease. Such a holder is killed and another
+/// started, `arm` re-arming AIM's fault each time. Returns the holder, the
+/// token requests AIM has seen, and when the lease was seen (the kill).
+async fn holder_with_the_lease(
+    aim: &AimEmulator,
+    redis: &Redis,
+    env: &[(String, String)],
+    kill: bool,
+    arm: impl Fn(),
+) -> (std::process::Child, u64, Instant) {
+    let mut c = raw(redis).await;
+    for _ in 0..5 {
+        arm();
+        let before = aim.token_requests();
+        let mut holder = spawn_child("holder", env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while aim.token_requests() == before {
+            assert!(Instant::now() < deadline, "the holder never asked AIM");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = Instant::now();
+        if kill {
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+        }
+        let leases: Vec<String> = redis::cmd("KEYS")
+            .arg("aim-token:lease:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !leases.is_empty() {
+            return (holder, aim.token_requests(), seen);
+        }
+        eprintln!("the holder did not hold the lease when it was needed (loaded machine); starting another");
+        let _ = holder.kill();
+        holder.wait().unwrap();
+    }
+    panic!("no holder held the lease in 5 tries (the machine is too loaded for this test)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_of_fifty_tasks_cold_on_one_redis_make_one_token_request() {
     let Some(redis) = Redis::start() else { return };
@@ -71,17 +116,9 @@ async fn a_leaseholder_killed_mid_request_hands_over_when_its_lease_expires() {
     aim.set_outage(Endpoint::Token, Some(Fault::Delay(Duration::from_secs(60))));
     let mut env = redis_env(&aim, &redis);
     env.push(("TASKS".into(), "1".into()));
-    // Deadline 2 s + request timeout 2 s + 1 s: a 5 s lease.
+    // Deadline 2 s + 2 × request timeout 2 s + 2 × 250 ms + 1 s: a 7.5 s lease.
     env.push(("DEADLINE_MS".into(), "2000".into()));
-    let mut holder = spawn_child("holder", &env);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while aim.token_requests() == 0 {
-        assert!(Instant::now() < deadline, "the first child never asked AIM");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let killed = Instant::now();
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    let (_, requests, killed) = holder_with_the_lease(&aim, &redis, &env, true, || {}).await;
     aim.set_outage(Endpoint::Token, None);
     // The next one would wait up to 20 s (its retry deadline) for the
     // holder's token; the dead holder's lease ends first and it takes over.
@@ -91,7 +128,7 @@ async fn a_leaseholder_killed_mid_request_hands_over_when_its_lease_expires() {
         .await
         .remove(0);
     assert_eq!(r.tokens.len(), 1);
-    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(aim.token_requests(), requests + 1);
     let after = killed.elapsed();
     assert!(r.stats.contains("lease_waits: 1"), "{r:?}");
     // It waited for the dead holder's lease (5 s from its start), not longer.
@@ -100,7 +137,7 @@ async fn a_leaseholder_killed_mid_request_hands_over_when_its_lease_expires() {
     // And wrote its token for the others.
     let next = reports(vec![spawn_child("after", &env)]).await.remove(0);
     assert_eq!(next.tokens, r.tokens);
-    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(aim.token_requests(), requests + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,15 +425,12 @@ async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
     let Some(redis) = Redis::start() else { return };
     let aim = AimEmulator::start().await.unwrap();
     aim.set_token_lifetime(Duration::from_secs(3600));
-    aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(8)), 1);
     let mut env = redis_env(&aim, &redis);
     env.push(("TASKS".into(), "1".into()));
-    let mut holder = spawn_child("holder", &env);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while aim.token_requests() == 0 {
-        assert!(Instant::now() < deadline, "the holder never asked AIM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut holder, requests, _) = holder_with_the_lease(&aim, &redis, &env, false, || {
+        aim.inject_times(Endpoint::Token, Fault::Delay(Duration::from_secs(8)), 1);
+    })
+    .await;
     let mut c = raw(&redis).await;
     let leases: Vec<String> = redis::cmd("KEYS")
         .arg("aim-token:lease:*")
@@ -411,7 +445,7 @@ async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
         .await
         .unwrap();
     let taker = reports(vec![spawn_child("taker", &env)]).await.remove(0);
-    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(aim.token_requests(), requests + 1);
     aim.set_token_lifetime(Duration::from_secs(600));
     assert!(
         holder.try_wait().unwrap().is_none(),
@@ -427,7 +461,7 @@ async fn a_holder_that_outlived_its_lease_does_not_replace_the_newer_token() {
         after.tokens, taker.tokens,
         "Redis kept the longer-lived token"
     );
-    assert_eq!(aim.token_requests(), 2);
+    assert_eq!(aim.token_requests(), requests + 1);
 }
 
 /// What the store holds that does not open — an oversized value, a
@@ -504,4 +538,57 @@ async fn values_that_do_not_open_are_misses_and_replaced_by_the_next_write() {
         );
         assert_eq!(aim.token_requests(), before + 1, "{what} value");
     }
+}
+
+/// The compare-and-set script at the size bound: a value of 256 KiB is
+/// read whole, one of 256 KiB + 1 or more as its first 256 KiB + 1 bytes;
+/// a write compares with exactly what a read returned, so it replaces each
+/// of them, and no other value of that size.
+#[tokio::test]
+async fn replace_if_at_the_value_size_bound() {
+    use aim_token::store::TokenStore;
+    let Some(redis) = Redis::start() else { return };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let mut c = raw(&redis).await;
+    const MAX: usize = 256 * 1024;
+    let ttl = Duration::from_secs(60);
+    for len in [MAX - 1, MAX, MAX + 1, MAX + 2, 300 << 10] {
+        let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let _: () = redis::cmd("SET")
+            .arg("aim-token:token:k")
+            .arg(&value)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let read = store.get("k").await.unwrap().unwrap();
+        assert_eq!(read.len(), len.min(MAX + 1), "{len} bytes");
+        let mut other = read.clone();
+        other[len.min(MAX + 1) - 1] ^= 1;
+        assert!(
+            !store
+                .replace_if("k", Some(&other), b"new", ttl)
+                .await
+                .unwrap(),
+            "{len} bytes: replaced a value it was not given"
+        );
+        assert!(
+            !store.replace_if("k", None, b"new", ttl).await.unwrap(),
+            "{len} bytes: replaced as if there were none"
+        );
+        assert!(
+            store
+                .replace_if("k", Some(&read), b"new", ttl)
+                .await
+                .unwrap(),
+            "{len} bytes: not replaced"
+        );
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+    }
+    let _: () = redis::cmd("DEL")
+        .arg("aim-token:token:k")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(store.replace_if("k", None, b"first", ttl).await.unwrap());
+    assert!(!store.replace_if("k", None, b"second", ttl).await.unwrap());
 }

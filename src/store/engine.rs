@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::key;
+use super::refusals::Refusals;
 use super::seal::{Sealer, Unreadable};
 use super::{Lease, TokenStore};
 use crate::cache::Stats;
@@ -28,8 +29,6 @@ const RETRY_LATER: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(40);
 /// How many times a write looks again after another writer got in first.
 const FENCE_ROUNDS: usize = 3;
-/// How many refused tokens an entry remembers (a renewal each is rare).
-const REMEMBERED_REFUSALS: usize = 8;
 
 /// How an acquisition through the store ended.
 pub(crate) enum Obtained {
@@ -59,7 +58,7 @@ pub(crate) struct Attached {
     degraded: AtomicBool,
     /// The tokens a resource server refused (`invalidate`), until they
     /// expire: never adopted from the store, deleted there when seen.
-    rejected: Mutex<Vec<AccessToken>>,
+    rejected: Mutex<Refusals>,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -155,7 +154,7 @@ impl Attached {
             writer: format!("{host}/{}", std::process::id()),
             retry_at: Mutex::new(None),
             degraded: AtomicBool::new(false),
-            rejected: Mutex::new(Vec::new()),
+            rejected: Mutex::new(Refusals::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -176,18 +175,11 @@ impl Attached {
     /// the store again while it lasts, and deleted there whenever it is
     /// seen (compare-and-delete), whoever writes it back.
     pub(crate) fn reject(&self, token: &AccessToken, now_ms: u64) {
-        let mut rejected = lock(&self.rejected);
-        rejected.retain(|r| r.expires_at_ms() > now_ms && r.secret() != token.secret());
-        if rejected.len() >= REMEMBERED_REFUSALS {
-            rejected.remove(0);
-        }
-        rejected.push(token.clone());
+        lock(&self.rejected).add(token, now_ms);
     }
 
     fn is_refused(&self, token: &AccessToken) -> bool {
-        lock(&self.rejected)
-            .iter()
-            .any(|r| r.secret() == token.secret())
+        lock(&self.rejected).contains(token)
     }
 
     /// One acquisition through the store: a stored token that `judge`

@@ -348,6 +348,9 @@ impl TokenStore for FileStore {
     fn release(&self, lease: Lease) -> BoxFuture<'_, io::Result<()>> {
         Box::pin(async move {
             if let Some(file) = lease.resource().and_then(|r| r.downcast_ref::<File>()) {
+                if let Err(e) = file_lease::clear(file) {
+                    tracing::debug!(error = %e, "erasing the lease time of a lease file");
+                }
                 // Closing the handle (dropping the lease, below) releases
                 // the lock too, so an unlock error changes nothing: Wine
                 // reports std's second UnlockFile of an unlocked range as a
@@ -455,6 +458,32 @@ mod tests {
         assert!(store.get("k").await.is_err());
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         store.put("k", b"v", Duration::from_secs(1)).await.unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A lease released long ago must not look like a stalled one: a
+    /// process that locks the file without writing a lease time (an
+    /// older version of this crate sharing the directory) would be taken
+    /// over at once, and both would ask AIM.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_released_lease_leaves_no_lease_time_to_take_over() {
+        let dir = fresh_dir("fs-released");
+        let store = FileStore::new(&dir);
+        let lease = store
+            .try_lease("k", Duration::from_millis(1))
+            .await
+            .unwrap();
+        store.release(lease.unwrap()).await.unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let unmarked = File::open(store.path("k", "lease")).unwrap();
+        unmarked.try_lock().unwrap();
+        let taken = store.try_lease("k", Duration::from_secs(10)).await.unwrap();
+        assert!(
+            taken.is_none(),
+            "took over a lease held without a lease time"
+        );
+        drop(unmarked);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -53,6 +53,7 @@ mod file_lease;
 mod key;
 #[cfg(feature = "redis")]
 mod redis;
+mod refusals;
 mod seal;
 
 use std::any::Any;
@@ -172,6 +173,9 @@ pub trait TokenStore: fmt::Debug + Send + Sync + 'static {
     /// [`put`](Self::put): a writer stalled between the two can still
     /// replace a newer value. Override it with the backend's own
     /// compare-and-set where it has one ([`FileStore`] and `RedisStore` do).
+    /// A backend that wraps another one (to count or log its calls) must
+    /// forward this method too: the default would call the inner store's
+    /// `get` and `put` and lose its compare-and-set.
     fn replace_if<'a>(
         &'a self,
         key: &'a str,

@@ -1035,8 +1035,7 @@ async fn progress_is_overwritten_on_a_terminal() {
         "AIM_TOKEN_STORE=none AIM_AUTHORITY='{}' AIM_CLIENT_ID='{}' AIM_CLIENT_SECRET='{}' '{bin}' check",
         emu.authority(),
         AimEmulator::CLIENT_ID,
-        AimEmulator::CLIENT_SECRET,
-        bin = cli::BIN,
+        AimEmulator::CLIENT_SECRET
     );
     let out = tokio::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])

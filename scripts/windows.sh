@@ -108,6 +108,14 @@ mapfile -t binaries < <(jq -r 'select(.reason == "compiler-artifact" and .execut
         and .profile.test and (.target.kind | index("bench") | not) and (.target.kind | index("example") | not))
     | (if (.target.kind | index("lib")) and .target.name == "aim_token" then "lib" else .target.name end) + "\t" + .executable' "$json" | sort -u)
 ((${#binaries[@]})) || die "cargo reported no test executable"
+# Every SKIP entry names a binary of this build: a test file renamed or
+# removed must not leave an entry that silently skips nothing (the entries
+# naming one test are checked against the binary's own list below).
+built=$(printf '%s\n' "${binaries[@]%%$'\t'*}")
+for s in "${SKIP[@]}"; do
+    grep -qxF "${s%%::*}" <<<"$built" \
+        || die "SKIP names ${s%%::*}, which is not a test binary of this build (renamed or removed?)"
+done
 
 # -- a fresh Wine prefix -----------------------------------------------------
 export WINEPREFIX=$OUT/wine-prefix

@@ -1,23 +1,10 @@
 //! What the `aim-token` binary shares with the library, so that it trusts
 //! servers by the same rule (feature `cli`). Not API: hidden, no stability.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::ServerCertVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
-
-/// The client's verifier: the OS trust store, plus `extra_roots` for what
-/// the OS does not trust (src/tls.rs).
-///
-/// # Errors
-/// An unusable extra root; without extra roots, no OS trust store.
-pub fn server_verifier(
-    extra_roots: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {
-    crate::tls::server_verifier(extra_roots, provider)
-}
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// The client's rustls configuration for the OS store plus the CA
 /// certificates in `pems`.
@@ -26,6 +13,64 @@ pub fn server_verifier(
 /// PEM that holds no usable CA certificate.
 pub fn tls_config_with_roots(pems: &[Vec<u8>]) -> crate::Result<rustls::ClientConfig> {
     crate::http::extra_roots_tls(pems)
+}
+
+/// A rustls configuration for `aim-token check`'s TLS step: every
+/// handshake finishes, and the record keeps what the client's verifier
+/// (the OS store plus the CA certificates in `pems`) said about the
+/// server's certificate, so an untrusted certificate can still be shown
+/// and explained. No ALPN: nothing is sent over it.
+///
+/// # Errors
+/// PEM that is not valid, or a certificate in it that is not usable.
+pub fn recording_tls_config(
+    pems: &[Vec<u8>],
+) -> crate::Result<(rustls::ClientConfig, Arc<TrustRecord>)> {
+    let record = Arc::new(TrustRecord {
+        inner: crate::http::extra_roots_verifier(pems)?,
+        seen: Mutex::new(None),
+    });
+    let tls = crate::http::tls_with_verifier(record.clone())?;
+    Ok((tls, record))
+}
+
+/// The server certificate of the last handshake and the client verifier's
+/// verdict on it.
+#[derive(Debug)]
+pub struct TrustRecord {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: Mutex<Option<(CertificateDer<'static>, Result<(), rustls::Error>)>>,
+}
+
+impl TrustRecord {
+    /// The certificate and the verdict, once a handshake got that far.
+    pub fn take(&self) -> Option<(CertificateDer<'static>, Result<(), rustls::Error>)> {
+        self.seen.lock().ok().and_then(|mut seen| seen.take())
+    }
+}
+
+impl ServerCertVerifier for TrustRecord {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map(|_| ());
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some((end_entity.clone().into_owned(), verdict));
+        }
+        // Finish the handshake whatever the verdict: this connection carries
+        // no secret, and the verdict is reported, not ignored.
+        Ok(ServerCertVerified::assertion())
+    }
+
+    crate::tls::delegate_signature_checks!(inner);
 }
 
 /// The rustls error in an error's source chain, found as the client finds

@@ -261,7 +261,9 @@ impl AimClientBuilder {
 
     /// An extra trust anchor in PEM, e.g. the PCS root CA (repeatable; a
     /// bundle of several certificates is fine). Added to the operating
-    /// system's trust store, not replacing it. Anything that is not a PEM
+    /// system's trust store, not replacing it: a certificate the OS refuses
+    /// for another reason than an unknown issuer (revoked, distrusted,
+    /// expired, another name) stays refused. Anything that is not a PEM
     /// certificate makes [`build`](Self::build) fail with
     /// [`ErrorKind::Config`](crate::ErrorKind::Config).
     ///

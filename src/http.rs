@@ -133,6 +133,15 @@ pub(crate) fn proxy(url: &str) -> Result<reqwest::Proxy> {
 /// rustls as reqwest configures it (safe default versions, ALPN h2 and
 /// http/1.1), verifying with the OS store plus `pems` (the CLI's too).
 pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
+    let mut tls = tls_with_verifier(extra_roots_verifier(pems)?)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// The verifier of the OS store plus the CA certificates in `pems`.
+pub(crate) fn extra_roots_verifier(
+    pems: &[Vec<u8>],
+) -> Result<std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>> {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = Vec::new();
     for pem in pems {
@@ -145,24 +154,31 @@ pub(crate) fn extra_roots_tls(pems: &[Vec<u8>]) -> Result<rustls::ClientConfig> 
             })?);
         }
     }
-    let provider = crate::tls::provider();
-    // The cause rides along as the source: the CLI words its own fix and
-    // quotes only the root cause.
-    let unusable = |e: rustls::Error| {
-        Error::config(format!(
-            "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
-        ))
-        .with_source(e)
-    };
-    let verifier = crate::tls::server_verifier(roots, provider.clone()).map_err(unusable)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(unusable)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tls)
+    crate::tls::server_verifier(roots, crate::tls::provider()).map_err(unusable_roots)
+}
+
+/// A client configuration (safe default versions, no client certificate)
+/// that trusts what `verifier` trusts.
+pub(crate) fn tls_with_verifier(
+    verifier: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<rustls::ClientConfig> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(unusable_roots)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
+}
+
+/// The cause rides along as the source: the CLI words its own fix and
+/// quotes only the root cause.
+fn unusable_roots(e: rustls::Error) -> Error {
+    Error::config(format!(
+        "could not set up TLS with the given root certificates ({e}): check that root_certificate_pem / AIM_CA_CERT holds CA certificates in PEM"
+    ))
+    .with_source(e)
 }
 
 /// Everything but the roots: no redirects (the secret must not follow one
@@ -346,11 +362,25 @@ fn tls_message(tls: &rustls::Error, url: &str) -> String {
         | E::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
             "the server's certificate has expired: renew it on the AIM node (or check this machine's clock)"
         }
+        // Trusting a CA cannot help these: the certificate must be replaced.
+        E::InvalidCertificate(CertificateError::Revoked) => {
+            "the server's certificate has been revoked by its CA: re-issue AIM's certificate (from the PCS root CA) and bind the new one in IIS on the AIM node"
+        }
+        E::InvalidCertificate(CertificateError::InvalidPurpose)
+        | E::InvalidCertificate(CertificateError::InvalidPurposeContext { .. }) => {
+            "the server's certificate is not for TLS servers (no serverAuth extended key usage): re-issue AIM's certificate with the Server Authentication purpose"
+        }
         _ => {
             "check the server's certificate; if it is issued by the PCS root CA, give that CA with .root_certificate_pem(..) or AIM_CA_CERT"
         }
     };
-    format!("TLS with {url} failed ({tls}): {fix}")
+    // An OS reason in its own words, not rustls' `Other(OtherError(..))`.
+    match tls {
+        E::InvalidCertificate(CertificateError::Other(os)) => {
+            format!("TLS with {url} failed (invalid peer certificate: {os}): {fix}")
+        }
+        _ => format!("TLS with {url} failed ({tls}): {fix}"),
+    }
 }
 
 /// The innermost cause: what actually happened, without the wrappers'
@@ -414,6 +444,30 @@ mod tests {
         assert!(
             debug.contains("127.0.0.1:3128") && !debug.contains("hunter2"),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_that_must_be_replaced_is_not_fixed_by_trusting_a_ca() {
+        use rustls::CertificateError as C;
+        for refused in [C::Revoked, C::InvalidPurpose] {
+            let message = tls_message(
+                &rustls::Error::InvalidCertificate(refused.clone()),
+                "https://sms01",
+            );
+            assert!(message.contains("re-issue"), "{message}");
+            assert!(!message.contains("root_certificate_pem"), "{message}");
+        }
+        let os = rustls::OtherError(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from("the OS's reason")));
+        let message = tls_message(
+            &rustls::Error::InvalidCertificate(C::Other(os)),
+            "https://sms01",
+        );
+        assert!(
+            message.contains("(invalid peer certificate: the OS's reason)"),
+            "{message}"
         );
     }
 

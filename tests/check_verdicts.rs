@@ -73,6 +73,22 @@ const ROWS: &[Row] = &[
         fix: "re-issue AIM's certificate as an end-entity one (CA:FALSE, the SMS node's FQDN as subject alternative name), signed by the PCS root CA; trusting this certificate does not help",
     },
     Row {
+        symptom: "AIM's certificate is self-signed and not trusted",
+        command: "check",
+        step: "tls",
+        code: 4,
+        says: "not trusted: issued by a CA that is not in the trust store",
+        fix: "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA; on the AIM node, Get-RootCertificate shows the certificate AIM uses) with --ca-cert FILE or AIM_CA_CERT=FILE",
+    },
+    Row {
+        symptom: "AIM's certificate is not for TLS servers (its extended key usage lacks serverAuth)",
+        command: "check",
+        step: "tls",
+        code: 4,
+        says: "the certificate is not for TLS servers",
+        fix: "re-issue AIM's certificate with the Server Authentication purpose (extended key usage serverAuth, 1.3.6.1.5.5.7.3.1), signed by the PCS root CA; trusting it does not help",
+    },
+    Row {
         symptom: "AIM's certificate is valid for other names",
         command: "check",
         step: "tls",
@@ -485,6 +501,14 @@ async fn a_ca_certificate_as_server_certificate_must_be_reissued_not_trusted() {
 
 /// A CA and a server certificate it issued for `names`: (CA PEM, cert PEM, key).
 fn ca_and_server_cert(names: &[&str]) -> (String, String, KeyPair) {
+    ca_and_cert(names, |_| {})
+}
+
+/// A CA and a certificate it issued for `names`, made by `params`.
+fn ca_and_cert(
+    names: &[&str],
+    params: impl FnOnce(&mut CertificateParams),
+) -> (String, String, KeyPair) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params
@@ -495,11 +519,46 @@ fn ca_and_server_cert(names: &[&str]) -> (String, String, KeyPair) {
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let mut cert = CertificateParams::new(names).unwrap();
+    params(&mut cert);
+    let cert = cert.signed_by(&key, &issuer).unwrap();
     (ca_cert.pem(), cert.pem(), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_says_trust_it_or_reissue_it() {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let port = tls_server(&cert.pem(), &key).await;
+    let authority = format!("https://127.0.0.1:{port}");
+    let out = aim_token(&["--timeout", "5", "check"], &emulator_env(&authority)).await;
+    assert_verdict(
+        row("AIM's certificate is self-signed and not trusted"),
+        &out,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_only_certificate_must_be_reissued_not_trusted() {
+    // A certificate from the PCS CA's "client authentication" template.
+    let (ca, cert, key) = ca_and_cert(&["127.0.0.1"], |params| {
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    });
+    let port = tls_server(&cert, &key).await;
+    let ca = temp_file("client-only", &ca);
+    let authority = format!("https://127.0.0.1:{port}");
+    let out = aim_token(
+        &["--timeout", "5", "check", "--ca-cert", ca.to_str().unwrap()],
+        &emulator_env(&authority),
+    )
+    .await;
+    assert_verdict(
+        row("AIM's certificate is not for TLS servers (its extended key usage lacks serverAuth)"),
+        &out,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,25 @@ fn parse_statement(line: &str) -> Result<(String, BTreeMap<String, Vec<Value>>),
     Ok((command, params))
 }
 
+/// What `to_powershell`'s documentation says it refuses in a value:
+/// control characters, Unicode line separators, text-direction marks and
+/// overrides, and the quote lookalikes.
+fn is_refused(c: char) -> bool {
+    c.is_control()
+        || is_quote(c) && c != '\''
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 fn quoted(v: &str) -> Vec<Value> {
     vec![Value::Quoted(v.to_owned())]
 }
@@ -138,8 +157,23 @@ fuzz_target!(|input: Input| {
         .scopes(input.scopes.clone())
         .access_token_lifetime(Duration::from_secs(u64::from(input.lifetime_secs)))
         .enabled(input.enabled);
-    let Ok(commands) = registration.to_powershell(&host) else {
-        return; // a refusal is always allowed
+    let commands = match registration.to_powershell(&host) {
+        Ok(commands) => commands,
+        // A refusal only for what the documentation says is refused: an
+        // invalid registration, a host that is not one, or a value with a
+        // character that could change or hide the command. A rendering that
+        // refused everything would otherwise pass.
+        Err(err) => {
+            let values = [&input.client_id, &input.name, &input.secret]
+                .into_iter()
+                .chain(&input.scopes);
+            let unsafe_char = values.flat_map(|v| v.chars()).any(is_refused);
+            assert!(
+                registration.validate().is_err() || input.host.is_some() || unsafe_char,
+                "refused a valid registration with plain values: {err}: {input:?}"
+            );
+            return;
+        }
     };
     // Two statements, ended by the newline between them and nothing else.
     let lines: Vec<&str> = commands.split(['\n', '\r']).collect();

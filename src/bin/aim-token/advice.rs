@@ -101,7 +101,7 @@ pub(crate) fn token_error(err: &Error, cx: Context<'_>) -> Advice {
         ),
         ErrorKind::Tls => match aim_token::__cli::find_rustls_error(err) {
             Some(tls) => {
-                let (why, fix) = crate::tls::explain(tls, cx.host, false, &[]);
+                let (why, fix) = crate::tls::explain(tls, cx.host, &crate::tls::Presented::default());
                 Advice::new(code, format!("TLS with {}: {why}", cx.host), fix)
             }
             None => Advice::new(

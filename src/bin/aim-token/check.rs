@@ -548,7 +548,7 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
         Err(e) => match aim_token::__cli::find_rustls_error(&e) {
             Some(tls) => {
                 let host = e.url().and_then(|u| u.host_str()).unwrap_or("MES");
-                let (why, fix) = crate::tls::explain(tls, host, false, &[]);
+                let (why, fix) = crate::tls::explain(tls, host, &crate::tls::Presented::default());
                 // An untrusted issuer here, once AIM's passed: MES's CA.
                 let fix = match tls {
                     rustls::Error::InvalidCertificate(

@@ -2,11 +2,10 @@
 //! the certificate and whether the real verifier (OS store + `--ca-cert`)
 //! trusts it — so an untrusted certificate can still be shown and explained.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::CertificateError;
 use tokio::net::TcpStream;
 
 /// What the handshake showed.
@@ -23,60 +22,6 @@ pub(crate) struct TlsReport {
     pub(crate) trust: Result<(), (String, String)>,
 }
 
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ServerCertVerifier>,
-    outcome: Mutex<Option<Result<(), rustls::Error>>>,
-    end_entity: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for Recording {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let outcome = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map(|_| ());
-        if let Ok(mut slot) = self.outcome.lock() {
-            *slot = Some(outcome);
-        }
-        if let Ok(mut slot) = self.end_entity.lock() {
-            *slot = Some(end_entity.clone().into_owned());
-        }
-        // Finish the handshake whatever the verdict: this connection carries
-        // no secret, and the verdict is reported, not ignored.
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// Handshakes over `tcp` with `host`, trusting the OS store plus `extra_pem`.
 /// `Err` is a handshake that failed outright (not a trust verdict).
 pub(crate) async fn probe(
@@ -84,26 +29,19 @@ pub(crate) async fn probe(
     host: &str,
     extra_pem: Option<&[u8]>,
 ) -> Result<TlsReport, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut extra = Vec::new();
-    if let Some(pem) = extra_pem {
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem) {
-            extra.push(cert.map_err(|e| format!("the CA file is not valid PEM: {e}"))?);
-        }
-    }
-    let inner = aim_token::__cli::server_verifier(extra, provider.clone())
-        .map_err(|e| format!("cannot load trusted certificates: {e}"))?;
-    let recording = Arc::new(Recording {
-        inner,
-        outcome: Mutex::new(None),
-        end_entity: Mutex::new(None),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(recording.clone())
-        .with_no_client_auth();
+    let pems: Vec<Vec<u8>> = extra_pem.map(<[u8]>::to_vec).into_iter().collect();
+    let (config, record) =
+        aim_token::__cli::recording_tls_config(&pems).map_err(
+            |e| match std::error::Error::source(&e) {
+                Some(pem) if pem.is::<rustls::pki_types::pem::Error>() => {
+                    format!("the CA file is not valid PEM: {pem}")
+                }
+                _ => match aim_token::__cli::find_rustls_error(&e) {
+                    Some(tls) => format!("cannot load trusted certificates: {tls}"),
+                    None => format!("cannot load trusted certificates: {e}"),
+                },
+            },
+        )?;
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -117,35 +55,31 @@ pub(crate) async fn probe(
         .protocol_version()
         .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}").replace('_', "."));
 
-    let der = recording
-        .end_entity
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-        .ok_or("the server sent no certificate")?;
-    let outcome = recording
-        .outcome
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-        .unwrap_or(Ok(()));
+    let (der, outcome) = record.take().ok_or("the server sent no certificate")?;
     let parsed = x509_parser::parse_x509_certificate(der.as_ref());
-    let (subject, issuer, not_after, names) = match &parsed {
+    let (subject, issuer, not_after, names, not_for_servers) = match &parsed {
         Ok((_, cert)) => (
             cert.subject().to_string(),
             cert.issuer().to_string(),
             cert.validity().not_after.to_string(),
             subject_alt_names(cert),
+            not_for_servers_cert(cert),
         ),
         Err(_) => (
             "(unparsable)".into(),
             "(unparsable)".into(),
             "?".into(),
             Vec::new(),
+            false,
         ),
     };
     let self_signed = subject == issuer;
-    let trust = outcome.map_err(|e| explain(&e, host, self_signed, &names));
+    let presented = Presented {
+        self_signed,
+        names: &names,
+        not_for_servers,
+    };
+    let trust = outcome.map_err(|e| explain(&e, host, &presented));
     Ok(TlsReport {
         version,
         subject,
@@ -187,21 +121,45 @@ pub(crate) const TRUST_FIX: &str = "trust the CA that issued AIM's certificate (
      on the AIM node, Get-RootCertificate shows the certificate AIM uses; export it as Base-64 X.509): \
      --ca-cert FILE or AIM_CA_CERT=FILE";
 
+/// What is known of the certificate a verdict is about (nothing, where
+/// only the error is: `Presented::default()`).
+#[derive(Debug, Default)]
+pub(crate) struct Presented<'a> {
+    pub(crate) self_signed: bool,
+    /// The names it is valid for.
+    pub(crate) names: &'a [String],
+    /// Its extended key usage names purposes, TLS server not among them.
+    pub(crate) not_for_servers: bool,
+}
+
 /// Why a certificate is not trusted, and what to do, in the CLI's terms.
-/// `names`: what the certificate is valid for, if known.
 pub(crate) fn explain(
     err: &rustls::Error,
     host: &str,
-    self_signed: bool,
-    names: &[String],
+    presented: &Presented<'_>,
 ) -> (String, String) {
-    let trust_fix = if self_signed {
-        "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA;          on the AIM node, Get-RootCertificate shows the certificate AIM uses) with          --ca-cert FILE or AIM_CA_CERT=FILE"
+    let names = presented.names;
+    let trust_fix = if presented.self_signed {
+        "AIM's certificate is self-signed: trust it (or better, re-issue it from the PCS root CA; \
+         on the AIM node, Get-RootCertificate shows the certificate AIM uses) with \
+         --ca-cert FILE or AIM_CA_CERT=FILE"
     } else {
         TRUST_FIX
     };
     match err {
         rustls::Error::InvalidCertificate(cert_err) => match cert_err {
+            // The OS words a wrong purpose its own way (rustls-platform-verifier: "certificate
+            // had invalid extensions"); the certificate itself says which it is.
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                not_for_servers()
+            }
+            CertificateError::Other(_) if presented.not_for_servers => not_for_servers(),
+            CertificateError::Revoked => (
+                "the certificate has been revoked by the CA that issued it".into(),
+                "re-issue AIM's certificate from the PCS root CA and bind the new one to AIM's \
+                 site in IIS on the SMS node; trusting it does not help"
+                    .into(),
+            ),
             CertificateError::UnknownIssuer | CertificateError::BadSignature => (
                 "not trusted: issued by a CA that is not in the trust store".into(),
                 trust_fix.into(),
@@ -243,8 +201,64 @@ pub(crate) fn explain(
                  certificate does not help"
                     .into(),
             ),
+            // The OS's own words, not rustls' debug form of them.
+            CertificateError::Other(other) => (format!("not trusted: {other}"), trust_fix.into()),
             other => (format!("not trusted: {other}"), trust_fix.into()),
         },
         other => (format!("not trusted: {other}"), trust_fix.into()),
+    }
+}
+
+fn not_for_servers() -> (String, String) {
+    (
+        "the certificate is not for TLS servers (its extended key usage lacks serverAuth)".into(),
+        "re-issue AIM's certificate with the Server Authentication purpose (extended key usage \
+         serverAuth, 1.3.6.1.5.5.7.3.1), signed by the PCS root CA; trusting it does not help"
+            .into(),
+    )
+}
+
+/// Whether the certificate's extended key usage leaves out TLS servers.
+fn not_for_servers_cert(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    matches!(
+        cert.extended_key_usage(),
+        Ok(Some(eku)) if !eku.value.server_auth && !eku.value.any
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explain_alone(e: CertificateError) -> (String, String) {
+        explain(
+            &rustls::Error::InvalidCertificate(e),
+            "sms01.plant.local",
+            &Presented::default(),
+        )
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_reissued_not_trusted() {
+        // The OS (Windows' CRL/OCSP check) found it revoked; trusting its CA
+        // again, the generic advice, cannot help.
+        let (why, fix) = explain_alone(CertificateError::Revoked);
+        assert!(why.contains("revoked"), "{why}");
+        assert!(fix.starts_with("re-issue AIM's certificate"), "{fix}");
+        assert!(!fix.contains("--ca-cert"), "{fix}");
+    }
+
+    #[test]
+    fn an_os_reason_is_quoted_in_its_own_words() {
+        let os = rustls::OtherError(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(
+            "A certificate chain could not be built to a trusted root authority.",
+        )));
+        let (why, _) = explain_alone(CertificateError::Other(os));
+        assert_eq!(
+            why,
+            "not trusted: A certificate chain could not be built to a trusted root authority."
+        );
     }
 }

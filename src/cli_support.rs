@@ -82,6 +82,13 @@ pub fn find_rustls_error<'a>(
     crate::http::find_rustls_error(err)
 }
 
+/// Whether the OS's refusal says no more than "no root I trust issued
+/// this" (in any of the ways Windows, Wine and macOS say it): the refusals
+/// a trusted CA file fixes, by the client's own rule.
+pub fn finds_no_trusted_root(err: &rustls::Error) -> bool {
+    crate::tls::finds_no_trusted_root(err)
+}
+
 /// `url` for output, with any user name and password hidden (the one
 /// redaction of every URL the crate prints).
 pub fn without_userinfo(url: &str) -> String {

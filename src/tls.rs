@@ -160,7 +160,7 @@ fn os_then_extra_roots(
 
 /// Whether the OS's refusal says only that the certificate does not chain
 /// to a root the OS trusts: the one verdict the extra roots may overrule.
-fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
+pub(crate) fn finds_no_trusted_root(os_error: &rustls::Error) -> bool {
     match os_error {
         // A signature in the chain the OS built does not verify (a CA of
         // the OS store with the PCS CA's name; Wine, for some chains to an

@@ -201,6 +201,13 @@ pub(crate) fn explain(
                  certificate does not help"
                     .into(),
             ),
+            // The OS found no root it trusts, in its own words (Windows'
+            // CERT_E_CHAINING; Wine answers a signature or revocation
+            // error for some chains to an unknown root): what a CA file fixes.
+            CertificateError::Other(_) if aim_token::__cli::finds_no_trusted_root(err) => (
+                "not trusted: issued by a CA that is not in the trust store".into(),
+                trust_fix.into(),
+            ),
             // The OS's own words, not rustls' debug form of them.
             CertificateError::Other(other) => (format!("not trusted: {other}"), trust_fix.into()),
             other => (format!("not trusted: {other}"), trust_fix.into()),
@@ -246,6 +253,31 @@ mod tests {
         assert!(why.contains("revoked"), "{why}");
         assert!(fix.starts_with("re-issue AIM's certificate"), "{fix}");
         assert!(!fix.contains("--ca-cert"), "{fix}");
+    }
+
+    /// Wine answers a chain to an unknown root with one of several codes
+    /// (CERT_E_CHAINING, TRUST_E_CERT_SIGNATURE, a revocation code) from run
+    /// to run: each gets the CA-file advice, as UnknownIssuer does.
+    #[test]
+    fn every_way_the_os_says_no_trusted_root_gets_the_ca_advice() {
+        for hresult in [
+            0x800B_010A_u32,
+            0x8009_6004,
+            0x800B_010E,
+            0x8009_2012,
+            0x8009_2013,
+        ] {
+            let text = std::io::Error::from_raw_os_error(hresult as i32).to_string();
+            let os = rustls::OtherError(std::sync::Arc::from(Box::<
+                dyn std::error::Error + Send + Sync,
+            >::from(text.clone())));
+            let (why, fix) = explain_alone(CertificateError::Other(os));
+            assert_eq!(
+                why, "not trusted: issued by a CA that is not in the trust store",
+                "{text}"
+            );
+            assert!(fix.contains("--ca-cert"), "{fix}");
+        }
     }
 
     #[test]

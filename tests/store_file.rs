@@ -506,10 +506,7 @@ async fn a_write_abandoned_at_its_timeout_does_not_land_later_with_a_refused_tok
     };
     // The entry's file name, from a first client; then an empty store.
     client().token().await.unwrap();
-    let (entry, _) = files(&dir)
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
-        .unwrap();
+    let (entry, _) = token_entry(&dir);
     std::fs::remove_file(&entry).unwrap();
     let wlock = std::fs::OpenOptions::new()
         .read(true)
@@ -606,10 +603,7 @@ async fn a_refused_token_written_back_after_the_renewal_is_not_taken_again() {
         .build()
         .unwrap();
     let refused = client.token().await.unwrap();
-    let (entry, sealed) = files(&dir)
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
-        .unwrap();
+    let (entry, sealed) = token_entry(&dir);
     client.invalidate(&refused);
     let renewed = client.token().await.unwrap();
     assert_ne!(digest(renewed.secret()), digest(refused.secret()));
@@ -639,10 +633,7 @@ async fn the_first_of_nine_refused_tokens_written_back_is_not_taken_again() {
         .build()
         .unwrap();
     let first = client.token().await.unwrap();
-    let (entry, sealed) = files(&dir)
-        .into_iter()
-        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
-        .unwrap();
+    let (entry, sealed) = token_entry(&dir);
     client.invalidate(&first);
     for _ in 1..9 {
         let next = client.token().await.unwrap();

@@ -316,6 +316,14 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Every file under `dir` with its content.
+/// The store's one token entry in `dir` (a FileStore): its path and sealed bytes.
+pub fn token_entry(dir: &Path) -> (PathBuf, Vec<u8>) {
+    files(dir)
+        .into_iter()
+        .find(|(p, _)| p.extension().is_some_and(|e| e == "token"))
+        .expect("a .token entry in the store directory")
+}
+
 pub fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     std::fs::read_dir(dir)
         .expect("read dir")

@@ -15,16 +15,20 @@ async fn https_emulator() -> AimEmulator {
     AimEmulator::builder().https(true).start().await.unwrap()
 }
 
+/// A client of `emu` (trusting its CA) whose requests go through `proxy`.
+fn proxied_client(emu: &AimEmulator, proxy: &ConnectProxy) -> aim_token::AimClient {
+    emu.client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .proxy(&proxy.url)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn token_and_discovery_go_through_the_explicit_proxy() {
     let emu = https_emulator().await;
     let proxy = ConnectProxy::start().await;
-    let aim = emu
-        .client_builder()
-        .root_certificate_pem(emu.ca_pem().unwrap())
-        .proxy(&proxy.url)
-        .build()
-        .unwrap();
+    let aim = proxied_client(&emu, &proxy);
     let token = aim.token().await.unwrap();
     assert!(!token.secret().is_empty());
     let target = format!("127.0.0.1:{}", emu.port());
@@ -41,12 +45,7 @@ async fn token_and_discovery_go_through_the_explicit_proxy() {
 async fn mes_calls_go_through_the_aim_clients_proxy() {
     let emu = https_emulator().await;
     let proxy = ConnectProxy::start().await;
-    let aim = emu
-        .client_builder()
-        .root_certificate_pem(emu.ca_pem().unwrap())
-        .proxy(&proxy.url)
-        .build()
-        .unwrap();
+    let aim = proxied_client(&emu, &proxy);
     aim.token().await.unwrap();
     let tunnels = proxy.targets().len();
     let mes = aim_token::MesClient::new(emu.mes_base(), aim).unwrap();

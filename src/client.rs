@@ -305,6 +305,12 @@ impl AimClientBuilder {
     /// of hosts, domains (`.plant.local`) and IP ranges that bypass the
     /// proxy. Windows' and macOS's own proxy settings are not read. A URL
     /// that is not a proxy URL fails at [`build`](Self::build).
+    ///
+    /// A proxy that asks for credentials (HTTP 407) fails the request at
+    /// once with a permanent [`ErrorKind::Transport`](crate::ErrorKind)
+    /// error: asking again cannot help. A proxy refusing the tunnel for
+    /// another reason is retried like a failed connection; both errors name
+    /// the proxy, not AIM, as what refused.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = Some(url.into());
         self

@@ -306,6 +306,9 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
         let message = tls_message(tls, url);
         return Error::new(ErrorKind::Tls, message).with_source(err);
     }
+    if let Some(refusal) = proxy_refusal(&err, url) {
+        return refusal.with_source(err);
+    }
     let what = if err.is_connect() {
         "could not connect to"
     } else if err.is_body() {
@@ -323,28 +326,62 @@ pub(crate) fn from_reqwest(err: reqwest::Error, url: &str) -> Error {
     .with_source(err)
 }
 
-/// rustls puts its error inside an `io::Error` (often two, nested) inside
-/// hyper's and reqwest's. `io::Error::source` skips the error it wraps, so
-/// descend with `get_ref` as well as `source`.
-pub(crate) fn find_rustls_error<'a>(
+/// Every error in `err`'s chain, `err` first. rustls and hyper-util put
+/// their errors inside an `io::Error` (often two, nested) inside hyper's
+/// and reqwest's, and `io::Error::source` skips the error it wraps: descend
+/// with `get_ref` as well as `source`. Bounded, in case of a cyclic chain.
+fn causes<'a>(
     err: &'a (dyn StdError + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut next: Option<&'a (dyn StdError + 'static)> = Some(err);
-    // Bounded, in case of a cyclic chain.
-    for _ in 0..32 {
-        let e = next?;
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        next = match e
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |&e: &&'a (dyn StdError + 'static)| {
+        match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
             Some(inner) => Some(inner as &(dyn StdError + 'static)),
             None => e.source(),
-        };
-    }
-    None
+        }
+    })
+    .take(32)
+}
+
+/// The rustls error somewhere in `err`'s chain.
+pub(crate) fn find_rustls_error<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a rustls::Error> {
+    causes(err).find_map(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// What a forward proxy answered instead of opening the tunnel to `url`,
+/// as an error that names the proxy, not the server, as what refused.
+/// hyper-util's tunnel error type is private, so its text is the only
+/// signal; tests/proxy.rs fails if a new version words it differently.
+pub(crate) fn proxy_refusal(err: &(dyn StdError + 'static), url: &str) -> Option<Error> {
+    causes(err).find_map(|e| match e.to_string().as_str() {
+        // The proxy wants credentials it was not given (or refuses the
+        // ones it was): asking again cannot help.
+        "tunnel error: proxy authorization required" => Some(
+            Error::new(
+                ErrorKind::Transport,
+                format!(
+                    "the proxy asked for credentials (HTTP 407) to open a tunnel to {url}: give them \
+                     in the proxy URL, http://USER:PASSWORD@HOST:PORT (.proxy(..) or HTTPS_PROXY), \
+                     or exempt this host from the proxy with NO_PROXY=HOST"
+                ),
+            )
+            .transient(false),
+        ),
+        // Its policy (403) or its own way there (502, 503): may pass later.
+        "tunnel error: unsuccessful" => Some(Error::new(
+            ErrorKind::Transport,
+            format!(
+                "the proxy refused to open a tunnel to {url} (or answered what is not HTTP): check \
+                 that it lets this machine reach that host and port, or exempt the host from the \
+                 proxy with NO_PROXY=HOST"
+            ),
+        )),
+        _ => None,
+    })
 }
 
 fn tls_message(tls: &rustls::Error, url: &str) -> String {

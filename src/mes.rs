@@ -576,8 +576,13 @@ fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
     parse_retry_after(value?.to_str().ok()?, std::time::SystemTime::now())
 }
 
-/// A reqwest failure as our error: timeout, TLS or plain transport.
+/// A reqwest failure as our error: timeout, TLS, a proxy's refusal or
+/// plain transport.
 fn transport(err: reqwest::Error) -> Error {
+    let origin = err.url().map(|url| url.origin().ascii_serialization());
+    if let Some(refusal) = crate::http::proxy_refusal(&err, origin.as_deref().unwrap_or("MES")) {
+        return refusal.with_source(err.without_url());
+    }
     let kind = if err.is_timeout() {
         ErrorKind::Timeout
     } else if crate::http::find_rustls_error(&err).is_some() {

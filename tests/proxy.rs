@@ -9,7 +9,8 @@ mod connect_proxy;
 
 use aim_token::emulator::AimEmulator;
 use aim_token::ErrorKind;
-use connect_proxy::ConnectProxy;
+use connect_proxy::{Behaviour, ConnectProxy};
+use std::time::{Duration, Instant};
 
 async fn https_emulator() -> AimEmulator {
     AimEmulator::builder().https(true).start().await.unwrap()
@@ -59,6 +60,31 @@ async fn mes_calls_go_through_the_aim_clients_proxy() {
     );
 }
 
+/// A MES call whose tunnel the proxy refuses for want of credentials gets
+/// the same permanent, proxy-naming error as a token request.
+#[tokio::test]
+async fn a_mes_call_through_a_proxy_asking_for_credentials_names_the_fix() {
+    let emu = https_emulator().await;
+    let proxy = ConnectProxy::start().await;
+    let aim = proxied_client(&emu, &proxy);
+    aim.token().await.unwrap();
+    proxy.set_behaviour(Behaviour::Refuse(
+        "HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n",
+    ));
+    let mes = aim_token::MesClient::new(emu.mes_base(), aim).unwrap();
+    let err = mes
+        .get_json::<serde_json::Value>("api/v3/entity")
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    let text = err.to_string();
+    for says in ["proxy", "407", "USER:PASSWORD@", "NO_PROXY"] {
+        assert!(text.contains(says), "{says:?} missing in: {text}");
+    }
+    assert_eq!(emu.counters().mes, 0);
+}
+
 /// An `https://` proxy (the builder accepts one): the client speaks TLS to
 /// it, trusting it by the same roots as AIM, and tunnels through it.
 #[tokio::test]
@@ -87,6 +113,71 @@ async fn an_https_proxy_is_spoken_to_over_tls() {
     assert!(!token.secret().is_empty());
     let target = format!("127.0.0.1:{}", emu.port());
     assert!(proxy.targets().contains(&target), "{:?}", proxy.targets());
+}
+
+/// A proxy that asks for credentials (HTTP 407) will ask again: the token
+/// request fails at once, not at the retry deadline, as a permanent error
+/// that names the proxy and how to give it credentials, and never says
+/// "check that AIM is running". Nothing reaches AIM.
+#[tokio::test]
+async fn a_proxy_asking_for_credentials_fails_at_once_and_names_the_fix() {
+    let emu = https_emulator().await;
+    let proxy = ConnectProxy::asking_for_credentials().await;
+    let aim = emu
+        .client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .proxy(&proxy.url)
+        .retry_deadline(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = aim.token().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a proxy that will never let us through: {err}",
+        started.elapsed()
+    );
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    let text = err.to_string();
+    for says in ["proxy", "407", "USER:PASSWORD@", "NO_PROXY"] {
+        assert!(text.contains(says), "{says:?} missing in: {text}");
+    }
+    assert!(!text.contains("AIM is running"), "{text}");
+    // Discovery, then the token endpoint it falls back to: at most one
+    // CONNECT each, no retries.
+    assert!(proxy.targets().len() <= 2, "{:?}", proxy.targets());
+    assert_eq!(emu.counters().tokens_issued, 0);
+}
+
+/// A proxy that refuses the tunnel with another status (a 403 of its
+/// policy, a 502 of its own upstream) may let us through later, so the
+/// error stays transient; but it names the proxy, not AIM, as what refused.
+#[tokio::test]
+async fn a_proxy_refusing_the_tunnel_is_named_as_what_refused() {
+    let emu = https_emulator().await;
+    let proxy = ConnectProxy::behaving(Behaviour::Refuse(
+        "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n",
+    ))
+    .await;
+    let aim = emu
+        .client_builder()
+        .root_certificate_pem(emu.ca_pem().unwrap())
+        .proxy(&proxy.url)
+        .retry_deadline(Duration::ZERO)
+        .build()
+        .unwrap();
+    let err = aim.token().await.unwrap_err();
+    let last = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<aim_token::Error>())
+        .unwrap_or(&err);
+    assert!(last.is_transient(), "{last}");
+    let text = last.to_string();
+    for says in ["proxy", "refused", "tunnel", "NO_PROXY"] {
+        assert!(text.contains(says), "{says:?} missing in: {text}");
+    }
+    assert!(!text.contains("AIM is running"), "{text}");
+    assert!(!proxy.targets().is_empty());
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub struct ConnectProxy {
     /// `url` with `user:hunter2@` in it, for tests of redaction.
     pub url_with_password: String,
     targets: Arc<Mutex<Vec<String>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
     task: JoinHandle<()>,
 }
 
@@ -64,9 +65,12 @@ impl ConnectProxy {
         let url_with_password = format!("{scheme}://user:hunter2@{addr}");
         let targets = Arc::new(Mutex::new(Vec::new()));
         let seen = targets.clone();
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let now = behaviour.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let seen = seen.clone();
+                let behaviour = *now.lock().unwrap();
                 match tls.clone() {
                     None => {
                         tokio::spawn(tunnel(client, seen, behaviour));
@@ -85,8 +89,14 @@ impl ConnectProxy {
             url,
             url_with_password,
             targets,
+            behaviour,
             task,
         }
+    }
+
+    /// What the proxy does with the connections it accepts from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
     }
 
     /// The `CONNECT` targets (`host:port`) asked for so far.

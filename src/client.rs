@@ -103,6 +103,12 @@ impl AimClient {
         self.inner.cache.fresh_refused(fresh)
     }
 
+    /// A 401 that is not retried (the body cannot be replayed): the same
+    /// policy, without the retry.
+    pub(crate) fn refused_unretried(&self, refused: &AccessToken) {
+        self.inner.cache.refused_unretried(refused)
+    }
+
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> Stats {
         self.inner.cache.stats()

@@ -46,7 +46,10 @@
 //! default) copies nothing, [`CloneBodies`] clones `B: Clone` bodies such as
 //! `Full<Bytes>` or `String`, and your own policy or closure can copy any
 //! body type that knows how. A body that cannot be copied is sent once; its
-//! 401 still invalidates the token, so the next request gets a fresh one.
+//! 401 still invalidates the token, so the next request gets a fresh one,
+//! and a 401 for that fresh one starts the `unauthorized_cooldown` as a
+//! refused retry does (a MES refusing every token costs no token request
+//! per upload).
 //!
 //! # Relative URIs
 //!
@@ -352,7 +355,7 @@ where
                     return Ok(response);
                 }
                 let Some(mut retry) = replay else {
-                    aim.invalidate(&token);
+                    aim.refused_unretried(&token);
                     return Ok(response);
                 };
                 let fresh = aim.renew_refused(&token).await.map_err(BearerError::Auth)?;

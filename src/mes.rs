@@ -310,7 +310,7 @@ impl MesClient {
                 response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
                 tokens.push(fresh);
             } else {
-                aim.invalidate(&token);
+                aim.refused_unretried(&token);
             }
         }
 

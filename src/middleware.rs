@@ -43,7 +43,9 @@
 //!   [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown).
 //!   If no fresh token can be had for the
 //!   retry, the call fails with that error rather than resending a token
-//!   that was just rejected.
+//!   that was just rejected. A request whose body cannot be replayed gets
+//!   its 401 back and the token is invalidated for the next request; a 401
+//!   for that next token starts the cool-down, as a refused retry does.
 
 use std::fmt;
 use std::sync::Arc;
@@ -167,7 +169,7 @@ impl Middleware for BearerAuth {
         }
 
         let Some(mut retry) = replay else {
-            self.aim.invalidate(&token);
+            self.aim.refused_unretried(&token);
             tracing::debug!(
                 "resource server rejected the token (401); body not replayable, not retrying"
             );

@@ -334,3 +334,29 @@ async fn without_an_allow_list_nothing_is_sent_and_the_error_names_both_calls() 
     assert!(aim_error(&err).to_string().contains("plain http"), "{err}");
     assert_eq!(rec.requests(), 0);
 }
+
+/// A streamed body cannot be replayed, so its 401 is not retried; the
+/// 401 still must not turn a MES that refuses every token into one token
+/// request per call: the cool-down holds for these calls too.
+#[tokio::test(start_paused = true)]
+async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_for_50_calls() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::Reject).await;
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
+    for _ in 0..50 {
+        // Not bytes reqwest holds: `try_clone` cannot copy it.
+        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"JobId\":1}",
+        )));
+        let response = http
+            .post(rec.url("api/v3/Jobs/Start"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(rec.requests(), 50, "a streamed body is sent once");
+    assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
+}

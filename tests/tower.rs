@@ -390,3 +390,23 @@ async fn without_an_allow_list_nothing_is_sent_and_the_error_names_both_calls() 
     assert_eq!(err.auth().unwrap().kind(), ErrorKind::Refused);
     assert_eq!(inspect.calls.load(Ordering::SeqCst), 0);
 }
+
+/// Bodies the policy cannot copy are sent once; their 401s must not turn
+/// a MES that refuses every token into one token request per call.
+#[tokio::test(start_paused = true)]
+async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_for_50_calls() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::Reject).await;
+    // The default policy copies no body that has content.
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
+    for _ in 0..50 {
+        let request = post(&rec.url("api/v3/Jobs/Start"), "{\"JobId\":1}");
+        let response = svc.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(rec.requests(), 50, "an uncopied body is sent once");
+    assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
+}

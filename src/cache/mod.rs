@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     refresher_alive: AtomicBool,
     /// Until when 401 renewals are off (a fresh token was refused too).
     renewals_off_until_ms: AtomicU64,
+    /// When a 401 that was not retried last invalidated the token (0: none
+    /// pending): the token that replaces it is proven only by its next 401.
+    unretried_since_ms: AtomicU64,
     wake: Arc<Notify>,
     backoff: Backoff,
     counters: Counters,
@@ -144,6 +147,7 @@ impl Cache {
                 cooldown: Mutex::new(None),
                 refresher_alive: AtomicBool::new(false),
                 renewals_off_until_ms: AtomicU64::new(0),
+                unretried_since_ms: AtomicU64::new(0),
                 wake: Arc::new(Notify::new()),
                 backoff,
                 counters: Counters::default(),
@@ -188,7 +192,7 @@ impl Cache {
     /// Drops `token` if it is still the current one and not younger than
     /// `min_refresh_interval` (a crowd of 401s cannot make a request storm).
     pub(crate) fn invalidate(&self, token: &AccessToken) {
-        self.shared.invalidate(token);
+        let _ = self.shared.invalidate(token);
     }
 
     /// A snapshot of the counters.
@@ -296,20 +300,21 @@ impl Shared {
         issued <= now && now < issued.saturating_add(millis(self.config.min_refresh_interval))
     }
 
-    fn invalidate(&self, token: &AccessToken) {
+    /// Drops `token` if it is the current one and not young; whether it did.
+    fn invalidate(&self, token: &AccessToken) -> bool {
         let current = self.current.load();
         let Some(entry) = current.as_ref() else {
-            return;
+            return false;
         };
         if !entry.token.same_as(token) {
-            return;
+            return false;
         }
         if self.is_young(token) {
             tracing::debug!(
                 target: TARGET,
                 "not invalidating a token issued less than min_refresh_interval ago"
             );
-            return;
+            return false;
         }
         // The seam to the shared store: compare-and-delete there too.
         if let Some(store) = &self.config.store {
@@ -324,5 +329,6 @@ impl Shared {
                 "token invalidated; the next call fetches a new one"
             );
         }
+        swapped
     }
 }

@@ -8,6 +8,11 @@
 //! - When the fresh token is refused too, renewals stop for
 //!   `unauthorized_cooldown`: the resource server does not trust this AIM or
 //!   expects another audience, and asking AIM again will not change that.
+//! - A 401 that is not retried (its body cannot be replayed) invalidates the
+//!   token too, but no retry tells whether MES refuses fresh tokens: the
+//!   next such 401, for the token that replaced it, within
+//!   `unauthorized_cooldown`, counts as that answer. Without it, a MES
+//!   refusing every token would cost a token request per streamed upload.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,7 +41,7 @@ impl Cache {
             )
             .with_status(401));
         }
-        self.invalidate(refused);
+        let _ = shared.invalidate(refused);
         let fresh = self.token().await?;
         if fresh.same_as(refused) {
             return Err(Error::new(
@@ -48,6 +53,32 @@ impl Cache {
         Ok(fresh)
     }
 
+    /// A 401 for `refused` that is not retried (the request body cannot be
+    /// replayed). Outside the cool-down it invalidates the token, so the next
+    /// call fetches a new one; when `refused` is the token that replaced one
+    /// refused this way, within `unauthorized_cooldown`, MES refuses fresh
+    /// tokens too: the cool-down starts, as after a refused retry.
+    pub(crate) fn refused_unretried(&self, refused: &AccessToken) {
+        let shared = &self.shared;
+        let now = shared.clock.now_ms();
+        if now < shared.renewals_off_until_ms.load(Ordering::Acquire) {
+            return;
+        }
+        let since = shared.unretried_since_ms.load(Ordering::Acquire);
+        let cooldown = millis(shared.config.unauthorized_cooldown);
+        let replacement = since != 0 && crate::clock::unix_millis(refused.issued_at()) >= since;
+        if replacement && now < since.saturating_add(cooldown) {
+            drop(self.fresh_refused(refused));
+            return;
+        }
+        if shared.invalidate(refused) {
+            // 0 means "none pending": a clock at the epoch still counts.
+            shared
+                .unretried_since_ms
+                .store(now.max(1), Ordering::Release);
+        }
+    }
+
     /// The retry with the fresh token `fresh` was refused too: renewals stop
     /// for the cool-down; the error says why.
     pub(crate) fn fresh_refused(&self, fresh: &AccessToken) -> Error {
@@ -57,6 +88,8 @@ impl Cache {
         shared
             .renewals_off_until_ms
             .fetch_max(until, Ordering::AcqRel);
+        // Settled: after the cool-down, a refusal renews again.
+        shared.unretried_since_ms.store(0, Ordering::Release);
         tracing::warn!(
             target: TARGET,
             authority = fresh.authority(),

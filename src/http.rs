@@ -54,6 +54,19 @@ impl std::fmt::Debug for HttpConfig {
 /// Builds the client. Bad PEM is a configuration error, found here and not
 /// at the first request.
 pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
+    build(config, false)
+}
+
+/// The client for the calls to one origin (`MesClient`'s base): as
+/// [`build_client`], except that plain http, which the crate sends only to
+/// loopback, goes direct: a proxy would carry it, and the token in it, off
+/// the machine in clear text (and one on another host cannot reach this
+/// machine's loopback anyway). https keeps the proxy: it sees only a tunnel.
+pub(crate) fn build_client_for(config: &HttpConfig, origin: &url::Url) -> Result<reqwest::Client> {
+    build(config, origin.scheme() == "http")
+}
+
+fn build(config: &HttpConfig, direct: bool) -> Result<reqwest::Client> {
     let mut roots = Vec::new();
     for (i, pem) in config.root_certificates.iter().enumerate() {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
@@ -77,13 +90,15 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
         );
     }
     let proxy = match &config.proxy {
-        Some(url) => Some(proxy(url)?),
-        None => None,
+        Some(url) if !direct => Some(proxy(url)?),
+        _ => None,
     };
     let builder = |config: &HttpConfig| {
         let builder = builder(config);
         match &proxy {
             Some(proxy) => builder.proxy(proxy.clone()),
+            // Neither the explicit proxy nor the environment's.
+            None if direct => builder.no_proxy(),
             None => builder,
         }
     };

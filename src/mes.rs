@@ -123,8 +123,10 @@ impl MesClient {
     ///
     /// It trusts what `aim` trusts and uses its connect and request
     /// timeouts: one trust setting (`root_certificate_pem` / `AIM_CA_CERT`)
-    /// for both servers. No redirects are followed: the token must not
-    /// follow one to another host.
+    /// for both servers, and its proxy, except for a plain-http (loopback)
+    /// base, which is called directly: through a proxy the token would
+    /// leave the machine in clear text. No redirects are followed: the token
+    /// must not follow one to another host.
     ///
     /// Fails with [`ErrorKind::Config`] when `mes_base` is not an absolute
     /// https URL (plain http is accepted only for loopback: the token must
@@ -132,7 +134,7 @@ impl MesClient {
     /// (`.../mesmw/api/v3/`: give `.../mesmw/`).
     pub fn new(mes_base: impl AsRef<str>, aim: AimClient) -> Result<Self> {
         let base = parse_base(mes_base.as_ref())?;
-        let http = crate::http::build_client(aim.http_config())?;
+        let http = crate::http::build_client_for(aim.http_config(), &base)?;
         Ok(MesClient {
             inner: Arc::new(Inner {
                 base,

@@ -29,7 +29,9 @@
 //!   client shared with other APIs must not hand them the AIM token.
 //! - Whatever the list, only over https, or plain http to loopback. Anything
 //!   else fails with an [`ErrorKind::Refused`](crate::ErrorKind::Refused)
-//!   error before a byte is sent.
+//!   error before a byte is sent. The reqwest client's own proxy settings
+//!   are out of its sight: give plain-http loopback hosts `NO_PROXY`
+//!   (`127.0.0.1,localhost`), or a proxy receives the token in clear text.
 //! - Fail closed: when no token can be had, the request is not sent; the
 //!   error is `reqwest_middleware::Error::Middleware` wrapping an
 //!   [`aim_token::Error`](crate::Error) that says why (get it back with

@@ -7,6 +7,8 @@
 #[path = "support/connect_proxy.rs"]
 mod connect_proxy;
 
+mod attach_support;
+
 use aim_token::emulator::AimEmulator;
 use aim_token::ErrorKind;
 use connect_proxy::{Behaviour, ConnectProxy};
@@ -214,4 +216,38 @@ fn the_builder_debug_hides_proxy_credentials() {
         debug.contains("proxy:3128") && !debug.contains("hunter2"),
         "{debug}"
     );
+}
+
+/// Plain http is allowed only to loopback because it never leaves the
+/// machine there; through a proxy it would, token and all, in clear text
+/// (and a proxy on another host cannot reach this machine's loopback
+/// anyway). A MesClient on a loopback http base goes direct, whatever
+/// proxy its AimClient uses for AIM.
+#[tokio::test]
+async fn a_loopback_http_mes_is_called_directly_never_through_the_proxy() {
+    let emu = https_emulator().await;
+    let proxy = ConnectProxy::start().await;
+    let aim = proxied_client(&emu, &proxy);
+    let mes_server = http_mes_on_loopback().await;
+    let mes = aim_token::MesClient::new(format!("{}/mesmw/", mes_server.base), aim).unwrap();
+    let answer = mes
+        .get_json::<Vec<serde_json::Value>>("api/v3/entity")
+        .await;
+    let mes_port = mes_server.base.rsplit(':').next().unwrap().to_owned();
+    let through: Vec<String> = proxy
+        .targets()
+        .into_iter()
+        .filter(|t| t.contains(&format!(":{mes_port}")))
+        .collect();
+    assert!(
+        through.is_empty(),
+        "MES traffic went to the proxy: {through:?}"
+    );
+    assert!(answer.unwrap().is_empty());
+    assert_eq!(mes_server.requests(), 1, "MES was not reached directly");
+}
+
+/// A plain-http MES on loopback: the recording server of the attachment tests.
+async fn http_mes_on_loopback() -> attach_support::Recorder {
+    attach_support::Recorder::start(attach_support::Rule::Accept).await
 }

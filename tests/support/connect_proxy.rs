@@ -99,7 +99,8 @@ impl ConnectProxy {
         *self.behaviour.lock().unwrap() = behaviour;
     }
 
-    /// The `CONNECT` targets (`host:port`) asked for so far.
+    /// The `CONNECT` targets (`host:port`) asked for so far; a forwarded
+    /// plain-http request as `METHOD URL` (refused with a 405).
     pub fn targets(&self) -> Vec<String> {
         self.targets.lock().unwrap().clone()
     }
@@ -113,7 +114,7 @@ impl Drop for ConnectProxy {
 
 /// Reads `CONNECT host:port HTTP/1.1` and its headers, connects, answers
 /// 200 and copies bytes both ways (or refuses, as `behaviour` says);
-/// anything else gets a 405.
+/// anything else is recorded and gets a 405.
 async fn tunnel<S>(mut client: S, seen: Arc<Mutex<Vec<String>>>, behaviour: Behaviour)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -130,6 +131,13 @@ where
     let mut words = head.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     if method != "CONNECT" {
+        // A forwarded plain-http request: recorded, with whether it carried
+        // credentials in clear text.
+        let carried = head.to_ascii_lowercase().contains("\r\nauthorization:");
+        let credentials = if carried { " with Authorization" } else { "" };
+        seen.lock()
+            .unwrap()
+            .push(format!("{method} {target}{credentials}"));
         let _ = client
             .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
             .await;

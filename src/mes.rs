@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::bearer::{self, HeaderCache};
 use crate::client::AimClient;
 use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::response::{content_type, parse_retry_after};
+use crate::exchange::response::{content_type, retry_after_and_location};
 use crate::exchange::scrub::Scrubber;
 use crate::http::{read_capped_with, read_prefix};
 use crate::token::AccessToken;
@@ -82,6 +82,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// | 500 "token cannot be obtained or verified" | `Server`, "AIM unreachable from MES" | yes |
 /// | other 500 | `Server` | no (MES reports application errors as 500) |
 /// | 408, 429, 502, 503, 504 | `Server` | yes |
+/// | 3xx (not followed: the token must not follow a redirect) | `InvalidResponse`, says where it points | no |
 ///
 /// Cheap to clone; clones share the HTTP connection pool and the token cache.
 ///
@@ -317,7 +318,8 @@ impl MesClient {
         }
 
         let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers().get(RETRY_AFTER));
+        let (retry_after, location) =
+            retry_after_and_location(response.headers(), std::time::SystemTime::now());
         let content_type = content_type(response.headers());
         if (200..300).contains(&status) {
             let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
@@ -338,7 +340,7 @@ impl MesClient {
         let answer = Answer {
             status,
             retry_after,
-            location: None,
+            location,
             content_type,
             body: &body,
             body_len: Some(body_len),
@@ -574,10 +576,6 @@ fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
     Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
 }
 
-fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    parse_retry_after(value?.to_str().ok()?, std::time::SystemTime::now())
-}
-
 /// A reqwest failure as our error: timeout, TLS, a proxy's refusal or
 /// plain transport.
 fn transport(err: reqwest::Error) -> Error {
@@ -743,15 +741,5 @@ mod tests {
         let why = decode::<u32>("p", br#""tok.secret.value""#).unwrap_err();
         assert!(!why.contains("tok.secret"), "{why}");
         assert!(why.contains("another shape"), "{why}");
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(
-            retry_after(Some(&HeaderValue::from_static("7"))),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), None);
-        assert_eq!(retry_after(None), None);
     }
 }

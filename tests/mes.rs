@@ -743,3 +743,41 @@ async fn a_hundred_tasks_share_one_token_request() {
     assert_eq!(emu.counters().mes, 100);
     assert_eq!(emu.token_requests(), 1);
 }
+
+/// MES (IIS, a load balancer) answers a redirect: to https, to another
+/// node, to a login page. The token does not follow it, and the error says
+/// where it pointed and what to configure, not just "MES failed".
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_error_says_where_it_points() {
+    let (emu, mes) = mes().await;
+    let token = mes.aim().token().await.unwrap();
+    let elsewhere = Recorder::start(Rule::Accept).await;
+    let location = elsewhere.url("mesmw/api/v3/entity");
+    emu.inject(
+        Endpoint::Mes,
+        Fault::Redirect {
+            status: 307,
+            location: location.clone(),
+        },
+    );
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(elsewhere.requests(), 0, "the redirect was followed");
+    assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.status(), Some(307));
+    let msg = err.to_string();
+    assert!(msg.contains(&location), "{msg}");
+    assert!(msg.contains("MES base"), "{msg}");
+    assert!(!msg.contains(token.secret()), "{msg}");
+    // A Location that echoes the token is scrubbed.
+    emu.inject(
+        Endpoint::Mes,
+        Fault::Redirect {
+            status: 302,
+            location: format!("https://login.plant.local/?access_token={}", token.secret()),
+        },
+    );
+    let msg = mes.entities().await.unwrap_err().to_string();
+    assert!(!msg.contains(token.secret()), "{msg}");
+    assert!(msg.contains("login.plant.local"), "{msg}");
+}

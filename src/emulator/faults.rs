@@ -154,6 +154,13 @@ pub(crate) fn apply(fault: Fault, endpoint: Endpoint, clock: &dyn Clock) -> Acti
             "application/json; charset=utf-8",
             "",
         )),
+        Fault::Redirect { status, location } => {
+            let mut resp = respond(status_code(status), "text/html", "");
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, value);
+            }
+            Action::Respond(resp)
+        }
         Fault::Truncated => Action::Respond(respond(
             StatusCode::OK,
             "application/json; charset=utf-8",

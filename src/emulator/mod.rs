@@ -201,6 +201,14 @@ pub enum Fault {
     Empty,
     /// 200 with JSON cut off in the middle.
     Truncated,
+    /// A redirect: this 3xx status with this `Location` (IIS sending http
+    /// to https, a load balancer to another node, a login page).
+    Redirect {
+        /// HTTP status code (301, 302, 307, 308).
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
 }
 
 /// How the emulator writes `expires_in` in token answers.

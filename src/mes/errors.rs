@@ -134,6 +134,20 @@ pub(crate) fn mes_error(facts: &Facts, body: &[u8]) -> Error {
              succeed",
         ),
         408 | 429 | 502 | 503 | 504 => (ErrorKind::Server, true, "MES is unavailable; retry later"),
+        300..=399 => {
+            let to = facts
+                .location
+                .as_deref()
+                .map(|l| format!(" to {l}"))
+                .unwrap_or_default();
+            let message = format!(
+                "MES redirects{to}, and the token does not follow redirects (it must not reach \
+                 another host): give the MES base it points to (often https:// instead of \
+                 http://, or the host name the server expects), https://HOST/mesmw/ [{}]",
+                facts.summary()
+            );
+            return Error::new(ErrorKind::InvalidResponse, message).with_status(status);
+        }
         _ => (ErrorKind::Server, false, "MES failed"),
     };
     let message = format!("{explanation} [{}]{}", facts.summary(), facts.said());

@@ -171,7 +171,8 @@ impl MesClient {
     /// is unchanged, so this works per call. A `trans_id` is the ID that
     /// `POST api/v3/transaction` returned, not a label: MES fails a call
     /// whose transaction it does not know (404). [`transaction`](Self::transaction)
-    /// does this for you.
+    /// does this for you. A blank value or one that is not printable ASCII
+    /// fails every call with [`ErrorKind::Config`], before anything is sent.
     #[must_use]
     pub fn with_trans_id(&self, trans_id: impl AsRef<str>) -> Self {
         MesClient {
@@ -182,7 +183,9 @@ impl MesClient {
 
     /// A client that sends the `tz_id` header with every request: a
     /// Microsoft time-zone ID (e.g. `W. Europe Standard Time`) in which MES
-    /// reads the dates of GET parameters that have no UTC suffix.
+    /// reads the dates of GET parameters that have no UTC suffix. A blank
+    /// value or one that is not printable ASCII fails every call with
+    /// [`ErrorKind::Config`], before anything is sent.
     #[must_use]
     pub fn with_tz_id(&self, tz_id: impl AsRef<str>) -> Self {
         MesClient {
@@ -398,11 +401,23 @@ impl MesClient {
                 HeaderValue::from(max_rows),
             ));
         }
-        for (name, value) in [("trans_id", &self.trans_id), ("tz_id", &self.tz_id)] {
+        let fields = [
+            (
+                "trans_id",
+                &self.trans_id,
+                "the ID that POST api/v3/transaction returned",
+            ),
+            (
+                "tz_id",
+                &self.tz_id,
+                "a Microsoft time-zone ID such as \"W. Europe Standard Time\"",
+            ),
+        ];
+        for (name, value, what) in fields {
             if let Some(value) = value {
-                let value = HeaderValue::from_str(value).map_err(|_| {
+                let value = header_text(value).ok_or_else(|| {
                     Error::config(format!(
-                        "{name} contains characters that are not allowed in an HTTP header"
+                        "{name} {value:?} cannot be sent: give {what} (printable ASCII, not empty)"
                     ))
                 })?;
                 headers.push((HeaderName::from_static(name), value));
@@ -423,6 +438,18 @@ impl fmt::Debug for MesClient {
             .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+/// `text` as the value of one of MES's own headers (`trans_id`, `tz_id`):
+/// printable ASCII and not blank, trimmed. The `http` crate would also take
+/// bytes above 0x7F, which IIS reads as Latin-1, not as what was meant.
+pub(crate) fn header_text(text: &str) -> Option<HeaderValue> {
+    let text = text.trim();
+    let printable = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if text.is_empty() || !printable {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
 }
 
 fn parse_base(mes_base: &str) -> Result<Url> {

@@ -599,6 +599,7 @@ async fn a_transaction_id_that_cannot_be_a_header_is_refused() {
         r#"{"trans_id":"a\r\nX-Injected: 1"}"#,
         r#"{"trans_id":"a\nb"}"#,
         r#"{"trans_id":""}"#,
+        r#"{"trans_id":"tx-\u00e9"}"#,
         r#"{"id":"x"}"#,
     ] {
         emu.inject(Endpoint::Mes, raw(200, body));
@@ -780,4 +781,29 @@ async fn a_redirect_is_not_followed_and_the_error_says_where_it_points() {
     let msg = mes.entities().await.unwrap_err().to_string();
     assert!(!msg.contains(token.secret()), "{msg}");
     assert!(msg.contains("login.plant.local"), "{msg}");
+}
+
+/// `tz_id` and `trans_id` are ASCII (a Microsoft time-zone ID, an ID MES
+/// issued). Anything else is a mistake that must not reach MES as raw
+/// bytes in a header (IIS reads them as Latin-1, MES would fall back to
+/// another time zone or 404): a Config error naming the header, before a
+/// byte is sent, never a panic.
+#[tokio::test]
+async fn header_values_that_are_not_plain_ascii_are_refused_before_sending() {
+    let (_emu, aim) = emulator().await;
+    let rec = Recorder::start(Rule::Accept).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
+    for (client, header) in [
+        (mes.with_tz_id("Mitteleuropäische Zeit"), "tz_id"),
+        (mes.with_tz_id("W. Europe\r\nStandard Time"), "tz_id"),
+        (mes.with_tz_id(""), "tz_id"),
+        (mes.with_trans_id("T\u{00a0}1"), "trans_id"),
+        (mes.with_trans_id("T\u{7f}1"), "trans_id"),
+        (mes.with_trans_id("  "), "trans_id"),
+    ] {
+        let err = client.entities().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{client:?}: {err}");
+        assert!(err.to_string().contains(header), "{err}");
+    }
+    assert_eq!(rec.requests(), 0, "{:?}", rec.seen());
 }

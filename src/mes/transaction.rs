@@ -49,13 +49,11 @@ impl MesClient {
         // POST without a body: AVEVA documents none for this call.
         let model: TransactionModel = plain.call_json(Method::POST, path, None).await?;
         // It goes into a header on every call of the transaction.
-        let usable = !model.trans_id.is_empty()
-            && reqwest::header::HeaderValue::from_str(&model.trans_id).is_ok();
-        if !usable {
+        if super::header_text(&model.trans_id).is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidResponse,
                 "MES answered POST api/v3/transaction without a usable trans_id \
-                 (empty, or characters that cannot go into an HTTP header)",
+                 (empty, or characters other than printable ASCII)",
             ));
         }
         Ok(MesTransaction {

@@ -707,6 +707,8 @@ async fn a_commit_without_an_answer_says_the_outcome_is_unknown() {
     assert!(!err.is_transient(), "retrying cannot commit it: {err}");
     let text = err.to_string();
     assert!(text.contains("may or may not have committed"), "{text}");
+    // One line of prose: no run of spaces from a broken string continuation.
+    assert!(!text.contains("  "), "{text:?}");
 }
 
 #[tokio::test]

@@ -104,7 +104,8 @@ impl MesTransaction {
             // calls may do them twice: not "retry later".
             Err(e) if action == "commit" && e.status().is_none() => Err(e
                 .context(
-                    "MES may or may not have committed the transaction (its answer did not                      arrive); it is being aborted: check the data before redoing the calls",
+                    "MES may or may not have committed the transaction (its answer did not \
+                     arrive); it is being aborted: check the data before redoing the calls",
                 )
                 .transient(false)),
             other => other,

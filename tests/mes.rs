@@ -809,3 +809,45 @@ async fn header_values_that_are_not_plain_ascii_are_refused_before_sending() {
     }
     assert_eq!(rec.requests(), 0, "{:?}", rec.seen());
 }
+
+/// A MES (or something in front of it) that sends its headers at once and
+/// then one byte of body a second, forever: the per-request timeout covers
+/// the body too, and so does the default one. Nothing hangs.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_trickles_forever_times_out() {
+    let (_emu, aim) = attach_support::paused_emulator().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/mesmw/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n2\r\n[ \r\n";
+                if socket.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if socket.write_all(b"1\r\n \r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mes = MesClient::new(&base, aim).unwrap();
+    for (client, bound) in [
+        (mes.with_timeout(Duration::from_secs(5)), Duration::from_secs(5)),
+        (mes.clone(), Duration::from_secs(30)),
+    ] {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(600), client.entities()).await;
+        let err = outcome.expect("the call hung").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        let took = started.elapsed();
+        assert!(took >= bound && took < bound + Duration::from_secs(2), "{took:?}");
+    }
+}

@@ -34,7 +34,9 @@
 //! be replayed**. When the fresh token is refused too, the call fails with
 //! an `Unauthorized` [`BearerError::Auth`] and 401 renewals stop for
 //! [`unauthorized_cooldown`](crate::AimClientBuilder::unauthorized_cooldown);
-//! a token younger than `min_refresh_interval` is not renewed either.
+//! a token younger than `min_refresh_interval` is not renewed either, nor
+//! is one refused by a 401 that no fresh token fixes (a `WWW-Authenticate`
+//! asking only for another scheme, or `insufficient_scope`).
 //!
 //! # Which bodies are replayed
 //!
@@ -351,7 +353,9 @@ where
                 checked.map_err(BearerError::Auth)?;
                 let token = attach(&aim, &header, &mut req).await?;
                 let response = inner.call(req).await.map_err(BearerError::Service)?;
-                if !bearer::is_token_rejected(response.status().as_u16()) {
+                let refusal = bearer::refusal(response.status().as_u16(), response.headers());
+                if refusal != Some(bearer::Refusal::Token) {
+                    // Served, or refused for a reason no fresh token fixes.
                     return Ok(response);
                 }
                 let Some(mut retry) = replay else {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::bearer::{self, HeaderCache};
+use crate::bearer::{self, HeaderCache, Refusal};
 use crate::client::AimClient;
 use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
@@ -72,6 +72,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// | --- | --- | --- |
 /// | 400 (wrong parameter type or range, a business rule) | `BadRequest` | no |
 /// | 401 twice | `Unauthorized` | no |
+/// | 401 asking for Windows authentication (`Negotiate`, `NTLM`) or a missing scope (`insufficient_scope`): not renewed | `Unauthorized`, says which | no |
 /// | 403 | `Forbidden` | no |
 /// | 404 "You do not have the appropriate privileges ..." | `NotFound`, explains the Default Background User (attribute 199, cached up to an hour) | no |
 /// | 404 "transaction ID ... doesn't exist" | `NotFound`, the transaction timed out | no |
@@ -307,7 +308,10 @@ impl MesClient {
             .await
             .map_err(|e| e.context(&context))?;
         let mut tokens = vec![token.clone()];
-        if bearer::is_token_rejected(response.status().as_u16()) {
+        // Renewed only when a fresh token can help (not for a 401 that asks
+        // for Windows authentication or a scope the token lacks).
+        let mut refusal = bearer::refusal(response.status().as_u16(), response.headers());
+        if refusal == Some(Refusal::Token) {
             if let Some(retry) = replay {
                 let fresh = aim
                     .renew_refused(&token)
@@ -315,6 +319,7 @@ impl MesClient {
                     .map_err(|e| e.context(&context))?;
                 response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
                 tokens.push(fresh);
+                refusal = bearer::refusal(response.status().as_u16(), response.headers());
             } else {
                 aim.refused_unretried(&token);
             }
@@ -348,7 +353,7 @@ impl MesClient {
             body: &body,
             body_len: Some(body_len),
         };
-        let mut err = answer_error(&answer, url.as_str(), &tokens);
+        let mut err = refused_answer_error(&answer, url.as_str(), &tokens, refusal.as_ref());
         if let Some(fresh) = tokens.get(1) {
             if bearer::is_token_rejected(status) {
                 // The renewed token was refused too: no renewals for a while.
@@ -590,8 +595,18 @@ const WHAT: &str = "MES call";
 
 /// The error of a non-2xx MES answer to a call made with `tokens`.
 pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
+    refused_answer_error(answer, url, tokens, None)
+}
+
+/// [`answer_error`] for an answer whose 401 `refusal` was read.
+fn refused_answer_error(
+    answer: &Answer<'_>,
+    url: &str,
+    tokens: &[AccessToken],
+    refusal: Option<&Refusal>,
+) -> Error {
     let facts = Facts::of(answer, url, WHAT, &scrubber_for(tokens));
-    errors::mes_error(&facts, answer.body)
+    errors::mes_error(&facts, answer.body, refusal)
 }
 
 /// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.

@@ -36,7 +36,10 @@
 //!   error is `reqwest_middleware::Error::Middleware` wrapping an
 //!   [`aim_token::Error`](crate::Error) that says why (get it back with
 //!   `anyhow::Error::downcast_ref`).
-//! - On a 401 the token is renewed (many requests rejecting the same
+//! - A 401 that no fresh token fixes is passed on as it is: one whose
+//!   `WWW-Authenticate` asks only for another scheme (IIS's `Negotiate`)
+//!   or says `Bearer error="insufficient_scope"`.
+//! - On another 401 the token is renewed (many requests rejecting the same
 //!   token cause one refresh; a token younger than `min_refresh_interval`
 //!   is not renewed) and the request is retried once with a fresh
 //!   token when its body can be replayed ([`reqwest::Request::try_clone`]);
@@ -166,7 +169,9 @@ impl Middleware for BearerAuth {
         let replay = req.try_clone();
         let token = self.bearer(&mut req).await?;
         let response = next.clone().run(req, extensions).await?;
-        if !bearer::is_token_rejected(response.status().as_u16()) {
+        let refusal = bearer::refusal(response.status().as_u16(), response.headers());
+        if refusal != Some(bearer::Refusal::Token) {
+            // Served, or refused for a reason no fresh token fixes.
             return Ok(response);
         }
 

@@ -840,7 +840,10 @@ async fn a_body_that_trickles_forever_times_out() {
     });
     let mes = MesClient::new(&base, aim).unwrap();
     for (client, bound) in [
-        (mes.with_timeout(Duration::from_secs(5)), Duration::from_secs(5)),
+        (
+            mes.with_timeout(Duration::from_secs(5)),
+            Duration::from_secs(5),
+        ),
         (mes.clone(), Duration::from_secs(30)),
     ] {
         let started = tokio::time::Instant::now();
@@ -848,6 +851,43 @@ async fn a_body_that_trickles_forever_times_out() {
         let err = outcome.expect("the call hung").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         let took = started.elapsed();
-        assert!(took >= bound && took < bound + Duration::from_secs(2), "{took:?}");
+        assert!(
+            took >= bound && took < bound + Duration::from_secs(2),
+            "{took:?}"
+        );
     }
+}
+
+/// IIS with Windows Authentication on the MES Web API's site answers 401
+/// with `WWW-Authenticate: Negotiate` / `NTLM`; a 401 with `Bearer
+/// error="insufficient_scope"` says the token is valid but lacks a scope.
+/// A fresh token fixes neither: no token request, no retry, and the error
+/// says what is actually wrong instead of "MES does not trust this AIM".
+#[tokio::test]
+async fn a_401_that_a_fresh_token_cannot_fix_is_not_renewed_and_says_why() {
+    let (emu, aim) = emulator().await;
+    aim.token().await.unwrap();
+    for (rule, says) in [
+        (Rule::WindowsAuthOnly, "Windows authentication"),
+        (Rule::InsufficientScope, "insufficient_scope"),
+    ] {
+        let rec = Recorder::start(rule).await;
+        let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim.clone()).unwrap();
+        let before = emu.token_requests();
+        let err = mes.entities().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+        assert_eq!(err.status(), Some(401));
+        assert!(err.to_string().contains(says), "{rule:?}: {err}");
+        assert!(
+            !err.to_string().contains("does not trust"),
+            "{rule:?}: {err}"
+        );
+        assert_eq!(rec.requests(), 1, "{rule:?}: retried");
+        assert_eq!(emu.token_requests(), before, "{rule:?}: a token request");
+    }
+    // Nor does it start the cool-down: a real token refusal still renews.
+    let rec = Recorder::start(Rule::RejectFirstToken).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
+    mes.entities().await.unwrap();
+    assert_eq!(rec.requests(), 2);
 }

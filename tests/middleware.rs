@@ -360,3 +360,19 @@ async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_fo
     assert_eq!(rec.requests(), 50, "a streamed body is sent once");
     assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
 }
+
+/// A 401 a fresh token cannot fix (Windows authentication asked for, or a
+/// missing scope) comes back as it is: no token request, no retry.
+#[tokio::test]
+async fn a_401_that_a_fresh_token_cannot_fix_is_passed_on_without_renewal() {
+    let (emu, aim) = emulator().await;
+    aim.token().await.unwrap();
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
+    for rule in [Rule::WindowsAuthOnly, Rule::InsufficientScope] {
+        let rec = Recorder::start(rule).await;
+        let response = http.get(rec.url("api/v3/entity")).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{rule:?}");
+        assert_eq!(rec.requests(), 1, "{rule:?}: retried");
+        assert_eq!(emu.token_requests(), 1, "{rule:?}: a token request");
+    }
+}

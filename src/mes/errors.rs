@@ -5,6 +5,7 @@
 //! one-line `Message`), never from the raw body: servers echo requests and
 //! secrets in it.
 
+use crate::bearer::Refusal;
 use crate::error::answer::Facts;
 use crate::error::{Error, ErrorKind};
 
@@ -83,8 +84,16 @@ fn says_token_unavailable(body: &str) -> bool {
 /// answer's facts and MES's own (scrubbed) words. `body` (as far as it was
 /// read) is only searched for the documented phrases, never quoted: MES
 /// answers JSON with a `Message`, but a proxy or IIS may not.
-pub(crate) fn mes_error(facts: &Facts, body: &[u8]) -> Error {
+pub(crate) fn mes_error(facts: &Facts, body: &[u8], refusal: Option<&Refusal>) -> Error {
     let status = facts.status;
+    if let Some(why) = refusal.and_then(Refusal::explain) {
+        // A 401 that no token fixes: what MES asked for instead.
+        return Error::new(
+            ErrorKind::Unauthorized,
+            format!("{why} [{}]{}", facts.summary(), facts.said()),
+        )
+        .with_status(status);
+    }
     let lossy = String::from_utf8_lossy(body);
     let text = facts.description.as_deref().unwrap_or(&lossy);
     let (kind, transient, explanation): (ErrorKind, bool, &str) = match status {
@@ -172,7 +181,7 @@ mod tests {
             "MES call",
             &Scrubber::default(),
         );
-        mes_error(&facts, body)
+        mes_error(&facts, body, None)
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub enum Rule {
     RejectFirstToken,
     /// 400 with the request's Authorization header echoed in the body.
     EchoAuthorizationAs400,
+    /// 401 asking for Windows authentication (`Negotiate`, `NTLM`), as IIS
+    /// does when the MES Web API's site has Windows Authentication on.
+    WindowsAuthOnly,
+    /// 401 with `Bearer error="insufficient_scope"`: the token is fine but
+    /// lacks a scope.
+    InsufficientScope,
 }
 
 /// One request as the resource server saw it.
@@ -136,6 +142,26 @@ async fn record(
         }
         Rule::EchoAuthorizationAs400 => {
             return (StatusCode::BAD_REQUEST, format!("bad request from {token}")).into_response()
+        }
+        Rule::WindowsAuthOnly => {
+            let mut response = (StatusCode::UNAUTHORIZED, "401 - Unauthorized").into_response();
+            for scheme in ["Negotiate", "NTLM"] {
+                response
+                    .headers_mut()
+                    .append("www-authenticate", scheme.parse().unwrap());
+            }
+            return response;
+        }
+        Rule::InsufficientScope => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    "www-authenticate",
+                    r#"Bearer realm="mes", error="insufficient_scope", scope="mes.write""#,
+                )],
+                "",
+            )
+                .into_response()
         }
     };
     if rejected {

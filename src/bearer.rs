@@ -109,6 +109,21 @@ impl Refusal {
     }
 }
 
+/// The refusal of a response to a request sent to `sent_to`: `None` unless
+/// it is a 401 from there. A client that follows redirects (a reqwest
+/// client's default) drops the token when one leads to another scheme,
+/// host or port, so that server's 401 says nothing about the token.
+pub(crate) fn refusal_of(response: &reqwest::Response, sent_to: &url::Url) -> Option<Refusal> {
+    let answered = response.url();
+    let same_origin = answered.scheme() == sent_to.scheme()
+        && answered.host_str() == sent_to.host_str()
+        && answered.port_or_known_default() == sent_to.port_or_known_default();
+    if !same_origin {
+        return None;
+    }
+    refusal(response.status().as_u16(), response.headers())
+}
+
 /// Whether a response is a refusal and which: `None` unless `status` is 401.
 pub(crate) fn refusal(status: u16, headers: &reqwest::header::HeaderMap) -> Option<Refusal> {
     if !is_token_rejected(status) {

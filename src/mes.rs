@@ -310,7 +310,7 @@ impl MesClient {
         let mut tokens = vec![token.clone()];
         // Renewed only when a fresh token can help (not for a 401 that asks
         // for Windows authentication or a scope the token lacks).
-        let mut refusal = bearer::refusal(response.status().as_u16(), response.headers());
+        let mut refusal = bearer::refusal_of(&response, &url);
         if refusal == Some(Refusal::Token) {
             if let Some(retry) = replay {
                 let fresh = aim
@@ -319,7 +319,7 @@ impl MesClient {
                     .map_err(|e| e.context(&context))?;
                 response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
                 tokens.push(fresh);
-                refusal = bearer::refusal(response.status().as_u16(), response.headers());
+                refusal = bearer::refusal_of(&response, &url);
             } else {
                 aim.refused_unretried(&token);
             }
@@ -355,7 +355,7 @@ impl MesClient {
         };
         let mut err = refused_answer_error(&answer, url.as_str(), &tokens, refusal.as_ref());
         if let Some(fresh) = tokens.get(1) {
-            if bearer::is_token_rejected(status) {
+            if refusal.is_some() {
                 // The renewed token was refused too: no renewals for a while.
                 err = err.context(aim.fresh_refused(fresh));
             }

@@ -167,9 +167,11 @@ impl Middleware for BearerAuth {
         // before the header goes in, so the copy is cheaper); `None` for
         // streaming bodies, which therefore are not retried.
         let replay = req.try_clone();
+        // Where the token went; the client may follow a redirect elsewhere.
+        let sent_to = req.url().clone();
         let token = self.bearer(&mut req).await?;
         let response = next.clone().run(req, extensions).await?;
-        let refusal = bearer::refusal(response.status().as_u16(), response.headers());
+        let refusal = bearer::refusal_of(&response, &sent_to);
         if refusal != Some(bearer::Refusal::Token) {
             // Served, or refused for a reason no fresh token fixes.
             return Ok(response);
@@ -191,7 +193,7 @@ impl Middleware for BearerAuth {
         tracing::debug!("resource server rejected the token (401); retrying once with a fresh one");
         drop(response);
         let response = next.run(retry, extensions).await?;
-        if bearer::is_token_rejected(response.status().as_u16()) {
+        if bearer::refusal_of(&response, &sent_to).is_some() {
             return Err(reqwest_middleware::Error::middleware(
                 self.aim.fresh_refused(&fresh),
             ));

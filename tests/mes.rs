@@ -891,3 +891,23 @@ async fn a_401_that_a_fresh_token_cannot_fix_is_not_renewed_and_says_why() {
     mes.entities().await.unwrap();
     assert_eq!(rec.requests(), 2);
 }
+
+/// Given a reqwest client that follows redirects (against the advice of
+/// `with_http_client`), a 401 from the host a redirect led to is not a
+/// refusal of the token, which reqwest dropped on the way: no renewal.
+#[tokio::test]
+async fn a_401_after_a_redirect_elsewhere_does_not_renew_the_token() {
+    let (emu, aim) = emulator().await;
+    aim.token().await.unwrap();
+    let server = Recorder::start(Rule::Redirect).await;
+    let elsewhere = Recorder::start(Rule::Reject).await;
+    server.redirect_to(&elsewhere.url("login"));
+    let mes = MesClient::new(format!("{}/mesmw/", server.base), aim)
+        .unwrap()
+        .with_http_client(reqwest::Client::new());
+    let err = mes.entities().await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(elsewhere.seen().iter().all(|s| s.authorization.is_empty()));
+    assert_eq!(server.requests(), 1, "retried");
+    assert_eq!(emu.token_requests(), 1, "renewed for another host's 401");
+}

@@ -376,3 +376,26 @@ async fn a_401_that_a_fresh_token_cannot_fix_is_passed_on_without_renewal() {
         assert_eq!(emu.token_requests(), 1, "{rule:?}: a token request");
     }
 }
+
+/// The reqwest client below follows a redirect from MES to another host
+/// (and drops the token on the way, as it must). That host's 401 is not a
+/// refusal of the token, which it never saw: no renewal, no retry, no
+/// cool-down; the caller gets the 401 as it came.
+#[tokio::test]
+async fn a_401_from_the_host_a_redirect_led_to_is_not_a_refused_token() {
+    let (emu, aim) = emulator().await;
+    aim.token().await.unwrap();
+    let mes = Recorder::start(Rule::Redirect).await;
+    let elsewhere = Recorder::start(Rule::Reject).await;
+    mes.redirect_to(&elsewhere.url("login"));
+    let http = client(BearerAuth::new(aim).allow_host("127.0.0.1"));
+    let response = http.get(mes.url("api/v3/entity")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        elsewhere.seen().iter().all(|s| s.authorization.is_empty()),
+        "{:?}",
+        elsewhere.seen()
+    );
+    assert_eq!(mes.requests(), 1, "retried");
+    assert_eq!(emu.token_requests(), 1, "renewed for another host's 401");
+}

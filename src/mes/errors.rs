@@ -106,7 +106,7 @@ pub(crate) fn mes_error(facts: &Facts, body: &[u8], refusal: Option<&Refusal>) -
         401 => (
             ErrorKind::Unauthorized,
             false,
-            "MES rejected the access token, also a freshly fetched one: check that MES \
+            "MES rejected the access token: check that MES \
              uses this AIM (the same System Management Server) and that the clocks of MES and AIM \
              agree",
         ),

@@ -29,6 +29,8 @@ pub enum Rule {
     /// 401 with `Bearer error="insufficient_scope"`: the token is fine but
     /// lacks a scope.
     InsufficientScope,
+    /// 307 to the URL given with [`Recorder::redirect_to`].
+    Redirect,
 }
 
 /// One request as the resource server saw it.
@@ -48,6 +50,7 @@ struct Shared {
     rule: Mutex<Option<Rule>>,
     seen: Mutex<Vec<Seen>>,
     first_token: Mutex<Option<String>>,
+    redirect_to: Mutex<String>,
 }
 
 /// The recording resource server; stops when dropped (the runtime ends).
@@ -76,6 +79,11 @@ impl Recorder {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// Where [`Rule::Redirect`] sends requests.
+    pub fn redirect_to(&self, url: &str) {
+        *self.shared.redirect_to.lock().unwrap() = url.to_owned();
     }
 
     pub fn set_rule(&self, rule: Rule) {
@@ -151,6 +159,10 @@ async fn record(
                     .append("www-authenticate", scheme.parse().unwrap());
             }
             return response;
+        }
+        Rule::Redirect => {
+            let to = shared.redirect_to.lock().unwrap().clone();
+            return (StatusCode::TEMPORARY_REDIRECT, [("location", to)], "").into_response();
         }
         Rule::InsufficientScope => {
             return (

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -276,6 +276,9 @@ impl MesClient {
     async fn execute(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
         let url = self.resolve(path)?;
         let context = format!("MES {method} {}", url.path());
+        // hyper sends no length for an empty body, and HTTP.sys (under IIS,
+        // so under MES) refuses such a POST or PUT with a 411.
+        let empty_needs_length = body.is_none() && matches!(method, Method::POST | Method::PUT);
         let mut builder = self.inner.http.request(method, url.clone());
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
@@ -287,6 +290,8 @@ impl MesClient {
             builder = builder
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body);
+        } else if empty_needs_length {
+            builder = builder.header(CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
         let request = builder
             .build()

@@ -1,7 +1,7 @@
 //! The emulator's MES Web API V3 (`/mesmw/api/...`): the routes AVEVA
 //! documents for entities, jobs and transactions, matched
 //! case-insensitively as MES does, behind MES's checks in MES's order:
-//! AIM reachable (else 500), bearer token (else 401), permission (403),
+//! a declared length on POST and PUT (else HTTP.sys's 411), AIM reachable (else 500), bearer token (else 401), permission (403),
 //! endpoint and method (404, 405), privilege of the Default Background User
 //! (404), transaction (404), parameters (404 missing, 400 wrong type).
 //! Errors have ASP.NET Web API's `{"Message": ..}` shape. Only V3 is
@@ -113,6 +113,9 @@ async fn handle(AxumState(st): AxumState<Arc<State>>, req: Request) -> Response<
     if !rest.starts_with("api/") {
         return plain_not_found();
     }
+    if !declares_length(&req) {
+        return length_required();
+    }
     let echoed = ECHOED.map(|name| req.headers().get(name).cloned());
     let mut resp = answer(&st, rest.to_owned(), req).await;
     for (name, value) in ECHOED.into_iter().zip(echoed) {
@@ -122,6 +125,29 @@ async fn handle(AxumState(st): AxumState<Arc<State>>, req: Request) -> Response<
         }
     }
     resp
+}
+
+/// HTTP.sys, under IIS, refuses a POST or PUT that says neither how long
+/// its body is nor that it is chunked, before MES sees it: even an empty
+/// body needs `Content-Length: 0` (RFC 9110 §8.6 asks clients for it).
+fn declares_length(req: &Request) -> bool {
+    let headers = req.headers();
+    !matches!(*req.method(), Method::POST | Method::PUT)
+        || headers.contains_key(header::CONTENT_LENGTH)
+        || headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// HTTP.sys's own 411 page.
+fn length_required() -> Response<Body> {
+    respond(
+        StatusCode::LENGTH_REQUIRED,
+        "text/html; charset=us-ascii",
+        "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\"\"http://www.w3.org/TR/html4/strict.dtd\">\r\n\
+         <HTML><HEAD><TITLE>Length Required</TITLE>\r\n\
+         <META HTTP-EQUIV=\"Content-Type\" Content=\"text/html; charset=us-ascii\"></HEAD>\r\n\
+         <BODY><h2>Length Required</h2>\r\n<hr><p>HTTP Error 411. The request must be chunked \
+         or have a content length.</p>\r\n</BODY></HTML>\r\n",
+    )
 }
 
 async fn answer(st: &State, path: String, req: Request) -> Response<Body> {

@@ -53,6 +53,13 @@
 //! refused retry does (a MES refusing every token costs no token request
 //! per upload).
 //!
+//! # Redirects
+//!
+//! hyper follows none. A redirect-following service (tower-http's
+//! `FollowRedirect`) belongs *outside* this layer, so that every hop is
+//! checked against the allowed hosts; below it, it would resend the token to
+//! wherever a redirect points (it keeps `Authorization` across hosts).
+//!
 //! # Relative URIs
 //!
 //! Some clients (tonic's `Channel`) add scheme and host below the layer, so

@@ -57,8 +57,10 @@
 //!
 //! hyper follows none. A redirect-following service (tower-http's
 //! `FollowRedirect`) belongs *outside* this layer, so that every hop is
-//! checked against the allowed hosts; below it, it would resend the token to
-//! wherever a redirect points (it keeps `Authorization` across hosts).
+//! checked against the allowed hosts. Below it, only the first hop is:
+//! its standard policy drops `Authorization` on a cross-origin redirect,
+//! but a policy without `FilterCredentials` resends the token wherever a
+//! redirect points.
 //!
 //! # Relative URIs
 //!

@@ -911,3 +911,42 @@ async fn a_401_after_a_redirect_elsewhere_does_not_renew_the_token() {
     assert_eq!(server.requests(), 1, "retried");
     assert_eq!(emu.token_requests(), 1, "renewed for another host's 401");
 }
+
+/// A sync wrapper's caller drops the transaction outside any runtime
+/// context (the value came back from `block_on`) while the runtime it was
+/// opened on still runs: the abort runs there, instead of the transaction
+/// holding its job position until MES's timeout. Dropped after that
+/// runtime is gone, nothing can run it; no panic either.
+#[test]
+fn a_transaction_dropped_outside_its_runtime_is_aborted_on_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (emu, mes, tx) = runtime.block_on(async {
+        let (emu, mes) = mes().await;
+        let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
+        let tx = mes.transaction().await.unwrap();
+        tx.mes().start_job(&job).await.unwrap();
+        (emu, mes, tx)
+    });
+    let before = emu.counters().mes;
+    drop(tx);
+    runtime.block_on(async {
+        for _ in 0..200 {
+            if emu.counters().mes > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(emu.counters().mes, before + 1, "no abort call");
+        assert_eq!(
+            mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
+            Some(JobState::Ready)
+        );
+    });
+    let tx = runtime.block_on(async { mes.transaction().await.unwrap() });
+    drop(runtime);
+    drop(tx);
+    drop(emu);
+}

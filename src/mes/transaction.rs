@@ -18,8 +18,11 @@ use crate::error::{Error, ErrorKind, Result};
 /// [`ErrorKind::NotFound`], "transaction ID ... timed out").
 ///
 /// Dropped without `commit` or `abort` (an early `?`, a panic), it is
-/// aborted in the background, best effort, with a warning in the log: end
-/// it explicitly.
+/// aborted in the background, best effort, with a warning in the log: on
+/// the runtime it is dropped in, or else on the one it was opened on while
+/// that one runs. End it explicitly: a runtime that ends right after the
+/// drop (the end of `main`) never runs the abort, and MES keeps the
+/// transaction until its timeout.
 ///
 /// ```no_run
 /// # async fn run(mes: aim_token::MesClient) -> Result<(), aim_token::Error> {
@@ -35,6 +38,9 @@ pub struct MesTransaction {
     mes: MesClient,
     id: String,
     open: bool,
+    /// The runtime it was opened on: Drop aborts it there when dropped
+    /// outside any runtime (a sync wrapper's caller), if it still runs.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl MesClient {
@@ -60,6 +66,7 @@ impl MesClient {
             mes: plain.with_trans_id(&model.trans_id),
             id: model.trans_id,
             open: true,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 }
@@ -125,20 +132,30 @@ impl Drop for MesTransaction {
         if !self.open {
             return;
         }
+        // The runtime here, else the one it was opened on. One that has shut
+        // down drops the task unrun: then MES's transaction timeout drops
+        // the changes.
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.take());
+        let Some(runtime) = runtime else {
+            tracing::warn!(
+                trans_id = %self.id,
+                "MES transaction dropped without commit() or abort() and no tokio runtime to \
+                 abort it: MES drops its changes when the transaction times out"
+            );
+            return;
+        };
         tracing::warn!(
             trans_id = %self.id,
             "MES transaction dropped without commit() or abort(): aborting it, best effort"
         );
-        // Only where a runtime is there to run it; otherwise MES's
-        // transaction timeout drops the changes.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mes = self.mes.clone();
-            runtime.spawn(async move {
-                if let Err(e) = end(&mes, "abort").await {
-                    tracing::warn!("aborting a dropped MES transaction failed: {e}");
-                }
-            });
-        }
+        let mes = self.mes.clone();
+        runtime.spawn(async move {
+            if let Err(e) = end(&mes, "abort").await {
+                tracing::warn!("aborting a dropped MES transaction failed: {e}");
+            }
+        });
     }
 }
 

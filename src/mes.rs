@@ -207,7 +207,9 @@ impl MesClient {
     }
 
     /// A client whose requests each time out after `timeout` (default: the
-    /// [`AimClient`]'s request timeout, 30 s unless configured).
+    /// [`AimClient`]'s request timeout, 30 s unless configured). Waiting for
+    /// a token from AIM is bounded by it too (without it, by the client's
+    /// `retry_deadline`).
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         MesClient {
@@ -305,7 +307,10 @@ impl MesClient {
         };
 
         let aim = &self.inner.aim;
-        let token = aim.token().await.map_err(|e| e.context(&context))?;
+        let token = self
+            .within_timeout(aim.token())
+            .await
+            .map_err(|e| e.context(&context))?;
         // Taken before the header goes in; the body is bytes, so the copy
         // shares its buffer and is always there.
         let replay = request.try_clone();
@@ -318,8 +323,8 @@ impl MesClient {
         let mut refusal = bearer::refusal_of(&response, &url);
         if refusal == Some(Refusal::Token) {
             if let Some(retry) = replay {
-                let fresh = aim
-                    .renew_refused(&token)
+                let fresh = self
+                    .within_timeout(aim.renew_refused(&token))
                     .await
                     .map_err(|e| e.context(&context))?;
                 response = send(retry, &fresh).await.map_err(|e| e.context(&context))?;
@@ -366,6 +371,29 @@ impl MesClient {
             }
         }
         Err(err.context(&context))
+    }
+
+    /// Waits for a token for at most the [`with_timeout`](Self::with_timeout)
+    /// of this client, if it has one: a caller's deadline covers the whole
+    /// call. The token request itself belongs to the cache and goes on, for
+    /// the next call.
+    async fn within_timeout(
+        &self,
+        wait: impl std::future::Future<Output = Result<AccessToken>>,
+    ) -> Result<AccessToken> {
+        let Some(limit) = self.timeout else {
+            return wait.await;
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no access token from AIM within {limit:?} (this call's with_timeout); \
+                     the token request goes on, for the next call"
+                ),
+            )
+            .transient(true))
+        })
     }
 
     /// `path` under the base, refusing anything that would leave it: an

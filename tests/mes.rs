@@ -950,3 +950,23 @@ fn a_transaction_dropped_outside_its_runtime_is_aborted_on_it() {
     drop(tx);
     drop(emu);
 }
+
+/// A caller that gives a call 2 s gets its answer within 2 s even when AIM
+/// hangs: the wait for a token is part of the call (the token request goes
+/// on in the background, owned by the cache, for the next call).
+#[tokio::test(start_paused = true)]
+async fn the_timeout_bounds_the_wait_for_a_token_too() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    emu.inject(Endpoint::Token, Fault::Delay(Duration::from_secs(40)));
+    let mes = MesClient::new(emu.mes_base(), aim).unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = mes.with_timeout(Duration::from_secs(2)).entities().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}: {answer:?}");
+    let err = answer.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("AIM"), "{err}");
+    // The token request was not cancelled: a patient call gets its token.
+    mes.entities().await.unwrap();
+}

@@ -58,12 +58,22 @@ pub(crate) fn build_client(config: &HttpConfig) -> Result<reqwest::Client> {
 }
 
 /// The client for the calls to one origin (`MesClient`'s base): as
-/// [`build_client`], except that plain http, which the crate sends only to
-/// loopback, goes direct: a proxy would carry it, and the token in it, off
-/// the machine in clear text (and one on another host cannot reach this
-/// machine's loopback anyway). https keeps the proxy: it sees only a tunnel.
+/// [`build_client`], but without any proxy when [`goes_direct`] says so.
 pub(crate) fn build_client_for(config: &HttpConfig, origin: &url::Url) -> Result<reqwest::Client> {
-    build(config, origin.scheme() == "http")
+    build(config, goes_direct(origin))
+}
+
+/// Whether requests to `url` skip every proxy, explicit or from the
+/// environment: plain http to loopback. Plain http is allowed there because
+/// it stays on the machine; a proxy would carry it, and the secret or token
+/// in it, across the network in clear text (and one on another host cannot
+/// reach this machine's loopback anyway). https keeps the proxy: it sees a
+/// tunnel only.
+pub(crate) fn goes_direct(url: &url::Url) -> bool {
+    url.scheme() == "http"
+        && url
+            .host()
+            .is_some_and(|h| crate::authority::is_loopback(&h))
 }
 
 fn build(config: &HttpConfig, direct: bool) -> Result<reqwest::Client> {

@@ -251,3 +251,17 @@ async fn a_loopback_http_mes_is_called_directly_never_through_the_proxy() {
 async fn http_mes_on_loopback() -> attach_support::Recorder {
     attach_support::Recorder::start(attach_support::Rule::Accept).await
 }
+
+/// The same for AIM: a plain-http (loopback) authority is asked directly.
+/// Through the proxy, the client secret would cross the network in the
+/// clear, in a forwarded POST.
+#[tokio::test]
+async fn a_loopback_http_aim_is_asked_directly_never_through_the_proxy() {
+    let emu = AimEmulator::start().await.unwrap();
+    assert!(emu.authority().starts_with("http://127.0.0.1"));
+    let proxy = ConnectProxy::start().await;
+    let aim = emu.client_builder().proxy(&proxy.url).build().unwrap();
+    let token = aim.token().await;
+    assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+    token.unwrap();
+}

@@ -20,8 +20,8 @@ use crate::credentials::{ClientAuthMethod, ClientCredentials};
 use crate::discovery::{DiscoveryCache, DiscoveryRequest, ProviderMetadata};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{
-    build_client, from_reqwest, read_capped, secret_header, zeroized_on_drop, HttpConfig,
-    MAX_BODY_BYTES,
+    build_client, build_client_for, from_reqwest, goes_direct, read_capped, secret_header,
+    zeroized_on_drop, HttpConfig, MAX_BODY_BYTES,
 };
 use crate::token::AccessToken;
 
@@ -75,6 +75,9 @@ impl fmt::Debug for ExchangeConfig {
 pub(crate) struct Exchanger {
     config: ExchangeConfig,
     http: reqwest::Client,
+    /// For the origins that must not go through a proxy
+    /// ([`goes_direct`]); built only when one is configured.
+    direct: Option<reqwest::Client>,
     discovery: Vec<DiscoveryCache>,
     scrubber: Scrubber,
 }
@@ -83,6 +86,18 @@ impl Exchanger {
     /// Builds the HTTP client (TLS roots, timeouts). No network I/O.
     pub(crate) fn new(config: ExchangeConfig) -> Result<Self> {
         let http = build_client(&config.http)?;
+        // Discovery's endpoints share their authority's origin, so these
+        // are all the origins a request goes to.
+        let direct_origin = config
+            .authorities
+            .iter()
+            .filter_map(|a| Url::parse(a.base_url()).ok())
+            .chain(config.token_endpoint.clone())
+            .find(goes_direct);
+        let direct = match direct_origin {
+            Some(origin) => Some(build_client_for(&config.http, &origin)?),
+            None => None,
+        };
         let discovery = config
             .authorities
             .iter()
@@ -92,9 +107,18 @@ impl Exchanger {
         Ok(Exchanger {
             config,
             http,
+            direct,
             discovery,
             scrubber,
         })
+    }
+
+    /// The client for requests to `url`: direct where [`goes_direct`] says.
+    fn client_for(&self, url: &str) -> &reqwest::Client {
+        match &self.direct {
+            Some(direct) if Url::parse(url).is_ok_and(|u| goes_direct(&u)) => direct,
+            _ => &self.http,
+        }
     }
 
     /// The primary authority's base URL.
@@ -105,7 +129,7 @@ impl Exchanger {
     async fn discover(&self, index: usize) -> Result<Arc<ProviderMetadata>> {
         let (authority, cache) = self.authority(index)?;
         let req = DiscoveryRequest {
-            http: &self.http,
+            http: self.client_for(authority.base_url()),
             authority,
             scrubber: &self.scrubber,
             now: self.config.clock.now(),
@@ -222,7 +246,7 @@ impl Exchanger {
         let creds = &self.config.credentials;
         let body = creds.token_request_body(&self.config.scopes, &self.config.form_params);
         let mut request = self
-            .http
+            .client_for(endpoint.as_str())
             .post(endpoint.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")

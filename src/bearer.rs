@@ -129,7 +129,7 @@ pub(crate) fn refusal(status: u16, headers: &reqwest::header::HeaderMap) -> Opti
     if !is_token_rejected(status) {
         return None;
     }
-    let mut others: Vec<String> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
     let mut bearer: Option<Refusal> = None;
     let values = headers.get_all(reqwest::header::WWW_AUTHENTICATE);
     // Unreadable (non-ASCII) challenges say nothing: treated as absent.
@@ -147,12 +147,17 @@ pub(crate) fn refusal(status: u16, headers: &reqwest::header::HeaderMap) -> Opti
                     Refusal::Token
                 });
             }
-        } else if others.len() < 4
-            && !others
+        } else {
+            // Named only when it is a scheme people know: a server's value
+            // is no text to repeat (one may echo the token as a "scheme").
+            let name = KNOWN_SCHEMES
                 .iter()
-                .any(|o| o.eq_ignore_ascii_case(challenge.scheme))
-        {
-            others.push(challenge.scheme.to_owned());
+                .find(|k| k.eq_ignore_ascii_case(challenge.scheme))
+                .copied()
+                .unwrap_or("another scheme");
+            if !others.contains(&name) {
+                others.push(name);
+            }
         }
     }
     Some(match bearer {
@@ -161,6 +166,9 @@ pub(crate) fn refusal(status: u16, headers: &reqwest::header::HeaderMap) -> Opti
         None => Refusal::OtherSchemes(others.join(", ")),
     })
 }
+
+/// The schemes a refusal names; any other is "another scheme".
+const KNOWN_SCHEMES: [&str; 5] = ["Negotiate", "NTLM", "Kerberos", "Basic", "Digest"];
 
 /// One challenge of a `WWW-Authenticate` value: its scheme and, for
 /// Bearer, its `error` parameter.
@@ -648,6 +656,11 @@ mod tests {
             assert_eq!(refusal(&[scope]), Refusal::Scope, "{scope}");
         }
         assert_eq!(refusal(&["Negotiate, NTLM"]), other("Negotiate, NTLM"));
+        // A value that is not a scheme people know is not repeated.
+        assert_eq!(
+            refusal(&["eyJhbGciOi.eyJzdWIi.c2ln", "X-Custom realm=\"a\""]),
+            other("another scheme")
+        );
         assert_eq!(refusal(&["Negotiate", "NTLM"]), other("Negotiate, NTLM"));
         assert_eq!(
             refusal(&["Negotiate oYIBzw==", "negotiate"]),

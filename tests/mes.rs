@@ -885,6 +885,13 @@ async fn a_401_that_a_fresh_token_cannot_fix_is_not_renewed_and_says_why() {
         assert_eq!(rec.requests(), 1, "{rule:?}: retried");
         assert_eq!(emu.token_requests(), before, "{rule:?}: a token request");
     }
+    // A challenge that is the token itself never reaches the error.
+    let rec = Recorder::start(Rule::EchoTokenAsChallenge).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim.clone()).unwrap();
+    let token = aim.token().await.unwrap();
+    let err = mes.entities().await.unwrap_err();
+    assert!(!err.to_string().contains(token.secret()), "{err}");
+    assert!(!format!("{err:?}").contains(token.secret()), "{err:?}");
     // Nor does it start the cool-down: a real token refusal still renews.
     let rec = Recorder::start(Rule::RejectFirstToken).await;
     let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();

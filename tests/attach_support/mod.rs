@@ -31,6 +31,9 @@ pub enum Rule {
     InsufficientScope,
     /// 307 to the URL given with [`Recorder::redirect_to`].
     Redirect,
+    /// 401 whose `WWW-Authenticate` is the bearer token it was sent, as if
+    /// it were an authentication scheme.
+    EchoTokenAsChallenge,
 }
 
 /// One request as the resource server saw it.
@@ -159,6 +162,10 @@ async fn record(
                     .append("www-authenticate", scheme.parse().unwrap());
             }
             return response;
+        }
+        Rule::EchoTokenAsChallenge => {
+            let echoed = token.trim_start_matches("Bearer ").to_owned();
+            return (StatusCode::UNAUTHORIZED, [("www-authenticate", echoed)], "").into_response();
         }
         Rule::Redirect => {
             let to = shared.redirect_to.lock().unwrap().clone();

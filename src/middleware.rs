@@ -167,11 +167,19 @@ impl Middleware for BearerAuth {
         // before the header goes in, so the copy is cheaper); `None` for
         // streaming bodies, which therefore are not retried.
         let replay = req.try_clone();
-        // Where the token went; the client may follow a redirect elsewhere.
-        let sent_to = req.url().clone();
+        // Where the token goes (the client may follow a redirect elsewhere):
+        // the copy's URL, so the common case copies nothing more.
+        let own_url;
+        let sent_to = match &replay {
+            Some(copy) => copy.url(),
+            None => {
+                own_url = req.url().clone();
+                &own_url
+            }
+        };
         let token = self.bearer(&mut req).await?;
         let response = next.clone().run(req, extensions).await?;
-        let refusal = bearer::refusal_of(&response, &sent_to);
+        let refusal = bearer::refusal_of(&response, sent_to);
         if refusal != Some(bearer::Refusal::Token) {
             // Served, or refused for a reason no fresh token fixes.
             return Ok(response);
@@ -192,6 +200,7 @@ impl Middleware for BearerAuth {
         self.attach(&mut retry, &fresh)?;
         tracing::debug!("resource server rejected the token (401); retrying once with a fresh one");
         drop(response);
+        let sent_to = retry.url().clone();
         let response = next.run(retry, extensions).await?;
         if bearer::refusal_of(&response, &sent_to).is_some() {
             return Err(reqwest_middleware::Error::middleware(

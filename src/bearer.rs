@@ -114,6 +114,9 @@ impl Refusal {
 /// client's default) drops the token when one leads to another scheme,
 /// host or port, so that server's 401 says nothing about the token.
 pub(crate) fn refusal_of(response: &reqwest::Response, sent_to: &url::Url) -> Option<Refusal> {
+    if !is_token_rejected(response.status().as_u16()) {
+        return None; // every answer passes here: the common case first
+    }
     let answered = response.url();
     let same_origin = answered.scheme() == sent_to.scheme()
         && answered.host_str() == sent_to.host_str()

@@ -428,3 +428,31 @@ async fn a_401_that_a_fresh_token_cannot_fix_is_passed_on_without_renewal() {
         assert_eq!(emu.token_requests(), 1, "{rule:?}: a token request");
     }
 }
+
+/// Three waves of a hundred concurrent uploads whose bodies cannot be
+/// replayed, against a MES refusing every token: the first invalidates the
+/// token once, the second fetches one new token (and its refusal starts the
+/// cool-down), the third fetches none.
+#[tokio::test]
+async fn waves_of_concurrent_unreplayable_401s_cost_one_new_token() {
+    let (emu, aim) = emulator().await;
+    let rec = Recorder::start(Rule::Reject).await;
+    let svc = BearerAuthLayer::new(aim.clone())
+        .allow_any_https_host()
+        .layer(hyper_client());
+    aim.token().await.unwrap();
+    for wave in 0..3 {
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let svc = svc.clone();
+                let url = rec.url("api/v3/Jobs/Start");
+                tokio::spawn(async move { svc.oneshot(post(&url, "{}")).await.unwrap().status() })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), StatusCode::UNAUTHORIZED, "wave {wave}");
+        }
+    }
+    assert_eq!(rec.requests(), 300);
+    assert_eq!(emu.token_requests(), 2, "{:?}", emu.counters());
+}

@@ -977,3 +977,31 @@ async fn the_timeout_bounds_the_wait_for_a_token_too() {
     // The token request was not cancelled: a patient call gets its token.
     mes.entities().await.unwrap();
 }
+
+/// One MesClient outlives the runtime it was first used on (a static
+/// client, a test harness, a plugin host restarting its runtime): the next
+/// runtime's calls work, over new connections and with the cached token.
+#[test]
+fn a_client_outlives_the_runtime_it_was_first_used_on() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let (emu, aim) = server.block_on(emulator());
+    for round in 0..3 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mes = MesClient::new(emu.mes_base(), aim.clone()).unwrap();
+        runtime.block_on(async {
+            mes.entities().await.unwrap();
+        });
+        drop(runtime);
+        // The same client, again on a new runtime.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let entities = mes.entities().await;
+            assert!(entities.is_ok(), "round {round}: {entities:?}");
+        });
+    }
+    assert_eq!(emu.token_requests(), 1);
+    drop(emu);
+}

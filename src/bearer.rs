@@ -178,6 +178,23 @@ const KNOWN_SCHEMES: [&str; 5] = ["Negotiate", "NTLM", "Kerberos", "Basic", "Dig
 struct Challenge<'a> {
     scheme: &'a str,
     error: Option<&'a str>,
+    description: Option<&'a str>,
+}
+
+/// What a 401's Bearer challenge states (RFC 6750 §3): its `error` and
+/// `error_description`, raw: the caller scrubs them before showing them.
+pub(crate) fn stated(headers: &reqwest::header::HeaderMap) -> (Option<String>, Option<String>) {
+    let values = headers.get_all(reqwest::header::WWW_AUTHENTICATE);
+    values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(challenges)
+        .find(|c| {
+            c.scheme.eq_ignore_ascii_case("bearer")
+                && (c.error.is_some() || c.description.is_some())
+        })
+        .map(|c| (c.error.map(str::to_owned), c.description.map(str::to_owned)))
+        .unwrap_or_default()
 }
 
 /// The challenges of one `WWW-Authenticate` value. A value may hold
@@ -201,6 +218,7 @@ fn challenges(value: &str) -> Vec<Challenge<'_>> {
         let mut challenge = Challenge {
             scheme: name,
             error: None,
+            description: None,
         };
         // Its first parameter shares the element: `Bearer error="..."`.
         let (param, value) = leading_token(rest.trim_start());
@@ -213,11 +231,15 @@ fn challenges(value: &str) -> Vec<Challenge<'_>> {
 }
 
 impl<'a> Challenge<'a> {
-    /// Keeps the parameter `name` (`rest` is `= value`) if it is `error`.
+    /// Keeps the parameter `name` (`rest` is `= value`) if it is `error`
+    /// or `error_description`.
     fn note(&mut self, name: &str, rest: &'a str) {
+        let value = rest.trim_start().trim_start_matches('=').trim();
+        let value = Some(value.trim_matches('"'));
         if name.eq_ignore_ascii_case("error") {
-            let value = rest.trim_start().trim_start_matches('=').trim();
-            self.error = Some(value.trim_matches('"'));
+            self.error = value;
+        } else if name.eq_ignore_ascii_case("error_description") {
+            self.description = value;
         }
     }
 }
@@ -682,6 +704,24 @@ mod tests {
             .unwrap()
             .contains("Negotiate"));
         assert!(Refusal::Token.explain().is_none());
+        let mut headers = reqwest::header::HeaderMap::new();
+        for v in [
+            "Negotiate",
+            r#"Bearer realm="mes", error="invalid_token", error_description="expired, at 9:00""#,
+        ] {
+            headers.append(
+                reqwest::header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        assert_eq!(
+            stated(&headers),
+            (
+                Some("invalid_token".to_owned()),
+                Some("expired, at 9:00".to_owned())
+            )
+        );
+        assert_eq!(stated(&reqwest::header::HeaderMap::new()), (None, None));
         assert_eq!(
             super::refusal(403, &reqwest::header::HeaderMap::new()),
             None

@@ -104,6 +104,19 @@ pub fn proxy(url: &str) -> crate::Result<reqwest::Proxy> {
     crate::http::proxy(url)
 }
 
+/// What a 401's Bearer challenge states (`WWW-Authenticate: Bearer
+/// error="..", error_description=".."`, RFC 6750 §3) as the library reads
+/// it, for output: `error (description)`, one line, at most 300 characters.
+pub fn bearer_reason(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let text = match crate::bearer::stated(headers) {
+        (Some(error), Some(description)) => format!("{error} ({description})"),
+        (None, Some(description)) => description,
+        (Some(error), None) => error,
+        (None, None) => return None,
+    };
+    Some(text.chars().filter(|c| !c.is_control()).take(300).collect())
+}
+
 /// The proxy a request to `url` goes through, for output (user info
 /// hidden): `explicit` (the builder's proxy) if given, else the proxy
 /// environment variables as reqwest reads them (`HTTPS_PROXY`,
@@ -118,4 +131,35 @@ pub fn proxy_shown_for(explicit: Option<&str>, url: &str) -> Option<String> {
         .intercept(&uri)
         // The matcher keeps credentials apart: the URI holds none.
         .map(|proxy| without_userinfo(&proxy.uri().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(challenge: &str) -> Option<String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::WWW_AUTHENTICATE,
+            reqwest::header::HeaderValue::from_str(challenge).unwrap(),
+        );
+        bearer_reason(&headers)
+    }
+
+    #[test]
+    fn bearer_challenges() {
+        let full = r#"Bearer realm="mes", error="invalid_token", error_description="The audience 'x' is invalid""#;
+        assert_eq!(
+            reason(full).as_deref(),
+            Some("invalid_token (The audience 'x' is invalid)")
+        );
+        assert_eq!(
+            reason(r#"bearer error="invalid_token""#).as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(reason("Basic realm=\"x\""), None);
+        assert_eq!(reason("Bearer"), None);
+        let long = format!("Bearer error_description=\"{}\"", "x".repeat(1000));
+        assert_eq!(reason(&long).unwrap().len(), 300);
+    }
 }

@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::bearer::{self, HeaderCache, Refusal};
 use crate::client::AimClient;
-use crate::error::answer::{without_bom, Answer, Facts};
+use crate::error::answer::{without_bom, Answer, Facts, MAX_CODE_CHARS, MAX_DESCRIPTION_CHARS};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::{content_type, retry_after_and_location};
 use crate::exchange::scrub::Scrubber;
@@ -338,6 +338,11 @@ impl MesClient {
         let status = response.status().as_u16();
         let (retry_after, location) =
             retry_after_and_location(response.headers(), std::time::SystemTime::now());
+        // MES's reason for a 401 is in its challenge, not its body.
+        let challenge = match refusal {
+            Some(_) => bearer::stated(response.headers()),
+            None => (None, None),
+        };
         let content_type = content_type(response.headers());
         if (200..300).contains(&status) {
             let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
@@ -363,7 +368,11 @@ impl MesClient {
             body: &body,
             body_len: Some(body_len),
         };
-        let mut err = refused_answer_error(&answer, url.as_str(), &tokens, refusal.as_ref());
+        let refused = Refused {
+            refusal: refusal.as_ref(),
+            challenge,
+        };
+        let mut err = refused_answer_error(&answer, url.as_str(), &tokens, &refused);
         if let Some(fresh) = tokens.get(1) {
             if refusal.is_some() {
                 // The renewed token was refused too: no renewals for a while.
@@ -628,18 +637,38 @@ const WHAT: &str = "MES call";
 
 /// The error of a non-2xx MES answer to a call made with `tokens`.
 pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
-    refused_answer_error(answer, url, tokens, None)
+    refused_answer_error(answer, url, tokens, &Refused::default())
 }
 
-/// [`answer_error`] for an answer whose 401 `refusal` was read.
+/// What a 401 said beyond its body: why ([`Refusal`]) and its Bearer
+/// challenge's `error` and `error_description`.
+#[derive(Default)]
+struct Refused<'a> {
+    refusal: Option<&'a Refusal>,
+    challenge: (Option<String>, Option<String>),
+}
+
+/// [`answer_error`] for an answer whose 401 was read as `refused`.
 fn refused_answer_error(
     answer: &Answer<'_>,
     url: &str,
     tokens: &[AccessToken],
-    refusal: Option<&Refusal>,
+    refused: &Refused<'_>,
 ) -> Error {
-    let facts = Facts::of(answer, url, WHAT, &scrubber_for(tokens));
-    errors::mes_error(&facts, answer.body, refusal)
+    let scrubber = scrubber_for(tokens);
+    let mut facts = Facts::of(answer, url, WHAT, &scrubber);
+    // The challenge's words where the body has none, scrubbed the same way.
+    let (error, description) = &refused.challenge;
+    let shown = |text: &Option<String>, max| {
+        text.as_deref()
+            .map(|t| scrubber.line(t, max))
+            .filter(|t| !t.is_empty())
+    };
+    if facts.error.is_none() && facts.description.is_none() {
+        facts.error = shown(error, MAX_CODE_CHARS);
+        facts.description = shown(description, MAX_DESCRIPTION_CHARS);
+    }
+    errors::mes_error(&facts, answer.body, refused.refusal)
 }
 
 /// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.

@@ -1005,3 +1005,23 @@ fn a_client_outlives_the_runtime_it_was_first_used_on() {
     assert_eq!(emu.token_requests(), 1);
     drop(emu);
 }
+
+/// MES (IIS's bearer handler) puts its reason in the challenge, not the
+/// body: `Bearer error="invalid_token", error_description="The token
+/// expired at ..."`, the clue to a clock that is off. The error shows it,
+/// scrubbed of the token it quotes.
+#[tokio::test]
+async fn a_refusal_says_what_mes_stated_in_its_challenge() {
+    let (_emu, aim) = emulator().await;
+    let token = aim.token().await.unwrap();
+    let rec = Recorder::start(Rule::RejectSayingWhy).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
+    let err = mes.entities().await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{msg}");
+    assert!(msg.contains("invalid_token"), "{msg}");
+    assert!(msg.contains("expired at '12/01/2026 09:00:00'"), "{msg}");
+    assert!(!msg.contains(token.secret()), "{msg}");
+    assert!(!format!("{err:?}").contains(token.secret()));
+    assert_eq!(rec.requests(), 2, "a refused token is still renewed once");
+}

@@ -21,9 +21,9 @@ use super::{Error, ErrorKind};
 use crate::exchange::scrub::Scrubber;
 
 /// The longest OAuth `error` code kept.
-const MAX_CODE_CHARS: usize = 64;
+pub(crate) const MAX_CODE_CHARS: usize = 64;
 /// The longest description kept.
-const MAX_DESCRIPTION_CHARS: usize = 300;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 300;
 /// The longest `error_uri`, content type or `Location` kept.
 const MAX_URI_CHARS: usize = 200;
 

@@ -34,6 +34,8 @@ pub enum Rule {
     /// 401 whose `WWW-Authenticate` is the bearer token it was sent, as if
     /// it were an authentication scheme.
     EchoTokenAsChallenge,
+    /// 401 whose Bearer challenge says why, quoting the token it was sent.
+    RejectSayingWhy,
 }
 
 /// One request as the resource server saw it.
@@ -162,6 +164,19 @@ async fn record(
                     .append("www-authenticate", scheme.parse().unwrap());
             }
             return response;
+        }
+        Rule::RejectSayingWhy => {
+            let echoed = token.trim_start_matches("Bearer ");
+            let challenge = format!(
+                "Bearer realm=\"mes\", error=\"invalid_token\", error_description=\"The token \
+                 {echoed} expired at '12/01/2026 09:00:00', now is '12/01/2026 10:00:00'\""
+            );
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                "",
+            )
+                .into_response();
         }
         Rule::EchoTokenAsChallenge => {
             let echoed = token.trim_start_matches("Bearer ").to_owned();

@@ -509,12 +509,7 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             report.pass("mes", format!("{url}: HTTP {}", r.status().as_u16()))
         }
         Ok(r) if r.status().as_u16() == 401 => {
-            let stated = r
-                .headers()
-                .get_all(reqwest::header::WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(bearer_error)
+            let stated = aim_token::__cli::bearer_reason(r.headers())
                 .map(|why| format!(": {why}"))
                 .unwrap_or_default();
             report.fail(
@@ -569,30 +564,6 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             }
         },
     }
-}
-
-/// MES's stated reason in a `WWW-Authenticate: Bearer error="..",
-/// error_description=".."` challenge (RFC 6750 §3), one line, bounded.
-fn bearer_error(challenge: &str) -> Option<String> {
-    // The scheme name is case-insensitive (RFC 9110 §11.1).
-    let challenge = challenge.trim();
-    if !challenge.get(..6)?.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let params = &challenge[6..];
-    let param = |name: &str| {
-        let start = params.find(&format!("{name}=\""))? + name.len() + 2;
-        let len = params[start..].find('"')?;
-        Some(params[start..start + len].to_owned())
-    };
-    let text = match (param("error"), param("error_description")) {
-        (Some(error), Some(description)) => format!("{error} ({description})"),
-        (None, Some(description)) => description,
-        (Some(error), None) => error,
-        (None, None) => return None,
-    };
-    let line: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
-    Some(line)
 }
 
 /// The requested scopes the token does not carry, if the token says what
@@ -782,24 +753,6 @@ mod tests {
             .unwrap();
         let err = reqwest::get(emu.authority()).await.unwrap_err();
         assert_eq!(classify_http(&err, None).0, exit::TLS, "{}", chain(&err));
-    }
-
-    #[test]
-    fn bearer_challenges() {
-        let full = r#"Bearer realm="mes", error="invalid_token", error_description="The audience 'x' is invalid""#;
-        assert_eq!(
-            bearer_error(full).as_deref(),
-            Some("invalid_token (The audience 'x' is invalid)")
-        );
-        assert_eq!(
-            bearer_error(r#"bearer error="invalid_token""#).as_deref(),
-            Some("invalid_token")
-        );
-        assert_eq!(bearer_error("Basic realm=\"x\""), None);
-        assert_eq!(bearer_error("Bearer"), None);
-        assert_eq!(bearer_error("Bé"), None);
-        let long = format!("Bearer error_description=\"{}\u{7}\"", "x".repeat(1000));
-        assert_eq!(bearer_error(&long).unwrap().len(), 300);
     }
 
     #[test]

@@ -635,7 +635,9 @@ where
 /// What MES calls are called in messages.
 const WHAT: &str = "MES call";
 
-/// The error of a non-2xx MES answer to a call made with `tokens`.
+/// The error of a non-2xx MES answer to a call made with `tokens` (the
+/// fuzz targets' door; calls read the 401 first: `refused_answer_error`).
+#[cfg(feature = "__fuzz")]
 pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
     refused_answer_error(answer, url, tokens, &Refused::default())
 }

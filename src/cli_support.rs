@@ -117,12 +117,21 @@ pub fn bearer_reason(headers: &reqwest::header::HeaderMap) -> Option<String> {
     Some(text.chars().filter(|c| !c.is_control()).take(300).collect())
 }
 
+/// Whether requests to `url` skip every proxy, explicit or from the
+/// environment, by the client's rule: plain http to loopback.
+pub fn goes_direct(url: &str) -> bool {
+    url::Url::parse(url.trim()).is_ok_and(|u| crate::http::goes_direct(&u))
+}
+
 /// The proxy a request to `url` goes through, for output (user info
 /// hidden): `explicit` (the builder's proxy) if given, else the proxy
 /// environment variables as reqwest reads them (`HTTPS_PROXY`,
 /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, through hyper-util's matcher,
-/// which is reqwest's own), or none.
+/// which is reqwest's own), or none; none for a URL that [`goes_direct`].
 pub fn proxy_shown_for(explicit: Option<&str>, url: &str) -> Option<String> {
+    if goes_direct(url) {
+        return None;
+    }
     if let Some(explicit) = explicit {
         return Some(without_userinfo(explicit.trim()));
     }

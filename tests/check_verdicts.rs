@@ -1238,3 +1238,27 @@ async fn a_proxy_flag_that_is_not_a_url_names_the_flag_not_aim_variables() {
     assert_verdict(row("--proxy is not a proxy URL"), &out);
     assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
 }
+
+/// A plain-http loopback AIM and MES with a proxy configured: `token` and
+/// `check` (its discovery and `--mes` steps) go direct, as the library
+/// does, so neither the client secret nor the token crosses the network in
+/// a forwarded request; `check` runs its direct steps and names no proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_http_aim_and_mes_never_go_through_the_proxy() {
+    let emu = AimEmulator::start().await.unwrap();
+    let env = emulator_env(&emu.authority());
+    let proxy = connect_proxy::ConnectProxy::start().await;
+    let out = aim_token(&["token", "--proxy", &proxy.url], &env).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mes = format!("{}api/v3/entity", emu.mes_base());
+    let mut with_var = env.clone();
+    with_var.push(("HTTP_PROXY", proxy.url.clone()));
+    let out = aim_token(&["check", "--mes", &mes], &with_var).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        step(&out.stdout, "tcp").starts_with("PASS"),
+        "{}",
+        out.stdout
+    );
+    assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+}

@@ -359,7 +359,7 @@ async fn discovery(
         "{}/.well-known/openid-configuration",
         base.as_str().trim_end_matches('/')
     );
-    let http = match global.http() {
+    let http = match global.http_for(&url) {
         Ok(h) => h,
         Err(f) => {
             report.fail("discovery", f.code, f.message, "check --ca-cert");
@@ -486,7 +486,7 @@ fn claims(report: &mut Report, token: &AccessToken, client_id: &str) {
 }
 
 async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToken) {
-    let http = match global.http() {
+    let http = match global.http_for(url) {
         Ok(h) => h,
         Err(f) => {
             report.fail("mes", f.code, f.message, "check --ca-cert");

@@ -315,12 +315,16 @@ impl Global {
     }
 
     /// An HTTP client for the doctor's own requests: same trust, no redirects.
-    pub(crate) fn http(&self) -> Result<reqwest::Client, Failure> {
+    /// The client for requests to `url`: through the proxy, unless the
+    /// library's rule sends it direct (plain http to loopback).
+    pub(crate) fn http_for(&self, url: &str) -> Result<reqwest::Client, Failure> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.timeout())
             .timeout(self.timeout());
-        if let Some(url) = &self.proxy {
+        if aim_token::__cli::goes_direct(url) {
+            builder = builder.no_proxy();
+        } else if let Some(url) = &self.proxy {
             // The builder's rule, so the doctor goes the client's way.
             let proxy = aim_token::__cli::proxy(url).map_err(|e| {
                 Failure::usage(format!("--proxy: {e}"))

@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::bearer::{self, HeaderCache, Refusal};
 use crate::client::AimClient;
-use crate::error::answer::{without_bom, Answer, Facts, MAX_CODE_CHARS, MAX_DESCRIPTION_CHARS};
+use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::{content_type, retry_after_and_location};
 use crate::exchange::scrub::Scrubber;
@@ -23,6 +23,10 @@ use crate::token::AccessToken;
 
 mod entities;
 mod errors;
+
+#[cfg(feature = "__fuzz")]
+pub(crate) use errors::answer_error;
+use errors::{refused_answer_error, Refused};
 mod jobs;
 mod models;
 mod transaction;
@@ -633,52 +637,14 @@ where
 }
 
 /// What MES calls are called in messages.
-const WHAT: &str = "MES call";
-
-/// The error of a non-2xx MES answer to a call made with `tokens` (the
-/// fuzz targets' door; calls read the 401 first: `refused_answer_error`).
-#[cfg(feature = "__fuzz")]
-pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
-    refused_answer_error(answer, url, tokens, &Refused::default())
-}
-
-/// What a 401 said beyond its body: why ([`Refusal`]) and its Bearer
-/// challenge's `error` and `error_description`.
-#[derive(Default)]
-struct Refused<'a> {
-    refusal: Option<&'a Refusal>,
-    challenge: (Option<String>, Option<String>),
-}
-
-/// [`answer_error`] for an answer whose 401 was read as `refused`.
-fn refused_answer_error(
-    answer: &Answer<'_>,
-    url: &str,
-    tokens: &[AccessToken],
-    refused: &Refused<'_>,
-) -> Error {
-    let scrubber = scrubber_for(tokens);
-    let mut facts = Facts::of(answer, url, WHAT, &scrubber);
-    // The challenge's words where the body has none, scrubbed the same way.
-    let (error, description) = &refused.challenge;
-    let shown = |text: &Option<String>, max| {
-        text.as_deref()
-            .map(|t| scrubber.line(t, max))
-            .filter(|t| !t.is_empty())
-    };
-    if facts.error.is_none() && facts.description.is_none() {
-        facts.error = shown(error, MAX_CODE_CHARS);
-        facts.description = shown(description, MAX_DESCRIPTION_CHARS);
-    }
-    errors::mes_error(&facts, answer.body, refused.refusal)
-}
+pub(crate) const WHAT: &str = "MES call";
 
 /// A 2xx answer larger than [`MAX_BODY_BYTES`]: what to do.
 const TOO_LARGE: &str = "ask MES for less (a filter, max_rows)";
 
 /// Scrubs the tokens that were sent (and anything token-shaped) with the
 /// same [`Scrubber`] that cleans AIM's answers.
-fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
+pub(crate) fn scrubber_for(tokens: &[AccessToken]) -> Scrubber {
     Scrubber::for_secrets(tokens.iter().map(AccessToken::secret))
 }
 

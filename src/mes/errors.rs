@@ -5,9 +5,11 @@
 //! one-line `Message`), never from the raw body: servers echo requests and
 //! secrets in it.
 
+use super::{scrubber_for, WHAT};
 use crate::bearer::Refusal;
-use crate::error::answer::Facts;
+use crate::error::answer::{Answer, Facts, MAX_CODE_CHARS, MAX_DESCRIPTION_CHARS};
 use crate::error::{Error, ErrorKind};
+use crate::token::AccessToken;
 
 /// Why MES answered 404: AVEVA documents four causes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +166,44 @@ pub(crate) fn mes_error(facts: &Facts, body: &[u8], refusal: Option<&Refusal>) -
         .with_status(status)
         .with_retry_after(facts.retry_after)
         .transient(transient)
+}
+
+/// The error of a non-2xx MES answer to a call made with `tokens` (the
+/// fuzz targets' door; calls read the 401 first: `refused_answer_error`).
+#[cfg(feature = "__fuzz")]
+pub(crate) fn answer_error(answer: &Answer<'_>, url: &str, tokens: &[AccessToken]) -> Error {
+    refused_answer_error(answer, url, tokens, &Refused::default())
+}
+
+/// What a 401 said beyond its body: why ([`Refusal`]) and its Bearer
+/// challenge's `error` and `error_description`.
+#[derive(Default)]
+pub(crate) struct Refused<'a> {
+    pub(crate) refusal: Option<&'a Refusal>,
+    pub(crate) challenge: (Option<String>, Option<String>),
+}
+
+/// [`answer_error`] for an answer whose 401 was read as `refused`.
+pub(crate) fn refused_answer_error(
+    answer: &Answer<'_>,
+    url: &str,
+    tokens: &[AccessToken],
+    refused: &Refused<'_>,
+) -> Error {
+    let scrubber = scrubber_for(tokens);
+    let mut facts = Facts::of(answer, url, WHAT, &scrubber);
+    // The challenge's words where the body has none, scrubbed the same way.
+    let (error, description) = &refused.challenge;
+    let shown = |text: &Option<String>, max| {
+        text.as_deref()
+            .map(|t| scrubber.line(t, max))
+            .filter(|t| !t.is_empty())
+    };
+    if facts.error.is_none() && facts.description.is_none() {
+        facts.error = shown(error, MAX_CODE_CHARS);
+        facts.description = shown(description, MAX_DESCRIPTION_CHARS);
+    }
+    mes_error(&facts, answer.body, refused.refusal)
 }
 
 #[cfg(test)]

@@ -109,6 +109,12 @@ impl AimClient {
         self.inner.cache.refused_unretried(refused)
     }
 
+    /// A resource server served a request made with `token` (a 2xx): the
+    /// same policy learns that MES takes it.
+    pub(crate) fn accepted(&self, token: &AccessToken) {
+        self.inner.cache.accepted(token)
+    }
+
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> Stats {
         self.inner.cache.stats()

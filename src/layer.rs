@@ -365,6 +365,9 @@ where
                 let refusal = bearer::refusal(response.status().as_u16(), response.headers());
                 if refusal != Some(bearer::Refusal::Token) {
                     // Served, or refused for a reason no fresh token fixes.
+                    if response.status().is_success() {
+                        aim.accepted(&token);
+                    }
                     return Ok(response);
                 }
                 let Some(mut retry) = replay else {
@@ -381,6 +384,9 @@ where
                 let response = inner.call(retry).await.map_err(BearerError::Service)?;
                 if bearer::is_token_rejected(response.status().as_u16()) {
                     return Err(BearerError::Auth(aim.fresh_refused(&fresh)));
+                }
+                if response.status().is_success() {
+                    aim.accepted(&fresh);
                 }
                 Ok(response)
             }),

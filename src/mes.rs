@@ -349,6 +349,9 @@ impl MesClient {
         };
         let content_type = content_type(response.headers());
         if (200..300).contains(&status) {
+            if let Some(used) = tokens.last() {
+                aim.accepted(used);
+            }
             let body = read_capped_with(response, MAX_BODY_BYTES, url.as_str(), TOO_LARGE)
                 .await
                 .map_err(|e| e.context(&context))?;

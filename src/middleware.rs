@@ -182,6 +182,9 @@ impl Middleware for BearerAuth {
         let refusal = bearer::refusal_of(&response, sent_to);
         if refusal != Some(bearer::Refusal::Token) {
             // Served, or refused for a reason no fresh token fixes.
+            if response.status().is_success() {
+                self.aim.accepted(&token);
+            }
             return Ok(response);
         }
 
@@ -206,6 +209,9 @@ impl Middleware for BearerAuth {
             return Err(reqwest_middleware::Error::middleware(
                 self.aim.fresh_refused(&fresh),
             ));
+        }
+        if response.status().is_success() {
+            self.aim.accepted(&fresh);
         }
         Ok(response)
     }

@@ -361,6 +361,55 @@ async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_fo
     assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
 }
 
+/// A token MES accepted and later refuses (AIM rotated its key) is renewed,
+/// streamed bodies or not: an unretried 401 for the token that replaced an
+/// earlier refused one proves "MES refuses fresh tokens" only when that
+/// token never worked. Here it did, for several calls, so its 401 is a new
+/// refusal: the next call gets a new token, not 30 s of cool-down.
+#[tokio::test(start_paused = true)]
+async fn a_replacement_token_mes_accepted_and_then_refuses_is_renewed() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::RejectRevoked).await;
+    let http = client(BearerAuth::new(aim).allow_any_https_host());
+    let streamed = || {
+        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"JobId\":1}",
+        )));
+        http.post(rec.url("api/v3/Jobs/Start")).body(body).send()
+    };
+    let second = std::time::Duration::from_secs(1);
+    assert_eq!(streamed().await.unwrap().status(), 200);
+    tokio::time::sleep(2 * second).await;
+    rec.revoke_seen();
+    assert_eq!(
+        streamed().await.unwrap().status(),
+        401,
+        "the first token revoked"
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(2 * second).await;
+        assert_eq!(
+            streamed().await.unwrap().status(),
+            200,
+            "its replacement works"
+        );
+    }
+    rec.revoke_seen();
+    assert_eq!(
+        streamed().await.unwrap().status(),
+        401,
+        "the replacement revoked"
+    );
+    tokio::time::sleep(2 * second).await;
+    assert_eq!(
+        streamed().await.unwrap().status(),
+        200,
+        "renewed, not cooled down: {:?}",
+        emu.counters()
+    );
+    assert_eq!(rec.distinct_tokens().len(), 3);
+}
+
 /// A 401 a fresh token cannot fix (Windows authentication asked for, or a
 /// missing scope) comes back as it is: no token request, no retry.
 #[tokio::test]

@@ -13,6 +13,8 @@
 //!   next such 401, for the token that replaced it, within
 //!   `unauthorized_cooldown`, counts as that answer. Without it, a MES
 //!   refusing every token would cost a token request per streamed upload.
+//!   A replacement that MES accepted (a 2xx) settles it: its later 401 is a
+//!   new refusal (AIM rotated its key), renewed as any other.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -76,6 +78,19 @@ impl Cache {
             shared
                 .unretried_since_ms
                 .store(now.max(1), Ordering::Release);
+        }
+    }
+
+    /// A resource server served a request made with `token` (a 2xx). When
+    /// it replaced a token refused without retry, that refusal is settled:
+    /// MES takes fresh tokens. One atomic load when nothing is pending (the
+    /// common case, on every request).
+    pub(crate) fn accepted(&self, token: &AccessToken) {
+        let pending = &self.shared.unretried_since_ms;
+        let since = pending.load(Ordering::Acquire);
+        if since != 0 && crate::clock::unix_millis(token.issued_at()) >= since {
+            // Only this refusal: a newer one keeps its own mark.
+            let _ = pending.compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 

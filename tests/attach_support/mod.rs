@@ -36,6 +36,9 @@ pub enum Rule {
     EchoTokenAsChallenge,
     /// 401 whose Bearer challenge says why, quoting the token it was sent.
     RejectSayingWhy,
+    /// 401 to the tokens of [`Recorder::revoke_seen`], 200 to any other: a
+    /// MES that stops trusting tokens it accepted (AIM rotated its key).
+    RejectRevoked,
 }
 
 /// One request as the resource server saw it.
@@ -56,6 +59,7 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     first_token: Mutex<Option<String>>,
     redirect_to: Mutex<String>,
+    revoked: Mutex<Vec<String>>,
 }
 
 /// The recording resource server; stops when dropped (the runtime ends).
@@ -89,6 +93,12 @@ impl Recorder {
     /// Where [`Rule::Redirect`] sends requests.
     pub fn redirect_to(&self, url: &str) {
         *self.shared.redirect_to.lock().unwrap() = url.to_owned();
+    }
+
+    /// Every token seen so far is refused from now on ([`Rule::RejectRevoked`]).
+    pub fn revoke_seen(&self) {
+        let seen = self.distinct_tokens();
+        self.shared.revoked.lock().unwrap().extend(seen);
     }
 
     pub fn set_rule(&self, rule: Rule) {
@@ -153,6 +163,7 @@ async fn record(
             let first = first.get_or_insert_with(|| token.clone());
             *first == token
         }
+        Rule::RejectRevoked => shared.revoked.lock().unwrap().contains(&token),
         Rule::EchoAuthorizationAs400 => {
             return (StatusCode::BAD_REQUEST, format!("bad request from {token}")).into_response()
         }

@@ -106,15 +106,20 @@ pub fn proxy(url: &str) -> crate::Result<reqwest::Proxy> {
 
 /// What a 401's Bearer challenge states (`WWW-Authenticate: Bearer
 /// error="..", error_description=".."`, RFC 6750 §3) as the library reads
-/// it, for output: `error (description)`, one line, at most 300 characters.
-pub fn bearer_reason(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    let text = match crate::bearer::stated(headers) {
+/// and shows it: `error (description)`, one line each, without the token
+/// `sent` (a server may quote it), as MesClient's errors show it.
+pub fn bearer_reason(
+    headers: &reqwest::header::HeaderMap,
+    sent: &crate::AccessToken,
+) -> Option<String> {
+    let scrubber = crate::mes::scrubber_for(std::slice::from_ref(sent));
+    let stated = crate::bearer::stated(headers);
+    Some(match crate::mes::challenge_shown(&stated, &scrubber) {
         (Some(error), Some(description)) => format!("{error} ({description})"),
         (None, Some(description)) => description,
         (Some(error), None) => error,
         (None, None) => return None,
-    };
-    Some(text.chars().filter(|c| !c.is_control()).take(300).collect())
+    })
 }
 
 /// Whether requests to `url` skip every proxy, explicit or from the
@@ -152,7 +157,8 @@ mod tests {
             reqwest::header::WWW_AUTHENTICATE,
             reqwest::header::HeaderValue::from_str(challenge).unwrap(),
         );
-        bearer_reason(&headers)
+        let sent = crate::AccessToken::new("tok.en.sent", std::time::SystemTime::now());
+        bearer_reason(&headers, &sent)
     }
 
     #[test]
@@ -169,6 +175,13 @@ mod tests {
         assert_eq!(reason("Basic realm=\"x\""), None);
         assert_eq!(reason("Bearer"), None);
         let long = format!("Bearer error_description=\"{}\"", "x".repeat(1000));
-        assert_eq!(reason(&long).unwrap().len(), 300);
+        assert!(reason(&long).unwrap().chars().count() <= 300);
+        // The token sent is scrubbed before the cut: neither whole nor in part.
+        let quoted = format!(
+            "Bearer error_description=\"{} tok.en.sent expired\"",
+            "x".repeat(290)
+        );
+        let shown = reason(&quoted).unwrap();
+        assert!(!shown.contains("tok."), "{shown}");
     }
 }

@@ -26,6 +26,7 @@ mod errors;
 
 #[cfg(feature = "__fuzz")]
 pub(crate) use errors::answer_error;
+pub(crate) use errors::challenge_shown;
 use errors::{refused_answer_error, Refused};
 mod jobs;
 mod models;

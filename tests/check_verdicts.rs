@@ -7,6 +7,8 @@
 //! from [`ROWS`] and checked by `readme_table_matches_the_verdicts`
 //! (`AIM_TOKEN_BLESS=1` rewrites it).
 
+#[path = "attach_support/mod.rs"]
+mod attach_support;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/connect_proxy.rs"]
@@ -690,6 +692,22 @@ async fn a_mes_401_shows_what_mes_said() {
         row("MES answers 401 and says why in `WWW-Authenticate`"),
         &out,
     );
+}
+
+/// A MES whose 401 challenge quotes the token it refused: `check` shows
+/// what MES said, without the token (its output goes into tickets and
+/// chat), whole or cut at the length limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mes_401_quoting_the_token_shows_the_reason_without_it() {
+    let emu = AimEmulator::start().await.unwrap();
+    let mes = attach_support::Recorder::start(attach_support::Rule::RejectSayingWhy).await;
+    let env = emulator_env(&emu.authority());
+    let out = aim_token(&["check", "--mes", &mes.url("mesmw/api/v3/entity")], &env).await;
+    let sent = mes.distinct_tokens();
+    let token = sent[0].trim_start_matches("Bearer ");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("expired at"), "MES's reason is shown: {all}");
+    assert!(!all.contains(&token[..24]), "the token is shown: {all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

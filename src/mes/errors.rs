@@ -9,6 +9,7 @@ use super::{scrubber_for, WHAT};
 use crate::bearer::Refusal;
 use crate::error::answer::{Answer, Facts, MAX_CODE_CHARS, MAX_DESCRIPTION_CHARS};
 use crate::error::{Error, ErrorKind};
+use crate::exchange::scrub::Scrubber;
 use crate::token::AccessToken;
 
 /// Why MES answered 404: AVEVA documents four causes.
@@ -193,17 +194,29 @@ pub(crate) fn refused_answer_error(
     let scrubber = scrubber_for(tokens);
     let mut facts = Facts::of(answer, url, WHAT, &scrubber);
     // The challenge's words where the body has none, scrubbed the same way.
-    let (error, description) = &refused.challenge;
+    if facts.error.is_none() && facts.description.is_none() {
+        (facts.error, facts.description) = challenge_shown(&refused.challenge, &scrubber);
+    }
+    mes_error(&facts, answer.body, refused.refusal)
+}
+
+/// What may be shown of a Bearer challenge's `error` and
+/// `error_description` ([`crate::bearer::stated`]): scrubbed of the tokens
+/// that were sent (servers quote them) before it is cut to length, one
+/// line each. MesClient's errors and `aim-token check` both show it so.
+pub(crate) fn challenge_shown(
+    (error, description): &(Option<String>, Option<String>),
+    scrubber: &Scrubber,
+) -> (Option<String>, Option<String>) {
     let shown = |text: &Option<String>, max| {
         text.as_deref()
             .map(|t| scrubber.line(t, max))
             .filter(|t| !t.is_empty())
     };
-    if facts.error.is_none() && facts.description.is_none() {
-        facts.error = shown(error, MAX_CODE_CHARS);
-        facts.description = shown(description, MAX_DESCRIPTION_CHARS);
-    }
-    mes_error(&facts, answer.body, refused.refusal)
+    (
+        shown(error, MAX_CODE_CHARS),
+        shown(description, MAX_DESCRIPTION_CHARS),
+    )
 }
 
 #[cfg(test)]

@@ -509,7 +509,7 @@ async fn mes(report: &mut Report, global: &Global, url: &str, token: &AccessToke
             report.pass("mes", format!("{url}: HTTP {}", r.status().as_u16()))
         }
         Ok(r) if r.status().as_u16() == 401 => {
-            let stated = aim_token::__cli::bearer_reason(r.headers())
+            let stated = aim_token::__cli::bearer_reason(r.headers(), token)
                 .map(|why| format!(": {why}"))
                 .unwrap_or_default();
             report.fail(

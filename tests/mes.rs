@@ -929,6 +929,33 @@ fn a_transaction_dropped_outside_its_runtime_is_aborted_on_it() {
         .enable_all()
         .build()
         .unwrap();
+    let (emu, mes) = dropped_outside_and_aborted(&runtime);
+    let tx = runtime.block_on(async { mes.transaction().await.unwrap() });
+    drop(runtime);
+    drop(tx);
+    drop(emu);
+}
+
+/// The same on a current-thread runtime that nobody drives when the
+/// transaction is dropped (a sync wrapper between two `block_on`s): the
+/// abort waits in its queue, runs with the next `block_on`, and a queued
+/// abort that never runs goes with the runtime, without a panic.
+#[test]
+fn a_transaction_dropped_beside_an_idle_current_thread_runtime_is_aborted_when_it_runs() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (emu, mes) = dropped_outside_and_aborted(&runtime);
+    let tx = runtime.block_on(async { mes.transaction().await.unwrap() });
+    drop(tx);
+    drop(runtime);
+    drop(emu);
+}
+
+/// Opens a transaction on `runtime`, starts a job in it, drops it outside
+/// the runtime, and checks that the next `block_on` sees it aborted.
+fn dropped_outside_and_aborted(runtime: &tokio::runtime::Runtime) -> (AimEmulator, MesClient) {
     let (emu, mes, tx) = runtime.block_on(async {
         let (emu, mes) = mes().await;
         let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
@@ -950,46 +977,7 @@ fn a_transaction_dropped_outside_its_runtime_is_aborted_on_it() {
             Some(JobState::Ready)
         );
     });
-    let tx = runtime.block_on(async { mes.transaction().await.unwrap() });
-    drop(runtime);
-    drop(tx);
-    drop(emu);
-}
-
-/// The same on a current-thread runtime that nobody drives when the
-/// transaction is dropped (a sync wrapper between two `block_on`s): the
-/// abort waits in its queue, runs with the next `block_on`, and a queued
-/// abort that never runs goes with the runtime, without a panic.
-#[test]
-fn a_transaction_dropped_beside_an_idle_current_thread_runtime_is_aborted_when_it_runs() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (emu, mes, tx) = runtime.block_on(async {
-        let (emu, mes) = mes().await;
-        let job = mes.job("WO-1001", "Fill", 0).await.unwrap().on(4);
-        let tx = mes.transaction().await.unwrap();
-        tx.mes().start_job(&job).await.unwrap();
-        (emu, mes, tx)
-    });
-    let before = emu.counters().mes;
-    drop(tx);
-    runtime.block_on(async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while emu.counters().mes == before && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(emu.counters().mes, before + 1, "no abort call");
-        assert_eq!(
-            mes.job("WO-1001", "Fill", 0).await.unwrap().state_cd,
-            Some(JobState::Ready)
-        );
-    });
-    let tx = runtime.block_on(async { mes.transaction().await.unwrap() });
-    drop(tx);
-    drop(runtime);
-    drop(emu);
+    (emu, mes)
 }
 
 /// A caller that gives a call 2 s gets its answer within 2 s even when AIM

@@ -19,6 +19,21 @@ fn client(auth: BearerAuth) -> ClientWithMiddleware {
         .build()
 }
 
+/// A POST whose body `try_clone` cannot copy (not bytes reqwest holds), so
+/// its 401 is not retried.
+async fn streamed_post(
+    http: &ClientWithMiddleware,
+    rec: &Recorder,
+) -> reqwest_middleware::Result<reqwest::Response> {
+    let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(
+        b"{\"JobId\":1}",
+    )));
+    http.post(rec.url("api/v3/Jobs/Start"))
+        .body(body)
+        .send()
+        .await
+}
+
 /// The `aim_token::Error` inside a middleware error.
 fn aim_error(err: &reqwest_middleware::Error) -> &aim_token::Error {
     match err {
@@ -344,16 +359,7 @@ async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_fo
     let rec = Recorder::start(Rule::Reject).await;
     let http = client(BearerAuth::new(aim).allow_any_https_host());
     for _ in 0..50 {
-        // Not bytes reqwest holds: `try_clone` cannot copy it.
-        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(
-            b"{\"JobId\":1}",
-        )));
-        let response = http
-            .post(rec.url("api/v3/Jobs/Start"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = streamed_post(&http, &rec).await.unwrap();
         assert_eq!(response.status(), 401);
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
@@ -371,12 +377,7 @@ async fn a_replacement_token_mes_accepted_and_then_refuses_is_renewed() {
     let (emu, aim) = attach_support::paused_emulator().await;
     let rec = Recorder::start(Rule::RejectRevoked).await;
     let http = client(BearerAuth::new(aim).allow_any_https_host());
-    let streamed = || {
-        let body = reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(
-            b"{\"JobId\":1}",
-        )));
-        http.post(rec.url("api/v3/Jobs/Start")).body(body).send()
-    };
+    let streamed = || streamed_post(&http, &rec);
     let second = std::time::Duration::from_secs(1);
     assert_eq!(streamed().await.unwrap().status(), 200);
     tokio::time::sleep(2 * second).await;

@@ -411,6 +411,29 @@ async fn unreplayable_bodies_refused_every_time_cost_at_most_3_token_requests_fo
     assert!(emu.token_requests() <= 3, "{:?}", emu.counters());
 }
 
+/// A token MES accepted and later refuses (AIM rotated its key) is renewed
+/// with uncopied bodies too: its 401 is a new refusal, not the proof that
+/// MES refuses fresh tokens (the 30 s cool-down).
+#[tokio::test(start_paused = true)]
+async fn a_replacement_token_mes_accepted_and_then_refuses_is_renewed() {
+    let (emu, aim) = attach_support::paused_emulator().await;
+    let rec = Recorder::start(Rule::RejectRevoked).await;
+    let svc = BearerAuthLayer::new(aim)
+        .allow_any_https_host()
+        .layer(hyper_client());
+    attach_support::accepted_then_revoked_replacement_is_renewed(&rec, || async {
+        let request = post(&rec.url("api/v3/Jobs/Start"), "{\"JobId\":1}");
+        svc.clone()
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!(emu.token_requests(), 3);
+}
+
 /// A 401 a fresh token cannot fix (Windows authentication asked for, or a
 /// missing scope) comes back as it is: no token request, no retry.
 #[tokio::test]

@@ -278,3 +278,28 @@ pub async fn paused_emulator() -> (AimEmulator, AimClient) {
 pub fn is_fresh_token_refused(err: &aim_token::Error) -> bool {
     err.kind() == aim_token::ErrorKind::Unauthorized && err.to_string().contains("fresh")
 }
+
+/// A MES ([`Rule::RejectRevoked`]) refuses the first token, accepts its
+/// replacement for several calls, then refuses that one too (AIM rotated
+/// its key): `call` (one request whose body cannot be replayed; its
+/// status) must get a third token right after, not a cool-down.
+pub async fn accepted_then_revoked_replacement_is_renewed<F, Fut>(rec: &Recorder, call: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let pause = Duration::from_secs(2);
+    assert_eq!(call().await, 200);
+    tokio::time::sleep(pause).await;
+    rec.revoke_seen();
+    assert_eq!(call().await, 401, "the first token revoked");
+    for _ in 0..3 {
+        tokio::time::sleep(pause).await;
+        assert_eq!(call().await, 200, "its replacement works");
+    }
+    rec.revoke_seen();
+    assert_eq!(call().await, 401, "the replacement revoked");
+    tokio::time::sleep(pause).await;
+    assert_eq!(call().await, 200, "renewed, not cooled down");
+    assert_eq!(rec.distinct_tokens().len(), 3);
+}

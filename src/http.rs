@@ -484,6 +484,40 @@ mod tests {
         }
     }
 
+    /// Only what the url crate reads as a loopback host skips the proxy:
+    /// look-alike names keep it (and are refused plain http elsewhere by
+    /// the same rule); numeric spellings of 127.0.0.1 are 127.0.0.1.
+    #[test]
+    fn only_plain_http_to_a_loopback_host_goes_direct() {
+        let direct = |u: &str| goes_direct(&url::Url::parse(u).unwrap());
+        for u in [
+            "http://127.0.0.1:8080/mesmw/",
+            "http://127.9.8.7/",
+            "http://LOCALHOST/",
+            "http://[::1]:1/",
+            "http://0x7f000001/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+        ] {
+            assert!(direct(u), "{u}");
+        }
+        for u in [
+            "https://127.0.0.1/",
+            "http://127.0.0.1.evil/",
+            "http://localhost./",
+            "http://localhost.evil/",
+            "http://evil.localhost/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::]/",
+            "http://0.0.0.0/",
+            "http://127.0.0.1@evil/",
+            "http://evil/?127.0.0.1",
+            "ws://127.0.0.1/",
+        ] {
+            assert!(!direct(u), "{u}");
+        }
+    }
+
     #[test]
     fn a_bad_proxy_url_is_a_config_error_without_its_password() {
         for url in [

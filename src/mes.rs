@@ -159,7 +159,9 @@ impl MesClient {
     /// Uses this reqwest client instead of one that trusts what the
     /// [`AimClient`] trusts, e.g. when MES's certificate comes from another
     /// CA. Disable redirects on it (`reqwest::redirect::Policy::none()`)
-    /// so the token cannot follow one.
+    /// so the token cannot follow one, and for a plain-http (loopback) base
+    /// its proxy (`.no_proxy()`): its settings are its own, and a proxy
+    /// would carry the token off the machine in clear text.
     #[must_use]
     pub fn with_http_client(self, http: reqwest::Client) -> Self {
         MesClient {

@@ -265,3 +265,25 @@ async fn a_loopback_http_aim_is_asked_directly_never_through_the_proxy() {
     assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
     token.unwrap();
 }
+
+/// Dynamic registration at a plain-http (loopback) AIM goes direct too:
+/// through the proxy, the initial access token (and the new client's
+/// secret) would cross the network in the clear.
+#[tokio::test]
+async fn registration_at_a_loopback_http_aim_never_goes_through_the_proxy() {
+    let emu = AimEmulator::builder()
+        .initial_access_token("initial-T0ken")
+        .start()
+        .await
+        .unwrap();
+    let proxy = ConnectProxy::start().await;
+    let builder = aim_token::AimClient::builder()
+        .authority(emu.authority())
+        .proxy(&proxy.url);
+    let registered = aim_token::ClientRegistration::new("via-no-proxy")
+        .scopes(["emulator.api"])
+        .register(&builder, "initial-T0ken")
+        .await;
+    assert!(proxy.targets().is_empty(), "{:?}", proxy.targets());
+    assert_eq!(registered.unwrap().client_id(), "via-no-proxy");
+}

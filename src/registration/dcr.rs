@@ -16,7 +16,7 @@ use crate::error::answer::{without_bom, Answer, Facts};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::content_type;
 use crate::exchange::scrub::Scrubber;
-use crate::http::{build_client, from_reqwest, read_capped, secret_header, MAX_BODY_BYTES};
+use crate::http::{build_client_for, from_reqwest, read_capped, secret_header, MAX_BODY_BYTES};
 
 use super::Verification;
 
@@ -151,16 +151,22 @@ pub(super) async fn register(
     let allow = aim.allow_insecure_http;
     let authority = &aim.authority;
     // Same trust, timeouts and no-redirect policy as the token client: the
-    // initial access token must never follow a redirect elsewhere.
-    let http = build_client(&aim.http)?;
+    // initial access token must never follow a redirect elsewhere. And the
+    // same proxy rule, per origin: plain http to loopback goes direct.
+    let client_for = |url: &Url| build_client_for(&aim.http, url);
     let scrubber = Scrubber::for_secrets([
         initial_access_token,
         request.client_secret.unwrap_or_default(),
     ]);
     let endpoint = match explicit_endpoint {
         Some(url) => parse_endpoint(url, "registration endpoint", allow)?,
-        None => discovered_endpoint(&http, authority, &scrubber).await?,
+        None => {
+            let base = Url::parse(authority.base_url())
+                .map_err(|e| Error::config(format!("the AIM authority is not a URL: {e}")))?;
+            discovered_endpoint(&client_for(&base)?, authority, &scrubber).await?
+        }
     };
+    let http = client_for(&endpoint)?;
 
     let bearer = secret_header(zeroize::Zeroizing::new(format!(
         "Bearer {initial_access_token}"

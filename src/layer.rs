@@ -49,8 +49,8 @@
 //! `Full<Bytes>` or `String`, and your own policy or closure can copy any
 //! body type that knows how. A body that cannot be copied is sent once; its
 //! 401 still invalidates the token, so the next request gets a fresh one,
-//! and a 401 for that fresh one starts the `unauthorized_cooldown` as a
-//! refused retry does (a MES refusing every token costs no token request
+//! and a 401 for that fresh one, before any request with it succeeded,
+//! starts the `unauthorized_cooldown` as a refused retry does (a MES refusing every token costs no token request
 //! per upload).
 //!
 //! # Redirects

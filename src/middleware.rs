@@ -50,7 +50,8 @@
 //!   retry, the call fails with that error rather than resending a token
 //!   that was just rejected. A request whose body cannot be replayed gets
 //!   its 401 back and the token is invalidated for the next request; a 401
-//!   for that next token starts the cool-down, as a refused retry does.
+//!   for that next token, before any request with it succeeded, starts the
+//!   cool-down, as a refused retry does.
 
 use std::fmt;
 use std::sync::Arc;

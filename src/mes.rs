@@ -26,6 +26,8 @@ mod errors;
 
 #[cfg(feature = "__fuzz")]
 pub(crate) use errors::answer_error;
+// `aim-token check` shows a 401's challenge as MesClient's errors do.
+#[cfg(feature = "cli")]
 pub(crate) use errors::challenge_shown;
 use errors::{refused_answer_error, Refused};
 mod jobs;

@@ -746,6 +746,31 @@ async fn a_hundred_tasks_share_one_token_request() {
     assert_eq!(emu.token_requests(), 1);
 }
 
+/// MES stops trusting the token (AIM rotated its key) while a hundred
+/// calls are under way, twice: each time the hundred 401s cost one new
+/// token, and every call succeeds with it.
+#[tokio::test]
+async fn a_hundred_calls_refused_at_once_share_one_renewal_each_time() {
+    let (emu, aim) = emulator().await;
+    let rec = Recorder::start(Rule::RejectRevoked).await;
+    let mes = MesClient::new(format!("{}/mesmw/", rec.base), aim).unwrap();
+    mes.get_json::<Value>("api/v3/entity").await.unwrap();
+    for round in 2..=3 {
+        rec.revoke_seen();
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let mes = mes.clone();
+                tokio::spawn(async move { mes.get_json::<Value>("api/v3/entity").await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(emu.token_requests(), round, "{:?}", emu.counters());
+    }
+    assert_eq!(rec.distinct_tokens().len(), 3);
+}
+
 /// MES (IIS, a load balancer) answers a redirect: to https, to another
 /// node, to a login page. The token does not follow it, and the error says
 /// where it pointed and what to configure, not just "MES failed".

@@ -218,7 +218,8 @@ impl MesClient {
     /// A client whose requests each time out after `timeout` (default: the
     /// [`AimClient`]'s request timeout, 30 s unless configured). Waiting for
     /// a token from AIM is bounded by it too (without it, by the client's
-    /// `retry_deadline`).
+    /// `retry_deadline`). Each wait is: a call renewed after a 401 waits for
+    /// a token and for MES twice, so it can take up to four times `timeout`.
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         MesClient {
@@ -395,9 +396,9 @@ impl MesClient {
     }
 
     /// Waits for a token for at most the [`with_timeout`](Self::with_timeout)
-    /// of this client, if it has one: a caller's deadline covers the whole
-    /// call. The token request itself belongs to the cache and goes on, for
-    /// the next call.
+    /// of this client, if it has one: no wait of the call outlasts the
+    /// caller's timeout. The token request itself belongs to the cache and
+    /// goes on, for the next call.
     async fn within_timeout(
         &self,
         wait: impl std::future::Future<Output = Result<AccessToken>>,

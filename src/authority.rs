@@ -136,7 +136,7 @@ pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool)
 /// The shared rules: http(s) only, a host without spaces or user info,
 /// https unless loopback or explicitly allowed. A missing scheme means https.
 fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
-    let trimmed = input.trim();
+    let trimmed = unquoted(input.trim());
     if trimmed.is_empty() {
         return Err(Error::config(format!(
             "the {what} is empty: set it to the AIM server, e.g. `sms01.plant.local` or `https://sms01.plant.local/identitymanager` (.authority(..) or AIM_AUTHORITY)"
@@ -212,12 +212,40 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
     let Some(host) = url.host() else {
         return Err(no_host());
     };
+    // The url crate keeps `"`, `'`, `!`, `$` ... in a domain (WHATWG allows
+    // them); DNS does not, so such a host could only fail later as
+    // "cannot resolve". An IDN host is already punycode here.
+    if let Host::Domain(domain) = &host {
+        if let Some(bad) = domain
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+        {
+            let why = if matches!(bad, '"' | '\'') {
+                "a quote: remove the quotes around the value"
+            } else {
+                "a character that no host name has: give a host name such as `sms01.plant.local`"
+            };
+            return Err(Error::config(format!(
+                "the host of the {what} `{shown}` contains {why}"
+            )));
+        }
+    }
     if scheme == "http" && !allow_insecure_http && !is_loopback(&host) {
         return Err(Error::config(format!(
             "the {what} `{shown}` uses plain http, which would send the client secret and token in clear text: use https://, or call .allow_insecure_http(true) for a lab (loopback addresses are always allowed)"
         )));
     }
     Ok(url)
+}
+
+/// The value without one pair of surrounding quotes: cmd.exe's
+/// `set AIM_AUTHORITY="sms01"` and env files keep them, and no URL starts
+/// with a quote.
+fn unquoted(value: &str) -> &str {
+    ['"', '\'']
+        .iter()
+        .find_map(|&q| value.strip_prefix(q).and_then(|v| v.strip_suffix(q)))
+        .map_or(value, str::trim)
 }
 
 /// 127.0.0.0/8, ::1 and `localhost`: traffic that never leaves the machine.
@@ -320,6 +348,9 @@ mod tests {
                 "https://sms01:8443/IdentityManager",
                 "https://sms01:8443/identitymanager",
             ),
+            // cmd.exe's `set AIM_AUTHORITY="sms01"` keeps the quotes.
+            ("\"sms01\"", "https://sms01/identitymanager"),
+            (" 'https://SMS01/' ", "https://sms01/identitymanager"),
             ("10.0.0.5", "https://10.0.0.5/identitymanager"),
             ("[fe80::1]", "https://[fe80::1]/identitymanager"),
             ("fe80::1", "https://[fe80::1]/identitymanager"),
@@ -383,6 +414,10 @@ mod tests {
         assert!(http.contains("clear text"), "{http}");
         assert!(config_error("http://10.0.0.5").contains("allow_insecure_http"));
         assert!(config_error("sms 01").contains("space"));
+        // The url crate takes these in a domain; DNS never resolves them.
+        assert!(config_error("\"sms01").contains("remove the quotes"));
+        assert!(config_error("https://sms01'/identitymanager").contains("quote"));
+        assert!(config_error("sms$01.plant.local").contains("no host name has"));
         assert!(config_error("https://sms 01.plant.local/identitymanager").contains("space"));
         assert!(config_error("https://sms01/identity manager").contains("space"));
         // Found by fuzz/authority: backslashes hid the `@` from the

@@ -6,6 +6,17 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
+pub use crate::ca_file::CaFileError;
+
+/// A CA file (`--ca-cert`) as PEM certificates, read as `AIM_CA_CERT` is
+/// read by `AimClient::from_env`: PEM or DER, UTF-8 or UTF-16.
+///
+/// # Errors
+/// A file that cannot be read or holds no usable certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, CaFileError> {
+    crate::ca_file::read_pem(path)
+}
+
 /// The client's rustls configuration for the OS store plus the CA
 /// certificates in `pems`.
 ///

@@ -140,6 +140,8 @@ impl fmt::Debug for AimClient {
 #[derive(Default)]
 pub struct AimClientBuilder {
     pub(crate) authority: Option<String>,
+    /// The variable the authority came from (`from_env`), for its errors.
+    pub(crate) authority_variable: Option<&'static str>,
     pub(crate) fallback_authorities: Vec<String>,
     pub(crate) token_endpoint: Option<String>,
     pub(crate) expected_issuer: Option<String>,
@@ -171,6 +173,7 @@ impl AimClientBuilder {
     /// [`allow_insecure_http`](Self::allow_insecure_http) is set.
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Some(authority.into());
+        self.authority_variable = None;
         self
     }
 
@@ -500,6 +503,7 @@ impl AimClientBuilder {
                 "the AIM server, e.g. sms01.plant.local or https://sms01.plant.local/identitymanager",
             )?)
             .client_id(require(env::CLIENT_ID, "the client ID registered with AIM")?);
+        builder.authority_variable = Some(env::AUTHORITY);
         builder.client_secret = Some(crate::secret_env::client_secret(&lookup)?);
         if let Some(scopes) = get(env::SCOPE) {
             builder = builder.scopes(
@@ -509,14 +513,10 @@ impl AimClientBuilder {
             );
         }
         if let Some(path) = get(env::CA_CERT) {
-            let path = path.trim();
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::config(format!(
-                    "{} = {path}: cannot read the CA certificate ({e}); give the path of a PEM file such as the PCS root CA",
-                    env::CA_CERT
-                ))
-            })?;
-            builder = builder.root_certificate_pem(pem);
+            builder = builder.root_certificate_pem(crate::ca_file::read(
+                std::path::Path::new(&path),
+                env::CA_CERT,
+            )?);
         }
         if let Some(spec) = get(crate::store::ENV) {
             builder.token_store = crate::store::from_spec(&spec)?;
@@ -699,7 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn ca_cert_file_is_read_and_checked_at_build() {
+    fn ca_cert_file_is_read_and_checked_at_from_env() {
         let dir = std::env::temp_dir().join(format!("aim-token-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("not-a-cert.pem");
@@ -707,11 +707,11 @@ mod tests {
         let mut vars = full();
         let path_str = path.to_str().unwrap().to_owned();
         vars.push((env::CA_CERT, &path_str));
-        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
-        assert_eq!(b.root_certificates, [b"hello".to_vec()]);
-        let err = b.build().unwrap_err();
+        // Refused where the variable is still known, so the error names it.
+        let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("PEM"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("PEM") && msg.contains(env::CA_CERT), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

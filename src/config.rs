@@ -152,7 +152,13 @@ fn primary_authority(builder: &AimClientBuilder) -> Result<Authority> {
             "no authority: set .authority(\"sms01.plant.local\") or the AIM_AUTHORITY environment variable",
         )
     })?;
-    Authority::parse(primary, builder.allow_insecure_http)
+    Authority::parse(primary, builder.allow_insecure_http).map_err(|e| {
+        // From the environment: say which variable to fix.
+        match builder.authority_variable {
+            Some(variable) => e.context(variable),
+            None => e,
+        }
+    })
 }
 
 /// The builder's trust, timeouts and redirect policy as an HTTP client

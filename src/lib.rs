@@ -188,6 +188,7 @@
 
 mod authority;
 mod bearer;
+mod ca_file;
 mod cache;
 mod client;
 mod clock;

@@ -71,6 +71,9 @@ pub(crate) struct Global {
 const SECRET_FIX: &str = "set AIM_CLIENT_SECRET to the secret registered with AIM, \
      or AIM_CLIENT_SECRET_FILE to a readable file holding it (not both)";
 
+/// What to give as the CA file when the one given holds no certificate.
+const CA_EXPORT_FIX: &str = "export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT";
+
 /// `[redacted]` for a secret that is set: what every secret-holding flag
 /// shows in `Debug`.
 pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
@@ -171,22 +174,21 @@ impl Global {
         let Some(path) = &self.ca_cert else {
             return Ok(None);
         };
-        let pem = std::fs::read(path).map_err(|e| {
-            Failure::usage(format!(
+        // The library reads it, as it reads AIM_CA_CERT for from_env.
+        let pem = aim_token::__cli::read_ca_file(path).map_err(|e| match e {
+            aim_token::__cli::CaFileError::Unreadable(e) => Failure::usage(format!(
                 "cannot read the CA certificate {}: {e}",
                 path.display()
             ))
             .fix(
                 "check the path given with --ca-cert / AIM_CA_CERT and that this user may read the file",
-            )
-        })?;
-        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-            return Err(Failure::usage(format!(
-                "{} is not a PEM certificate (no -----BEGIN CERTIFICATE-----)",
+            ),
+            aim_token::__cli::CaFileError::NotACertificate(why) => Failure::usage(format!(
+                "the CA file {} holds no usable certificate: {why}",
                 path.display()
             ))
-            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT"));
-        }
+            .fix(CA_EXPORT_FIX),
+        })?;
         Ok(Some(pem))
     }
 
@@ -280,7 +282,7 @@ impl Global {
                 path.display(),
                 crate::advice::root_cause(&err)
             ))
-            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT");
+            .fix(CA_EXPORT_FIX);
         }
         // A --proxy the builder refuses: asked by building without it.
         let without_proxy = Global {

@@ -1,0 +1,234 @@
+//! A CA certificate file (`AIM_CA_CERT`, the CLI's `--ca-cert`) as plant
+//! machines hold it, turned into the PEM that
+//! [`root_certificate_pem`](crate::AimClientBuilder::root_certificate_pem)
+//! takes:
+//!
+//! * PEM, one certificate or a bundle, with LF or CRLF line ends and an
+//!   optional UTF-8 byte order mark (Notepad);
+//! * the same in UTF-16 with a byte order mark: what Windows PowerShell 5's
+//!   `>` and `Out-File` write (`Get-RootCertificate > ca.pem`);
+//! * one DER certificate: what Windows' certificate export wizard writes
+//!   by default (`.cer`, "DER encoded binary X.509").
+//!
+//! Other PEM sections (a private key from a PFX export) are ignored; a file
+//! with no certificate at all is an error naming the file and what to put
+//! in it, found before any network I/O.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use rustls::pki_types::pem::SectionKind;
+use rustls::pki_types::CertificateDer;
+
+use crate::error::{Error, Result};
+
+/// No CA file is this large (the whole Mozilla bundle is ~250 KiB); a bigger
+/// one (or `/dev/zero`) is not read forever.
+const MAX_CA_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What to do with a file that holds no certificate.
+const EXPORT_FIX: &str =
+    "export the PCS root CA as Base-64 encoded X.509 (or DER .cer) and give that file";
+
+/// The file at `path` (surrounding double quotes, as cmd.exe's
+/// `set VAR="C:\..."` keeps them, are dropped) as PEM certificates, or a
+/// configuration error that starts with `what` (the variable or flag).
+pub(crate) fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let shown = unquoted(path).display();
+    read_pem(path).map_err(|e| match e {
+        CaFileError::Unreadable(e) => Error::config(format!(
+            "{what} = {shown}: cannot read the CA certificate ({e}); give the path of a readable file holding the PCS root CA (PEM or DER .cer)"
+        ))
+        .with_source(e),
+        CaFileError::NotACertificate(why) => Error::config(format!(
+            "{what} = {shown}: {why}; {EXPORT_FIX} with {what}"
+        )),
+    })
+}
+
+/// Why a CA file cannot be used.
+#[derive(Debug)]
+pub enum CaFileError {
+    /// It cannot be opened or read.
+    Unreadable(std::io::Error),
+    /// It holds no usable certificate: the reason.
+    NotACertificate(String),
+}
+
+/// [`read`] for the CLI, which words its own message and fix.
+pub(crate) fn read_pem(path: &Path) -> std::result::Result<Vec<u8>, CaFileError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(unquoted(path))
+        .and_then(|file| file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(CaFileError::Unreadable)?;
+    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(CaFileError::NotACertificate(format!(
+            "the file is larger than {MAX_CA_FILE_BYTES} bytes, so not a CA certificate"
+        )));
+    }
+    to_pem(&bytes).map_err(CaFileError::NotACertificate)
+}
+
+/// `"C:\certs\pcs root.cer"` -> `C:\certs\pcs root.cer`.
+fn unquoted(path: &Path) -> &Path {
+    let Some(text) = path.to_str() else {
+        return path;
+    };
+    let text = text.trim();
+    Path::new(
+        text.strip_prefix('"')
+            .and_then(|p| p.strip_suffix('"'))
+            .unwrap_or(text),
+    )
+}
+
+/// The certificates in `bytes` as PEM, or why there are none.
+fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let text = match decode_utf16(bytes) {
+        Some(text) => text?.into_bytes(),
+        None => bytes
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(bytes)
+            .to_vec(),
+    };
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err("the file is empty".to_owned());
+    }
+    if text.windows(11).any(|w| w == b"-----BEGIN ") {
+        return pem_certificates(&text);
+    }
+    // DER starts with a SEQUENCE tag.
+    if text.first() == Some(&0x30) {
+        check(&text, 1)?;
+        return Ok(der_to_pem(&text));
+    }
+    Err("it is neither a PEM (-----BEGIN CERTIFICATE-----) nor a DER certificate".to_owned())
+}
+
+/// A UTF-16 file (with its byte order mark) as text; `None` if not UTF-16.
+fn decode_utf16(bytes: &[u8]) -> Option<std::result::Result<String, String>> {
+    let (body, from): (&[u8], fn([u8; 2]) -> u16) = match bytes {
+        [0xFF, 0xFE, body @ ..] => (body, u16::from_le_bytes),
+        [0xFE, 0xFF, body @ ..] => (body, u16::from_be_bytes),
+        _ => return None,
+    };
+    let units = body.chunks_exact(2).map(|c| from([c[0], c[1]]));
+    Some(
+        char::decode_utf16(units)
+            .collect::<std::result::Result<String, _>>()
+            .map_err(|_| "the file starts like UTF-16 text but is not".to_owned()),
+    )
+}
+
+/// The CERTIFICATE sections of a PEM file, re-encoded; other sections
+/// (keys) are dropped.
+fn pem_certificates(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut count = 0;
+    for section in rustls::pki_types::pem::PemObject::pem_slice_iter(text) {
+        let (kind, der): (SectionKind, Vec<u8>) =
+            section.map_err(|e| format!("it is not valid PEM ({e})"))?;
+        if kind == SectionKind::Certificate {
+            count += 1;
+            check(&der, count)?;
+            out.extend(der_to_pem(&der));
+        }
+    }
+    if out.is_empty() {
+        return Err(
+            "the PEM file holds no certificate (only other sections, such as a private key)"
+                .to_owned(),
+        );
+    }
+    Ok(out)
+}
+
+/// Whether `der` is a certificate a trust store takes, as the client's
+/// will when it is built: found here, the error can name the file.
+fn check(der: &[u8], number: usize) -> std::result::Result<(), String> {
+    rustls::RootCertStore::empty()
+        .add(CertificateDer::from(der.to_vec()))
+        .map_err(|_| {
+            format!("certificate #{number} in the file cannot be read as an X.509 certificate (its DER encoding is broken)")
+        })
+}
+
+fn der_to_pem(der: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject as _;
+
+    use super::*;
+
+    fn certificate() -> (String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sms01".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), cert.der().to_vec())
+    }
+
+    fn ders(pem: &[u8]) -> Vec<Vec<u8>> {
+        CertificateDer::pem_slice_iter(pem)
+            .map(|c| c.unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn every_spelling_gives_the_same_certificate() {
+        let (pem, der) = certificate();
+        let mut utf16 = vec![0xFF, 0xFE];
+        utf16.extend(
+            pem.replace('\n', "\r\n")
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        );
+        for bytes in [pem.clone().into_bytes(), der.clone(), utf16] {
+            assert_eq!(ders(&to_pem(&bytes).unwrap()), [der.clone()]);
+        }
+    }
+
+    #[test]
+    fn a_key_is_dropped_and_a_bundle_kept() {
+        let (a, a_der) = certificate();
+        let (b, b_der) = certificate();
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let pem = to_pem(format!("{a}{key}{b}").as_bytes()).unwrap();
+        assert_eq!(ders(&pem), [a_der, b_der]);
+        assert!(!String::from_utf8(pem).unwrap().contains("PRIVATE KEY"));
+        assert!(to_pem(key.as_bytes())
+            .unwrap_err()
+            .contains("no certificate"));
+    }
+
+    #[test]
+    fn quotes_around_the_path_are_dropped() {
+        for (given, path) in [
+            ("\"C:\\certs\\pcs root.cer\"", "C:\\certs\\pcs root.cer"),
+            (" \"a\" ", "a"),
+            ("\"a", "\"a"),
+            ("/etc/ca.pem", "/etc/ca.pem"),
+        ] {
+            assert_eq!(unquoted(Path::new(given)), Path::new(path), "{given}");
+        }
+    }
+
+    #[test]
+    fn odd_utf16_is_refused() {
+        assert!(to_pem(&[0xFF, 0xFE, 0x00, 0xD8])
+            .unwrap_err()
+            .contains("UTF-16"));
+    }
+}

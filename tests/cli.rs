@@ -416,3 +416,81 @@ async fn a_zero_timeout_is_refused_by_name() {
     assert!(out.stdout.is_empty(), "nothing ran: {}", out.stdout);
     assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
 }
+
+/// The PCS root CA as Windows' certificate export writes it by default
+/// (DER, `.cer`), or as Windows PowerShell's `>` writes a PEM (UTF-16LE
+/// with a byte order mark): `--ca-cert` takes both, as AIM_CA_CERT does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_trusts_a_der_or_utf16_ca_file() {
+    use base64::Engine as _;
+    let emu = https_emulator().await;
+    let pem = emu.ca_pem().unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(
+        pem.replace('\n', "\r\n")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    let dir = std::env::temp_dir().join(format!("aim-token-cli-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in [("pcs-root.cer", der), ("utf16.pem", utf16)] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = aim_token(
+            &["token", "--no-cache", "--ca-cert", path.to_str().unwrap()],
+            &emulator_env(&emu.authority()),
+        )
+        .await;
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        assert!(
+            out.stdout.trim().starts_with("ey"),
+            "{name}: {}",
+            out.stdout
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `register` refuses what AIM cannot take in the tool's words: the flag or
+/// variable to fix, never a library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_errors_name_flags_not_methods() {
+    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+        (&["--id", "svc", "--lifetime", "0"], &[], "--lifetime"),
+        (
+            &["--id", "svc", "--lifetime", "99999999999"],
+            &[],
+            "--lifetime",
+        ),
+        (&["--id", "svc one"], &[], "--id"),
+        (&["--id", "svc", "--name", "a\nb"], &[], "--name"),
+        (&["--id", "svc", "--scope", "a\"b"], &[], "--scope"),
+        (
+            &["--id", "svc"],
+            &[("AIM_CLIENT_SECRET", "Pässwort\r")],
+            "AIM_CLIENT_SECRET",
+        ),
+    ];
+    for (args, vars, flag) in cases {
+        let mut argv = vec!["register", "--powershell"];
+        argv.extend_from_slice(args);
+        let mut env = vec![("AIM_AUTHORITY", "sms01.plant.local")];
+        env.extend_from_slice(vars);
+        let out = aim_token(&argv, &env).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(flag), "{args:?}: {}", out.stderr);
+        for method in [
+            ".secret(",
+            ".generate_secret(",
+            ".name(",
+            "access_token_lifetime",
+        ] {
+            assert!(!out.stderr.contains(method), "{args:?}: {}", out.stderr);
+        }
+        assert!(!out.stderr.contains("Pässwort"), "{}", out.stderr);
+    }
+}

@@ -92,9 +92,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
 }
 
 async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
-    let id = match &args.id {
-        Some(id) => id.as_str(),
-        None => global.client_id()?,
+    let (id, id_flag) = match &args.id {
+        Some(id) => (id.as_str(), "--id"),
+        None => (global.client_id()?, "--client-id / AIM_CLIENT_ID"),
     };
     let mut reg = ClientRegistration::new(id)
         .scopes(global.scopes())
@@ -103,11 +103,21 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     if let Some(name) = &args.name {
         reg = reg.name(name);
     }
-    reg = match global.client_secret.as_deref().filter(|s| !s.is_empty()) {
+    let given_secret = global.client_secret.as_deref().filter(|s| !s.is_empty());
+    reg = match given_secret {
         Some(secret) => reg.secret(secret),
         None => reg.generate_secret(),
     };
-    reg.validate().map_err(|e| Failure::usage(e.to_string()))?;
+    if let Err(err) = reg.validate() {
+        return Err(invalid_setting(
+            &err,
+            id,
+            id_flag,
+            &args,
+            given_secret,
+            global,
+        ));
+    }
 
     if args.powershell {
         print_powershell(&reg, global, args.host_base.as_deref())?;
@@ -180,6 +190,56 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// What `validate` refused, in the tool's words: the library decides which
+/// setting AIM cannot take (asked one setting at a time), the tool names
+/// the flag or variable that gave it and how to fix it.
+fn invalid_setting(
+    err: &aim_token::Error,
+    id: &str,
+    id_flag: &str,
+    args: &Args,
+    secret: Option<&str>,
+    global: &Global,
+) -> Failure {
+    let base = || ClientRegistration::new("probe");
+    let refuses = |reg: ClientRegistration| reg.validate().is_err();
+    let (flag, fix) = if refuses(ClientRegistration::new(id)) {
+        (
+            id_flag,
+            "use only ASCII letters, digits, '-', '.', '_' and '~' (at most 200 characters)",
+        )
+    } else if args.name.as_ref().is_some_and(|n| refuses(base().name(n))) {
+        (
+            "--name",
+            "give a display name of at most 200 characters on one line, without control characters",
+        )
+    } else if secret.is_some_and(|s| refuses(base().secret(s))) {
+        (
+            "AIM_CLIENT_SECRET / --client-secret",
+            "unset AIM_CLIENT_SECRET and --client-secret to have a strong secret generated, or give one of printable ASCII",
+        )
+    } else if refuses(base().scopes(global.scopes())) {
+        (
+            "--scope / AIM_SCOPE",
+            "give scopes of printable ASCII without '\"' and '\\', separated by spaces or commas",
+        )
+    } else if refuses(base().access_token_lifetime(Duration::from_secs(args.lifetime))) {
+        (
+            "--lifetime",
+            "give --lifetime SECONDS from 1 to 2147483647 (default 86400 = 24 h)",
+        )
+    } else {
+        (
+            "a setting",
+            "correct the setting the reason names (see aim-token register --help)",
+        )
+    };
+    // The library's reason, without its advice (which names its methods).
+    let message = err.to_string();
+    let reason = message.split("; ").next().unwrap_or(&message);
+    Failure::usage(format!("{flag}: {reason}")).fix(fix)
 }
 
 fn print_powershell(

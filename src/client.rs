@@ -443,11 +443,12 @@ impl AimClientBuilder {
     /// is an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
     ///
     /// The secret comes from `AIM_CLIENT_SECRET`, or from the file named by
-    /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; a trailing
-    /// newline is dropped; setting both is an error), or else from systemd's
+    /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; setting both
+    /// is an error), or else from systemd's
     /// `$CREDENTIALS_DIRECTORY/aim_client_secret` (`LoadCredential=`); see
     /// [`client_secret_from_env`](Self::client_secret_from_env). Blank
-    /// values count as unset.
+    /// values count as unset; trailing line breaks (CR, LF) are not part of
+    /// the secret.
     ///
     /// ```no_run
     /// # fn run() -> Result<(), aim_token::Error> {
@@ -464,7 +465,7 @@ impl AimClientBuilder {
 
     /// Sets the client secret from the environment, as
     /// [`from_env`](Self::from_env) finds it: `AIM_CLIENT_SECRET`, else the
-    /// file named by `AIM_CLIENT_SECRET_FILE` (without its trailing newline),
+    /// file named by `AIM_CLIENT_SECRET_FILE` (without trailing line breaks),
     /// else systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`. Fails with
     /// [`ErrorKind::Config`](crate::ErrorKind::Config), naming the variable,
     /// when there is none, both variables are set, or the file is missing,

@@ -3,13 +3,14 @@
 //!
 //! 1. `AIM_CLIENT_SECRET`, the value itself;
 //! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
-//!    Kubernetes secrets; one trailing newline, and a leading UTF-8 byte
-//!    order mark, are not part of the secret);
+//!    Kubernetes secrets; a leading UTF-8 byte order mark is not part of
+//!    the secret);
 //!    setting both is an error, not a guess;
 //! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
 //!    passes it with `LoadCredential=aim_client_secret:/path`.
 //!
-//! A secret of only whitespace is no secret, wherever it comes from.
+//! Trailing line breaks (CR, LF) are not part of the secret, wherever it
+//! comes from; a secret of only whitespace is no secret.
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +35,7 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
         (Some(_), Some(_)) => Err(Error::config(format!(
             "both {CLIENT_SECRET} and {CLIENT_SECRET_FILE} are set: set only one of them"
         ))),
-        (Some(secret), None) => Ok(SecretString::from(secret)),
+        (Some(secret), None) => Ok(SecretString::from(without_line_ends(&secret).to_owned())),
         (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
         (None, None) => {
             let directory = get(CREDENTIALS_DIRECTORY).map(|dir| PathBuf::from(dir.trim()));
@@ -56,6 +57,14 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
             }
         }
     }
+}
+
+/// `secret` without trailing CR and LF: files and `Get-Content -Raw` end
+/// with them, and no secret AIM holds does (the `-Secret` of
+/// `Add-IdentityManagerClient` is one line). Spaces are kept: they may be
+/// part of a secret.
+fn without_line_ends(secret: &str) -> &str {
+    secret.trim_end_matches(['\r', '\n'])
 }
 
 /// No client secret is this long; a bigger file (or `/dev/zero`) is not one.
@@ -83,10 +92,7 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
     // Notepad starts UTF-8 files with a byte order mark; no secret does.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
-    let secret = text
-        .strip_suffix('\n')
-        .map(|s| s.strip_suffix('\r').unwrap_or(s))
-        .unwrap_or(text);
+    let secret = without_line_ends(text);
     if secret.trim().is_empty() {
         return Err(Error::config(format!(
             "{what} = {}: the file is empty (or holds only whitespace); put the client secret registered with AIM in it",
@@ -130,14 +136,26 @@ mod tests {
         assert_eq!(secret.expose_secret(), " s3 cr3t ");
     }
 
+    /// `$env:AIM_CLIENT_SECRET = Get-Content secret.txt -Raw` keeps the
+    /// file's CRLF; `export AIM_CLIENT_SECRET=$(cat secret.txt)` keeps the
+    /// CR of a Windows file. No secret AIM holds ends in a line break.
     #[test]
-    fn a_file_loses_one_trailing_newline_only() {
+    fn the_variable_loses_trailing_line_breaks() {
+        for value in ["s3 cr3t\r\n", "s3 cr3t\r", "s3 cr3t\n\n"] {
+            let secret = client_secret(lookup(&[(CLIENT_SECRET, value)])).unwrap();
+            assert_eq!(secret.expose_secret(), "s3 cr3t", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_loses_its_trailing_line_breaks_only() {
         let dir = dir("file");
         for (contents, expected) in [
             ("s3cr3t\n", "s3cr3t"),
             ("s3cr3t\r\n", "s3cr3t"),
             ("s3cr3t", "s3cr3t"),
-            ("s3cr3t \n\n", "s3cr3t \n"),
+            ("s3cr3t \n\n", "s3cr3t "),
+            ("s3cr3t\r\n\r\n", "s3cr3t"),
         ] {
             let path = dir.join("secret");
             std::fs::write(&path, contents).unwrap();

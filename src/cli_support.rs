@@ -17,6 +17,15 @@ pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, CaFileError> {
     crate::ca_file::read_pem(path)
 }
 
+/// The client secret as `AimClient::from_env` finds it (AIM_CLIENT_SECRET,
+/// AIM_CLIENT_SECRET_FILE, systemd's credential), or `None` when none is set.
+///
+/// # Errors
+/// A source that is set but unusable, naming it.
+pub fn client_secret_from_env() -> crate::Result<Option<secrecy::SecretString>> {
+    crate::secret_env::client_secret_if_set(|name| std::env::var(name).ok())
+}
+
 /// The client's rustls configuration for the OS store plus the CA
 /// certificates in `pems`.
 ///

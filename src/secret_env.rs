@@ -67,6 +67,22 @@ fn without_line_ends(secret: &str) -> &str {
     secret.trim_end_matches(['\r', '\n'])
 }
 
+/// [`client_secret`], or `None` when no source is set at all (the CLI's
+/// `register` then generates one). A source that is set but unusable (an
+/// unreadable file, both variables) is still an error.
+pub(crate) fn client_secret_if_set(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>> {
+    let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
+    let credential = lookup(CREDENTIALS_DIRECTORY)
+        .filter(|dir| !dir.trim().is_empty())
+        .is_some_and(|dir| Path::new(dir.trim()).join(CREDENTIAL_NAME).exists());
+    if !set(CLIENT_SECRET) && !set(CLIENT_SECRET_FILE) && !credential {
+        return Ok(None);
+    }
+    client_secret(lookup).map(Some)
+}
+
 /// No client secret is this long; a bigger file (or `/dev/zero`) is not one.
 const MAX_SECRET_BYTES: u64 = 4096;
 

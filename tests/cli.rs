@@ -494,3 +494,49 @@ async fn register_errors_name_flags_not_methods() {
         assert!(!out.stderr.contains("Pässwort"), "{}", out.stderr);
     }
 }
+
+/// `register --powershell` finds the app's secret where the app does
+/// (`AimClient::from_env`): AIM_CLIENT_SECRET without the CRLF that
+/// `Get-Content -Raw` keeps, or AIM_CLIENT_SECRET_FILE; only with neither
+/// is a new one generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_takes_the_secret_as_the_app_reads_it() {
+    let file = temp_file("register-secret", "from-the-file-0123\r\n");
+    let file = file.to_string_lossy().into_owned();
+    for (var, value, secret) in [
+        ("AIM_CLIENT_SECRET", "typed-in-0123\r\n", "typed-in-0123"),
+        (
+            "AIM_CLIENT_SECRET_FILE",
+            file.as_str(),
+            "from-the-file-0123",
+        ),
+    ] {
+        let out = aim_token(
+            &["register", "--powershell", "--id", "svc"],
+            &[("AIM_AUTHORITY", "sms01.plant.local"), (var, value)],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{var}: {}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("-Secret '{secret}' ")),
+            "{var}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("newly generated"), "{}", out.stdout);
+    }
+    let missing = format!("{file}.missing");
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_CLIENT_SECRET_FILE", missing.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("AIM_CLIENT_SECRET_FILE"),
+        "{}",
+        out.stderr
+    );
+}

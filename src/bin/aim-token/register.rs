@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use aim_token::{ClientRegistration, ErrorKind};
+use secrecy::ExposeSecret as _;
 
 use crate::check::scopes_text;
 use crate::config::{clear_progress, progress, Failure, Global};
@@ -16,8 +17,9 @@ AIM administrator run the printed commands in an elevated PowerShell on the
 System Management Server. When the provider offers no endpoint, the command
 is printed as well (exit code 6).
 
-The secret is AIM_CLIENT_SECRET / --client-secret when set, otherwise a new
-256-bit one is generated. A secret you supplied is never printed back
+The secret is --client-secret, or the app's (AIM_CLIENT_SECRET or
+AIM_CLIENT_SECRET_FILE, as AimClient::from_env reads them) when set;
+otherwise a new 256-bit one is generated. A secret you supplied is never printed back
 (except as the -Secret of the PowerShell command, which needs it); a generated
 or provider-issued one is printed once on stdout: store it now.
 Scopes are the global --scope / AIM_SCOPE.
@@ -103,7 +105,17 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     if let Some(name) = &args.name {
         reg = reg.name(name);
     }
-    let given_secret = global.client_secret.as_deref().filter(|s| !s.is_empty());
+    // From the flag as given; from the environment as the app reads it.
+    let env_secret = match global.secret_from_flag {
+        true => None,
+        false => {
+            aim_token::__cli::client_secret_from_env().map_err(|e| Failure::usage(e.to_string()))?
+        }
+    };
+    let given_secret = match global.secret_from_flag {
+        true => global.client_secret.as_deref().filter(|s| !s.is_empty()),
+        false => env_secret.as_ref().map(|s| s.expose_secret()),
+    };
     reg = match given_secret {
         Some(secret) => reg.secret(secret),
         None => reg.generate_secret(),

@@ -540,3 +540,77 @@ async fn register_takes_the_secret_as_the_app_reads_it() {
         out.stderr
     );
 }
+
+/// What an RFC 7591 answer means for the app's future, said where the
+/// administrator reads it: when the issued secret expires, that it already
+/// has (exit 7, a clock's or the provider's fault), that no secret was issued at all (exit 6: the client
+/// cannot use client credentials) — and the CLI's own words when the
+/// provider has no registration endpoint, not a library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_says_what_the_issued_secret_is_good_for() {
+    use aim_token::emulator::{Endpoint, Fault};
+    let emu = AimEmulator::builder()
+        .initial_access_token("cli-iat")
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let answer = |extra: String| Fault::Status {
+        status: 201,
+        retry_after: None,
+        body: Some(format!(r#"{{"client_id":"svc-issued"{extra}}}"#)),
+    };
+    let secret = r#","client_secret":"issued-0123456789""#;
+    let cases = [
+        (
+            format!(
+                r#"{secret},"client_secret_expires_at":{}"#,
+                now + 30 * 86_400 + 60
+            ),
+            0,
+            "expires",
+        ),
+        (
+            format!(r#"{secret},"client_secret_expires_at":{}"#, now - 3600),
+            7,
+            "already expired",
+        ),
+        (String::new(), 6, "no client secret"),
+    ];
+    for (extra, code, words) in cases {
+        emu.inject(Endpoint::Register, answer(extra.clone()));
+        let out = aim_token(&["register", "--id", "svc"], &env).await;
+        assert_eq!(out.code, code, "{extra}: {}", out.stderr);
+        assert!(out.stderr.contains(words), "{extra}: {}", out.stderr);
+        // The registration happened: its ID is printed whatever else.
+        assert!(
+            out.stdout.contains("AIM_CLIENT_ID=svc-issued"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = aim_token(&["register", "--id", "svc", "--lifetime", "0"], &env).await;
+    assert_eq!(out.code, 2);
+
+    let plain = AimEmulator::start().await.unwrap();
+    let authority = plain.authority();
+    let out = aim_token(
+        &["register", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", authority.as_str()),
+            ("AIM_INITIAL_ACCESS_TOKEN", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 6);
+    assert!(out.stderr.contains("--powershell"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ClientRegistration"), "{}", out.stderr);
+}

@@ -1,14 +1,14 @@
 //! `aim-token register`: RFC 7591 registration, or the PowerShell command
 //! for the AIM administrator.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aim_token::{ClientRegistration, ErrorKind};
 use secrecy::ExposeSecret as _;
 
 use crate::check::scopes_text;
 use crate::config::{clear_progress, progress, Failure, Global};
-use crate::decode::human;
+use crate::decode::{human, when};
 use crate::exit;
 
 pub(crate) const AFTER_HELP: &str = "\
@@ -151,8 +151,13 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Unsupported => {
             clear_progress();
-            eprintln!("error: {e}");
-            eprintln!("Run these commands on the AIM server instead:");
+            // The library's text names its method; say it in the tool's words.
+            eprintln!(
+                "error: {} offers no dynamic client registration (as AIM today): \
+                 have the AIM administrator run the commands below on the AIM server \
+                 (aim-token register --powershell prints them alone)",
+                global.authority()?
+            );
             print_powershell(&reg, global, args.host_base.as_deref())?;
             return Ok(exit::OTHER);
         }
@@ -161,7 +166,8 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
 
     clear_progress();
     println!("AIM_CLIENT_ID={}", registered.client_id());
-    if let Some(secret) = registered.client_secret() {
+    let issued_secret = registered.client_secret();
+    if let Some(secret) = issued_secret {
         // Never echo a secret the user typed; print one that is new to them.
         if reg.secret_is_generated() || Some(secret) != reg.client_secret() {
             println!("AIM_CLIENT_SECRET={secret}");
@@ -172,6 +178,19 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     }
     if let Some(rat) = registered.registration_access_token() {
         println!("AIM_REGISTRATION_ACCESS_TOKEN={rat}");
+    }
+    let Some(_) = issued_secret else {
+        // Registered, but unusable for client credentials: the ID and the
+        // registration URI and token above let the administrator fix or delete it.
+        eprintln!(
+            "error: the provider registered client {:?} but issued no client secret, so it cannot get tokens with client credentials \
+             (registered as a public client?): check the client at the provider, or delete it with the registration access token above",
+            registered.client_id()
+        );
+        return Ok(exit::OTHER);
+    };
+    if let Some(code) = secret_expiry(&registered) {
+        return Ok(code);
     }
     eprintln!(
         "registered client {:?}{}{}; store the secret now, it is shown only once",
@@ -202,6 +221,32 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Says when the issued secret expires (RFC 7591 `client_secret_expires_at`;
+/// 0 or absent: never); the exit code when it already has.
+fn secret_expiry(registered: &aim_token::RegisteredClient) -> Option<u8> {
+    let secs = registered.client_secret_expires_at().filter(|&s| s > 0)?;
+    let now = SystemTime::now();
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+    match at {
+        Some(at) if at <= now => {
+            eprintln!(
+                "error: the client secret the provider issued already expired: {} (client_secret_expires_at {secs}); \
+                 check this machine's clock and the provider's (w32tm /resync on Windows), or the provider's secret lifetime",
+                when(at, now)
+            );
+            Some(exit::CLOCK)
+        }
+        Some(at) => {
+            eprintln!(
+                "note: the client secret expires {}: register the client again (or rotate its secret) before then, or the app's token requests fail with invalid_client",
+                when(at, now)
+            );
+            None
+        }
+        None => None,
+    }
 }
 
 /// What `validate` refused, in the tool's words: the library decides which

@@ -26,6 +26,16 @@ pub fn client_secret_from_env() -> crate::Result<Option<secrecy::SecretString>> 
     crate::secret_env::client_secret_if_set(|name| std::env::var(name).ok())
 }
 
+/// The scopes of `--scope` / AIM_SCOPE values as the client requests them:
+/// split as `AimClient::from_env` splits AIM_SCOPE, each once.
+pub fn scope_list(values: &[String]) -> Vec<String> {
+    crate::config::scope_set(
+        values
+            .iter()
+            .flat_map(|v| crate::config::split_scope_list(v)),
+    )
+}
+
 /// The client's rustls configuration for the OS store plus the CA
 /// certificates in `pems`.
 ///

@@ -507,11 +507,8 @@ impl AimClientBuilder {
         builder.authority_variable = Some(env::AUTHORITY);
         builder.client_secret = Some(crate::secret_env::client_secret(&lookup)?);
         if let Some(scopes) = get(env::SCOPE) {
-            builder = builder.scopes(
-                scopes
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|s| !s.is_empty()),
-            );
+            builder =
+                builder.scopes(crate::config::split_scope_list(&scopes).filter(|s| !s.is_empty()));
         }
         if let Some(path) = get(env::CA_CERT) {
             builder = builder.root_certificate_pem(crate::ca_file::read(
@@ -667,6 +664,53 @@ mod tests {
         let aim = b.build().unwrap();
         assert_eq!(aim.authority(), "https://sms01.plant.local/identitymanager");
         assert_eq!(aim.client_id(), "mes:client one");
+    }
+
+    /// AIM_SCOPE as admins write it: cmd.exe keeps the quotes of
+    /// `set AIM_SCOPE="site.api openid"`, lists repeat a scope. What is
+    /// requested is each scope once, without quotes (RFC 6749 §3.3: no
+    /// scope-token holds `"`; the scope is a set).
+    #[test]
+    fn aim_scope_with_quotes_and_repeats() {
+        let mut vars = full();
+        vars.push((env::SCOPE, "\"site.api, openid\"\tsite.api\nopenid"));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        let config = ClientConfig::from_builder(&b).unwrap();
+        assert_eq!(config.exchange.scopes, ["site.api", "openid"]);
+        // The builder's own scopes are deduplicated too, in order.
+        let b = AimClient::builder()
+            .authority("sms01")
+            .client_id("x")
+            .client_secret("s")
+            .scope("b a")
+            .scope("a");
+        let config = ClientConfig::from_builder(&b).unwrap();
+        assert_eq!(config.exchange.scopes, ["b", "a"]);
+    }
+
+    /// A fallback that is the primary (or another fallback) again is a
+    /// typo that leaves the client without the redundancy it was given.
+    #[test]
+    fn a_fallback_that_repeats_a_node_is_refused() {
+        for fallbacks in [
+            &["https://SMS01.plant.local/IdentityManager/"][..],
+            &["sms02", "https://sms02/identitymanager"],
+        ] {
+            let mut b = AimClient::builder()
+                .authority("sms01.plant.local")
+                .client_id("x")
+                .client_secret("s");
+            for f in fallbacks {
+                b = b.fallback_authority(*f);
+            }
+            let err = b.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{fallbacks:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("fallback_authority") && msg.contains("twice"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -282,6 +282,22 @@ async fn aim_scope_separated_by_commas_is_several_scopes() {
         "{}",
         out.stdout
     );
+    // cmd.exe's `set AIM_SCOPE="site.api openid"` keeps the quotes; a
+    // repeated scope is one scope.
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_SCOPE", "\"site.api openid,site.api\""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("-ScopeRestrictions 'site.api','openid' "),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,12 +161,7 @@ impl Global {
     /// at commas and whitespace, so one variable means the same to the app
     /// and to this tool.
     pub(crate) fn scopes(&self) -> Vec<String> {
-        self.scopes
-            .iter()
-            .flat_map(|s| s.split(|c: char| c == ',' || c.is_whitespace()))
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        aim_token::__cli::scope_list(&self.scopes)
     }
 
     /// The PEM bytes of `--ca-cert`, if given.

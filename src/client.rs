@@ -58,7 +58,8 @@ impl AimClient {
 
     /// A client configured from the environment: `AIM_AUTHORITY`,
     /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE` (separated
-    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM file to trust) and
+    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM or DER CA file to
+    /// trust) and
     /// `AIM_TOKEN_STORE` (`file:DIR`, `redis://…`, `rediss://…` or `none`:
     /// see [`store::from_spec`](crate::store::from_spec)).
     /// See [`AimClientBuilder::from_env`] to refine the configuration further.
@@ -438,9 +439,12 @@ impl AimClientBuilder {
 
     /// Reads `AIM_AUTHORITY`, `AIM_CLIENT_ID`, the client secret, optional
     /// `AIM_SCOPE` (separated by spaces or commas) and `AIM_CA_CERT` (path of
-    /// a PEM file, e.g. the PCS root CA) into a builder that can be refined
-    /// further. A missing required variable or an unreadable `AIM_CA_CERT`
-    /// is an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
+    /// the PCS root CA: PEM or a bundle, or DER `.cer` as Windows exports it;
+    /// UTF-16 too) into a builder that can be refined further. A missing
+    /// required variable, or an `AIM_CA_CERT` that cannot be read or holds no
+    /// certificate, is an [`ErrorKind::Config`](crate::ErrorKind::Config)
+    /// error naming it; so is an `AIM_AUTHORITY` that [`build`](Self::build)
+    /// refuses.
     ///
     /// The secret comes from `AIM_CLIENT_SECRET`, or from the file named by
     /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; setting both

@@ -294,7 +294,8 @@ async fn aim_scope_separated_by_commas_is_several_scopes() {
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.contains("-ScopeRestrictions 'site.api','openid' "),
+        out.stdout
+            .contains("-ScopeRestrictions 'site.api','openid' "),
         "{}",
         out.stdout
     );

@@ -46,8 +46,8 @@ pub(crate) struct Global {
     )]
     pub(crate) scopes: Vec<String>,
 
-    /// A PEM file with the CA that issued AIM's certificate (the PCS root CA),
-    /// trusted in addition to the operating system's store.
+    /// The CA that issued AIM's certificate (the PCS root CA), a PEM or DER
+    /// (.cer) file, trusted in addition to the operating system's store.
     #[arg(long, env = "AIM_CA_CERT", global = true, value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
 

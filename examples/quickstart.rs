@@ -17,10 +17,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aim_token::emulator::AimEmulator;
-use aim_token::{AccessToken, AimClient, MesClient};
+use aim_token::{AccessToken, AimClient, AimClientBuilder, MesClient};
 
 #[path = "support/aim_env.rs"]
 mod aim_env;
+
+/// How long the quickstart retries AIM before it says what to check.
+const FIRST_RUN_DEADLINE: Duration = Duration::from_secs(15);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,9 +59,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
         _emulator = Some(emulator);
         (aim, mes_base)
     } else {
-        let aim = AimClient::from_env().map_err(|e| {
-            format!("{e} (or unset the AIM_* variables to use the built-in emulator)")
-        })?;
+        // A first run should not retry a typo for the default minute.
+        let aim = AimClientBuilder::from_env()
+            .and_then(|b| b.retry_deadline(FIRST_RUN_DEADLINE).build())
+            .map_err(|e| {
+                format!("{e} (or unset the AIM_* variables to use the built-in emulator)")
+            })?;
         eprintln!(
             "AIM_* variables set: using the AIM at {} as client {}.\n",
             aim.authority(),
@@ -67,7 +73,10 @@ async fn run() -> Result<(), Box<dyn Error>> {
         (aim, std::env::var("MES_BASE_URL").ok())
     };
 
-    let token = aim.token().await?;
+    let token = aim.token().await.map_err(|e| match aim_env::hint(&e) {
+        Some(hint) => format!("{e}\n{hint}"),
+        None => e.to_string(),
+    })?;
     print_token(&token);
 
     let Some(mes_base) = mes_base else {

@@ -153,3 +153,34 @@ fn every_readme_example_runs_on_a_fresh_machine() {
         assert!(out.status.success(), "{name}: {}", text(&out));
     }
 }
+
+/// A wrong AIM_AUTHORITY on the first run (nothing listens there): the
+/// quickstart says which variable to check, within seconds rather than
+/// after a silent minute of retries.
+#[test]
+fn quickstart_with_an_unreachable_authority_names_the_variable_soon() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let authority = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let out = run(
+        "quickstart",
+        &[
+            ("AIM_AUTHORITY", authority.as_str()),
+            ("AIM_CLIENT_ID", "mes-reporting"),
+            ("AIM_CLIENT_SECRET", "s3cr3t"),
+        ],
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("check AIM_AUTHORITY") || stderr.contains("check that AIM_AUTHORITY"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}

@@ -33,3 +33,19 @@ pub fn note_emulator_only(example: &str) {
         );
     }
 }
+
+/// What to check for an error from a real AIM, in the variables' words
+/// (the error itself says what happened).
+#[allow(dead_code)] // used by the examples that print errors themselves
+pub fn hint(err: &aim_token::Error) -> Option<&'static str> {
+    use aim_token::ErrorKind;
+    Some(match err.kind() {
+        ErrorKind::Tls => {
+            "trust the PCS root CA: AIM_CA_CERT=/path/to/pcs-root-ca.pem (PEM, or the .cer Windows exports)"
+        }
+        ErrorKind::Transport | ErrorKind::Timeout => {
+            "check that AIM_AUTHORITY names the System Management Server (its FQDN) and that it is reachable from this machine"
+        }
+        _ => return None,
+    })
+}

@@ -242,5 +242,5 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
 pub use mes::{MesClient, MesTransaction};
-pub use registration::{ClientRegistration, RegisteredClient, Verification};
+pub use registration::{ClientRegistration, RegisteredClient, SecretExpiry, Verification};
 pub use token::AccessToken;

@@ -601,6 +601,11 @@ async fn register_says_what_the_issued_secret_is_good_for() {
             "already expired",
         ),
         (String::new(), 6, "no client secret"),
+        (
+            format!(r#"{secret},"client_secret_expires_at":-1"#),
+            0,
+            "not a time",
+        ),
     ];
     for (extra, code, words) in cases {
         emu.inject(Endpoint::Register, answer(extra.clone()));

@@ -1,9 +1,9 @@
 //! `aim-token register`: RFC 7591 registration, or the PowerShell command
 //! for the AIM administrator.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use aim_token::{ClientRegistration, ErrorKind};
+use aim_token::{ClientRegistration, ErrorKind, SecretExpiry};
 use secrecy::ExposeSecret as _;
 
 use crate::check::scopes_text;
@@ -223,29 +223,33 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-/// Says when the issued secret expires (RFC 7591 `client_secret_expires_at`;
-/// 0 or absent: never); the exit code when it already has.
+/// Says when the issued secret expires (RFC 7591 `client_secret_expires_at`,
+/// read by the library); the exit code when it already has.
 fn secret_expiry(registered: &aim_token::RegisteredClient) -> Option<u8> {
-    let secs = registered.client_secret_expires_at().filter(|&s| s > 0)?;
     let now = SystemTime::now();
-    let at = UNIX_EPOCH.checked_add(Duration::from_secs(secs));
-    match at {
-        Some(at) if at <= now => {
+    match registered.client_secret_expiry() {
+        SecretExpiry::At(at) if at <= now => {
             eprintln!(
-                "error: the client secret the provider issued already expired: {} (client_secret_expires_at {secs}); \
+                "error: the client secret the provider issued already expired: {}; \
                  check this machine's clock and the provider's (w32tm /resync on Windows), or the provider's secret lifetime",
                 when(at, now)
             );
             Some(exit::CLOCK)
         }
-        Some(at) => {
+        SecretExpiry::At(at) => {
             eprintln!(
                 "note: the client secret expires {}: register the client again (or rotate its secret) before then, or the app's token requests fail with invalid_client",
                 when(at, now)
             );
             None
         }
-        None => None,
+        SecretExpiry::Unreadable => {
+            eprintln!(
+                "note: the provider's client_secret_expires_at is not a time, so when the secret expires is unknown: ask the provider, or the app's token requests may one day fail with invalid_client"
+            );
+            None
+        }
+        _ => None,
     }
 }
 

@@ -136,7 +136,8 @@ pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool)
 /// The shared rules: http(s) only, a host without spaces or user info,
 /// https unless loopback or explicitly allowed. A missing scheme means https.
 fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
-    let trimmed = unquoted(input.trim());
+    // No URL holds a quote: cmd.exe's `set AIM_AUTHORITY="sms01"` kept them.
+    let trimmed = crate::env_value::unquoted(input, &['"', '\'']);
     if trimmed.is_empty() {
         return Err(Error::config(format!(
             "the {what} is empty: set it to the AIM server, e.g. `sms01.plant.local` or `https://sms01.plant.local/identitymanager` (.authority(..) or AIM_AUTHORITY)"
@@ -236,16 +237,6 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
         )));
     }
     Ok(url)
-}
-
-/// The value without one pair of surrounding quotes: cmd.exe's
-/// `set AIM_AUTHORITY="sms01"` and env files keep them, and no URL starts
-/// with a quote.
-fn unquoted(value: &str) -> &str {
-    ['"', '\'']
-        .iter()
-        .find_map(|&q| value.strip_prefix(q).and_then(|v| v.strip_suffix(q)))
-        .map_or(value, str::trim)
 }
 
 /// 127.0.0.0/8, ::1 and `localhost`: traffic that never leaves the machine.

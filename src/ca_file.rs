@@ -34,7 +34,7 @@ const EXPORT_FIX: &str =
 /// `set VAR="C:\..."` keeps them, are dropped) as PEM certificates, or a
 /// configuration error that starts with `what` (the variable or flag).
 pub(crate) fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let shown = unquoted(path).display();
+    let shown = crate::env_value::unquoted_path(path).display();
     read_pem(path).map_err(|e| match e {
         CaFileError::Unreadable(e) => Error::config(format!(
             "{what} = {shown}: cannot read the CA certificate ({e}); give the path of a readable file holding the PCS root CA (PEM or DER .cer)"
@@ -59,7 +59,7 @@ pub enum CaFileError {
 pub(crate) fn read_pem(path: &Path) -> std::result::Result<Vec<u8>, CaFileError> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
-    std::fs::File::open(unquoted(path))
+    std::fs::File::open(crate::env_value::unquoted_path(path))
         .and_then(|file| file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes))
         .map_err(CaFileError::Unreadable)?;
     if bytes.len() as u64 > MAX_CA_FILE_BYTES {
@@ -68,19 +68,6 @@ pub(crate) fn read_pem(path: &Path) -> std::result::Result<Vec<u8>, CaFileError>
         )));
     }
     to_pem(&bytes).map_err(CaFileError::NotACertificate)
-}
-
-/// `"C:\certs\pcs root.cer"` -> `C:\certs\pcs root.cer`.
-fn unquoted(path: &Path) -> &Path {
-    let Some(text) = path.to_str() else {
-        return path;
-    };
-    let text = text.trim();
-    Path::new(
-        text.strip_prefix('"')
-            .and_then(|p| p.strip_suffix('"'))
-            .unwrap_or(text),
-    )
 }
 
 /// The certificates in `bytes` as PEM, or why there are none.
@@ -211,18 +198,6 @@ mod tests {
         assert!(to_pem(key.as_bytes())
             .unwrap_err()
             .contains("no certificate"));
-    }
-
-    #[test]
-    fn quotes_around_the_path_are_dropped() {
-        for (given, path) in [
-            ("\"C:\\certs\\pcs root.cer\"", "C:\\certs\\pcs root.cer"),
-            (" \"a\" ", "a"),
-            ("\"a", "\"a"),
-            ("/etc/ca.pem", "/etc/ca.pem"),
-        ] {
-            assert_eq!(unquoted(Path::new(given)), Path::new(path), "{given}");
-        }
     }
 
     #[test]

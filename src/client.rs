@@ -692,6 +692,17 @@ mod tests {
         assert_eq!(config.exchange.scopes, ["b", "a"]);
     }
 
+    /// cmd.exe's `set AIM_CLIENT_ID="mes-reporting"` keeps the quotes; no
+    /// client ID registered with AIM is wrapped in them.
+    #[test]
+    fn a_quoted_client_id_is_the_id_between_the_quotes() {
+        let mut vars = full();
+        vars.retain(|(k, _)| *k != env::CLIENT_ID);
+        vars.push((env::CLIENT_ID, " \"mes-reporting\" "));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.build().unwrap().client_id(), "mes-reporting");
+    }
+
     /// A fallback that is the primary (or another fallback) again is a
     /// typo that leaves the client without the redundancy it was given.
     #[test]

@@ -98,7 +98,8 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
     let client_id = builder
         .client_id
         .as_deref()
-        .map(str::trim)
+        // No client ID AIM holds is wrapped in quotes; cmd.exe's `set` keeps them.
+        .map(|id| crate::env_value::unquoted(id, &['"']))
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             Error::config(

@@ -196,6 +196,7 @@ mod config;
 mod credentials;
 mod discovery;
 mod duration_text;
+mod env_value;
 mod error;
 mod exchange;
 mod http;

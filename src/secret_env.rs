@@ -36,7 +36,10 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
             "both {CLIENT_SECRET} and {CLIENT_SECRET_FILE} are set: set only one of them"
         ))),
         (Some(secret), None) => Ok(SecretString::from(without_line_ends(&secret).to_owned())),
-        (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
+        (None, Some(path)) => read(
+            crate::env_value::unquoted_path(Path::new(&path)),
+            CLIENT_SECRET_FILE,
+        ),
         (None, None) => {
             let directory = get(CREDENTIALS_DIRECTORY).map(|dir| PathBuf::from(dir.trim()));
             let credential = directory
@@ -195,6 +198,19 @@ mod tests {
         std::fs::write(&path, "\u{feff}\r\n").unwrap();
         let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);
         assert!(msg.contains("empty"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// cmd.exe's `set AIM_CLIENT_SECRET_FILE="C:\secrets\aim secret.txt"`
+    /// keeps the quotes: the path is the one between them.
+    #[test]
+    fn a_quoted_file_path_is_read() {
+        let dir = dir("quoted");
+        let path = dir.join("aim secret.txt");
+        std::fs::write(&path, "s3cr3t\r\n").unwrap();
+        let quoted = format!("\"{}\" ", path.display());
+        let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, &quoted)])).unwrap();
+        assert_eq!(secret.expose_secret(), "s3cr3t");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

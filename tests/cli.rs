@@ -636,3 +636,61 @@ async fn register_says_what_the_issued_secret_is_good_for() {
     assert!(out.stderr.contains("--powershell"), "{}", out.stderr);
     assert!(!out.stderr.contains("ClientRegistration"), "{}", out.stderr);
 }
+
+/// A provider behind IIS/ARR advertises its registration endpoint on
+/// another origin (`http://localhost:5000/...`): the initial access token
+/// is not sent there, and the error names the tool's flag to set the real
+/// endpoint, which then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_names_its_flag_for_an_endpoint_on_another_origin() {
+    use aim_token::emulator::{Endpoint, Fault};
+    let emu = AimEmulator::builder()
+        .initial_access_token("cli-iat")
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let discovery = format!(
+        r#"{{"issuer":"{authority}","token_endpoint":"{authority}/connect/token","registration_endpoint":"http://localhost:5000/identitymanager/connect/register"}}"#
+    );
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
+    ];
+    emu.inject(
+        Endpoint::Discovery,
+        Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(discovery),
+        },
+    );
+    let out = aim_token(&["register", "--id", "svc"], &env).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--registration-endpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("ClientRegistration::"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.counters().register, 0);
+
+    let endpoint = format!("{authority}/connect/register");
+    let out = aim_token(
+        &[
+            "register",
+            "--id",
+            "svc",
+            "--registration-endpoint",
+            &endpoint,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.counters().register, 1);
+}

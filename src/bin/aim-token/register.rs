@@ -63,6 +63,11 @@ pub(crate) struct Args {
     )]
     initial_access_token: Option<String>,
 
+    /// The RFC 7591 endpoint to register at, when the provider's discovery
+    /// document advertises it on another origin (e.g. behind IIS/ARR).
+    #[arg(long, value_name = "URL")]
+    registration_endpoint: Option<String>,
+
     /// After registering, fetch a token with the new credentials.
     #[arg(long)]
     verify: bool,
@@ -77,6 +82,7 @@ impl std::fmt::Debug for Args {
             .field("disabled", &self.disabled)
             .field("powershell", &self.powershell)
             .field("host_base", &self.host_base)
+            .field("registration_endpoint", &self.registration_endpoint)
             .field(
                 "initial_access_token",
                 &crate::config::redacted(&self.initial_access_token),
@@ -145,6 +151,19 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
              or print the PowerShell command with --powershell",
         ));
     };
+    if let Some(url) = &args.registration_endpoint {
+        reg = reg.registration_endpoint(url);
+    }
+    // The authority, CA file and proxy, checked by the library's rules and
+    // worded by the tool's (the library names its methods).
+    if let Err(e) = global
+        .connection()?
+        .client_id("probe")
+        .client_secret("probe")
+        .build()
+    {
+        return Err(global.build_failure(e));
+    }
     let connection = global.connection()?;
     progress("registering the client");
     let registered = match reg.register(&connection, iat).await {
@@ -161,7 +180,11 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
             print_powershell(&reg, global, args.host_base.as_deref())?;
             return Ok(exit::OTHER);
         }
-        Err(e) => return Ok(exit::report(&e)),
+        Err(e) => {
+            clear_progress();
+            eprintln!("error: {}", in_flag_words(&e.to_string()));
+            return Ok(exit::for_error(&e));
+        }
     };
 
     clear_progress();
@@ -221,6 +244,28 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// A registration error with the library's setter for the endpoint
+/// (`ClientRegistration::registration_endpoint("URL")`) as this tool's flag.
+fn in_flag_words(message: &str) -> String {
+    const SETTER: &str = "ClientRegistration::registration_endpoint(\"";
+    let Some(start) = message.find(SETTER) else {
+        return message.to_owned();
+    };
+    let rest = &message[start + SETTER.len()..];
+    match rest.find("\")") {
+        Some(end) => format!(
+            "{}--registration-endpoint {}{}",
+            &message[..start],
+            &rest[..end],
+            &rest[end + 2..]
+        ),
+        None => message.replace(
+            "ClientRegistration::registration_endpoint",
+            "--registration-endpoint",
+        ),
+    }
 }
 
 /// Says when the issued secret expires (RFC 7591 `client_secret_expires_at`,

@@ -95,12 +95,15 @@ fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
 
 /// A UTF-16 file (with its byte order mark) as text; `None` if not UTF-16.
 fn decode_utf16(bytes: &[u8]) -> Option<std::result::Result<String, String>> {
-    let (body, from): (&[u8], fn([u8; 2]) -> u16) = match bytes {
-        [0xFF, 0xFE, body @ ..] => (body, u16::from_le_bytes),
-        [0xFE, 0xFF, body @ ..] => (body, u16::from_be_bytes),
+    let (body, little_endian) = match bytes {
+        [0xFF, 0xFE, body @ ..] => (body, true),
+        [0xFE, 0xFF, body @ ..] => (body, false),
         _ => return None,
     };
-    let units = body.chunks_exact(2).map(|c| from([c[0], c[1]]));
+    let units = body.chunks_exact(2).map(|c| match little_endian {
+        true => u16::from_le_bytes([c[0], c[1]]),
+        false => u16::from_be_bytes([c[0], c[1]]),
+    });
     Some(
         char::decode_utf16(units)
             .collect::<std::result::Result<String, _>>()
@@ -183,7 +186,7 @@ mod tests {
                 .flat_map(u16::to_le_bytes),
         );
         for bytes in [pem.clone().into_bytes(), der.clone(), utf16] {
-            assert_eq!(ders(&to_pem(&bytes).unwrap()), [der.clone()]);
+            assert_eq!(ders(&to_pem(&bytes).unwrap()), std::slice::from_ref(&der));
         }
     }
 

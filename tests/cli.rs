@@ -476,7 +476,10 @@ async fn token_trusts_a_der_or_utf16_ca_file() {
 /// variable to fix, never a library method.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_errors_name_flags_not_methods() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+    /// Arguments after `register --powershell`, extra variables, the flag
+    /// or variable the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
         (&["--id", "svc", "--lifetime", "0"], &[], "--lifetime"),
         (
             &["--id", "svc", "--lifetime", "99999999999"],

@@ -697,3 +697,36 @@ async fn register_names_its_flag_for_an_endpoint_on_another_origin() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(emu.counters().register, 1);
 }
+
+/// A malformed --authority / AIM_AUTHORITY: the error names the flag and
+/// the variable (not only "the authority"), and no library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_authority_is_named_by_flag_and_variable() {
+    for authority in [
+        "ftp://sms01",
+        "https://admin:hunter2@sms01",
+        "sms01/identitymanager?x=1",
+        "\"sms01.plant.local",
+        "sms01:99999",
+    ] {
+        for command in [&["token", "--no-cache"][..], &["check"]] {
+            let out = aim_token(
+                command,
+                &[
+                    ("AIM_AUTHORITY", authority),
+                    ("AIM_CLIENT_ID", "x"),
+                    ("AIM_CLIENT_SECRET", "y"),
+                ],
+            )
+            .await;
+            assert_eq!(out.code, 2, "{authority} {command:?}: {}", out.stderr);
+            let said = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                said.contains("--authority / AIM_AUTHORITY"),
+                "{authority} {command:?}: {said}"
+            );
+            assert!(!said.contains(".client_id("), "{said}");
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+    }
+}

@@ -307,6 +307,25 @@ impl Global {
             ))
             .fix("give AIM's https address in --authority / AIM_AUTHORITY (just the host name means https://HOST/identitymanager)");
         }
+        // The authority alone, by the library's rules (which it checks first).
+        let authority_builds = self.authority().is_ok_and(|authority| {
+            AimClient::builder()
+                .authority(authority)
+                .client_id("probe")
+                .client_secret("probe")
+                .allow_insecure_http(true)
+                .build()
+                .is_ok()
+        });
+        if !authority_builds {
+            // The library's reason, without its advice (which names its methods).
+            let message = err.to_string();
+            let reason = message.split("; ").next().unwrap_or(&message);
+            return Failure::usage(format!("--authority / AIM_AUTHORITY: {reason}")).fix(
+                "give the AIM server as its host name (sms01.plant.local, optionally :PORT) or as \
+                 https://sms01.plant.local/identitymanager, without user info, query or quotes",
+            );
+        }
         Failure::usage(err.to_string())
             .fix("correct the setting the reason names: its flag or AIM_* variable (see aim-token --help)")
     }

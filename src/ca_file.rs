@@ -87,6 +87,7 @@ fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     }
     // DER starts with a SEQUENCE tag.
     if text.first() == Some(&0x30) {
+        not_a_container(&text)?;
         check(&text, 1)?;
         return Ok(der_to_pem(&text));
     }
@@ -132,6 +133,37 @@ fn pem_certificates(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
         );
     }
     Ok(out)
+}
+
+/// PKCS #7 `signedData`, the OID that opens a `.p7b`.
+const PKCS7_SIGNED_DATA: [u8; 11] = [
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02,
+];
+
+/// The other DER files Windows' certificate export writes, named, so the
+/// error says what to export instead of "broken DER".
+fn not_a_container(der: &[u8]) -> std::result::Result<(), String> {
+    // The outer SEQUENCE's content: after the tag and a short or long length.
+    let header = match der.get(1) {
+        Some(&len) if len < 0x80 => 2,
+        Some(&len) => 2 + usize::from(len & 0x7F),
+        None => return Ok(()),
+    };
+    let content = der.get(header..).unwrap_or_default();
+    if content.starts_with(&PKCS7_SIGNED_DATA) {
+        return Err(
+            "it is a PKCS #7 (.p7b) certificate bundle, not a certificate: export the CA certificate alone, as DER (.cer) or Base-64 X.509"
+                .to_owned(),
+        );
+    }
+    // PFX: SEQUENCE { INTEGER 3, ... }
+    if content.starts_with(&[0x02, 0x01, 0x03]) {
+        return Err(
+            "it is a PKCS #12 (.pfx) file, which holds a private key: export the CA certificate alone (without the key), as DER (.cer) or Base-64 X.509"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Whether `der` is a certificate a trust store takes, as the client's
@@ -201,6 +233,24 @@ mod tests {
         assert!(to_pem(key.as_bytes())
             .unwrap_err()
             .contains("no certificate"));
+    }
+
+    /// Windows' certificate export also offers PKCS #7 (.p7b) and, with
+    /// the private key, PKCS #12 (.pfx): both DER, neither a certificate.
+    #[test]
+    fn p7b_and_pfx_are_named() {
+        let p7b = [
+            &[0x30, 0x82, 0x03, 0x28][..],
+            &[
+                0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02, 0xA0,
+            ],
+        ]
+        .concat();
+        assert!(to_pem(&p7b).unwrap_err().contains("PKCS #7"));
+        let pfx = [0x30, 0x82, 0x09, 0xCF, 0x02, 0x01, 0x03, 0x30, 0x82];
+        assert!(to_pem(&pfx).unwrap_err().contains("PKCS #12"));
+        let short = [0x30, 0x05, 0x02, 0x01, 0x03, 0x30, 0x00];
+        assert!(to_pem(&short).unwrap_err().contains("PKCS #12"));
     }
 
     #[test]

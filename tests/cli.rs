@@ -730,3 +730,15 @@ async fn a_bad_authority_is_named_by_flag_and_variable() {
         }
     }
 }
+
+/// `register` without an ID names its own flag, --id, first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_without_an_id_names_its_flag() {
+    let out = aim_token(
+        &["register", "--powershell"],
+        &[("AIM_AUTHORITY", "sms01.plant.local")],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--id ID"), "{}", out.stderr);
+}

@@ -102,7 +102,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> u8 {
 async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     let (id, id_flag) = match &args.id {
         Some(id) => (id.as_str(), "--id"),
-        None => (global.client_id()?, "--client-id / AIM_CLIENT_ID"),
+        None => (
+            global.client_id().map_err(|f| {
+                Failure::usage(f.message)
+                    .fix("pass --id ID (or --client-id ID, or set AIM_CLIENT_ID)")
+            })?,
+            "--client-id / AIM_CLIENT_ID",
+        ),
     };
     let mut reg = ClientRegistration::new(id)
         .scopes(global.scopes())

@@ -34,7 +34,7 @@ impl Authority {
                 printable(input)
             )));
         }
-        let segments: Vec<String> = url
+        let mut segments: Vec<String> = url
             .path()
             .split('/')
             .filter(|s| !s.is_empty())
@@ -47,6 +47,18 @@ impl Authority {
                 }
             })
             .collect();
+        // The discovery document's or the token endpoint's URL, pasted as
+        // the authority: their base is meant (IdentityServer's fixed routes).
+        for [first, second] in [
+            [".well-known", "openid-configuration"],
+            ["connect", "token"],
+        ] {
+            if let [.., a, b] = segments.as_slice() {
+                if a.eq_ignore_ascii_case(first) && b.eq_ignore_ascii_case(second) {
+                    segments.truncate(segments.len().saturating_sub(2));
+                }
+            }
+        }
         if segments.is_empty() {
             url.set_path(AIM_SEGMENT);
         } else {
@@ -365,6 +377,24 @@ mod tests {
                 "http://localhost:8080/identitymanager",
             ),
             ("http://[::1]:8080", "http://[::1]:8080/identitymanager"),
+            // The discovery document's or the token endpoint's URL, pasted
+            // from AVEVA's documentation or a browser: the authority is the base.
+            (
+                "https://sms01/identitymanager/.well-known/openid-configuration",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://SMS01/IdentityManager/.well-known/openid-configuration/",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "sms01/identitymanager/connect/token",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://idp.example/realms/aim/Connect/Token",
+                "https://idp.example/realms/aim",
+            ),
             // Other explicit paths are kept.
             (
                 "https://idp.example/auth/realms/aim",

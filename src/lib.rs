@@ -38,7 +38,7 @@
 //! [`AimClientBuilder::build`] says what to fix. [`AimClient::from_env`] reads
 //! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` (or
 //! `AIM_CLIENT_SECRET_FILE`, or systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`),
-//! `AIM_SCOPE` and `AIM_CA_CERT` (a PEM file, e.g. the PCS root CA).
+//! `AIM_SCOPE` and `AIM_CA_CERT` (the PCS root CA: a PEM file, or the DER `.cer` Windows exports).
 //!
 //! - **Authority**: `"sms01"`, `"sms01.plant.local"`, `"https://sms01"` or
 //!   `"https://sms01/identitymanager"` all mean the same AIM. Plain `http` is

@@ -72,8 +72,9 @@ pub(crate) fn read_pem(path: &Path) -> std::result::Result<Vec<u8>, CaFileError>
 
 /// The certificates in `bytes` as PEM, or why there are none.
 fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let text = match decode_utf16(bytes) {
-        Some(text) => text?.into_bytes(),
+    let text = match crate::env_value::utf16_text(bytes) {
+        Some(Ok(text)) => text.as_bytes().to_vec(),
+        Some(Err(())) => return Err("the file starts like UTF-16 text but is not".to_owned()),
         None => bytes
             .strip_prefix(b"\xEF\xBB\xBF")
             .unwrap_or(bytes)
@@ -92,24 +93,6 @@ fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
         return Ok(der_to_pem(&text));
     }
     Err("it is neither a PEM (-----BEGIN CERTIFICATE-----) nor a DER certificate".to_owned())
-}
-
-/// A UTF-16 file (with its byte order mark) as text; `None` if not UTF-16.
-fn decode_utf16(bytes: &[u8]) -> Option<std::result::Result<String, String>> {
-    let (body, little_endian) = match bytes {
-        [0xFF, 0xFE, body @ ..] => (body, true),
-        [0xFE, 0xFF, body @ ..] => (body, false),
-        _ => return None,
-    };
-    let units = body.chunks_exact(2).map(|c| match little_endian {
-        true => u16::from_le_bytes([c[0], c[1]]),
-        false => u16::from_be_bytes([c[0], c[1]]),
-    });
-    Some(
-        char::decode_utf16(units)
-            .collect::<std::result::Result<String, _>>()
-            .map_err(|_| "the file starts like UTF-16 text but is not".to_owned()),
-    )
 }
 
 /// The CERTIFICATE sections of a PEM file, re-encoded; other sections

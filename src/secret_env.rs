@@ -3,8 +3,9 @@
 //!
 //! 1. `AIM_CLIENT_SECRET`, the value itself;
 //! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
-//!    Kubernetes secrets; a leading UTF-8 byte order mark is not part of
-//!    the secret);
+//!    Kubernetes secrets; UTF-8, or UTF-16 with a byte order mark as
+//!    Windows PowerShell 5 writes it; a leading UTF-8 byte order mark is
+//!    not part of the secret);
 //!    setting both is an error, not a guess;
 //! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
 //!    passes it with `LoadCredential=aim_client_secret:/path`.
@@ -107,7 +108,15 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
             "it is larger than {MAX_SECRET_BYTES} bytes, so not a client secret"
         )));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| unreadable(&"it is not UTF-8 text"))?;
+    // Windows PowerShell 5's `>` and `Out-File` write UTF-16 with a BOM.
+    let utf16 = crate::env_value::utf16_text(&bytes)
+        .transpose()
+        .map_err(|()| unreadable(&"it starts like UTF-16 text but is not"))?;
+    let text = match &utf16 {
+        Some(text) => text.as_str(),
+        None => std::str::from_utf8(&bytes)
+            .map_err(|_| unreadable(&"it is neither UTF-8 nor UTF-16 text"))?,
+    };
     // Notepad starts UTF-8 files with a byte order mark; no secret does.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
@@ -211,6 +220,26 @@ mod tests {
         let quoted = format!("\"{}\" ", path.display());
         let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, &quoted)])).unwrap();
         assert_eq!(secret.expose_secret(), "s3cr3t");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Windows PowerShell 5's `"s3cr3t" > secret.txt` (and `Out-File`)
+    /// write UTF-16LE with a byte order mark.
+    #[test]
+    fn a_utf16_file_is_read() {
+        let dir = dir("utf16");
+        let path = dir.join("secret");
+        for (bom, to_bytes) in [
+            ([0xFF, 0xFE], u16::to_le_bytes as fn(u16) -> [u8; 2]),
+            ([0xFE, 0xFF], u16::to_be_bytes),
+        ] {
+            let mut bytes = bom.to_vec();
+            bytes.extend("s3 cr3t\r\n".encode_utf16().flat_map(to_bytes));
+            std::fs::write(&path, bytes).unwrap();
+            let secret =
+                client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
+            assert_eq!(secret.expose_secret(), "s3 cr3t");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

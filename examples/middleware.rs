@@ -32,7 +32,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("MES_BASE_URL has no host")?
         .to_owned();
 
-    let http = ClientBuilder::new(reqwest::Client::new())
+    // Trust what the AimClient trusts (AIM_CA_CERT, the PCS root CA): MES's
+    // certificate usually comes from the same CA.
+    let mut reqwest_client = reqwest::Client::builder();
+    for pem in aim.root_certificates_pem() {
+        reqwest_client =
+            reqwest_client.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    }
+    let http = ClientBuilder::new(reqwest_client.build()?)
         // The token goes to the MES server and nowhere else.
         .with(BearerAuth::new(aim).allow_host(&mes_host))
         .build();

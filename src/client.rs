@@ -119,6 +119,26 @@ impl AimClient {
         &self.inner.authority
     }
 
+    /// The CA certificates this client trusts besides the OS store, as PEM:
+    /// what [`root_certificate_pem`](AimClientBuilder::root_certificate_pem)
+    /// was given, or the `AIM_CA_CERT` file (a DER `.cer` or UTF-16 file
+    /// already turned into PEM). For an HTTP client of your own that calls
+    /// MES, whose certificate usually comes from the same CA
+    /// ([`MesClient`](crate::MesClient) trusts them by itself).
+    ///
+    /// ```no_run
+    /// # fn run(aim: aim_token::AimClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut http = reqwest::Client::builder();
+    /// for pem in aim.root_certificates_pem() {
+    ///     http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    /// }
+    /// let http = http.build()?;
+    /// # let _ = http; Ok(()) }
+    /// ```
+    pub fn root_certificates_pem(&self) -> &[Vec<u8>] {
+        &self.inner.http.root_certificates
+    }
+
     /// Trust anchors, TLS switches and timeouts of the requests to AIM.
     pub(crate) fn http_config(&self) -> &HttpConfig {
         &self.inner.http

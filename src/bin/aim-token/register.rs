@@ -176,13 +176,7 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Unsupported => {
             clear_progress();
-            // The library's text names its method; say it in the tool's words.
-            eprintln!(
-                "error: {} offers no dynamic client registration (as AIM today): \
-                 have the AIM administrator run the commands below on the AIM server \
-                 (aim-token register --powershell prints them alone)",
-                global.authority()?
-            );
+            eprintln!("error: {}", in_flag_words(&e.to_string()));
             print_powershell(&reg, global, args.host_base.as_deref())?;
             return Ok(exit::OTHER);
         }
@@ -252,12 +246,18 @@ async fn register(global: &Global, args: Args) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-/// A registration error with the library's setter for the endpoint
-/// (`ClientRegistration::registration_endpoint("URL")`) as this tool's flag.
+/// A registration error in this tool's words: the library's
+/// `ClientRegistration::to_powershell` is `--powershell`, its setter for
+/// the endpoint (`ClientRegistration::registration_endpoint("URL")`) is
+/// `--registration-endpoint URL`.
 fn in_flag_words(message: &str) -> String {
+    let message = message.replace(
+        "ClientRegistration::to_powershell (`aim-token register --powershell`)",
+        "aim-token register --powershell (printed below)",
+    );
     const SETTER: &str = "ClientRegistration::registration_endpoint(\"";
     let Some(start) = message.find(SETTER) else {
-        return message.to_owned();
+        return message;
     };
     let rest = &message[start + SETTER.len()..];
     match rest.find("\")") {

@@ -27,7 +27,7 @@ impl Authority {
     /// Parses what a user configured. `allow_insecure_http` permits plain
     /// http to a non-loopback host.
     pub(crate) fn parse(input: &str, allow_insecure_http: bool) -> Result<Self> {
-        let mut url = parse_http_url(input, "authority", allow_insecure_http)?;
+        let mut url = parse_http_url(input, "authority", allow_insecure_http, &as_given)?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(Error::config(format!(
                 "the authority `{}` has a query or fragment: give only the server, e.g. `https://sms01.plant.local/identitymanager`",
@@ -135,19 +135,42 @@ impl fmt::Display for Authority {
 /// Checks a token endpoint URL (from `.token_endpoint(..)` or discovery)
 /// by the same rules as the authority; its path is kept as given.
 pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
-    let url = parse_http_url(input, what, allow_insecure_http)?;
+    parse_endpoint_shown(input, what, allow_insecure_http, &as_given)
+}
+
+/// [`parse_endpoint`] for a URL a server sent: `scrub` cleans whatever of
+/// it an error shows before anything of it is cut (the `user@` hiding, the
+/// length limit), so no part of a secret the server echoed is shown.
+pub(crate) fn parse_endpoint_shown(
+    input: &str,
+    what: &str,
+    allow_insecure_http: bool,
+    scrub: &dyn Fn(&str) -> String,
+) -> Result<Url> {
+    let url = parse_http_url(input, what, allow_insecure_http, scrub)?;
     if url.fragment().is_some() {
         return Err(Error::config(format!(
             "the {what} `{}` has a #fragment: remove it",
-            printable(input)
+            printable(&scrub(input))
         )));
     }
     Ok(url)
 }
 
+/// What the user configured, shown as given (user info still hidden).
+fn as_given(input: &str) -> String {
+    input.to_owned()
+}
+
 /// The shared rules: http(s) only, a host without spaces or user info,
 /// https unless loopback or explicitly allowed. A missing scheme means https.
-fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
+fn parse_http_url(
+    input: &str,
+    what: &str,
+    allow_insecure_http: bool,
+    scrub: &dyn Fn(&str) -> String,
+) -> Result<Url> {
+    let show = |s: &str| printable(&scrub(s));
     // No URL holds a quote: cmd.exe's `set AIM_AUTHORITY="sms01"` kept them.
     let trimmed = crate::env_value::unquoted(input, &['"', '\'']);
     if trimmed.is_empty() {
@@ -155,7 +178,7 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
             "the {what} is empty: set it to the AIM server, e.g. `sms01.plant.local` or `https://sms01.plant.local/identitymanager` (.authority(..) or AIM_AUTHORITY)"
         )));
     }
-    let shown = printable(trimmed);
+    let shown = show(trimmed);
     // `https:/sms01` or `https:sms01` is not a scheme-less host: read as one,
     // its host would be `https` (and the secret would go there).
     let head = trimmed.split(':').next().unwrap_or_default();
@@ -165,7 +188,7 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
     {
         return Err(Error::config(format!(
             "the {what} `{shown}` lacks the `//` after `{}:`: write it as `https://HOST/...`",
-            printable(head)
+            show(head)
         )));
     }
     let with_scheme = match trimmed.find("://") {
@@ -181,7 +204,7 @@ fn parse_http_url(input: &str, what: &str, allow_insecure_http: bool) -> Result<
     if scheme != "https" && scheme != "http" {
         return Err(Error::config(format!(
             "the {what} `{shown}` uses the scheme `{}`: use https://, e.g. `https://sms01.plant.local/identitymanager`",
-            printable(&scheme)
+            show(&scheme)
         )));
     }
     let host_part = rest.split(['/', '?', '#']).next().unwrap_or_default();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use url::Url;
 
-use crate::authority::{parse_endpoint, Authority};
+use crate::authority::{parse_endpoint_shown, Authority};
 use crate::error::answer::Facts;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::response::{
@@ -267,7 +267,8 @@ pub(crate) fn pinned_endpoint(
     // returned: two parsers can read one string as two hosts (`https:/h/x`
     // is `h` to the URL parser and `https` to the endpoint rules). The
     // origin check implies the http rule, which the authority passed.
-    let parsed = parse_endpoint(advertised, what, true).map_err(|e| {
+    let scrub = |s: &str| scrubber.line(s, usize::MAX);
+    let parsed = parse_endpoint_shown(advertised, what, true, &scrub).map_err(|e| {
         Error::new(
             ErrorKind::InvalidResponse,
             format!("discovery at {discovery_url} advertises an unusable {what}: {e}; check that the authority points to AIM"),
@@ -435,6 +436,45 @@ mod tests {
             m.token_endpoint,
             "https://sms01.plant.local/identitymanager/connect/token"
         );
+    }
+
+    /// An unusable endpoint is shown in the error, and a server's value is
+    /// shown scrubbed of the client secret before anything of it is cut:
+    /// neither the secret nor a part of it (cut by the `user@` hiding or by
+    /// the length limit) reaches the text. Found by the `discovery` fuzz
+    /// target: a form-encoded secret after a `?` was shown whole, and one
+    /// with an `@` lost only its first letter to the `user@` hiding.
+    #[test]
+    fn an_unusable_endpoint_is_shown_without_the_secret_or_a_part_of_it() {
+        const SECRET: &str = "Zq9@s3cr3t Xy7";
+        let scrubber = Scrubber::for_secrets([SECRET]);
+        let authority = Authority::parse("http://127.0.0.1:8080", false).unwrap();
+        let long = "a".repeat(100);
+        for spelling in crate::exchange::scrub::spellings_of(SECRET) {
+            for advertised in [
+                format!("http://127.0.0.1:8080/connect/token#{spelling}"),
+                format!("http://{spelling}?{spelling}@127.0.0.1:8080/connect/token"),
+                format!("http://127.0.0.1:8080/{long}?x#{spelling}"),
+                format!("{spelling}://127.0.0.1:8080/connect/token"),
+                format!("ftp://{spelling}"),
+            ] {
+                let Err(err) = pinned_endpoint(
+                    &authority,
+                    &advertised,
+                    Pinned::TokenEndpoint,
+                    "http://127.0.0.1:8080/.well-known/openid-configuration",
+                    &scrubber,
+                ) else {
+                    continue;
+                };
+                let text = err.to_string();
+                let chars: Vec<char> = spelling.chars().collect();
+                for part in chars.windows(5) {
+                    let part: String = part.iter().collect();
+                    assert!(!text.contains(&part), "{part:?} of {spelling:?} in: {text}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -101,8 +101,7 @@ fn pem_certificates(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut count = 0;
     for section in rustls::pki_types::pem::PemObject::pem_slice_iter(text) {
-        let (kind, der): (SectionKind, Vec<u8>) =
-            section.map_err(|e| format!("it is not valid PEM ({e})"))?;
+        let (kind, der): (SectionKind, Vec<u8>) = section.map_err(|e| pem_error(&e))?;
         if kind == SectionKind::Certificate {
             count += 1;
             check(&der, count)?;
@@ -116,6 +115,24 @@ fn pem_certificates(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
         );
     }
     Ok(out)
+}
+
+/// Why the PEM parser stopped, in words of the file's shape: never its
+/// error's text, which quotes the broken line (a private key's with it).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as Pem;
+    match e {
+        Pem::MissingSectionEnd { .. } | Pem::IllegalSectionStart { .. } => {
+            "it is not valid PEM: a -----BEGIN line has no -----END line of its own \
+             (were the line breaks lost, e.g. by `echo $PEM`?): each -----BEGIN and -----END line \
+             must end with a line break"
+        }
+        Pem::Base64Decode(_) => {
+            "it is not valid PEM: the base64 text between -----BEGIN and -----END is broken"
+        }
+        _ => "it is not valid PEM",
+    }
+    .to_owned()
 }
 
 /// PKCS #7 `signedData`, the OID that opens a `.p7b`.
@@ -234,6 +251,35 @@ mod tests {
         assert!(to_pem(&pfx).unwrap_err().contains("PKCS #12"));
         let short = [0x30, 0x05, 0x02, 0x01, 0x03, 0x30, 0x00];
         assert!(to_pem(&short).unwrap_err().contains("PKCS #12"));
+    }
+
+    /// `echo $PEM > ca.pem` in a shell folds the line breaks into spaces:
+    /// one line holding the certificate and, from a PFX export, the private
+    /// key. The error says what is wrong without any of the file's content
+    /// (the PEM parser's own error quotes the broken line, key and all).
+    #[test]
+    fn a_pem_without_line_breaks_is_refused_without_its_content() {
+        let (cert, _) = certificate();
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let key_b64: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for folded in [
+            format!("{cert}{key}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            format!("{key}{cert}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ] {
+            let err = to_pem(folded.as_bytes()).unwrap_err();
+            assert!(err.len() < 300, "{} bytes: {err}", err.len());
+            assert!(!err.contains(&key_b64[..20]), "{err}");
+            // Nor as the byte list the parser's Debug prints.
+            let bytes = format!("{:?}", &key_b64.as_bytes()[..8]);
+            assert!(!err.contains(&bytes[1..bytes.len() - 1]), "{err}");
+            assert!(err.contains("line break"), "{err}");
+        }
     }
 
     #[test]

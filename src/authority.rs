@@ -27,6 +27,7 @@ impl Authority {
     /// Parses what a user configured. `allow_insecure_http` permits plain
     /// http to a non-loopback host.
     pub(crate) fn parse(input: &str, allow_insecure_http: bool) -> Result<Self> {
+        let input = configured(input);
         let mut url = parse_http_url(input, "authority", allow_insecure_http, &as_given)?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(Error::config(format!(
@@ -135,10 +136,17 @@ impl fmt::Display for Authority {
 /// Checks a token endpoint URL (from `.token_endpoint(..)` or discovery)
 /// by the same rules as the authority; its path is kept as given.
 pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
-    parse_endpoint_shown(input, what, allow_insecure_http, &as_given)
+    parse_endpoint_shown(configured(input), what, allow_insecure_http, &as_given)
 }
 
-/// [`parse_endpoint`] for a URL a server sent: `scrub` cleans whatever of
+/// A URL an admin configured, without the quotes cmd.exe's
+/// `set AIM_AUTHORITY="sms01"` keeps (no URL holds one). Not for what a
+/// server sent: that is parsed as written.
+fn configured(input: &str) -> &str {
+    crate::env_value::unquoted(input, &['"', '\''])
+}
+
+/// [`parse_endpoint`] for a URL a server sent (quotes kept): `scrub` cleans whatever of
 /// it an error shows before anything of it is cut (the `user@` hiding, the
 /// length limit), so no part of a secret the server echoed is shown.
 pub(crate) fn parse_endpoint_shown(
@@ -171,8 +179,7 @@ fn parse_http_url(
     scrub: &dyn Fn(&str) -> String,
 ) -> Result<Url> {
     let show = |s: &str| printable(&scrub(s));
-    // No URL holds a quote: cmd.exe's `set AIM_AUTHORITY="sms01"` kept them.
-    let trimmed = crate::env_value::unquoted(input, &['"', '\'']);
+    let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(Error::config(format!(
             "the {what} is empty: set it to the AIM server, e.g. `sms01.plant.local` or `https://sms01.plant.local/identitymanager` (.authority(..) or AIM_AUTHORITY)"

@@ -1,7 +1,7 @@
 //! RFC 7591 dynamic client registration: discovery, then one POST.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -67,7 +67,6 @@ pub struct RegisteredClient {
     registration_client_uri: Option<String>,
     scopes: Vec<String>,
     access_token_lifetime: Option<Duration>,
-    client_secret_expires_at: Option<u64>,
     client_secret_expiry: SecretExpiry,
 }
 
@@ -148,12 +147,19 @@ impl RegisteredClient {
         self.access_token_lifetime
     }
 
-    /// When the secret expires, in seconds since the Unix epoch; `None` or
-    /// `Some(0)` mean never. `None` also for a value that is no number of
-    /// seconds (negative, text): [`client_secret_expiry`](Self::client_secret_expiry)
-    /// tells that apart.
+    /// When the secret expires, in seconds since the Unix epoch (at most
+    /// the end of the year 9999, so adding it to `UNIX_EPOCH` cannot
+    /// overflow); `Some(0)` means never, also when the answer gives no
+    /// expiry. `None` for a value that is no time (negative, text, too
+    /// large): [`client_secret_expiry`](Self::client_secret_expiry) reads
+    /// the same field as an enum and says so.
     pub fn client_secret_expires_at(&self) -> Option<u64> {
-        self.client_secret_expires_at
+        // One reading of the field: the seconds of `client_secret_expiry`.
+        match self.client_secret_expiry {
+            SecretExpiry::Never => Some(0),
+            SecretExpiry::At(at) => at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs()),
+            SecretExpiry::Unreadable => None,
+        }
     }
 
     /// When the secret expires: never, at a time, or unreadable (a value
@@ -333,7 +339,6 @@ fn parse_registered(json: &serde_json::Value) -> Result<RegisteredClient> {
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
         access_token_lifetime: number("access_token_lifetime").map(Duration::from_secs),
-        client_secret_expires_at: number("client_secret_expires_at"),
         client_secret_expiry: SecretExpiry::of(json.get("client_secret_expires_at")),
     })
 }
@@ -451,6 +456,37 @@ mod tests {
         }
         let reg = parse_registered(&serde_json::json!({"client_id": "svc"})).unwrap();
         assert_eq!(reg.client_secret_expiry(), SecretExpiry::Never);
+    }
+
+    /// The seconds getter reads the answer as `client_secret_expiry` does:
+    /// a value that is no time (past the year 9999) is `None`, never seconds
+    /// that `UNIX_EPOCH + Duration::from_secs(..)` would panic on; a float
+    /// without a fraction is the time it names, not "never".
+    #[test]
+    fn expiry_seconds_agree_with_the_expiry() {
+        for (value, secs) in [
+            (serde_json::json!(u64::MAX), None),
+            (serde_json::json!("18446744073709551615"), None),
+            (serde_json::json!(1_798_729_756.0), Some(1_798_729_756)),
+            (serde_json::json!(1_798_729_756), Some(1_798_729_756)),
+            (serde_json::json!("0"), Some(0)),
+            (serde_json::json!(-1), None),
+        ] {
+            let json = serde_json::json!({
+                "client_id": "svc", "client_secret": "x", "client_secret_expires_at": value
+            });
+            let reg = parse_registered(&json).unwrap();
+            assert_eq!(reg.client_secret_expires_at(), secs, "{value}");
+            let from_secs = secs.map(|s| match s {
+                0 => SecretExpiry::Never,
+                s => SecretExpiry::At(std::time::UNIX_EPOCH + Duration::from_secs(s)),
+            });
+            assert_eq!(
+                from_secs.unwrap_or(SecretExpiry::Unreadable),
+                reg.client_secret_expiry(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -38,12 +38,19 @@ pub(crate) fn utf16_text(bytes: &[u8]) -> Option<Result<Zeroizing<String>, ()>> 
         [0xFE, 0xFF, body @ ..] => (body, false),
         _ => return None,
     };
-    let units = body.chunks_exact(2).map(|c| match little_endian {
-        true => u16::from_le_bytes([c[0], c[1]]),
-        false => u16::from_be_bytes([c[0], c[1]]),
-    });
-    let mut text = Zeroizing::new(String::with_capacity(body.len() / 2));
-    for c in char::decode_utf16(units) {
+    let units = || {
+        body.chunks_exact(2).map(|c| match little_endian {
+            true => u16::from_le_bytes([c[0], c[1]]),
+            false => u16::from_be_bytes([c[0], c[1]]),
+        })
+    };
+    // Sized exactly before the first push: a String that grew would leave
+    // the secret's first part behind, unzeroized.
+    let len = char::decode_utf16(units())
+        .map(|c| c.map_or(0, char::len_utf8))
+        .sum();
+    let mut text = Zeroizing::new(String::with_capacity(len));
+    for c in char::decode_utf16(units()) {
         match c {
             Ok(c) => text.push(c),
             Err(_) => return Some(Err(())),

@@ -36,7 +36,12 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
         (Some(_), Some(_)) => Err(Error::config(format!(
             "both {CLIENT_SECRET} and {CLIENT_SECRET_FILE} are set: set only one of them"
         ))),
-        (Some(secret), None) => Ok(SecretString::from(without_line_ends(&secret).to_owned())),
+        (Some(secret), None) => {
+            // The copy without line breaks is the secret; the value it was
+            // cut from is zeroized too.
+            let secret = zeroize::Zeroizing::new(secret);
+            Ok(SecretString::from(without_line_ends(&secret).to_owned()))
+        }
         (None, Some(path)) => read(
             crate::env_value::unquoted_path(Path::new(&path)),
             CLIENT_SECRET_FILE,
@@ -99,7 +104,9 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
             path.display()
         ))
     };
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    // Sized once: a buffer that grew while reading would leave copies of
+    // the secret behind, unzeroized.
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES as usize + 1));
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| unreadable(&e))?;

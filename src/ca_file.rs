@@ -10,9 +10,11 @@
 //! * one DER certificate: what Windows' certificate export wizard writes
 //!   by default (`.cer`, "DER encoded binary X.509").
 //!
-//! Other PEM sections (a private key from a PFX export) are ignored; a file
-//! with no certificate at all is an error naming the file and what to put
-//! in it, found before any network I/O.
+//! A file that also holds a private key (a PFX export turned into PEM) is
+//! refused, as the `.pfx` itself is: a CA file is copied to every client,
+//! and the server's key must not travel with it. A file with no
+//! certificate at all is an error naming the file and what to put in it,
+//! found before any network I/O. Errors never quote the file's content.
 
 use std::path::Path;
 
@@ -95,24 +97,37 @@ fn to_pem(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     Err("it is neither a PEM (-----BEGIN CERTIFICATE-----) nor a DER certificate".to_owned())
 }
 
-/// The CERTIFICATE sections of a PEM file, re-encoded; other sections
-/// (keys) are dropped.
+/// What a PEM file holding a private key is told.
+const KEY_IN_FILE: &str = "the file holds a private key (a PFX export turned into PEM?), which a CA file that every client reads must not: export the CA certificate alone (without the key), as DER (.cer) or Base-64 X.509";
+
+/// The CERTIFICATE sections of a PEM file, re-encoded; a private key
+/// refuses the file, other sections (CRLs, parameters) are dropped.
 fn pem_certificates(text: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut count = 0;
     for section in rustls::pki_types::pem::PemObject::pem_slice_iter(text) {
         let (kind, der): (SectionKind, Vec<u8>) = section.map_err(|e| pem_error(&e))?;
+        if matches!(
+            kind,
+            SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+        ) {
+            return Err(KEY_IN_FILE.to_owned());
+        }
         if kind == SectionKind::Certificate {
             count += 1;
             check(&der, count)?;
             out.extend(der_to_pem(&der));
         }
     }
+    // Labels the parser skips: `ENCRYPTED PRIVATE KEY`, `OPENSSH PRIVATE KEY`, ...
+    if text
+        .windows(b"PRIVATE KEY-----".len())
+        .any(|w| w == b"PRIVATE KEY-----")
+    {
+        return Err(KEY_IN_FILE.to_owned());
+    }
     if out.is_empty() {
-        return Err(
-            "the PEM file holds no certificate (only other sections, such as a private key)"
-                .to_owned(),
-        );
+        return Err("the PEM file holds no certificate (only other sections)".to_owned());
     }
     Ok(out)
 }
@@ -223,16 +238,19 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_dropped_and_a_bundle_kept() {
+    fn a_bundle_is_kept_and_a_key_refused() {
         let (a, a_der) = certificate();
         let (b, b_der) = certificate();
-        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        let pem = to_pem(format!("{a}{key}{b}").as_bytes()).unwrap();
+        let pem = to_pem(format!("{a}{b}").as_bytes()).unwrap();
         assert_eq!(ders(&pem), [a_der, b_der]);
-        assert!(!String::from_utf8(pem).unwrap().contains("PRIVATE KEY"));
-        assert!(to_pem(key.as_bytes())
-            .unwrap_err()
-            .contains("no certificate"));
+        // A key beside the certificates: the server's, copied to clients.
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        for file in [format!("{a}{key}{b}"), key.clone()] {
+            let err = to_pem(file.as_bytes()).unwrap_err();
+            assert!(err.contains("private key"), "{err}");
+            let key_b64: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+            assert!(!err.contains(&key_b64[..20]), "{err}");
+        }
     }
 
     /// Windows' certificate export also offers PKCS #7 (.p7b) and, with

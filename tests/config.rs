@@ -301,21 +301,19 @@ fn with_ca_cert(path: &str) -> String {
 
 /// AIM_CA_CERT as Windows machines hold it: the certificate export wizard
 /// writes DER (`.cer`) by default, Windows PowerShell's `>` writes UTF-16LE
-/// with a byte order mark, Notepad writes CRLF and a UTF-8 BOM, a bundle
-/// may carry the private key of a PFX export, and cmd.exe's
+/// with a byte order mark, Notepad writes CRLF and a UTF-8 BOM, and cmd.exe's
 /// `set AIM_CA_CERT="C:\certs\pcs root.cer"` keeps the quotes.
 #[test]
 fn from_env_reads_ca_files_as_windows_writes_them() {
     let dir = temp_dir("ca-windows");
     let (pem, der) = ca_certificate();
     let (other_pem, _) = ca_certificate();
-    let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let crlf = pem.replace('\n', "\r\n");
     let mut utf16 = vec![0xFF, 0xFE];
     utf16.extend(crlf.encode_utf16().flat_map(u16::to_le_bytes));
     let mut utf16be = vec![0xFE, 0xFF];
     utf16be.extend(pem.encode_utf16().flat_map(u16::to_be_bytes));
-    let files: [(&str, Vec<u8>); 6] = [
+    let files: [(&str, Vec<u8>); 5] = [
         ("pcs-root.cer", der),
         ("utf16.pem", utf16),
         ("utf16be.pem", utf16be),
@@ -324,7 +322,6 @@ fn from_env_reads_ca_files_as_windows_writes_them() {
             [&b"\xEF\xBB\xBF"[..], crlf.as_bytes()].concat(),
         ),
         ("bundle.pem", format!("{pem}{other_pem}").into_bytes()),
-        ("with-key.pem", format!("{key_pem}{pem}").into_bytes()),
     ];
     for (name, bytes) in files {
         let path = dir.join(name);
@@ -344,11 +341,25 @@ fn from_env_reads_ca_files_as_windows_writes_them() {
 fn from_env_names_ca_cert_for_files_without_a_certificate() {
     let dir = temp_dir("ca-bad");
     let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
-    let cases: [(&str, &[u8], &str); 5] = [
+    // A PFX export turned into PEM (`openssl pkcs12 -nodes`) carries the
+    // server's private key: a file that every client machine would then
+    // hold. Refused, as the .pfx itself is, not used without a word.
+    let (pem, _) = ca_certificate();
+    let with_key = format!("{key_pem}{pem}");
+    let encrypted_key = format!(
+        "{pem}-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    );
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("with-key.pem", with_key.as_bytes(), "private key"),
+        (
+            "with-encrypted-key.pem",
+            encrypted_key.as_bytes(),
+            "private key",
+        ),
         ("empty.pem", b"", "empty"),
         ("blank.pem", b" \r\n\r\n", "empty"),
         ("text.txt", b"this is not a certificate", "PEM"),
-        ("key-only.pem", key_pem.as_bytes(), "no certificate"),
+        ("key-only.pem", key_pem.as_bytes(), "private key"),
         ("garbage.cer", b"\x30\x82\x01\x00garbage", "X.509"),
     ];
     for (name, bytes, words) in cases {

@@ -26,6 +26,12 @@ pub fn client_secret_from_env() -> crate::Result<Option<secrecy::SecretString>> 
     crate::secret_env::client_secret_if_set(|name| std::env::var(name).ok())
 }
 
+/// The client ID of `--client-id` / AIM_CLIENT_ID as the client uses it:
+/// without the quotes cmd.exe keeps.
+pub fn client_id(value: &str) -> &str {
+    crate::config::client_id_as_configured(value)
+}
+
 /// The scopes of `--scope` / AIM_SCOPE values as the client requests them:
 /// split as `AimClient::from_env` splits AIM_SCOPE, each once.
 pub fn scope_list(values: &[String]) -> Vec<String> {

@@ -98,8 +98,7 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
     let client_id = builder
         .client_id
         .as_deref()
-        // No client ID AIM holds is wrapped in quotes; cmd.exe's `set` keeps them.
-        .map(|id| crate::env_value::unquoted(id, &['"']))
+        .map(client_id_as_configured)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             Error::config(
@@ -145,6 +144,13 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
         http: http_config(builder)?,
         clock,
     })
+}
+
+/// The client ID as configured, without surrounding whitespace and the
+/// quotes cmd.exe's `set AIM_CLIENT_ID="..."` keeps (no client ID AIM holds
+/// is wrapped in them).
+pub(crate) fn client_id_as_configured(id: &str) -> &str {
+    crate::env_value::unquoted(id, &['"'])
 }
 
 /// A list of scopes as `AIM_SCOPE` (and the CLI's `--scope`) give it:

@@ -515,6 +515,27 @@ async fn register_errors_name_flags_not_methods() {
     }
 }
 
+/// `set AIM_CLIENT_ID="mes-reporting"` in cmd.exe keeps the quotes; the
+/// app (`AimClient::from_env`) uses the ID between them, so `register`
+/// registers that ID too instead of refusing the variable the app accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_reads_a_quoted_client_id_as_the_app_does() {
+    let out = aim_token(
+        &["register", "--powershell"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_CLIENT_ID", "\"mes-reporting\""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("-Id 'mes-reporting' "),
+        "{}",
+        out.stdout
+    );
+}
+
 /// `register --powershell` finds the app's secret where the app does
 /// (`AimClient::from_env`): AIM_CLIENT_SECRET without the CRLF that
 /// `Get-Content -Raw` keeps, or AIM_CLIENT_SECRET_FILE; only with neither

@@ -212,10 +212,11 @@ impl Global {
 
     /// The client ID, or the error that says how to give one.
     pub(crate) fn client_id(&self) -> Result<&str, Failure> {
+        // As the client reads it (AimClient::from_env): without cmd.exe's quotes.
         self.client_id
             .as_deref()
+            .map(aim_token::__cli::client_id)
             .filter(|s| !s.is_empty())
-            .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
                 Failure::usage("no client ID").fix("pass --client-id ID or set AIM_CLIENT_ID")
             })

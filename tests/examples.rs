@@ -94,15 +94,21 @@ fn emulator_only_examples_say_they_ignore_aim_variables() {
     }
 }
 
-/// The quickstart and the middleware example against "a real AIM" whose
-/// CA the admin exported from Windows as a DER `.cer`, with MES_BASE_URL:
-/// the token and the MES calls both trust it (MES's certificate comes from
-/// the same CA).
+/// The quickstart against "a real AIM" whose CA the admin exported from
+/// Windows as a DER `.cer`, with MES_BASE_URL: the token and the MES calls
+/// both trust it (MES's certificate comes from the same CA).
 #[test]
-fn examples_trust_a_der_ca_for_aim_and_mes() {
-    for name in ["quickstart", "middleware"] {
-        real_aim_with_der_ca(name);
-    }
+fn quickstart_trusts_a_der_ca_for_aim_and_mes() {
+    real_aim_with_der_ca("quickstart");
+}
+
+/// The middleware example likewise; its own reqwest client trusts the CA
+/// through reqwest's `tls_certs_merge`, which on Windows asks a second
+/// chain engine that Wine refuses to build ("builder error"): skipped
+/// under Wine (scripts/windows.sh), run on Linux.
+#[test]
+fn middleware_example_trusts_a_der_ca_for_aim_and_mes() {
+    real_aim_with_der_ca("middleware");
 }
 
 fn real_aim_with_der_ca(name: &str) {

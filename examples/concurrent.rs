@@ -7,8 +7,12 @@
 use aim_token::emulator::AimEmulator;
 use aim_token::MesClient;
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    aim_env::note_emulator_only("concurrent");
     let emulator = AimEmulator::start().await?;
     // One client for the whole application; clones share its cache.
     let aim = emulator.client_builder().build()?;

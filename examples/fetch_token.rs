@@ -23,6 +23,9 @@ use std::process::ExitCode;
 use aim_token::emulator::AimEmulator;
 use aim_token::{AimClient, Error, ErrorKind};
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let use_emulator = std::env::args().skip(1).any(|a| a == "--emulator");
@@ -35,7 +38,13 @@ async fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("fetch_token: {err}");
-            if let Some(hint) = hint(&err) {
+            let hint = match err.kind() {
+                ErrorKind::Config => Some(
+                    "check AIM_AUTHORITY, AIM_CLIENT_ID, AIM_CLIENT_SECRET (optional: AIM_SCOPE, AIM_CA_CERT), or pass --emulator to try it out",
+                ),
+                _ => aim_env::hint(&err),
+            };
+            if let Some(hint) = hint {
                 eprintln!("fetch_token: {hint}");
             }
             ExitCode::FAILURE
@@ -67,17 +76,4 @@ async fn fetch(use_emulator: bool) -> Result<String, Error> {
         token.lifetime().as_secs()
     );
     Ok(token.secret().to_owned())
-}
-
-fn hint(err: &Error) -> Option<&'static str> {
-    Some(match err.kind() {
-        ErrorKind::Config => {
-            "check AIM_AUTHORITY, AIM_CLIENT_ID, AIM_CLIENT_SECRET (optional: AIM_SCOPE, AIM_CA_CERT), or pass --emulator to try it out"
-        }
-        ErrorKind::Tls => "trust the PCS root CA: AIM_CA_CERT=/path/to/pcs-root-ca.pem",
-        ErrorKind::Transport | ErrorKind::Timeout => {
-            "check that AIM_AUTHORITY names the System Management Server and that it is reachable"
-        }
-        _ => return None,
-    })
 }

@@ -15,6 +15,9 @@
 use aim_token::emulator::AimEmulator;
 use aim_token::{AimClient, MesClient};
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main]
 async fn main() {
     if let Err(err) = run().await {
@@ -72,7 +75,9 @@ type Connection = (Option<AimEmulator>, AimClient, String, Target);
 /// The emulator (kept alive by the caller), an AIM client, the MES base URL
 /// and the job to run.
 async fn connect() -> Result<Connection, Box<dyn std::error::Error>> {
-    if std::env::var_os("AIM_AUTHORITY").is_some() {
+    if aim_env::real_aim_selected() {
+        // First: it names the AIM variable that is missing or wrong.
+        let aim = AimClient::from_env()?;
         let var = |name: &str| {
             std::env::var(name).map_err(|_| format!("set {name} (see the example's documentation)"))
         };
@@ -90,7 +95,7 @@ async fn connect() -> Result<Connection, Box<dyn std::error::Error>> {
                     .map_err(|_| "MES_RUN_ENT_ID must be an entity ID (a whole number)")?,
             ),
         };
-        return Ok((None, AimClient::from_env()?, var("MES_BASE_URL")?, target));
+        return Ok((None, aim, var("MES_BASE_URL")?, target));
     }
     let emulator = AimEmulator::start().await?;
     println!("using the AIM + MES emulator at {}", emulator.base_url());

@@ -14,6 +14,9 @@ use aim_token::emulator::AimEmulator;
 use aim_token::mes::Entity;
 use aim_token::{AimClient, MesClient};
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main]
 async fn main() {
     if let Err(err) = run().await {
@@ -62,10 +65,12 @@ fn print_tree(all: &[Entity], entity: &Entity, depth: usize) {
 
 /// The emulator (kept alive by the caller), an AIM client and the MES base URL.
 async fn connect() -> Result<(Option<AimEmulator>, AimClient, String), Box<dyn std::error::Error>> {
-    if std::env::var_os("AIM_AUTHORITY").is_some() {
+    if aim_env::real_aim_selected() {
+        // First: it names the AIM variable that is missing or wrong.
+        let aim = AimClient::from_env()?;
         let mes_base = std::env::var("MES_BASE_URL")
             .map_err(|_| "set MES_BASE_URL, e.g. https://mes01.plant.local/mesmw/")?;
-        return Ok((None, AimClient::from_env()?, mes_base));
+        return Ok((None, aim, mes_base));
     }
     let emulator = AimEmulator::start().await?;
     println!("using the AIM + MES emulator at {}", emulator.base_url());

@@ -13,15 +13,33 @@ use aim_token::middleware::BearerAuth;
 use aim_token::AimClient;
 use reqwest_middleware::ClientBuilder;
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(err) = run().await {
+        // Display: the message says what to fix.
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (_emulator, aim, mes_base) = connect().await?;
     let mes_host = url::Url::parse(&mes_base)?
         .host_str()
         .ok_or("MES_BASE_URL has no host")?
         .to_owned();
 
-    let http = ClientBuilder::new(reqwest::Client::new())
+    // Trust what the AimClient trusts (AIM_CA_CERT, the PCS root CA): MES's
+    // certificate usually comes from the same CA.
+    let mut reqwest_client = reqwest::Client::builder();
+    for pem in aim.root_certificates_pem() {
+        reqwest_client =
+            reqwest_client.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    }
+    let http = ClientBuilder::new(reqwest_client.build()?)
         // The token goes to the MES server and nowhere else.
         .with(BearerAuth::new(aim).allow_host(&mes_host))
         .build();
@@ -44,7 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn connect() -> Result<(Option<AimEmulator>, AimClient, String), Box<dyn std::error::Error>> {
-    if std::env::var_os("AIM_AUTHORITY").is_some() {
+    if aim_env::real_aim_selected() {
+        // First: it names the AIM variable that is missing or wrong.
+        let aim = AimClient::from_env()?;
         let mes_base = std::env::var("MES_BASE_URL")
             .map_err(|_| "set MES_BASE_URL, e.g. https://mes01.plant.local/mesmw/")?;
         let mes_base = if mes_base.ends_with('/') {
@@ -52,7 +72,7 @@ async fn connect() -> Result<(Option<AimEmulator>, AimClient, String), Box<dyn s
         } else {
             format!("{mes_base}/")
         };
-        return Ok((None, AimClient::from_env()?, mes_base));
+        return Ok((None, aim, mes_base));
     }
     let emulator = AimEmulator::start().await?;
     println!("using the AIM + MES emulator at {}", emulator.base_url());

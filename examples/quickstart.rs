@@ -17,17 +17,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aim_token::emulator::AimEmulator;
-use aim_token::{AccessToken, AimClient};
+use aim_token::{AccessToken, AimClient, AimClientBuilder, MesClient};
 
-/// The variables that select a real AIM. What each must hold, and where
-/// else the secret may come from (systemd's credentials), is
-/// `AimClient::from_env`'s to decide.
-const REAL_AIM: [&str; 4] = [
-    "AIM_AUTHORITY",
-    "AIM_CLIENT_ID",
-    "AIM_CLIENT_SECRET",
-    "AIM_CLIENT_SECRET_FILE",
-];
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
+/// How long the quickstart retries AIM before it says what to check.
+const FIRST_RUN_DEADLINE: Duration = Duration::from_secs(15);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,12 +38,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {
-    let real_aim = REAL_AIM
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
+    let real_aim = aim_env::real_aim_selected();
     // Kept alive until the end: dropping the emulator stops it.
     let mut _emulator = None;
-    let (aim, mes_base, ca_pem) = if !real_aim {
+    let (aim, mes_base) = if !real_aim {
         eprintln!("AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET are not set: starting the AIM emulator on 127.0.0.1 (https, with its own CA).");
         eprintln!(
             "Set AIM_AUTHORITY, AIM_CLIENT_ID and AIM_CLIENT_SECRET to talk to a real AIM.\n"
@@ -63,48 +57,41 @@ async fn run() -> Result<(), Box<dyn Error>> {
             .build()?;
         let mes_base = Some(emulator.mes_base());
         _emulator = Some(emulator);
-        (aim, mes_base, Some(ca_pem.into_bytes()))
+        (aim, mes_base)
     } else {
-        let aim = AimClient::from_env().map_err(|e| {
-            format!("{e} (or unset the AIM_* variables to use the built-in emulator)")
-        })?;
+        // A first run should not retry a typo for the default minute.
+        let aim = AimClientBuilder::from_env()
+            .and_then(|b| b.retry_deadline(FIRST_RUN_DEADLINE).build())
+            .map_err(|e| {
+                format!("{e} (or unset the AIM_* variables to use the built-in emulator)")
+            })?;
         eprintln!(
             "AIM_* variables set: using the AIM at {} as client {}.\n",
             aim.authority(),
             aim.client_id()
         );
-        let ca_pem = match std::env::var_os("AIM_CA_CERT") {
-            Some(path) => Some(std::fs::read(path)?),
-            None => None,
-        };
-        (aim, std::env::var("MES_BASE_URL").ok(), ca_pem)
+        (aim, std::env::var("MES_BASE_URL").ok())
     };
 
-    let token = aim.token().await?;
+    let token = aim.token().await.map_err(|e| match aim_env::hint(&e) {
+        Some(hint) => format!("{e}\n{hint}"),
+        None => e.to_string(),
+    })?;
     print_token(&token);
 
     let Some(mes_base) = mes_base else {
         println!("\n(set MES_BASE_URL, e.g. https://mes01.plant.local/mesmw/, to call MES too)");
         return Ok(());
     };
-    let url = format!("{}api/v3/entity", with_slash(&mes_base));
-    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(pem) = &ca_pem {
-        http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
-    }
-    let response = http
-        .build()?
-        .get(&url)
-        .bearer_auth(token.secret())
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await?;
-    println!("\nGET {url}\n  -> {status}");
+    // MesClient trusts what the AimClient trusts (the OS store plus the
+    // emulator's CA, or AIM_CA_CERT: MES's certificate usually comes from
+    // the PCS root CA too), sends the token only to MES, and explains MES's
+    // errors (a 404 for a missing privilege of the Default Background User).
+    let mes = MesClient::new(&mes_base, aim.clone())?;
+    let entities: serde_json::Value = mes.get_json("api/v3/entity").await?;
+    println!("\nGET {}api/v3/entity\n  -> OK", with_slash(&mes_base));
+    let body = serde_json::to_string_pretty(&entities)?;
     println!("{}", shorten(&body, 2000));
-    if !status.is_success() {
-        return Err(format!("MES answered {status}").into());
-    }
     Ok(())
 }
 

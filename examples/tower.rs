@@ -15,8 +15,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 
+#[path = "support/aim_env.rs"]
+mod aim_env;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    aim_env::note_emulator_only("tower");
     let emulator = AimEmulator::start().await?;
     // A token younger than min_refresh_interval (1 s by default) is not
     // renewed after a 401; the demo below has MES refuse a brand-new one.
@@ -28,12 +32,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // `Full<Bytes>` is Clone, so every request may be retried once after a 401.
-    let client = BearerAuthLayer::new(aim)
+    let client = BearerAuthLayer::new(aim.clone())
         .allow_host("127.0.0.1")
         .clone_bodies()
         .layer(hyper_client);
 
-    // Make MES reject the first token once, to show the retry.
+    // Make MES reject the token once, to show the retry. A token younger
+    // than min_refresh_interval (1 s) is not renewed after a 401 (MES
+    // refusing a brand-new token does not trust this AIM; asking again would
+    // only cost token requests), so let it age first, as in a running service.
+    aim.token().await?; // fetched now, and cached
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     emulator.reject_next_mes_token();
     let request =
         http::Request::get(format!("{mes_base}api/v3/entity")).body(Full::new(Bytes::new()))?;

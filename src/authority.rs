@@ -27,6 +27,7 @@ impl Authority {
     /// Parses what a user configured. `allow_insecure_http` permits plain
     /// http to a non-loopback host.
     pub(crate) fn parse(input: &str, allow_insecure_http: bool) -> Result<Self> {
+        let input = configured(input);
         let mut url = parse_http_url(input, "authority", allow_insecure_http, &as_given)?;
         if url.query().is_some() || url.fragment().is_some() {
             return Err(Error::config(format!(
@@ -34,7 +35,7 @@ impl Authority {
                 printable(input)
             )));
         }
-        let segments: Vec<String> = url
+        let mut segments: Vec<String> = url
             .path()
             .split('/')
             .filter(|s| !s.is_empty())
@@ -47,6 +48,18 @@ impl Authority {
                 }
             })
             .collect();
+        // The discovery document's or the token endpoint's URL, pasted as
+        // the authority: their base is meant (IdentityServer's fixed routes).
+        for [first, second] in [
+            [".well-known", "openid-configuration"],
+            ["connect", "token"],
+        ] {
+            if let [.., a, b] = segments.as_slice() {
+                if a.eq_ignore_ascii_case(first) && b.eq_ignore_ascii_case(second) {
+                    segments.truncate(segments.len().saturating_sub(2));
+                }
+            }
+        }
         if segments.is_empty() {
             url.set_path(AIM_SEGMENT);
         } else {
@@ -123,10 +136,17 @@ impl fmt::Display for Authority {
 /// Checks a token endpoint URL (from `.token_endpoint(..)` or discovery)
 /// by the same rules as the authority; its path is kept as given.
 pub(crate) fn parse_endpoint(input: &str, what: &str, allow_insecure_http: bool) -> Result<Url> {
-    parse_endpoint_shown(input, what, allow_insecure_http, &as_given)
+    parse_endpoint_shown(configured(input), what, allow_insecure_http, &as_given)
 }
 
-/// [`parse_endpoint`] for a URL a server sent: `scrub` cleans whatever of
+/// A URL an admin configured, without the quotes cmd.exe's
+/// `set AIM_AUTHORITY="sms01"` keeps (no URL holds one). Not for what a
+/// server sent: that is parsed as written.
+fn configured(input: &str) -> &str {
+    crate::env_value::unquoted(input, &['"', '\''])
+}
+
+/// [`parse_endpoint`] for a URL a server sent (quotes kept): `scrub` cleans whatever of
 /// it an error shows before anything of it is cut (the `user@` hiding, the
 /// length limit), so no part of a secret the server echoed is shown.
 pub(crate) fn parse_endpoint_shown(
@@ -235,6 +255,24 @@ fn parse_http_url(
     let Some(host) = url.host() else {
         return Err(no_host());
     };
+    // The url crate keeps `"`, `'`, `!`, `$` ... in a domain (WHATWG allows
+    // them); DNS does not, so such a host could only fail later as
+    // "cannot resolve". An IDN host is already punycode here.
+    if let Host::Domain(domain) = &host {
+        if let Some(bad) = domain
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+        {
+            let why = if matches!(bad, '"' | '\'') {
+                "a quote: remove the quotes around the value"
+            } else {
+                "a character that no host name has: give a host name such as `sms01.plant.local`"
+            };
+            return Err(Error::config(format!(
+                "the host of the {what} `{shown}` contains {why}"
+            )));
+        }
+    }
     if scheme == "http" && !allow_insecure_http && !is_loopback(&host) {
         return Err(Error::config(format!(
             "the {what} `{shown}` uses plain http, which would send the client secret and token in clear text: use https://, or call .allow_insecure_http(true) for a lab (loopback addresses are always allowed)"
@@ -343,6 +381,9 @@ mod tests {
                 "https://sms01:8443/IdentityManager",
                 "https://sms01:8443/identitymanager",
             ),
+            // cmd.exe's `set AIM_AUTHORITY="sms01"` keeps the quotes.
+            ("\"sms01\"", "https://sms01/identitymanager"),
+            (" 'https://SMS01/' ", "https://sms01/identitymanager"),
             ("10.0.0.5", "https://10.0.0.5/identitymanager"),
             ("[fe80::1]", "https://[fe80::1]/identitymanager"),
             ("fe80::1", "https://[fe80::1]/identitymanager"),
@@ -366,6 +407,24 @@ mod tests {
                 "http://localhost:8080/identitymanager",
             ),
             ("http://[::1]:8080", "http://[::1]:8080/identitymanager"),
+            // The discovery document's or the token endpoint's URL, pasted
+            // from AVEVA's documentation or a browser: the authority is the base.
+            (
+                "https://sms01/identitymanager/.well-known/openid-configuration",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://SMS01/IdentityManager/.well-known/openid-configuration/",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "sms01/identitymanager/connect/token",
+                "https://sms01/identitymanager",
+            ),
+            (
+                "https://idp.example/realms/aim/Connect/Token",
+                "https://idp.example/realms/aim",
+            ),
             // Other explicit paths are kept.
             (
                 "https://idp.example/auth/realms/aim",
@@ -406,6 +465,10 @@ mod tests {
         assert!(http.contains("clear text"), "{http}");
         assert!(config_error("http://10.0.0.5").contains("allow_insecure_http"));
         assert!(config_error("sms 01").contains("space"));
+        // The url crate takes these in a domain; DNS never resolves them.
+        assert!(config_error("\"sms01").contains("remove the quotes"));
+        assert!(config_error("https://sms01'/identitymanager").contains("quote"));
+        assert!(config_error("sms$01.plant.local").contains("no host name has"));
         assert!(config_error("https://sms 01.plant.local/identitymanager").contains("space"));
         assert!(config_error("https://sms01/identity manager").contains("space"));
         // Found by fuzz/authority: backslashes hid the `@` from the

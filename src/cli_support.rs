@@ -6,6 +6,42 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
+pub use crate::ca_file::CaFileError;
+
+/// A CA file (`--ca-cert`) as PEM certificates, read as `AIM_CA_CERT` is
+/// read by `AimClient::from_env`: PEM or DER, UTF-8 or UTF-16.
+///
+/// # Errors
+/// A file that cannot be read or holds no usable certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, CaFileError> {
+    crate::ca_file::read_pem(path)
+}
+
+/// The client secret as `AimClient::from_env` finds it (AIM_CLIENT_SECRET,
+/// AIM_CLIENT_SECRET_FILE, systemd's credential), or `None` when none is set.
+///
+/// # Errors
+/// A source that is set but unusable, naming it.
+pub fn client_secret_from_env() -> crate::Result<Option<secrecy::SecretString>> {
+    crate::secret_env::client_secret_if_set(|name| std::env::var(name).ok())
+}
+
+/// The client ID of `--client-id` / AIM_CLIENT_ID as the client uses it:
+/// without the quotes cmd.exe keeps.
+pub fn client_id(value: &str) -> &str {
+    crate::config::client_id_as_configured(value)
+}
+
+/// The scopes of `--scope` / AIM_SCOPE values as the client requests them:
+/// split as `AimClient::from_env` splits AIM_SCOPE, each once.
+pub fn scope_list(values: &[String]) -> Vec<String> {
+    crate::config::scope_set(
+        values
+            .iter()
+            .flat_map(|v| crate::config::split_scope_list(v)),
+    )
+}
+
 /// The client's rustls configuration for the OS store plus the CA
 /// certificates in `pems`.
 ///

@@ -58,7 +58,8 @@ impl AimClient {
 
     /// A client configured from the environment: `AIM_AUTHORITY`,
     /// `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET`, optional `AIM_SCOPE` (separated
-    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM file to trust) and
+    /// by spaces or commas), `AIM_CA_CERT` (path of a PEM or DER CA file to
+    /// trust) and
     /// `AIM_TOKEN_STORE` (`file:DIR`, `redis://…`, `rediss://…` or `none`:
     /// see [`store::from_spec`](crate::store::from_spec)).
     /// See [`AimClientBuilder::from_env`] to refine the configuration further.
@@ -130,6 +131,26 @@ impl AimClient {
         &self.inner.authority
     }
 
+    /// The CA certificates this client trusts besides the OS store, as PEM:
+    /// what [`root_certificate_pem`](AimClientBuilder::root_certificate_pem)
+    /// was given, or the `AIM_CA_CERT` file (a DER `.cer` or UTF-16 file
+    /// already turned into PEM). For an HTTP client of your own that calls
+    /// MES, whose certificate usually comes from the same CA
+    /// ([`MesClient`](crate::MesClient) trusts them by itself).
+    ///
+    /// ```no_run
+    /// # fn run(aim: aim_token::AimClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut http = reqwest::Client::builder();
+    /// for pem in aim.root_certificates_pem() {
+    ///     http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
+    /// }
+    /// let http = http.build()?;
+    /// # let _ = http; Ok(()) }
+    /// ```
+    pub fn root_certificates_pem(&self) -> &[Vec<u8>] {
+        &self.inner.http.root_certificates
+    }
+
     /// Trust anchors, TLS switches and timeouts of the requests to AIM.
     pub(crate) fn http_config(&self) -> &HttpConfig {
         &self.inner.http
@@ -152,6 +173,8 @@ impl fmt::Debug for AimClient {
 #[derive(Default)]
 pub struct AimClientBuilder {
     pub(crate) authority: Option<String>,
+    /// The variable the authority came from (`from_env`), for its errors.
+    pub(crate) authority_variable: Option<&'static str>,
     pub(crate) fallback_authorities: Vec<String>,
     pub(crate) token_endpoint: Option<String>,
     pub(crate) expected_issuer: Option<String>,
@@ -183,6 +206,7 @@ impl AimClientBuilder {
     /// [`allow_insecure_http`](Self::allow_insecure_http) is set.
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Some(authority.into());
+        self.authority_variable = None;
         self
     }
 
@@ -447,16 +471,20 @@ impl AimClientBuilder {
 
     /// Reads `AIM_AUTHORITY`, `AIM_CLIENT_ID`, the client secret, optional
     /// `AIM_SCOPE` (separated by spaces or commas) and `AIM_CA_CERT` (path of
-    /// a PEM file, e.g. the PCS root CA) into a builder that can be refined
-    /// further. A missing required variable or an unreadable `AIM_CA_CERT`
-    /// is an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming it.
+    /// the PCS root CA: PEM or a bundle, or DER `.cer` as Windows exports it;
+    /// UTF-16 too) into a builder that can be refined further. A missing
+    /// required variable, or an `AIM_CA_CERT` that cannot be read or holds no
+    /// certificate, is an [`ErrorKind::Config`](crate::ErrorKind::Config)
+    /// error naming it; so is an `AIM_AUTHORITY` that [`build`](Self::build)
+    /// refuses.
     ///
     /// The secret comes from `AIM_CLIENT_SECRET`, or from the file named by
-    /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; a trailing
-    /// newline is dropped; setting both is an error), or else from systemd's
+    /// `AIM_CLIENT_SECRET_FILE` (Docker and Kubernetes secrets; setting both
+    /// is an error), or else from systemd's
     /// `$CREDENTIALS_DIRECTORY/aim_client_secret` (`LoadCredential=`); see
     /// [`client_secret_from_env`](Self::client_secret_from_env). Blank
-    /// values count as unset.
+    /// values count as unset; trailing line breaks (CR, LF) are not part of
+    /// the secret.
     ///
     /// ```no_run
     /// # fn run() -> Result<(), aim_token::Error> {
@@ -473,7 +501,7 @@ impl AimClientBuilder {
 
     /// Sets the client secret from the environment, as
     /// [`from_env`](Self::from_env) finds it: `AIM_CLIENT_SECRET`, else the
-    /// file named by `AIM_CLIENT_SECRET_FILE` (without its trailing newline),
+    /// file named by `AIM_CLIENT_SECRET_FILE` (without trailing line breaks),
     /// else systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`. Fails with
     /// [`ErrorKind::Config`](crate::ErrorKind::Config), naming the variable,
     /// when there is none, both variables are set, or the file is missing,
@@ -512,23 +540,17 @@ impl AimClientBuilder {
                 "the AIM server, e.g. sms01.plant.local or https://sms01.plant.local/identitymanager",
             )?)
             .client_id(require(env::CLIENT_ID, "the client ID registered with AIM")?);
+        builder.authority_variable = Some(env::AUTHORITY);
         builder.client_secret = Some(crate::secret_env::client_secret(&lookup)?);
         if let Some(scopes) = get(env::SCOPE) {
-            builder = builder.scopes(
-                scopes
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|s| !s.is_empty()),
-            );
+            builder =
+                builder.scopes(crate::config::split_scope_list(&scopes).filter(|s| !s.is_empty()));
         }
         if let Some(path) = get(env::CA_CERT) {
-            let path = path.trim();
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::config(format!(
-                    "{} = {path}: cannot read the CA certificate ({e}); give the path of a PEM file such as the PCS root CA",
-                    env::CA_CERT
-                ))
-            })?;
-            builder = builder.root_certificate_pem(pem);
+            builder = builder.root_certificate_pem(crate::ca_file::read(
+                std::path::Path::new(&path),
+                env::CA_CERT,
+            )?);
         }
         if let Some(spec) = get(crate::store::ENV) {
             builder.token_store = crate::store::from_spec(&spec)?;
@@ -680,6 +702,64 @@ mod tests {
         assert_eq!(aim.client_id(), "mes:client one");
     }
 
+    /// AIM_SCOPE as admins write it: cmd.exe keeps the quotes of
+    /// `set AIM_SCOPE="site.api openid"`, lists repeat a scope. What is
+    /// requested is each scope once, without quotes (RFC 6749 §3.3: no
+    /// scope-token holds `"`; the scope is a set).
+    #[test]
+    fn aim_scope_with_quotes_and_repeats() {
+        let mut vars = full();
+        vars.push((env::SCOPE, "\"site.api, openid\"\tsite.api\nopenid"));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        let config = ClientConfig::from_builder(&b).unwrap();
+        assert_eq!(config.exchange.scopes, ["site.api", "openid"]);
+        // The builder's own scopes are deduplicated too, in order.
+        let b = AimClient::builder()
+            .authority("sms01")
+            .client_id("x")
+            .client_secret("s")
+            .scope("b a")
+            .scope("a");
+        let config = ClientConfig::from_builder(&b).unwrap();
+        assert_eq!(config.exchange.scopes, ["b", "a"]);
+    }
+
+    /// cmd.exe's `set AIM_CLIENT_ID="mes-reporting"` keeps the quotes; no
+    /// client ID registered with AIM is wrapped in them.
+    #[test]
+    fn a_quoted_client_id_is_the_id_between_the_quotes() {
+        let mut vars = full();
+        vars.retain(|(k, _)| *k != env::CLIENT_ID);
+        vars.push((env::CLIENT_ID, " \"mes-reporting\" "));
+        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
+        assert_eq!(b.build().unwrap().client_id(), "mes-reporting");
+    }
+
+    /// A fallback that is the primary (or another fallback) again is a
+    /// typo that leaves the client without the redundancy it was given.
+    #[test]
+    fn a_fallback_that_repeats_a_node_is_refused() {
+        for fallbacks in [
+            &["https://SMS01.plant.local/IdentityManager/"][..],
+            &["sms02", "https://sms02/identitymanager"],
+        ] {
+            let mut b = AimClient::builder()
+                .authority("sms01.plant.local")
+                .client_id("x")
+                .client_secret("s");
+            for f in fallbacks {
+                b = b.fallback_authority(*f);
+            }
+            let err = b.build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{fallbacks:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("fallback_authority") && msg.contains("twice"),
+                "{msg}"
+            );
+        }
+    }
+
     #[test]
     fn missing_variables_are_named() {
         for missing in [
@@ -711,7 +791,7 @@ mod tests {
     }
 
     #[test]
-    fn ca_cert_file_is_read_and_checked_at_build() {
+    fn ca_cert_file_is_read_and_checked_at_from_env() {
         let dir = std::env::temp_dir().join(format!("aim-token-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("not-a-cert.pem");
@@ -719,11 +799,11 @@ mod tests {
         let mut vars = full();
         let path_str = path.to_str().unwrap().to_owned();
         vars.push((env::CA_CERT, &path_str));
-        let b = AimClientBuilder::from_lookup(lookup(&vars)).unwrap();
-        assert_eq!(b.root_certificates, [b"hello".to_vec()]);
-        let err = b.build().unwrap_err();
+        // Refused where the variable is still known, so the error names it.
+        let err = AimClientBuilder::from_lookup(lookup(&vars)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("PEM"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("PEM") && msg.contains(env::CA_CERT), "{msg}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -75,8 +75,15 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
     let allow = builder.allow_insecure_http;
     let mut authorities = vec![primary_authority(builder)?];
     for fallback in &builder.fallback_authorities {
-        authorities
-            .push(Authority::parse(fallback, allow).map_err(|e| e.context("fallback_authority"))?);
+        let fallback =
+            Authority::parse(fallback, allow).map_err(|e| e.context("fallback_authority"))?;
+        // A typo that leaves the client without the redundancy it was given.
+        if authorities.contains(&fallback) {
+            return Err(Error::config(format!(
+                "fallback_authority {fallback} names an AIM node twice (the primary or another fallback): give each redundant node once"
+            )));
+        }
+        authorities.push(fallback);
     }
     let token_endpoint = builder
         .token_endpoint
@@ -91,7 +98,7 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
     let client_id = builder
         .client_id
         .as_deref()
-        .map(str::trim)
+        .map(client_id_as_configured)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             Error::config(
@@ -108,12 +115,7 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
                 "no client secret: set .client_secret(..) or the AIM_CLIENT_SECRET environment variable to the secret registered with AIM",
             )
         })?;
-    let scopes: Vec<String> = builder
-        .scopes
-        .iter()
-        .flat_map(|s| s.split_whitespace())
-        .map(str::to_owned)
-        .collect();
+    let scopes = scope_set(builder.scopes.iter().flat_map(|s| s.split_whitespace()));
     for (name, _) in &builder.form_params {
         if name.trim().is_empty() {
             return Err(Error::config(
@@ -144,6 +146,32 @@ fn exchange_config(builder: &AimClientBuilder, clock: Arc<dyn Clock>) -> Result<
     })
 }
 
+/// The client ID as configured, without surrounding whitespace and the
+/// quotes cmd.exe's `set AIM_CLIENT_ID="..."` keeps (no client ID AIM holds
+/// is wrapped in them).
+pub(crate) fn client_id_as_configured(id: &str) -> &str {
+    crate::env_value::unquoted(id, &['"'])
+}
+
+/// A list of scopes as `AIM_SCOPE` (and the CLI's `--scope`) give it:
+/// separated by commas or whitespace.
+pub(crate) fn split_scope_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+}
+
+/// The scopes to request: each once, in order (the scope is a set, RFC 6749
+/// §3.3), without the `"` that cmd.exe's `set AIM_SCOPE="a b"` keeps (no
+/// scope-token holds one).
+pub(crate) fn scope_set<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut set: Vec<String> = Vec::new();
+    for scope in scopes.into_iter().map(|s| s.trim_matches('"')) {
+        if !scope.is_empty() && !set.iter().any(|s| s == scope) {
+            set.push(scope.to_owned());
+        }
+    }
+    set
+}
+
 /// The builder's primary authority, parsed. Registration talks to the
 /// same AIM without client credentials.
 fn primary_authority(builder: &AimClientBuilder) -> Result<Authority> {
@@ -152,7 +180,13 @@ fn primary_authority(builder: &AimClientBuilder) -> Result<Authority> {
             "no authority: set .authority(\"sms01.plant.local\") or the AIM_AUTHORITY environment variable",
         )
     })?;
-    Authority::parse(primary, builder.allow_insecure_http)
+    Authority::parse(primary, builder.allow_insecure_http).map_err(|e| {
+        // From the environment: say which variable to fix.
+        match builder.authority_variable {
+            Some(variable) => e.context(variable),
+            None => e,
+        }
+    })
 }
 
 /// The builder's trust, timeouts and redirect policy as an HTTP client

@@ -401,6 +401,23 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
     }
 
+    /// Quotes are dropped from what an admin typed (cmd.exe keeps them),
+    /// never from what a server sent: a discovery document is parsed as
+    /// written.
+    #[test]
+    fn a_quoted_advertised_endpoint_is_refused() {
+        for quoted in [
+            r#"\"https://sms01.plant.local/identitymanager/connect/token\""#,
+            "'https://sms01.plant.local/identitymanager/connect/token'",
+        ] {
+            let doc = format!(
+                r#"{{"issuer":"https://sms01.plant.local/identitymanager","token_endpoint":"{quoted}"}}"#
+            );
+            let err = parse("sms01.plant.local", &doc).expect_err(quoted);
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{quoted}: {err}");
+        }
+    }
+
     #[test]
     fn the_url_returned_is_the_url_checked() {
         // `https:/host/..` (one slash) is the authority's host to the URL

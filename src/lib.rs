@@ -38,7 +38,7 @@
 //! [`AimClientBuilder::build`] says what to fix. [`AimClient::from_env`] reads
 //! `AIM_AUTHORITY`, `AIM_CLIENT_ID`, `AIM_CLIENT_SECRET` (or
 //! `AIM_CLIENT_SECRET_FILE`, or systemd's `$CREDENTIALS_DIRECTORY/aim_client_secret`),
-//! `AIM_SCOPE` and `AIM_CA_CERT` (a PEM file, e.g. the PCS root CA).
+//! `AIM_SCOPE` and `AIM_CA_CERT` (the PCS root CA: a PEM file, or the DER `.cer` Windows exports).
 //!
 //! - **Authority**: `"sms01"`, `"sms01.plant.local"`, `"https://sms01"` or
 //!   `"https://sms01/identitymanager"` all mean the same AIM. Plain `http` is
@@ -188,6 +188,7 @@
 
 mod authority;
 mod bearer;
+mod ca_file;
 mod cache;
 mod client;
 mod clock;
@@ -195,6 +196,7 @@ mod config;
 mod credentials;
 mod discovery;
 mod duration_text;
+mod env_value;
 mod error;
 mod exchange;
 mod http;
@@ -241,5 +243,5 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use credentials::ClientAuthMethod;
 pub use error::{Error, ErrorKind, Result};
 pub use mes::{MesClient, MesTransaction};
-pub use registration::{ClientRegistration, RegisteredClient, Verification};
+pub use registration::{ClientRegistration, RegisteredClient, SecretExpiry, Verification};
 pub use token::AccessToken;

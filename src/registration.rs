@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::client::AimClientBuilder;
 use crate::error::{Error, Result};
 
-pub use dcr::RegisteredClient;
+pub use dcr::{RegisteredClient, SecretExpiry};
 
 /// The longest client ID, name, scope or secret accepted, in characters.
 const MAX_LEN: usize = 200;

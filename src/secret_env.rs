@@ -3,13 +3,15 @@
 //!
 //! 1. `AIM_CLIENT_SECRET`, the value itself;
 //! 2. `AIM_CLIENT_SECRET_FILE`, the path of a file holding it (Docker and
-//!    Kubernetes secrets; one trailing newline, and a leading UTF-8 byte
-//!    order mark, are not part of the secret);
+//!    Kubernetes secrets; UTF-8, or UTF-16 with a byte order mark as
+//!    Windows PowerShell 5 writes it; a leading UTF-8 byte order mark is
+//!    not part of the secret);
 //!    setting both is an error, not a guess;
 //! 3. otherwise `$CREDENTIALS_DIRECTORY/aim_client_secret`, when systemd
 //!    passes it with `LoadCredential=aim_client_secret:/path`.
 //!
-//! A secret of only whitespace is no secret, wherever it comes from.
+//! Trailing line breaks (CR, LF) are not part of the secret, wherever it
+//! comes from; a secret of only whitespace is no secret.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +36,16 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
         (Some(_), Some(_)) => Err(Error::config(format!(
             "both {CLIENT_SECRET} and {CLIENT_SECRET_FILE} are set: set only one of them"
         ))),
-        (Some(secret), None) => Ok(SecretString::from(secret)),
-        (None, Some(path)) => read(Path::new(path.trim()), CLIENT_SECRET_FILE),
+        (Some(secret), None) => {
+            // The copy without line breaks is the secret; the value it was
+            // cut from is zeroized too.
+            let secret = zeroize::Zeroizing::new(secret);
+            Ok(SecretString::from(without_line_ends(&secret).to_owned()))
+        }
+        (None, Some(path)) => read(
+            crate::env_value::unquoted_path(Path::new(&path)),
+            CLIENT_SECRET_FILE,
+        ),
         (None, None) => {
             let directory = get(CREDENTIALS_DIRECTORY).map(|dir| PathBuf::from(dir.trim()));
             let credential = directory
@@ -58,6 +68,30 @@ pub(crate) fn client_secret(lookup: impl Fn(&str) -> Option<String>) -> Result<S
     }
 }
 
+/// `secret` without trailing CR and LF: files and `Get-Content -Raw` end
+/// with them, and no secret AIM holds does (the `-Secret` of
+/// `Add-IdentityManagerClient` is one line). Spaces are kept: they may be
+/// part of a secret.
+fn without_line_ends(secret: &str) -> &str {
+    secret.trim_end_matches(['\r', '\n'])
+}
+
+/// [`client_secret`], or `None` when no source is set at all (the CLI's
+/// `register` then generates one). A source that is set but unusable (an
+/// unreadable file, both variables) is still an error.
+pub(crate) fn client_secret_if_set(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>> {
+    let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
+    let credential = lookup(CREDENTIALS_DIRECTORY)
+        .filter(|dir| !dir.trim().is_empty())
+        .is_some_and(|dir| Path::new(dir.trim()).join(CREDENTIAL_NAME).exists());
+    if !set(CLIENT_SECRET) && !set(CLIENT_SECRET_FILE) && !credential {
+        return Ok(None);
+    }
+    client_secret(lookup).map(Some)
+}
+
 /// No client secret is this long; a bigger file (or `/dev/zero`) is not one.
 const MAX_SECRET_BYTES: u64 = 4096;
 
@@ -70,7 +104,9 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
             path.display()
         ))
     };
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    // Sized once: a buffer that grew while reading would leave copies of
+    // the secret behind, unzeroized.
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES as usize + 1));
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| unreadable(&e))?;
@@ -79,14 +115,19 @@ fn read(path: &Path, what: &str) -> Result<SecretString> {
             "it is larger than {MAX_SECRET_BYTES} bytes, so not a client secret"
         )));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| unreadable(&"it is not UTF-8 text"))?;
+    // Windows PowerShell 5's `>` and `Out-File` write UTF-16 with a BOM.
+    let utf16 = crate::env_value::utf16_text(&bytes)
+        .transpose()
+        .map_err(|()| unreadable(&"it starts like UTF-16 text but is not"))?;
+    let text = match &utf16 {
+        Some(text) => text.as_str(),
+        None => std::str::from_utf8(&bytes)
+            .map_err(|_| unreadable(&"it is neither UTF-8 nor UTF-16 text"))?,
+    };
     // Notepad starts UTF-8 files with a byte order mark; no secret does.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Files end with a newline (echo, editors, kubectl create secret --from-file).
-    let secret = text
-        .strip_suffix('\n')
-        .map(|s| s.strip_suffix('\r').unwrap_or(s))
-        .unwrap_or(text);
+    let secret = without_line_ends(text);
     if secret.trim().is_empty() {
         return Err(Error::config(format!(
             "{what} = {}: the file is empty (or holds only whitespace); put the client secret registered with AIM in it",
@@ -130,14 +171,26 @@ mod tests {
         assert_eq!(secret.expose_secret(), " s3 cr3t ");
     }
 
+    /// `$env:AIM_CLIENT_SECRET = Get-Content secret.txt -Raw` keeps the
+    /// file's CRLF; `export AIM_CLIENT_SECRET=$(cat secret.txt)` keeps the
+    /// CR of a Windows file. No secret AIM holds ends in a line break.
     #[test]
-    fn a_file_loses_one_trailing_newline_only() {
+    fn the_variable_loses_trailing_line_breaks() {
+        for value in ["s3 cr3t\r\n", "s3 cr3t\r", "s3 cr3t\n\n"] {
+            let secret = client_secret(lookup(&[(CLIENT_SECRET, value)])).unwrap();
+            assert_eq!(secret.expose_secret(), "s3 cr3t", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_loses_its_trailing_line_breaks_only() {
         let dir = dir("file");
         for (contents, expected) in [
             ("s3cr3t\n", "s3cr3t"),
             ("s3cr3t\r\n", "s3cr3t"),
             ("s3cr3t", "s3cr3t"),
-            ("s3cr3t \n\n", "s3cr3t \n"),
+            ("s3cr3t \n\n", "s3cr3t "),
+            ("s3cr3t\r\n\r\n", "s3cr3t"),
         ] {
             let path = dir.join("secret");
             std::fs::write(&path, contents).unwrap();
@@ -161,6 +214,39 @@ mod tests {
         std::fs::write(&path, "\u{feff}\r\n").unwrap();
         let msg = config_error(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())]);
         assert!(msg.contains("empty"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// cmd.exe's `set AIM_CLIENT_SECRET_FILE="C:\secrets\aim secret.txt"`
+    /// keeps the quotes: the path is the one between them.
+    #[test]
+    fn a_quoted_file_path_is_read() {
+        let dir = dir("quoted");
+        let path = dir.join("aim secret.txt");
+        std::fs::write(&path, "s3cr3t\r\n").unwrap();
+        let quoted = format!("\"{}\" ", path.display());
+        let secret = client_secret(lookup(&[(CLIENT_SECRET_FILE, &quoted)])).unwrap();
+        assert_eq!(secret.expose_secret(), "s3cr3t");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Windows PowerShell 5's `"s3cr3t" > secret.txt` (and `Out-File`)
+    /// write UTF-16LE with a byte order mark.
+    #[test]
+    fn a_utf16_file_is_read() {
+        let dir = dir("utf16");
+        let path = dir.join("secret");
+        for (bom, to_bytes) in [
+            ([0xFF, 0xFE], u16::to_le_bytes as fn(u16) -> [u8; 2]),
+            ([0xFE, 0xFF], u16::to_be_bytes),
+        ] {
+            let mut bytes = bom.to_vec();
+            bytes.extend("s3 cr3t\r\n".encode_utf16().flat_map(to_bytes));
+            std::fs::write(&path, bytes).unwrap();
+            let secret =
+                client_secret(lookup(&[(CLIENT_SECRET_FILE, path.to_str().unwrap())])).unwrap();
+            assert_eq!(secret.expose_secret(), "s3 cr3t");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -282,6 +282,23 @@ async fn aim_scope_separated_by_commas_is_several_scopes() {
         "{}",
         out.stdout
     );
+    // cmd.exe's `set AIM_SCOPE="site.api openid"` keeps the quotes; a
+    // repeated scope is one scope.
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_SCOPE", "\"site.api openid,site.api\""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("-ScopeRestrictions 'site.api','openid' "),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,4 +432,334 @@ async fn a_zero_timeout_is_refused_by_name() {
     assert_eq!(out.code, 2);
     assert!(out.stdout.is_empty(), "nothing ran: {}", out.stdout);
     assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
+}
+
+/// The PCS root CA as Windows' certificate export writes it by default
+/// (DER, `.cer`), or as Windows PowerShell's `>` writes a PEM (UTF-16LE
+/// with a byte order mark): `--ca-cert` takes both, as AIM_CA_CERT does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_trusts_a_der_or_utf16_ca_file() {
+    use base64::Engine as _;
+    let emu = https_emulator().await;
+    let pem = emu.ca_pem().unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(
+        pem.replace('\n', "\r\n")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    let dir = std::env::temp_dir().join(format!("aim-token-cli-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in [("pcs-root.cer", der), ("utf16.pem", utf16)] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = aim_token(
+            &["token", "--no-cache", "--ca-cert", path.to_str().unwrap()],
+            &emulator_env(&emu.authority()),
+        )
+        .await;
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        assert!(
+            out.stdout.trim().starts_with("ey"),
+            "{name}: {}",
+            out.stdout
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `register` refuses what AIM cannot take in the tool's words: the flag or
+/// variable to fix, never a library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_errors_name_flags_not_methods() {
+    /// Arguments after `register --powershell`, extra variables, the flag
+    /// or variable the error must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
+        (&["--id", "svc", "--lifetime", "0"], &[], "--lifetime"),
+        (
+            &["--id", "svc", "--lifetime", "99999999999"],
+            &[],
+            "--lifetime",
+        ),
+        (&["--id", "svc one"], &[], "--id"),
+        (&["--id", "svc", "--name", "a\nb"], &[], "--name"),
+        (&["--id", "svc", "--scope", "a\"b"], &[], "--scope"),
+        (
+            &["--id", "svc"],
+            &[("AIM_CLIENT_SECRET", "Pässwort\r")],
+            "AIM_CLIENT_SECRET",
+        ),
+    ];
+    for (args, vars, flag) in cases {
+        let mut argv = vec!["register", "--powershell"];
+        argv.extend_from_slice(args);
+        let mut env = vec![("AIM_AUTHORITY", "sms01.plant.local")];
+        env.extend_from_slice(vars);
+        let out = aim_token(&argv, &env).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(flag), "{args:?}: {}", out.stderr);
+        for method in [
+            ".secret(",
+            ".generate_secret(",
+            ".name(",
+            "access_token_lifetime",
+        ] {
+            assert!(!out.stderr.contains(method), "{args:?}: {}", out.stderr);
+        }
+        assert!(!out.stderr.contains("Pässwort"), "{}", out.stderr);
+    }
+}
+
+/// `set AIM_CLIENT_ID="mes-reporting"` in cmd.exe keeps the quotes; the
+/// app (`AimClient::from_env`) uses the ID between them, so `register`
+/// registers that ID too instead of refusing the variable the app accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_reads_a_quoted_client_id_as_the_app_does() {
+    let out = aim_token(
+        &["register", "--powershell"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_CLIENT_ID", "\"mes-reporting\""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("-Id 'mes-reporting' "),
+        "{}",
+        out.stdout
+    );
+}
+
+/// `register --powershell` finds the app's secret where the app does
+/// (`AimClient::from_env`): AIM_CLIENT_SECRET without the CRLF that
+/// `Get-Content -Raw` keeps, or AIM_CLIENT_SECRET_FILE; only with neither
+/// is a new one generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_takes_the_secret_as_the_app_reads_it() {
+    let file = temp_file("register-secret", "from-the-file-0123\r\n");
+    let file = file.to_string_lossy().into_owned();
+    for (var, value, secret) in [
+        ("AIM_CLIENT_SECRET", "typed-in-0123\r\n", "typed-in-0123"),
+        (
+            "AIM_CLIENT_SECRET_FILE",
+            file.as_str(),
+            "from-the-file-0123",
+        ),
+    ] {
+        let out = aim_token(
+            &["register", "--powershell", "--id", "svc"],
+            &[("AIM_AUTHORITY", "sms01.plant.local"), (var, value)],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{var}: {}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("-Secret '{secret}' ")),
+            "{var}: {}",
+            out.stdout
+        );
+        assert!(!out.stdout.contains("newly generated"), "{}", out.stdout);
+    }
+    let missing = format!("{file}.missing");
+    let out = aim_token(
+        &["register", "--powershell", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", "sms01.plant.local"),
+            ("AIM_CLIENT_SECRET_FILE", missing.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("AIM_CLIENT_SECRET_FILE"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// What an RFC 7591 answer means for the app's future, said where the
+/// administrator reads it: when the issued secret expires, that it already
+/// has (exit 7, a clock's or the provider's fault), that no secret was issued at all (exit 6: the client
+/// cannot use client credentials) — and the CLI's own words when the
+/// provider has no registration endpoint, not a library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_says_what_the_issued_secret_is_good_for() {
+    use aim_token::emulator::{Endpoint, Fault};
+    let emu = AimEmulator::builder()
+        .initial_access_token("cli-iat")
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let answer = |extra: String| Fault::Status {
+        status: 201,
+        retry_after: None,
+        body: Some(format!(r#"{{"client_id":"svc-issued"{extra}}}"#)),
+    };
+    let secret = r#","client_secret":"issued-0123456789""#;
+    let cases = [
+        (
+            format!(
+                r#"{secret},"client_secret_expires_at":{}"#,
+                now + 30 * 86_400 + 60
+            ),
+            0,
+            "expires",
+        ),
+        (
+            format!(r#"{secret},"client_secret_expires_at":{}"#, now - 3600),
+            7,
+            "already expired",
+        ),
+        (String::new(), 6, "no client secret"),
+        (
+            format!(r#"{secret},"client_secret_expires_at":-1"#),
+            0,
+            "not a time",
+        ),
+    ];
+    for (extra, code, words) in cases {
+        emu.inject(Endpoint::Register, answer(extra.clone()));
+        let out = aim_token(&["register", "--id", "svc"], &env).await;
+        assert_eq!(out.code, code, "{extra}: {}", out.stderr);
+        assert!(out.stderr.contains(words), "{extra}: {}", out.stderr);
+        // The registration happened: its ID is printed whatever else.
+        assert!(
+            out.stdout.contains("AIM_CLIENT_ID=svc-issued"),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = aim_token(&["register", "--id", "svc", "--lifetime", "0"], &env).await;
+    assert_eq!(out.code, 2);
+
+    let plain = AimEmulator::start().await.unwrap();
+    let authority = plain.authority();
+    let out = aim_token(
+        &["register", "--id", "svc"],
+        &[
+            ("AIM_AUTHORITY", authority.as_str()),
+            ("AIM_INITIAL_ACCESS_TOKEN", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 6);
+    assert!(out.stderr.contains("--powershell"), "{}", out.stderr);
+    assert!(!out.stderr.contains("ClientRegistration"), "{}", out.stderr);
+}
+
+/// A provider behind IIS/ARR advertises its registration endpoint on
+/// another origin (`http://localhost:5000/...`): the initial access token
+/// is not sent there, and the error names the tool's flag to set the real
+/// endpoint, which then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_names_its_flag_for_an_endpoint_on_another_origin() {
+    use aim_token::emulator::{Endpoint, Fault};
+    let emu = AimEmulator::builder()
+        .initial_access_token("cli-iat")
+        .start()
+        .await
+        .unwrap();
+    let authority = emu.authority();
+    let discovery = format!(
+        r#"{{"issuer":"{authority}","token_endpoint":"{authority}/connect/token","registration_endpoint":"http://localhost:5000/identitymanager/connect/register"}}"#
+    );
+    let env = [
+        ("AIM_AUTHORITY", authority.as_str()),
+        ("AIM_INITIAL_ACCESS_TOKEN", "cli-iat"),
+    ];
+    emu.inject(
+        Endpoint::Discovery,
+        Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(discovery),
+        },
+    );
+    let out = aim_token(&["register", "--id", "svc"], &env).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--registration-endpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("ClientRegistration::"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.counters().register, 0);
+
+    let endpoint = format!("{authority}/connect/register");
+    let out = aim_token(
+        &[
+            "register",
+            "--id",
+            "svc",
+            "--registration-endpoint",
+            &endpoint,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(emu.counters().register, 1);
+}
+
+/// A malformed --authority / AIM_AUTHORITY: the error names the flag and
+/// the variable (not only "the authority"), and no library method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_authority_is_named_by_flag_and_variable() {
+    for authority in [
+        "ftp://sms01",
+        "https://admin:hunter2@sms01",
+        "sms01/identitymanager?x=1",
+        "\"sms01.plant.local",
+        "sms01:99999",
+    ] {
+        for command in [&["token", "--no-cache"][..], &["check"]] {
+            let out = aim_token(
+                command,
+                &[
+                    ("AIM_AUTHORITY", authority),
+                    ("AIM_CLIENT_ID", "x"),
+                    ("AIM_CLIENT_SECRET", "y"),
+                ],
+            )
+            .await;
+            assert_eq!(out.code, 2, "{authority} {command:?}: {}", out.stderr);
+            let said = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                said.contains("--authority / AIM_AUTHORITY"),
+                "{authority} {command:?}: {said}"
+            );
+            assert!(!said.contains(".client_id("), "{said}");
+            assert!(!said.contains("hunter2"), "{said}");
+        }
+    }
+}
+
+/// `register` without an ID names its own flag, --id, first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_without_an_id_names_its_flag() {
+    let out = aim_token(
+        &["register", "--powershell"],
+        &[("AIM_AUTHORITY", "sms01.plant.local")],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--id ID"), "{}", out.stderr);
 }

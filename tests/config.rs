@@ -277,3 +277,175 @@ fn no_trust_store_child() {
         );
     });
 }
+
+/// A self-signed CA certificate: (PEM, DER).
+fn ca_certificate() -> (String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["sms01".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), cert.der().to_vec())
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("aim-token-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn with_ca_cert(path: &str) -> String {
+    let mut vars = BASE_VARS.to_vec();
+    vars.push(("AIM_CA_CERT", path));
+    from_env_with(&vars)
+}
+
+/// AIM_CA_CERT as Windows machines hold it: the certificate export wizard
+/// writes DER (`.cer`) by default, Windows PowerShell's `>` writes UTF-16LE
+/// with a byte order mark, Notepad writes CRLF and a UTF-8 BOM, and cmd.exe's
+/// `set AIM_CA_CERT="C:\certs\pcs root.cer"` keeps the quotes.
+#[test]
+fn from_env_reads_ca_files_as_windows_writes_them() {
+    let dir = temp_dir("ca-windows");
+    let (pem, der) = ca_certificate();
+    let (other_pem, _) = ca_certificate();
+    let crlf = pem.replace('\n', "\r\n");
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(crlf.encode_utf16().flat_map(u16::to_le_bytes));
+    let mut utf16be = vec![0xFE, 0xFF];
+    utf16be.extend(pem.encode_utf16().flat_map(u16::to_be_bytes));
+    let files: [(&str, Vec<u8>); 5] = [
+        ("pcs-root.cer", der),
+        ("utf16.pem", utf16),
+        ("utf16be.pem", utf16be),
+        (
+            "crlf-bom.pem",
+            [&b"\xEF\xBB\xBF"[..], crlf.as_bytes()].concat(),
+        ),
+        ("bundle.pem", format!("{pem}{other_pem}").into_bytes()),
+    ];
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let report = with_ca_cert(&path.to_string_lossy());
+        assert!(report.starts_with("ok "), "{name}: {report}");
+    }
+    let quoted = format!("\"{}\"", dir.join("pcs-root.cer").to_string_lossy());
+    let report = with_ca_cert(&quoted);
+    assert!(report.starts_with("ok "), "quoted path: {report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A CA file that holds no certificate fails at `from_env`, naming
+/// AIM_CA_CERT and the file, and saying what to put there.
+#[test]
+fn from_env_names_ca_cert_for_files_without_a_certificate() {
+    let dir = temp_dir("ca-bad");
+    let key_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    // A PFX export turned into PEM (`openssl pkcs12 -nodes`) carries the
+    // server's private key: a file that every client machine would then
+    // hold. Refused, as the .pfx itself is, not used without a word.
+    let (pem, _) = ca_certificate();
+    let with_key = format!("{key_pem}{pem}");
+    let encrypted_key = format!(
+        "{pem}-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    );
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("with-key.pem", with_key.as_bytes(), "private key"),
+        (
+            "with-encrypted-key.pem",
+            encrypted_key.as_bytes(),
+            "private key",
+        ),
+        ("empty.pem", b"", "empty"),
+        ("blank.pem", b" \r\n\r\n", "empty"),
+        ("text.txt", b"this is not a certificate", "PEM"),
+        ("key-only.pem", key_pem.as_bytes(), "private key"),
+        ("garbage.cer", b"\x30\x82\x01\x00garbage", "X.509"),
+    ];
+    for (name, bytes, words) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let path_s = path.to_string_lossy().into_owned();
+        let report = with_ca_cert(&path_s);
+        assert!(report.starts_with("err Config"), "{name}: {report}");
+        assert!(
+            report.contains("AIM_CA_CERT") && report.contains(&path_s),
+            "{name}: {report}"
+        );
+        assert!(report.contains(words), "{name}: {report}");
+    }
+    let dir_s = dir.to_string_lossy().into_owned();
+    let report = with_ca_cert(&dir_s);
+    assert!(
+        report.starts_with("err Config") && report.contains("AIM_CA_CERT"),
+        "{report}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// AIM_AUTHORITY as admins write it: with the quotes cmd.exe keeps, or a
+/// trailing slash, works; a wrong one fails naming the variable.
+#[test]
+fn from_env_authority_as_admins_write_it() {
+    let with_authority = |value: &str| {
+        let mut vars: Vec<_> = BASE_VARS
+            .into_iter()
+            .filter(|(n, _)| *n != "AIM_AUTHORITY")
+            .collect();
+        vars.push(("AIM_AUTHORITY", value));
+        from_env_with(&vars)
+    };
+    for value in [
+        "\"sms01.plant.local\"",
+        "'https://sms01.plant.local/identitymanager/'",
+        " \"SMS01.plant.local\" ",
+        "https://sms01.plant.local/",
+    ] {
+        assert_eq!(
+            with_authority(value),
+            "ok https://sms01.plant.local/identitymanager mes-reporting",
+            "{value}"
+        );
+    }
+    for (value, words) in [
+        ("ftp://sms01", "https://"),
+        ("http://sms01.plant.local", "clear text"),
+        ("sms 01", "space"),
+        ("https://sms01/identitymanager?x=1", "query"),
+        ("\"sms01.plant.local", "quote"),
+    ] {
+        let report = with_authority(value);
+        assert!(report.starts_with("err Config"), "{value}: {report}");
+        assert!(
+            report.contains("AIM_AUTHORITY") && report.contains(words),
+            "{value}: {report}"
+        );
+    }
+}
+
+/// Every duration knob at `Duration::MAX` (a caller's "never"): the client
+/// builds, fetches, refreshes and renews without a panic or an overflow.
+#[tokio::test]
+async fn durations_at_their_maximum_do_not_panic() {
+    use std::time::Duration;
+    let emulator = aim_token::emulator::AimEmulator::start().await.unwrap();
+    let max = Duration::MAX;
+    let aim = emulator
+        .client_builder()
+        .connect_timeout(max)
+        .request_timeout(max)
+        .retry_deadline(max)
+        .backoff(max, max)
+        .expiry_margin(max)
+        .min_refresh_interval(max)
+        .error_cooldown(max)
+        .unauthorized_cooldown(max)
+        .default_lifetime(max)
+        .token_store_timeout(max)
+        .build()
+        .unwrap();
+    let token = aim.token().await.unwrap();
+    aim.invalidate(&token);
+    aim.refresh().await.unwrap();
+    aim.token().await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! RFC 7591 dynamic client registration: discovery, then one POST.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -67,7 +67,49 @@ pub struct RegisteredClient {
     registration_client_uri: Option<String>,
     scopes: Vec<String>,
     access_token_lifetime: Option<Duration>,
-    client_secret_expires_at: Option<u64>,
+    client_secret_expiry: SecretExpiry,
+}
+
+/// When the secret a provider issued expires (RFC 7591
+/// `client_secret_expires_at`), read so that no answer passes for "never"
+/// by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretExpiry {
+    /// `0`, or no expiry in the answer: the secret does not expire.
+    Never,
+    /// The secret stops working at this time: register again (or rotate
+    /// the secret) before then.
+    At(SystemTime),
+    /// The answer's value is no time (negative, text, past the year 9999):
+    /// ask the provider when the secret expires.
+    Unreadable,
+}
+
+/// The last second of the year 9999: no secret expires later.
+const LAST_EXPIRY_SECS: u64 = 253_402_300_799;
+
+impl SecretExpiry {
+    /// Reads `client_secret_expires_at`: seconds since the Unix epoch, as
+    /// a number (whole, or a float with no fraction) or a string of one.
+    fn of(value: Option<&serde_json::Value>) -> SecretExpiry {
+        let secs = match value {
+            None | Some(serde_json::Value::Null) => return SecretExpiry::Never,
+            Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(v) => v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=LAST_EXPIRY_SECS as f64).contains(f))
+                    .map(|f| f as u64)
+            }),
+        };
+        match secs {
+            Some(0) => SecretExpiry::Never,
+            Some(secs) if secs <= LAST_EXPIRY_SECS => SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(secs))
+                .map_or(SecretExpiry::Unreadable, SecretExpiry::At),
+            _ => SecretExpiry::Unreadable,
+        }
+    }
 }
 
 impl RegisteredClient {
@@ -105,10 +147,25 @@ impl RegisteredClient {
         self.access_token_lifetime
     }
 
-    /// When the secret expires, in seconds since the Unix epoch; `None` or
-    /// `Some(0)` mean never.
+    /// When the secret expires, in seconds since the Unix epoch (at most
+    /// the end of the year 9999, so adding it to `UNIX_EPOCH` cannot
+    /// overflow); `Some(0)` means never, also when the answer gives no
+    /// expiry. `None` for a value that is no time (negative, text, too
+    /// large): [`client_secret_expiry`](Self::client_secret_expiry) reads
+    /// the same field as an enum and says so.
     pub fn client_secret_expires_at(&self) -> Option<u64> {
-        self.client_secret_expires_at
+        // One reading of the field: the seconds of `client_secret_expiry`.
+        match self.client_secret_expiry {
+            SecretExpiry::Never => Some(0),
+            SecretExpiry::At(at) => at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs()),
+            SecretExpiry::Unreadable => None,
+        }
+    }
+
+    /// When the secret expires: never, at a time, or unreadable (a value
+    /// that is no time must not pass for "never").
+    pub fn client_secret_expiry(&self) -> SecretExpiry {
+        self.client_secret_expiry
     }
 
     /// Fetches a token with the issued credentials through an
@@ -138,6 +195,7 @@ impl fmt::Debug for RegisteredClient {
             .field("registration_client_uri", &self.registration_client_uri)
             .field("scopes", &self.scopes)
             .field("access_token_lifetime", &self.access_token_lifetime)
+            .field("client_secret_expiry", &self.client_secret_expiry)
             .finish()
     }
 }
@@ -287,7 +345,7 @@ fn parse_registered(json: &serde_json::Value) -> Result<RegisteredClient> {
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
         access_token_lifetime: number("access_token_lifetime").map(Duration::from_secs),
-        client_secret_expires_at: number("client_secret_expires_at"),
+        client_secret_expiry: SecretExpiry::of(json.get("client_secret_expires_at")),
     })
 }
 
@@ -375,6 +433,66 @@ mod tests {
         let dbg = format!("{reg:?}");
         assert!(!dbg.contains("issued-secret") && !dbg.contains("rat-abc"));
         assert!(parse_registered(&serde_json::json!({"client_secret": "x"})).is_err());
+    }
+
+    /// `client_secret_expires_at` as providers spell it. 0 or absent is
+    /// "never"; a value that is no time (negative, text, past the year 9999)
+    /// must not pass for "never" too: the app would fail one day unwarned.
+    #[test]
+    fn secret_expiry_spellings() {
+        use std::time::UNIX_EPOCH;
+        let at = |secs: u64| SecretExpiry::At(UNIX_EPOCH + Duration::from_secs(secs));
+        for (value, expected) in [
+            (serde_json::json!(0), SecretExpiry::Never),
+            (serde_json::Value::Null, SecretExpiry::Never),
+            (serde_json::json!(1_798_729_756), at(1_798_729_756)),
+            (serde_json::json!("1798729756"), at(1_798_729_756)),
+            (serde_json::json!(1_798_729_756.0), at(1_798_729_756)),
+            (serde_json::json!(-1), SecretExpiry::Unreadable),
+            (serde_json::json!("soon"), SecretExpiry::Unreadable),
+            (serde_json::json!(1e300), SecretExpiry::Unreadable),
+            (serde_json::json!(u64::MAX), SecretExpiry::Unreadable),
+            (serde_json::json!(true), SecretExpiry::Unreadable),
+        ] {
+            let json = serde_json::json!({
+                "client_id": "svc", "client_secret": "x", "client_secret_expires_at": value
+            });
+            let reg = parse_registered(&json).unwrap();
+            assert_eq!(reg.client_secret_expiry(), expected, "{value}");
+        }
+        let reg = parse_registered(&serde_json::json!({"client_id": "svc"})).unwrap();
+        assert_eq!(reg.client_secret_expiry(), SecretExpiry::Never);
+    }
+
+    /// The seconds getter reads the answer as `client_secret_expiry` does:
+    /// a value that is no time (past the year 9999) is `None`, never seconds
+    /// that `UNIX_EPOCH + Duration::from_secs(..)` would panic on; a float
+    /// without a fraction is the time it names, not "never".
+    #[test]
+    fn expiry_seconds_agree_with_the_expiry() {
+        for (value, secs) in [
+            (serde_json::json!(u64::MAX), None),
+            (serde_json::json!("18446744073709551615"), None),
+            (serde_json::json!(1_798_729_756.0), Some(1_798_729_756)),
+            (serde_json::json!(1_798_729_756), Some(1_798_729_756)),
+            (serde_json::json!("0"), Some(0)),
+            (serde_json::json!(-1), None),
+        ] {
+            let json = serde_json::json!({
+                "client_id": "svc", "client_secret": "x", "client_secret_expires_at": value
+            });
+            let reg = parse_registered(&json).unwrap();
+            assert_eq!(reg.client_secret_expires_at(), secs, "{value}");
+            let from_secs = secs.map(|s| match s {
+                0 => SecretExpiry::Never,
+                s => SecretExpiry::At(std::time::UNIX_EPOCH + Duration::from_secs(s)),
+            });
+            assert_eq!(
+                from_secs.unwrap_or(SecretExpiry::Unreadable),
+                reg.client_secret_expiry(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub(crate) struct Global {
     )]
     pub(crate) scopes: Vec<String>,
 
-    /// A PEM file with the CA that issued AIM's certificate (the PCS root CA),
-    /// trusted in addition to the operating system's store.
+    /// The CA that issued AIM's certificate (the PCS root CA), a PEM or DER
+    /// (.cer) file, trusted in addition to the operating system's store.
     #[arg(long, env = "AIM_CA_CERT", global = true, value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
 
@@ -70,6 +70,9 @@ pub(crate) struct Global {
 /// Where the secret goes, whatever was wrong with it.
 const SECRET_FIX: &str = "set AIM_CLIENT_SECRET to the secret registered with AIM, \
      or AIM_CLIENT_SECRET_FILE to a readable file holding it (not both)";
+
+/// What to give as the CA file when the one given holds no certificate.
+const CA_EXPORT_FIX: &str = "export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT";
 
 /// `[redacted]` for a secret that is set: what every secret-holding flag
 /// shows in `Debug`.
@@ -158,12 +161,7 @@ impl Global {
     /// at commas and whitespace, so one variable means the same to the app
     /// and to this tool.
     pub(crate) fn scopes(&self) -> Vec<String> {
-        self.scopes
-            .iter()
-            .flat_map(|s| s.split(|c: char| c == ',' || c.is_whitespace()))
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        aim_token::__cli::scope_list(&self.scopes)
     }
 
     /// The PEM bytes of `--ca-cert`, if given.
@@ -171,22 +169,21 @@ impl Global {
         let Some(path) = &self.ca_cert else {
             return Ok(None);
         };
-        let pem = std::fs::read(path).map_err(|e| {
-            Failure::usage(format!(
+        // The library reads it, as it reads AIM_CA_CERT for from_env.
+        let pem = aim_token::__cli::read_ca_file(path).map_err(|e| match e {
+            aim_token::__cli::CaFileError::Unreadable(e) => Failure::usage(format!(
                 "cannot read the CA certificate {}: {e}",
                 path.display()
             ))
             .fix(
                 "check the path given with --ca-cert / AIM_CA_CERT and that this user may read the file",
-            )
-        })?;
-        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-            return Err(Failure::usage(format!(
-                "{} is not a PEM certificate (no -----BEGIN CERTIFICATE-----)",
+            ),
+            aim_token::__cli::CaFileError::NotACertificate(why) => Failure::usage(format!(
+                "the CA file {} holds no usable certificate: {why}",
                 path.display()
             ))
-            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT"));
-        }
+            .fix(CA_EXPORT_FIX),
+        })?;
         Ok(Some(pem))
     }
 
@@ -215,10 +212,11 @@ impl Global {
 
     /// The client ID, or the error that says how to give one.
     pub(crate) fn client_id(&self) -> Result<&str, Failure> {
+        // As the client reads it (AimClient::from_env): without cmd.exe's quotes.
         self.client_id
             .as_deref()
+            .map(aim_token::__cli::client_id)
             .filter(|s| !s.is_empty())
-            .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
                 Failure::usage("no client ID").fix("pass --client-id ID or set AIM_CLIENT_ID")
             })
@@ -280,7 +278,7 @@ impl Global {
                 path.display(),
                 crate::advice::root_cause(&err)
             ))
-            .fix("export the PCS root CA as Base-64 encoded X.509 (certutil -encode ca.cer ca.pem) and give that file with --ca-cert / AIM_CA_CERT");
+            .fix(CA_EXPORT_FIX);
         }
         // A --proxy the builder refuses: asked by building without it.
         let without_proxy = Global {
@@ -309,6 +307,25 @@ impl Global {
                 self.authority.as_deref().unwrap_or_default()
             ))
             .fix("give AIM's https address in --authority / AIM_AUTHORITY (just the host name means https://HOST/identitymanager)");
+        }
+        // The authority alone, by the library's rules (which it checks first).
+        let authority_builds = self.authority().is_ok_and(|authority| {
+            AimClient::builder()
+                .authority(authority)
+                .client_id("probe")
+                .client_secret("probe")
+                .allow_insecure_http(true)
+                .build()
+                .is_ok()
+        });
+        if !authority_builds {
+            // The library's reason, without its advice (which names its methods).
+            let message = err.to_string();
+            let reason = message.split("; ").next().unwrap_or(&message);
+            return Failure::usage(format!("--authority / AIM_AUTHORITY: {reason}")).fix(
+                "give the AIM server as its host name (sms01.plant.local, optionally :PORT) or as \
+                 https://sms01.plant.local/identitymanager, without user info, query or quotes",
+            );
         }
         Failure::usage(err.to_string())
             .fix("correct the setting the reason names: its flag or AIM_* variable (see aim-token --help)")

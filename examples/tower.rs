@@ -22,12 +22,7 @@ mod aim_env;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     aim_env::note_emulator_only("tower");
     let emulator = AimEmulator::start().await?;
-    // A token younger than min_refresh_interval (1 s by default) is not
-    // renewed after a 401; the demo below has MES refuse a brand-new one.
-    let aim = emulator
-        .client_builder()
-        .min_refresh_interval(std::time::Duration::from_millis(1))
-        .build()?;
+    let aim = emulator.client_builder().build()?;
     let mes_base = emulator.mes_base();
 
     let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();

@@ -69,12 +69,20 @@ impl ClientCredentials {
     /// The `Authorization` header value for `client_secret_basic`:
     /// `Basic base64(urlencode(id) ":" urlencode(secret))`. Zeroized on drop.
     pub(crate) fn basic_authorization(&self) -> Zeroizing<String> {
-        let pair = Zeroizing::new(format!(
-            "{}:{}",
-            utf8_percent_encode(&self.client_id, BASIC_ENCODE),
-            utf8_percent_encode(self.secret.expose_secret(), BASIC_ENCODE)
+        // Sized up front: a string that grows frees its old block unzeroized.
+        let (id, secret) = (self.client_id.as_str(), self.secret.expose_secret());
+        let mut pair = Zeroizing::new(String::with_capacity(
+            id.len()
+                .saturating_add(secret.len())
+                .saturating_mul(3)
+                .saturating_add(1),
         ));
-        let mut header = Zeroizing::new(String::from("Basic "));
+        pair.extend(utf8_percent_encode(id, BASIC_ENCODE));
+        pair.push(':');
+        pair.extend(utf8_percent_encode(secret, BASIC_ENCODE));
+        let encoded = pair.len().div_ceil(3).saturating_mul(4);
+        let mut header = Zeroizing::new(String::with_capacity(encoded.saturating_add(6)));
+        header.push_str("Basic ");
         base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut header);
         header
     }
@@ -87,7 +95,10 @@ impl ClientCredentials {
         scopes: &[String],
         extra: &[(String, String)],
     ) -> Zeroizing<String> {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        // Sized up front: a string that grows frees its old block, with the
+        // secret in it, unzeroized.
+        let capacity = self.form_capacity(scopes, extra);
+        let mut form = url::form_urlencoded::Serializer::new(String::with_capacity(capacity));
         form.append_pair("grant_type", "client_credentials");
         if !scopes.is_empty() {
             form.append_pair("scope", &scopes.join(" "));
@@ -100,6 +111,22 @@ impl ClientCredentials {
             form.append_pair("client_secret", self.secret.expose_secret());
         }
         Zeroizing::new(form.finish())
+    }
+
+    /// An upper bound of the form body's length: every byte escaped to
+    /// three characters, the names and separators included.
+    fn form_capacity(&self, scopes: &[String], extra: &[(String, String)]) -> usize {
+        const NAMES: &str = "grant_type=client_credentials&scope=&client_id=&client_secret=";
+        [self.client_id.len(), self.secret.expose_secret().len()]
+            .into_iter()
+            .chain(scopes.iter().map(|s| s.len().saturating_add(1)))
+            .chain(
+                extra
+                    .iter()
+                    .map(|(n, v)| n.len().saturating_add(v.len()).saturating_add(2)),
+            )
+            .fold(NAMES.len(), usize::saturating_add)
+            .saturating_mul(3)
     }
 
     /// The spellings of the secret that a server could echo back (raw, as in
@@ -172,6 +199,34 @@ mod tests {
                 ("client_secret".into(), SECRET.into()),
             ]
         );
+    }
+
+    /// Every buffer that holds the secret is sized up front and never
+    /// grows (a growing string frees its old block unzeroized): its
+    /// capacity at the end is the one it was made with, even when every
+    /// byte of every value is escaped to three characters.
+    #[test]
+    fn buffers_holding_the_secret_never_grow() {
+        let secret = "é&+=%\u{1F512} /?#".repeat(20);
+        let worst = ClientCredentials::new(
+            "&=+%é".repeat(10),
+            SecretString::from(secret.clone()),
+            ClientAuthMethod::Post,
+        );
+        let scopes = vec!["é&".repeat(5), "=+".into()];
+        let extra = vec![("ré&".into(), "v%=".repeat(7))];
+        let body = worst.token_request_body(&scopes, &extra);
+        assert!(body.contains("client_secret="), "{}", body.as_str());
+        assert_eq!(body.capacity(), worst.form_capacity(&scopes, &extra));
+        let plain = creds(ClientAuthMethod::Post).token_request_body(&[], &[]);
+        assert_eq!(
+            plain.capacity(),
+            creds(ClientAuthMethod::Post).form_capacity(&[], &[])
+        );
+
+        // Base64 with its padding fills the header exactly.
+        let header = worst.basic_authorization();
+        assert_eq!(header.capacity(), header.len());
     }
 
     #[test]

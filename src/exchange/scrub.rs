@@ -62,35 +62,63 @@ impl std::fmt::Debug for Scrubber {
 /// The ways a value is put on the wire and could come back: raw, percent-
 /// encoded as in a Basic header, form-encoded (space as `+`, and that form
 /// percent-decoded again), and base64 (standard and URL-safe).
+///
+/// Each is written into a buffer sized for it up front (base64 sizes its
+/// own): a string that grows frees its old block unzeroized, and these are
+/// copies of a secret.
 pub(crate) fn spellings_of(value: &str) -> Vec<String> {
     if value.is_empty() {
         return Vec::new();
     }
     let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(value));
     let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+    let mut plus = String::with_capacity(value.len());
+    plus.extend(value.chars().map(|c| if c == ' ' { '+' } else { c }));
     vec![
         value.to_owned(),
-        utf8_percent_encode(value, crate::credentials::BASIC_ENCODE).to_string(),
-        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
-        value.replace(' ', "+"),
+        escaped(
+            utf8_percent_encode(value, crate::credentials::BASIC_ENCODE),
+            value,
+        ),
+        escaped(
+            url::form_urlencoded::byte_serialize(value.as_bytes()),
+            value,
+        ),
+        plus,
         b64.trim_end_matches('=').to_owned(),
         b64_url,
     ]
 }
 
+/// The pieces of an escaping of `value` (percent or form encoding: at
+/// most three characters per byte), in one buffer that never grows.
+pub(crate) fn escaped<'a>(pieces: impl Iterator<Item = &'a str>, value: &str) -> String {
+    let mut out = String::with_capacity(value.len().saturating_mul(3));
+    out.extend(pieces);
+    out
+}
+
 impl Scrubber {
     pub(crate) fn new(spellings: Vec<String>) -> Self {
-        let mut spellings: Vec<String> = spellings
+        // Lower-cased in place and deduplicated by hand: a copy or a dropped
+        // duplicate would free a spelling of the secret unzeroized.
+        let mut sorted: Vec<String> = spellings
             .into_iter()
-            .map(|mut s| {
-                let lower = s.to_ascii_lowercase();
-                s.zeroize();
-                lower
-            })
             .filter(|s| !s.is_empty())
+            .map(|mut s| {
+                s.make_ascii_lowercase();
+                s
+            })
             .collect();
-        spellings.sort_unstable();
-        spellings.dedup();
+        sorted.sort_unstable();
+        let mut spellings: Vec<String> = Vec::with_capacity(sorted.len());
+        for mut s in sorted {
+            if spellings.last() == Some(&s) {
+                s.zeroize();
+            } else {
+                spellings.push(s);
+            }
+        }
         spellings.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Scrubber { spellings }
     }

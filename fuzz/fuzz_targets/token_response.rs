@@ -43,8 +43,9 @@ fuzz_target!(|data: &[u8]| {
                 __fuzz::MAX_LIFETIME
             );
             // The token's Debug never shows its secret. What Debug shows
-            // besides (field names, the type "Bearer", scopes, the node) is
-            // cut out first: a token `arer` is not leaked by "Bearer". The
+            // besides (field names, the type "Bearer", scopes, the node, the
+            // expiry's seconds) is cut out first: a token `arer` is not
+            // leaked by "Bearer", nor `0000` by `tv_sec: 1800003600`. The
             // server's own values are cut as Debug writes them (quoted and
             // escaped: a scope with a NUL is shown with `\0`).
             let mut shown = format!("{token:?}");
@@ -68,6 +69,7 @@ fuzz_target!(|data: &[u8]| {
                 .map(String::as_str)
                 .chain([token.token_type(), token.authority()])
                 .map(|value| format!("{value:?}"))
+                .chain([format!("{:?}", token.expires_at())])
                 .chain(known)
                 .collect();
             parts.sort_by_key(|p| std::cmp::Reverse(p.len()));

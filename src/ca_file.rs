@@ -48,8 +48,9 @@ pub(crate) fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// Why a CA file cannot be used.
+/// Why a CA file cannot be used. Public for the CLI (`__cli`) only.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "cli"), allow(unreachable_pub))]
 pub enum CaFileError {
     /// It cannot be opened or read.
     Unreadable(std::io::Error),

@@ -79,6 +79,7 @@ fn without_line_ends(secret: &str) -> &str {
 /// [`client_secret`], or `None` when no source is set at all (the CLI's
 /// `register` then generates one). A source that is set but unusable (an
 /// unreadable file, both variables) is still an error.
+#[cfg(feature = "cli")]
 pub(crate) fn client_secret_if_set(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<SecretString>> {
